@@ -1,0 +1,172 @@
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gccl/gccl/comm/store"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Sentinel errors a backend returns (wrapped, with %w) so that callers can branch on them.
+// comm re-exports them as comm.ErrTimeout, comm.ErrAborted, ...
+var (
+	// ErrTimeout: the op did not complete before its deadline.
+	ErrTimeout = errors.New("timeout")
+	// ErrAborted: the group was aborted (by an earlier error, a peer's abort, or Abort).
+	ErrAborted = errors.New("group aborted")
+	// ErrPeerLost: a member of the group died or closed its connection.
+	ErrPeerLost = errors.New("peer lost")
+	// ErrMismatch: the ranks of a group called different ops, dtypes, counts, roots or reduce ops.
+	ErrMismatch = errors.New("collective mismatch across ranks")
+	// ErrUnsupported: the backend cannot run this op or dtype.
+	ErrUnsupported = errors.New("not supported by backend")
+)
+
+// PeerLostError says which group rank was lost; it matches ErrPeerLost with errors.Is.
+type PeerLostError struct {
+	Rank       int    // group rank of the lost peer
+	GlobalRank int    // its global rank
+	Cause      string // what was seen (EOF, reset, reported by rank N, ...)
+}
+
+func (e *PeerLostError) Error() string {
+	return fmt.Sprintf("peer lost: rank %d (global rank %d): %s", e.Rank, e.GlobalRank, e.Cause)
+}
+
+// Is reports whether target is ErrPeerLost.
+func (e *PeerLostError) Is(target error) bool { return target == ErrPeerLost }
+
+// OpKind names a collective or point-to-point operation.
+type OpKind uint8
+
+// The operations a backend implements.
+const (
+	OpAllReduce OpKind = iota + 1
+	OpBroadcast
+	OpReduce
+	OpAllGather
+	OpGather
+	OpScatter
+	OpReduceScatter
+	OpAllToAll
+	OpBarrier
+	OpSend
+	OpRecv
+)
+
+var opNames = [...]string{
+	OpAllReduce:     "all_reduce",
+	OpBroadcast:     "broadcast",
+	OpReduce:        "reduce",
+	OpAllGather:     "all_gather",
+	OpGather:        "gather",
+	OpScatter:       "scatter",
+	OpReduceScatter: "reduce_scatter",
+	OpAllToAll:      "all_to_all",
+	OpBarrier:       "barrier",
+	OpSend:          "send",
+	OpRecv:          "recv",
+}
+
+// String returns PyTorch's spelling of the op (all_reduce, reduce_scatter, ...), as used in
+// flight-recorder profiling names.
+func (k OpKind) String() string {
+	if int(k) < len(opNames) && opNames[k] != "" {
+		return opNames[k]
+	}
+	return fmt.Sprintf("op(%d)", uint8(k))
+}
+
+// IsP2P reports whether the op is point-to-point.
+func (k OpKind) IsP2P() bool { return k == OpSend || k == OpRecv }
+
+// Op describes one operation as comm issued it. comm has validated every field against the
+// tensors before the backend sees it. Every rank of the group issues collectives in the same
+// order, so (Seq, Kind, DType, Count, Root, Reduce) must agree across ranks; a backend that can
+// check this (by carrying it in its message headers) reports disagreement as ErrMismatch.
+type Op struct {
+	Kind   OpKind
+	Seq    uint64          // collective sequence number in the group, from 1; for p2p, the group's p2p count
+	DType  tensor.DType    // element type
+	Count  int             // elements contributed per rank (AllReduce/Broadcast/Reduce: buffer size; AllGather/Gather: input; Scatter/ReduceScatter: output; AllToAll: input total; Send/Recv: buffer)
+	Root   int             // group rank of the root for Broadcast, Reduce, Gather, Scatter
+	Reduce tensor.ReduceOp // for AllReduce, Reduce, ReduceScatter: Sum, Product, Min, Max, BAnd, BOr or BXor (comm lowers Avg and PreMulSum to Sum)
+	Peer   int             // group rank of the peer for Send and Recv
+	Tag    int             // user tag for Send and Recv
+}
+
+func (o Op) String() string {
+	switch {
+	case o.Kind.IsP2P():
+		return fmt.Sprintf("%s (p2p #%d, peer %d, tag %d, %d x %s)", o.Kind, o.Seq, o.Peer, o.Tag, o.Count, o.DType)
+	default:
+		return fmt.Sprintf("%s (seq %d, %d x %s, op %s, root %d)", o.Kind, o.Seq, o.Count, o.DType, o.Reduce, o.Root)
+	}
+}
+
+// Config is what a backend gets to build one group.
+type Config struct {
+	Rank        int           // this process's rank in the group
+	Size        int           // number of ranks in the group
+	GlobalRanks []int         // GlobalRanks[r] is the global rank of group rank r
+	Name        string        // group name, unique in the job ("0" for the world)
+	Store       store.Store   // scoped to this group: keys written here are seen only by members
+	Timeout     time.Duration // default per-op timeout; also bounds connection setup
+	Logger      *slog.Logger
+	// LocalRank and LocalSize describe this process's place on its host (for shared-memory backends).
+	LocalRank, LocalSize int
+	// Hostname identifies the host (for shared-memory backends).
+	Hostname string
+	// MasterAddr is the rendezvous host: a TCP backend binds the interface that reaches it.
+	MasterAddr string
+}
+
+// Backend is a factory for groups, registered under a name with comm.Register.
+type Backend interface {
+	// NewGroup connects this rank to the other members. Every member calls it concurrently.
+	NewGroup(ctx context.Context, cfg Config) (Group, error)
+}
+
+// Group moves bytes between the members of one process group. comm guarantees:
+//   - tensors are contiguous host tensors of Op.DType with the sizes the op needs;
+//   - at most one op runs on a Group at a time, in the order comm issued them;
+//   - ctx carries the op's deadline; when it passes, the op must return an error wrapping
+//     ErrTimeout (or ctx.Err()) promptly.
+//
+// After an error the Group is considered aborted: later ops fail fast with ErrAborted.
+type Group interface {
+	// AllReduce reduces in over all ranks into out. out may be in (in-place).
+	AllReduce(ctx context.Context, op Op, in, out *tensor.Tensor) error
+	// Broadcast copies root's buf into every rank's buf.
+	Broadcast(ctx context.Context, op Op, buf *tensor.Tensor) error
+	// Reduce reduces in over all ranks into out on root; out is nil on other ranks. out may be in.
+	Reduce(ctx context.Context, op Op, in, out *tensor.Tensor) error
+	// AllGather concatenates every rank's in, in rank order, into out (Size x len(in)). in may be
+	// the view of out at this rank's slot (in-place).
+	AllGather(ctx context.Context, op Op, in, out *tensor.Tensor) error
+	// Gather concatenates every rank's in into out on root; out is nil elsewhere.
+	Gather(ctx context.Context, op Op, in, out *tensor.Tensor) error
+	// Scatter sends slot r of root's in (Size x len(out)) to rank r's out; in is nil elsewhere.
+	Scatter(ctx context.Context, op Op, in, out *tensor.Tensor) error
+	// ReduceScatter reduces in (Size x len(out)) over all ranks and leaves slot r in rank r's out.
+	// out may be the view of in at this rank's slot (in-place).
+	ReduceScatter(ctx context.Context, op Op, in, out *tensor.Tensor) error
+	// AllToAll sends inSplits[r] elements (consecutive, in rank order) of in to rank r and receives
+	// outSplits[r] elements from rank r into out. Splits are in elements and never nil.
+	AllToAll(ctx context.Context, op Op, in, out *tensor.Tensor, inSplits, outSplits []int) error
+	// Barrier returns once every rank has entered it.
+	Barrier(ctx context.Context, op Op) error
+	// Send sends buf to op.Peer with op.Tag. It may return once buf can be reused.
+	Send(ctx context.Context, op Op, buf *tensor.Tensor) error
+	// Recv receives into buf the next message from op.Peer with op.Tag.
+	Recv(ctx context.Context, op Op, buf *tensor.Tensor) error
+	// Abort fails every pending and later op with ErrAborted wrapping cause, and tells the
+	// peers. It is safe to call concurrently with a running op.
+	Abort(cause error)
+	// Close releases the group's resources. Pending ops fail.
+	Close() error
+}

@@ -1,0 +1,645 @@
+package backendtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/tensor"
+)
+
+type tcase struct {
+	name string
+	run  func(ctx context.Context, pg *comm.ProcessGroup) error
+}
+
+var smallCounts = []int{0, 1, 7, 1001}
+
+func reduceDTypes() []tensor.DType {
+	var out []tensor.DType
+	for _, dt := range tensor.AllDTypes() {
+		if tensor.CheckReduce(tensor.Sum, dt) == nil {
+			out = append(out, dt)
+		}
+	}
+	return out
+}
+
+// reductions lists the (op, factor) pairs valid for dt, PreMulSum for floats.
+func reductions(dt tensor.DType) []comm.Reduction {
+	var out []comm.Reduction
+	for _, op := range tensor.AllReduceOps() {
+		if op == tensor.PreMulSum {
+			if dt.IsFloat() {
+				out = append(out, comm.PreMulSum(0.5))
+			}
+			continue
+		}
+		if tensor.CheckReduce(op, dt) == nil {
+			out = append(out, comm.Reduction{Op: op})
+		}
+	}
+	return out
+}
+
+// roots picks the roots to try: every rank in small groups, first/middle/last in large ones.
+func roots(n int) []int {
+	if n <= 4 {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i
+		}
+		return out
+	}
+	return []int{0, n / 2, n - 1}
+}
+
+func mib(dt tensor.DType, m int) int { return m << 20 / dt.Size() }
+
+// cases lists every case for a world of n ranks, identically on every rank.
+func cases(n int, large bool) []tcase {
+	var cs []tcase
+	seen := map[string]bool{}
+	add := func(name string, run func(ctx context.Context, pg *comm.ProcessGroup) error) {
+		if seen[name] {
+			panic("backendtest: duplicate case " + name)
+		}
+		seen[name] = true
+		cs = append(cs, tcase{name: name, run: run})
+	}
+	salt := 0
+	next := func() int { salt++; return salt }
+
+	// AllReduce: every dtype x op x small size, then large buffers.
+	for _, dt := range reduceDTypes() {
+		for _, red := range reductions(dt) {
+			for _, c := range smallCounts {
+				add(fmt.Sprintf("all_reduce/%s/%s/n%d", dt, red.Op, c), allReduceCase(dt, red, c, next(), false))
+			}
+		}
+	}
+	add("all_reduce/float32/SUM/async", allReduceCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, 1001, next(), true))
+	if large {
+		add("all_reduce/float32/SUM/1MiB", allReduceCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, mib(tensor.Float32, 1), next(), false))
+		add("all_reduce/float32/SUM/16MiB", allReduceCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, mib(tensor.Float32, 16), next(), false))
+		add("all_reduce/bfloat16/SUM/1MiB", allReduceCase(tensor.BFloat16, comm.Reduction{Op: tensor.Sum}, mib(tensor.BFloat16, 1), next(), false))
+		add("all_reduce/int32/MAX/1MiB", allReduceCase(tensor.Int32, comm.Reduction{Op: tensor.Max}, mib(tensor.Int32, 1), next(), false))
+		add("all_reduce/float64/AVG/1MiB", allReduceCase(tensor.Float64, comm.Reduction{Op: tensor.Avg}, mib(tensor.Float64, 1), next(), false))
+		add("all_reduce/int8/PRODUCT/1MiB+3", allReduceCase(tensor.Int8, comm.Reduction{Op: tensor.Product}, mib(tensor.Int8, 1)+3, next(), false))
+	}
+
+	// Broadcast: every dtype x size from root 0; every root at one size.
+	for _, dt := range tensor.AllDTypes() {
+		for _, c := range smallCounts {
+			add(fmt.Sprintf("broadcast/%s/n%d/root0", dt, c), broadcastCase(dt, c, 0, next()))
+		}
+	}
+	for _, root := range roots(n) {
+		add(fmt.Sprintf("broadcast/each_root/float32/n1001/root%d", root), broadcastCase(tensor.Float32, 1001, root, next()))
+	}
+	if large {
+		add("broadcast/float32/16MiB/rootlast", broadcastCase(tensor.Float32, mib(tensor.Float32, 16), n-1, next()))
+		add("broadcast/uint8/1MiB+1/root0", broadcastCase(tensor.Uint8, mib(tensor.Uint8, 1)+1, 0, next()))
+	}
+
+	// Reduce: every dtype x op at root n-1; every root with SUM.
+	for _, dt := range reduceDTypes() {
+		for _, red := range reductions(dt) {
+			add(fmt.Sprintf("reduce/%s/%s/n7/root%d", dt, red.Op, n-1), reduceCase(dt, red.Op, 7, n-1, next()))
+		}
+	}
+	for _, root := range roots(n) {
+		for _, c := range smallCounts {
+			add(fmt.Sprintf("reduce/each_root/float32/SUM/n%d/root%d", c, root), reduceCase(tensor.Float32, tensor.Sum, c, root, next()))
+		}
+	}
+	if large {
+		add("reduce/float32/SUM/16MiB/root0", reduceCase(tensor.Float32, tensor.Sum, mib(tensor.Float32, 16), 0, next()))
+	}
+
+	// AllGather: every dtype x size, in place and as a list.
+	for _, dt := range tensor.AllDTypes() {
+		for _, c := range smallCounts {
+			add(fmt.Sprintf("all_gather/%s/n%d", dt, c), allGatherCase(dt, c, "out", next()))
+		}
+	}
+	for _, c := range smallCounts {
+		add(fmt.Sprintf("all_gather/float32/n%d/inplace", c), allGatherCase(tensor.Float32, c, "inplace", next()))
+		add(fmt.Sprintf("all_gather/float32/n%d/list", c), allGatherCase(tensor.Float32, c, "list", next()))
+	}
+	if large {
+		add("all_gather/float32/1MiB", allGatherCase(tensor.Float32, mib(tensor.Float32, 1), "out", next()))
+		add("all_gather/bfloat16/16MiB/inplace", allGatherCase(tensor.BFloat16, mib(tensor.BFloat16, 16)/n, "inplace", next()))
+	}
+
+	// Gather and Scatter: every dtype at root 0; every root; in place.
+	for _, dt := range tensor.AllDTypes() {
+		add(fmt.Sprintf("gather/%s/n7/root0", dt), gatherCase(dt, 7, 0, false, next()))
+		add(fmt.Sprintf("scatter/%s/n7/root0", dt), scatterCase(dt, 7, 0, false, next()))
+	}
+	for _, root := range roots(n) {
+		for _, c := range []int{0, 1, 1001} {
+			add(fmt.Sprintf("gather/int64/n%d/root%d", c, root), gatherCase(tensor.Int64, c, root, false, next()))
+			add(fmt.Sprintf("scatter/int64/n%d/root%d", c, root), scatterCase(tensor.Int64, c, root, false, next()))
+		}
+		add(fmt.Sprintf("gather/float32/n1001/root%d/inplace", root), gatherCase(tensor.Float32, 1001, root, true, next()))
+		add(fmt.Sprintf("scatter/float32/n1001/root%d/inplace", root), scatterCase(tensor.Float32, 1001, root, true, next()))
+	}
+	if large {
+		add("gather/float32/1MiB/rootlast", gatherCase(tensor.Float32, mib(tensor.Float32, 1), n-1, false, next()))
+		add("scatter/float32/1MiB/root0", scatterCase(tensor.Float32, mib(tensor.Float32, 1), 0, false, next()))
+	}
+
+	// ReduceScatter: every dtype x op x size, in place and as a list.
+	for _, dt := range reduceDTypes() {
+		for _, red := range reductions(dt) {
+			for _, c := range smallCounts {
+				add(fmt.Sprintf("reduce_scatter/%s/%s/n%d", dt, red.Op, c), reduceScatterCase(dt, red, c, "out", next()))
+			}
+		}
+	}
+	for _, c := range smallCounts {
+		add(fmt.Sprintf("reduce_scatter/float32/SUM/n%d/inplace", c), reduceScatterCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, c, "inplace", next()))
+		add(fmt.Sprintf("reduce_scatter/int32/MAX/n%d/list", c), reduceScatterCase(tensor.Int32, comm.Reduction{Op: tensor.Max}, c, "list", next()))
+	}
+	add("reduce_scatter/float32/PREMUL_SUM/n1001/inplace", reduceScatterCase(tensor.Float32, comm.PreMulSum(0.5), 1001, "inplace", next()))
+	if large {
+		add("reduce_scatter/float32/SUM/1MiB", reduceScatterCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, mib(tensor.Float32, 1), "out", next()))
+		add("reduce_scatter/bfloat16/SUM/16MiB/inplace", reduceScatterCase(tensor.BFloat16, comm.Reduction{Op: tensor.Sum}, mib(tensor.BFloat16, 16)/n, "inplace", next()))
+	}
+
+	// AllToAll: equal blocks for every dtype, uneven splits.
+	for _, dt := range tensor.AllDTypes() {
+		for _, c := range smallCounts {
+			add(fmt.Sprintf("all_to_all/%s/n%d", dt, c), allToAllCase(dt, c, next()))
+		}
+	}
+	add("all_to_all/float32/uneven", allToAllUnevenCase(tensor.Float32, 3, next()))
+	add("all_to_all/int64/uneven_rows5", allToAllUnevenCase(tensor.Int64, 5, next()))
+	if large {
+		add("all_to_all/float32/1MiB", allToAllCase(tensor.Float32, mib(tensor.Float32, 1)/n, next()))
+	}
+
+	add("barrier/x5", func(ctx context.Context, pg *comm.ProcessGroup) error {
+		for i := 0; i < 5; i++ {
+			if err := pg.Barrier(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	if n > 1 {
+		add("send_recv/tags_reversed", sendRecvTagsCase(1001, next()))
+		add("send_recv/async_both_ways_1MiB", sendRecvAsyncCase(mib(tensor.Float32, 1), next()))
+		add("send_recv/bfloat16/n0", sendRecvTagsCase(0, next()))
+	}
+	add("objects/all_gather_and_broadcast", objectsCase)
+	add("groups/new_group_even_ranks", newGroupCase(next()))
+	add("groups/split_parity_reversed", splitCase(next()))
+	add("groups/two_concurrent", concurrentGroupsCase(next()))
+	add("async/mixed_order", asyncOrderCase(next()))
+	return cs
+}
+
+func allReduceCase(dt tensor.DType, red comm.Reduction, count, salt int, async bool) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		t := input(dt, red.Op, pg.Rank(), count, salt)
+		if async {
+			extra := input(dt, red.Op, pg.Rank(), count, salt)
+			w1 := pg.AllReduceAsync(t, red.Op)
+			w2 := pg.AllReduceAsync(extra, red.Op)
+			if err := errors.Join(w1.Wait(ctx), w2.Wait(ctx)); err != nil {
+				return err
+			}
+			if !tensor.Equal(t, extra) {
+				return wrongf("two async all-reduces of the same input differ")
+			}
+		} else if err := pg.AllReduceWith(ctx, t, red); err != nil {
+			return err
+		}
+		want, tol := reduced(dt, red.Op, red.Factor, pg.Size(), count, salt, 0)
+		if err := check("result", t, want, tol); err != nil {
+			return err
+		}
+		return sameEverywhere(ctx, pg, t)
+	}
+}
+
+// sameEverywhere checks that every rank holds bitwise the same tensor.
+func sameEverywhere(ctx context.Context, pg *comm.ProcessGroup, t *tensor.Tensor) error {
+	hashes, err := comm.AllGatherObject(ctx, pg, hashOf(t))
+	if err != nil {
+		return err
+	}
+	for r, h := range hashes {
+		if h != hashes[0] {
+			return wrongf("rank %d's result differs bitwise from rank 0's", r)
+		}
+	}
+	return nil
+}
+
+func broadcastCase(dt tensor.DType, count, root, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		t := input(dt, tensor.Sum, pg.Rank(), count, salt)
+		if err := pg.Broadcast(ctx, t, root); err != nil {
+			return err
+		}
+		return expectBlocks("result", t, dt, []int{root}, count, salt)
+	}
+}
+
+func reduceCase(dt tensor.DType, op tensor.ReduceOp, count, root, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		t := input(dt, op, pg.Rank(), count, salt)
+		if err := pg.Reduce(ctx, t, root, op); err != nil {
+			return err
+		}
+		if pg.Rank() != root {
+			return check("non-root input (must be unchanged)", t, input(dt, op, pg.Rank(), count, salt).Float64s(), make([]float64, count))
+		}
+		want, tol := reduced(dt, op, 0, pg.Size(), count, salt, 0)
+		return check("result on root", t, want, tol)
+	}
+}
+
+func allRanks(n int) []int {
+	r := make([]int, n)
+	for i := range r {
+		r[i] = i
+	}
+	return r
+}
+
+func allGatherCase(dt tensor.DType, count int, mode string, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		in := input(dt, tensor.Sum, r, count, salt)
+		out := tensor.New(dt, n*count)
+		switch mode {
+		case "inplace":
+			slot, err := out.Narrow(0, r*count, count)
+			if err != nil {
+				return err
+			}
+			if err := slot.CopyFrom(in); err != nil {
+				return err
+			}
+			if err := pg.AllGather(ctx, out, slot); err != nil {
+				return err
+			}
+		case "list":
+			list := make([]*tensor.Tensor, n)
+			for i := range list {
+				list[i] = tensor.New(dt, count)
+			}
+			if err := pg.AllGatherList(ctx, list, in); err != nil {
+				return err
+			}
+			for i, t := range list {
+				if err := expectBlocks(fmt.Sprintf("list[%d]", i), t, dt, []int{i}, count, salt); err != nil {
+					return err
+				}
+			}
+			return nil
+		default:
+			if err := pg.AllGather(ctx, out, in); err != nil {
+				return err
+			}
+		}
+		return expectBlocks("result", out, dt, allRanks(n), count, salt)
+	}
+}
+
+func gatherCase(dt tensor.DType, count, root int, inPlace bool, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		in := input(dt, tensor.Sum, r, count, salt)
+		var out *tensor.Tensor
+		if r == root {
+			out = tensor.New(dt, n*count)
+			if inPlace {
+				slot, _ := out.Narrow(0, r*count, count)
+				_ = slot.CopyFrom(in)
+				in = slot
+			}
+		}
+		if err := pg.Gather(ctx, out, in, root); err != nil {
+			return err
+		}
+		if r != root {
+			return nil
+		}
+		return expectBlocks("result on root", out, dt, allRanks(n), count, salt)
+	}
+}
+
+func scatterCase(dt tensor.DType, count, root int, inPlace bool, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		var in *tensor.Tensor
+		out := tensor.New(dt, count)
+		if r == root {
+			// Slot i holds what rank i must get: rank i's values for this salt.
+			in = tensor.New(dt, n*count)
+			for i := 0; i < n; i++ {
+				slot, _ := in.Narrow(0, i*count, count)
+				_ = slot.CopyFrom(input(dt, tensor.Sum, i, count, salt))
+			}
+			if inPlace {
+				out, _ = in.Narrow(0, r*count, count)
+			}
+		}
+		if err := pg.Scatter(ctx, out, in, root); err != nil {
+			return err
+		}
+		return expectBlocks("result", out, dt, []int{r}, count, salt)
+	}
+}
+
+func reduceScatterCase(dt tensor.DType, red comm.Reduction, count int, mode string, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		in := input(dt, red.Op, r, n*count, salt)
+		out := tensor.New(dt, count)
+		var err error
+		switch mode {
+		case "inplace":
+			out, _ = in.Narrow(0, r*count, count)
+			err = pg.ReduceScatterWith(ctx, out, in, red)
+		case "list":
+			list, _ := in.Chunk(n, 0)
+			if count == 0 {
+				list = make([]*tensor.Tensor, n)
+				for i := range list {
+					list[i] = tensor.New(dt, 0)
+				}
+			}
+			err = pg.ReduceScatterList(ctx, out, list, red.Op)
+		default:
+			err = pg.ReduceScatterWith(ctx, out, in, red)
+		}
+		if err != nil {
+			return err
+		}
+		want, tol := reduced(dt, red.Op, red.Factor, n, count, salt, r*count)
+		return check("result", out, want, tol)
+	}
+}
+
+func allToAllCase(dt tensor.DType, per, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		// Block p of rank r's input is input(r) elements [p*per, (p+1)*per).
+		in := input(dt, tensor.Sum, r, n*per, salt)
+		out := tensor.New(dt, n*per)
+		if err := pg.AllToAll(ctx, out, in); err != nil {
+			return err
+		}
+		want := make([]float64, 0, n*per)
+		for p := 0; p < n; p++ {
+			for i := 0; i < per; i++ {
+				want = append(want, value(dt, tensor.Sum, p, r*per+i, salt))
+			}
+		}
+		return check("result", out, want, make([]float64, len(want)))
+	}
+}
+
+// allToAllUnevenCase: rank a sends (a+b)%3 rows of `row` elements to rank b.
+func allToAllUnevenCase(dt tensor.DType, row, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		rows := func(a, b int) int { return (a + b) % 3 }
+		inSplits, outSplits := make([]int, n), make([]int, n)
+		inRows, outRows := 0, 0
+		for p := 0; p < n; p++ {
+			inSplits[p], outSplits[p] = rows(r, p), rows(p, r)
+			inRows += inSplits[p]
+			outRows += outSplits[p]
+		}
+		// Rank a's rows for b carry value(a, b*100+j).
+		vals := make([]float64, 0, inRows*row)
+		for p := 0; p < n; p++ {
+			for j := 0; j < inSplits[p]*row; j++ {
+				vals = append(vals, value(dt, tensor.Sum, r, p*100+j, salt))
+			}
+		}
+		in, err := tensor.FromFloat64s(dt, vals, inRows, row)
+		if err != nil {
+			return err
+		}
+		out := tensor.New(dt, outRows, row)
+		if err := pg.AllToAllSplits(ctx, out, in, outSplits, inSplits); err != nil {
+			return err
+		}
+		want := make([]float64, 0, outRows*row)
+		for p := 0; p < n; p++ {
+			for j := 0; j < outSplits[p]*row; j++ {
+				want = append(want, value(dt, tensor.Sum, p, r*100+j, salt))
+			}
+		}
+		return check("result", out, want, make([]float64, len(want)))
+	}
+}
+
+// sendRecvTagsCase: every rank sends three tagged messages to the next rank, which receives them
+// in reverse tag order.
+func sendRecvTagsCase(count, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		next, prev := (r+1)%n, (r-1+n)%n
+		for tag := 0; tag < 3; tag++ {
+			if err := pg.Send(ctx, input(tensor.Float32, tensor.Sum, r, count, salt+tag), next, tag); err != nil {
+				return err
+			}
+		}
+		for tag := 2; tag >= 0; tag-- {
+			got := tensor.New(tensor.Float32, count)
+			if err := pg.Recv(ctx, got, prev, tag); err != nil {
+				return err
+			}
+			if err := expectBlocks(fmt.Sprintf("message with tag %d", tag), got, tensor.Float32, []int{prev}, count, salt+tag); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// sendRecvAsyncCase: every pair exchanges large messages both ways at once with async ops, which
+// deadlocks unless sends make progress while the peer is sending too.
+func sendRecvAsyncCase(count, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		next, prev := (r+1)%n, (r-1+n)%n
+		got := tensor.New(tensor.Float32, count)
+		ws := pg.SendAsync(input(tensor.Float32, tensor.Sum, r, count, salt), next, 7)
+		wr := pg.RecvAsync(got, prev, 7)
+		if err := errors.Join(ws.Wait(ctx), wr.Wait(ctx)); err != nil {
+			return err
+		}
+		return expectBlocks("received", got, tensor.Float32, []int{prev}, count, salt)
+	}
+}
+
+type object struct {
+	Rank  int
+	Name  string
+	Items map[string][]float64
+}
+
+func objectsCase(ctx context.Context, pg *comm.ProcessGroup) error {
+	n, r := pg.Size(), pg.Rank()
+	all, err := comm.AllGatherObject(ctx, pg, object{Rank: r, Name: fmt.Sprintf("rank-%d", r), Items: map[string][]float64{"x": {float64(r)}}})
+	if err != nil {
+		return err
+	}
+	if len(all) != n {
+		return wrongf("got %d objects, want %d", len(all), n)
+	}
+	for i, o := range all {
+		if o.Rank != i || o.Name != fmt.Sprintf("rank-%d", i) || o.Items["x"][0] != float64(i) {
+			return wrongf("object %d is %+v", i, o)
+		}
+	}
+	var v object
+	root := n - 1
+	if r == root {
+		v = object{Rank: root, Name: "from the root", Items: map[string][]float64{"y": {1, 2, 3}}}
+	}
+	if err := comm.BroadcastObject(ctx, pg, &v, root); err != nil {
+		return err
+	}
+	if v.Rank != root || v.Name != "from the root" || len(v.Items["y"]) != 3 {
+		return wrongf("broadcast object is %+v", v)
+	}
+	return nil
+}
+
+func newGroupCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		var even []int
+		for i := 0; i < pg.Size(); i += 2 {
+			even = append(even, pg.GlobalRank(i))
+		}
+		sub, err := pg.NewGroup(ctx, even, comm.GroupOptions{Desc: "even ranks"})
+		if err != nil {
+			return err
+		}
+		if pg.Rank()%2 == 1 {
+			if sub != nil {
+				return wrongf("a non-member got a group")
+			}
+			return nil
+		}
+		defer sub.Close()
+		if sub.Size() != len(even) || sub.Rank() != pg.Rank()/2 {
+			return wrongf("sub-group rank %d of %d, want %d of %d", sub.Rank(), sub.Size(), pg.Rank()/2, len(even))
+		}
+		t := input(tensor.Int64, tensor.Sum, sub.Rank(), 1001, salt)
+		if err := sub.AllReduce(ctx, t, comm.Sum); err != nil {
+			return err
+		}
+		want, tol := reduced(tensor.Int64, tensor.Sum, 0, sub.Size(), 1001, salt, 0)
+		return check("sub-group sum", t, want, tol)
+	}
+}
+
+func splitCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		sub, err := pg.Split(ctx, r%2, -r, comm.GroupOptions{})
+		if err != nil {
+			return err
+		}
+		defer sub.Close()
+		members := 0
+		for i := r % 2; i < n; i += 2 {
+			members++
+		}
+		// Keys are -rank: the highest rank of each color is group rank 0.
+		wantRank := members - 1 - r/2
+		if sub.Size() != members || sub.Rank() != wantRank {
+			return wrongf("split: rank %d of %d, want %d of %d", sub.Rank(), sub.Size(), wantRank, members)
+		}
+		in := tensor.New(tensor.Int32, 1)
+		in.SetFloat(float64(r), 0)
+		out := tensor.New(tensor.Int32, sub.Size())
+		if err := sub.AllGather(ctx, out, in); err != nil {
+			return err
+		}
+		for i, v := range out.Float64s() {
+			if int(v) != sub.GlobalRank(i) {
+				return wrongf("split all-gather: slot %d holds rank %v, want %d", i, v, sub.GlobalRank(i))
+			}
+		}
+		return nil
+	}
+}
+
+func concurrentGroupsCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		ranks := pg.GlobalRanks()
+		a, err := pg.NewGroup(ctx, ranks, comm.GroupOptions{Desc: "concurrent a"})
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		b, err := pg.NewGroup(ctx, ranks, comm.GroupOptions{Desc: "concurrent b"})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for gi, g := range []*comm.ProcessGroup{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for it := 0; it < 20 && errs[gi] == nil; it++ {
+					s := salt*100 + gi*50 + it
+					t := input(tensor.Float64, tensor.Sum, g.Rank(), 4099, s)
+					if err := g.AllReduce(ctx, t, comm.Sum); err != nil {
+						errs[gi] = err
+						return
+					}
+					want, tol := reduced(tensor.Float64, tensor.Sum, 0, g.Size(), 4099, s, 0)
+					errs[gi] = check(fmt.Sprintf("group %d iteration %d", gi, it), t, want, tol)
+				}
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+}
+
+// asyncOrderCase issues a mix of async and sync ops and checks they ran in issue order.
+func asyncOrderCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n := pg.Size()
+		t := tensor.New(tensor.Int64, 5)
+		t.Fill(1)
+		w1 := pg.AllReduceAsync(t, comm.Sum) // n
+		w2 := pg.AllReduceAsync(t, comm.Sum) // n*n
+		if err := pg.AllReduce(ctx, t, comm.Sum); err != nil { // n*n*n, after both
+			return err
+		}
+		if !w1.IsCompleted() || !w2.IsCompleted() {
+			return wrongf("a sync op finished before the async ops issued before it")
+		}
+		if err := errors.Join(w1.Err(), w2.Err()); err != nil {
+			return err
+		}
+		want := float64(n * n * n)
+		for i, v := range t.Float64s() {
+			if v != want {
+				return wrongf("element %d is %v, want %v: ops ran out of order", i, v, want)
+			}
+		}
+		return nil
+	}
+}

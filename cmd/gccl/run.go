@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gccl/gccl/launch"
+)
+
+func runCmd() *cobra.Command {
+	var nproc int
+	var backend string
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- PROGRAM [ARGS...]",
+		Short: "Launch PROGRAM as N ranks on this machine (like torchrun)",
+		Long: `gccl run hosts the rendezvous store and starts --nproc-per-node copies of PROGRAM with
+torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+plus GCCL_TOKEN. Every output line is prefixed with its rank. As soon as one rank fails, the
+others are stopped and gccl run exits non-zero, naming the rank and its exit status.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if nproc < 1 {
+				return fmt.Errorf("run: --nproc-per-node %d: need at least 1", nproc)
+			}
+			res, err := launch.Run(cmd.Context(), launch.Config{
+				NProcs: nproc, Program: args[0], Args: args[1:], Backend: backend,
+				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+			})
+			if err != nil {
+				return err
+			}
+			return jobError(res)
+		},
+	}
+	cmd.Flags().IntVar(&nproc, "nproc-per-node", 1, "number of ranks to start")
+	cmd.Flags().StringVar(&backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, xccl")
+	return cmd
+}
+
+// jobError turns a failed job into an error naming the first failed rank, with its exit status
+// as gccl's own.
+func jobError(res *launch.Result) error {
+	err := res.Err()
+	if err == nil {
+		return nil
+	}
+	code := 1
+	if res.First != nil && res.First.ExitCode > 0 {
+		code = res.First.ExitCode
+	}
+	_ = os.Stdout.Sync()
+	return &exitError{code: code, err: err}
+}

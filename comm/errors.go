@@ -1,0 +1,44 @@
+package comm
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/gccl/gccl/backends"
+)
+
+// Sentinel errors, for errors.Is. Every error gccl returns wraps one of these or a cause from
+// the store or the operating system, and says which op, group and rank it concerns.
+var (
+	// ErrTimeout: an op did not complete within its timeout; the group is aborted.
+	ErrTimeout = backends.ErrTimeout
+	// ErrAborted: the group was aborted, by an earlier failure here or on a peer, or by Abort.
+	ErrAborted = backends.ErrAborted
+	// ErrPeerLost: a member of the group died; errors.As with *PeerLostError names it.
+	ErrPeerLost = backends.ErrPeerLost
+	// ErrMismatch: ranks called different collectives, dtypes, counts, roots or reduce ops.
+	ErrMismatch = backends.ErrMismatch
+	// ErrUnsupported: the backend cannot run this op or dtype.
+	ErrUnsupported = backends.ErrUnsupported
+	// ErrInvalidArgument: a call's arguments are wrong on this rank (nil or wrongly sized
+	// tensors, rank out of range, ...). Nothing was sent.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrClosed: the group was closed.
+	ErrClosed = errors.New("process group closed")
+)
+
+// PeerLostError names the lost member; errors.Is(err, ErrPeerLost) holds for it.
+type PeerLostError = backends.PeerLostError
+
+// opError wraps err with the op, group and rank it happened in.
+func (pg *ProcessGroup) opError(kind backends.OpKind, seq uint64, err error) error {
+	if seq == 0 {
+		return fmt.Errorf("gccl: %s on group %q (rank %d of %d): %w", kind, pg.name, pg.rank, pg.size, err)
+	}
+	return fmt.Errorf("gccl: %s #%d on group %q (rank %d of %d): %w", kind, seq, pg.name, pg.rank, pg.size, err)
+}
+
+// invalid is a bad-argument error for kind: what is wrong, and what to do.
+func (pg *ProcessGroup) invalid(kind backends.OpKind, format string, args ...any) error {
+	return pg.opError(kind, 0, fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidArgument))
+}

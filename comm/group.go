@@ -1,0 +1,308 @@
+package comm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/comm/store"
+	"github.com/gccl/gccl/flightrecorder"
+	"github.com/gccl/gccl/tensor"
+)
+
+// ProcessGroup is a set of ranks that run collectives together, over one backend. Ops on a group
+// run in the order they were issued, synchronous and asynchronous alike. It is safe for
+// concurrent use; concurrent callers' ops are ordered by when they were issued.
+type ProcessGroup struct {
+	w           *world
+	id          int
+	name, desc  string
+	rank, size  int
+	globalRanks []int
+	backendName string
+	backend     backends.Group
+	store       store.Store
+	timeout     time.Duration
+	ownsWorld   bool
+
+	mu       sync.Mutex
+	cond     sync.Cond
+	issued   uint64 // tickets handed out
+	turn     uint64 // ticket allowed to run
+	collSeq  uint64 // collectives issued
+	p2pSeq   uint64 // p2p ops issued
+	queue    []*request
+	worker   bool // async worker running
+	closed   bool
+	children map[string]int // NewGroup / Split counters, for stable group names
+}
+
+// Rank is this process's rank in the group.
+func (pg *ProcessGroup) Rank() int { return pg.rank }
+
+// Size is the number of ranks in the group.
+func (pg *ProcessGroup) Size() int { return pg.size }
+
+// Name is the group's name, unique in the job ("0" for the world).
+func (pg *ProcessGroup) Name() string { return pg.name }
+
+// Backend is the name of the group's backend.
+func (pg *ProcessGroup) Backend() string { return pg.backendName }
+
+// GlobalRank maps a group rank to its global rank.
+func (pg *ProcessGroup) GlobalRank(groupRank int) int { return pg.globalRanks[groupRank] }
+
+// GlobalRanks lists the global ranks of the members, in group-rank order.
+func (pg *ProcessGroup) GlobalRanks() []int { return append([]int(nil), pg.globalRanks...) }
+
+// Store is the group's view of the rendezvous store (keys are private to the group).
+func (pg *ProcessGroup) Store() store.Store { return pg.store }
+
+// Recorder is the flight recorder the group writes to.
+func (pg *ProcessGroup) Recorder() *flightrecorder.Recorder { return pg.w.recorder }
+
+// Timeout is the group's per-op timeout.
+func (pg *ProcessGroup) Timeout() time.Duration { return pg.timeout }
+
+// request is one validated op, ready to run.
+type request struct {
+	op     backends.Op
+	run    func(ctx context.Context) error // calls the backend
+	after  func()                          // copies results out of temporaries (on success)
+	ticket uint64
+	record uint64 // flight-recorder id
+	work   *Work
+}
+
+// Work is the handle of an asynchronous op.
+type Work struct {
+	done chan struct{}
+	err  error
+	desc string
+}
+
+// Wait blocks until the op completes or ctx ends. When ctx ends first it returns ctx's error
+// and the op carries on (it still has its own timeout).
+func (w *Work) Wait(ctx context.Context) error {
+	select {
+	case <-w.done:
+		return w.err
+	case <-ctx.Done():
+		return fmt.Errorf("gccl: waiting for %s: %w (the op is still running)", w.desc, ctx.Err())
+	}
+}
+
+// Done is closed when the op has completed, successfully or not.
+func (w *Work) Done() <-chan struct{} { return w.done }
+
+// IsCompleted reports whether the op has completed.
+func (w *Work) IsCompleted() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Err is the op's error once it has completed (nil before, or on success).
+func (w *Work) Err() error {
+	if !w.IsCompleted() {
+		return nil
+	}
+	return w.err
+}
+
+func failedWork(err error) *Work {
+	w := &Work{done: make(chan struct{}), err: err, desc: "op"}
+	close(w.done)
+	return w
+}
+
+// issue assigns the op its sequence number and ticket and records it.
+func (pg *ProcessGroup) issue(req *request, in, out []*tensor.Tensor) error {
+	pg.mu.Lock()
+	if pg.closed {
+		pg.mu.Unlock()
+		return pg.opError(req.op.Kind, 0, ErrClosed)
+	}
+	if req.op.Kind.IsP2P() {
+		pg.p2pSeq++
+		req.op.Seq = pg.p2pSeq
+	} else {
+		pg.collSeq++
+		req.op.Seq = pg.collSeq
+	}
+	req.ticket = pg.issued
+	pg.issued++
+	pg.mu.Unlock()
+	if rec := pg.w.recorder; rec.Enabled() {
+		r := flightrecorder.OpRecord{
+			Group: pg.id, ProfilingName: pg.profilingName(req.op), OpID: int64(req.ticket + 1),
+			InputSizes: sizesOf(in), InputDtypes: dtypesOf(in), OutputSizes: sizesOf(out), OutputDtypes: dtypesOf(out),
+			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout,
+		}
+		if req.op.Kind.IsP2P() {
+			r.P2PSeqID = int64(req.op.Seq)
+		} else {
+			r.CollectiveSeqID = int64(req.op.Seq)
+		}
+		req.record = rec.Record(r)
+	}
+	return nil
+}
+
+func (pg *ProcessGroup) profilingName(op backends.Op) string {
+	switch op.Kind {
+	case backends.OpSend:
+		return fmt.Sprintf("%s:send %d->%d", pg.backendName, pg.rank, op.Peer)
+	case backends.OpRecv:
+		return fmt.Sprintf("%s:recv %d<-%d", pg.backendName, pg.rank, op.Peer)
+	}
+	return pg.backendName + ":" + op.Kind.String()
+}
+
+// execute runs req on the caller's goroutine once every op issued before it has finished.
+func (pg *ProcessGroup) execute(ctx context.Context, req *request, in, out []*tensor.Tensor) error {
+	if err := pg.issue(req, in, out); err != nil {
+		return err
+	}
+	pg.waitTurn(req.ticket)
+	err := pg.runNow(ctx, req)
+	pg.finishTurn()
+	return err
+}
+
+// enqueue hands req to the group's worker and returns its Work.
+func (pg *ProcessGroup) enqueue(req *request, in, out []*tensor.Tensor) *Work {
+	req.work = &Work{done: make(chan struct{}), desc: req.op.Kind.String()}
+	if err := pg.issue(req, in, out); err != nil {
+		req.work.err = err
+		close(req.work.done)
+		return req.work
+	}
+	req.work.desc = fmt.Sprintf("%s #%d on group %q", req.op.Kind, req.op.Seq, pg.name)
+	pg.mu.Lock()
+	pg.queue = append(pg.queue, req)
+	if !pg.worker {
+		pg.worker = true
+		go pg.work()
+	}
+	pg.mu.Unlock()
+	return req.work
+}
+
+// work runs queued async ops in ticket order, then exits when the queue is empty.
+func (pg *ProcessGroup) work() {
+	for {
+		pg.mu.Lock()
+		if len(pg.queue) == 0 {
+			pg.worker = false
+			pg.mu.Unlock()
+			return
+		}
+		req := pg.queue[0]
+		pg.queue = pg.queue[1:]
+		for pg.turn != req.ticket {
+			pg.cond.Wait()
+		}
+		pg.mu.Unlock()
+		req.work.err = pg.runNow(context.Background(), req)
+		close(req.work.done)
+		pg.finishTurn()
+	}
+}
+
+func (pg *ProcessGroup) waitTurn(ticket uint64) {
+	pg.mu.Lock()
+	for pg.turn != ticket {
+		pg.cond.Wait()
+	}
+	pg.mu.Unlock()
+}
+
+func (pg *ProcessGroup) finishTurn() {
+	pg.mu.Lock()
+	pg.turn++
+	pg.cond.Broadcast()
+	pg.mu.Unlock()
+}
+
+// runNow calls the backend with the op's timeout and turns failures into errors that name the
+// op; on a timeout or failure the group is aborted so that no rank waits forever.
+func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
+	rec := pg.w.recorder
+	rec.Started(req.record)
+	ctx, cancel := context.WithTimeout(ctx, pg.timeout)
+	err := req.run(ctx)
+	timedOut := ctx.Err() == context.DeadlineExceeded
+	cancel()
+	rec.Completed(req.record)
+	if err == nil {
+		if req.after != nil {
+			req.after()
+		}
+		return nil
+	}
+	if timedOut && !errors.Is(err, ErrTimeout) {
+		err = fmt.Errorf("%w after %v: %w", ErrTimeout, pg.timeout, err)
+	}
+	err = pg.opError(req.op.Kind, req.op.Seq, err)
+	pg.backend.Abort(err)
+	return err
+}
+
+// Abort fails the running op and every later op on the group (and tells the peers).
+func (pg *ProcessGroup) Abort(cause error) {
+	pg.backend.Abort(cause)
+}
+
+// Close waits for issued ops, then releases the group's backend state (and, for the world
+// group from Init, the store). Ops issued after Close fail with ErrClosed.
+func (pg *ProcessGroup) Close() error {
+	pg.mu.Lock()
+	if pg.closed {
+		pg.mu.Unlock()
+		return nil
+	}
+	pg.closed = true
+	last := pg.issued
+	for pg.turn != last {
+		pg.cond.Wait()
+	}
+	pg.mu.Unlock()
+	err := pg.backend.Close()
+	if pg.ownsWorld {
+		pg.w.close()
+	}
+	return err
+}
+
+func sizesOf(ts []*tensor.Tensor) [][]int64 {
+	out := make([][]int64, 0, len(ts))
+	for _, t := range ts {
+		if t == nil {
+			continue
+		}
+		s := t.Shape()
+		d := make([]int64, len(s))
+		for i, v := range s {
+			d[i] = int64(v)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func dtypesOf(ts []*tensor.Tensor) []string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		if t != nil {
+			out = append(out, t.DType().TorchName())
+		}
+	}
+	return out
+}

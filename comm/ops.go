@@ -1,0 +1,728 @@
+package comm
+
+import (
+	"context"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/tensor"
+)
+
+// ReduceOp is how values from different ranks combine.
+type ReduceOp = tensor.ReduceOp
+
+// The reduce ops. Avg divides the sum by the group size (integers: truncating); PreMulSum is
+// created with PreMulSum(factor).
+const (
+	Sum     = tensor.Sum
+	Avg     = tensor.Avg
+	Product = tensor.Product
+	Min     = tensor.Min
+	Max     = tensor.Max
+	BAnd    = tensor.BAnd
+	BOr     = tensor.BOr
+	BXor    = tensor.BXor
+)
+
+// Reduction is a reduce op with its parameters (PreMulSum's factor). Most calls take a plain
+// ReduceOp; AllReduceWith and friends take a Reduction.
+type Reduction struct {
+	Op     ReduceOp
+	Factor float64 // PreMulSum: every rank's input is multiplied by Factor before the sum
+}
+
+// PreMulSum is the reduction that scales every input by factor, then sums (NCCL's
+// ncclRedOpCreatePreMulSum, PyTorch's _make_nccl_premul_sum).
+func PreMulSum(factor float64) Reduction { return Reduction{Op: tensor.PreMulSum, Factor: factor} }
+
+// check validates the common properties of every tensor argument of an op.
+func (pg *ProcessGroup) checkTensor(kind backends.OpKind, what string, t *tensor.Tensor) error {
+	if t == nil {
+		return pg.invalid(kind, "%s is nil", what)
+	}
+	if !t.DType().Valid() {
+		return pg.invalid(kind, "%s has an invalid dtype", what)
+	}
+	if !t.IsContiguous() {
+		return pg.invalid(kind, "%s (%v) is not contiguous: pass t.Contiguous() (and copy the result back)", what, t.Shape())
+	}
+	if !t.Device().IsCPU() && pg.backendName == "gloo" {
+		return pg.invalid(kind, "%s is on device %v; the gloo backend moves host tensors only", what, t.Device())
+	}
+	return nil
+}
+
+func (pg *ProcessGroup) checkSameDType(kind backends.OpKind, a, b *tensor.Tensor) error {
+	if a.DType() != b.DType() {
+		return pg.invalid(kind, "the input is %s but the output is %s: pass tensors of one dtype", a.DType(), b.DType())
+	}
+	return nil
+}
+
+func (pg *ProcessGroup) checkRoot(kind backends.OpKind, what string, root int) error {
+	if root < 0 || root >= pg.size {
+		return pg.invalid(kind, "%s %d is out of range: the group has ranks 0..%d", what, root, pg.size-1)
+	}
+	return nil
+}
+
+// checkReduce validates a reduction for dtype and lowers it to what backends run: Avg and
+// PreMulSum become Sum, with a scale before or a division after.
+func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, dt tensor.DType) (tensor.ReduceOp, error) {
+	if err := tensor.CheckReduce(red.Op, dt); err != nil {
+		return 0, pg.invalid(kind, "%v", err)
+	}
+	switch red.Op {
+	case tensor.Avg, tensor.PreMulSum:
+		return tensor.Sum, nil
+	}
+	return red.Op, nil
+}
+
+// scaleIn and divideOut implement PreMulSum and Avg around a Sum.
+func (pg *ProcessGroup) preScale(red Reduction, dt tensor.DType, buf []byte) error {
+	if red.Op == tensor.PreMulSum {
+		return tensor.Scale(dt, buf, red.Factor)
+	}
+	return nil
+}
+
+func (pg *ProcessGroup) postDivide(red Reduction, dt tensor.DType, buf []byte) error {
+	if red.Op == tensor.Avg {
+		return tensor.DivideBy(dt, buf, pg.size)
+	}
+	return nil
+}
+
+func overlapsPartially(a, b *tensor.Tensor) bool {
+	if a == nil || b == nil || !a.SharesStorage(b) {
+		return false
+	}
+	ab, bb := a.Bytes(), b.Bytes()
+	if len(ab) == 0 || len(bb) == 0 {
+		return false
+	}
+	return &ab[0] != &bb[0]
+}
+
+func ts(t ...*tensor.Tensor) []*tensor.Tensor { return t }
+
+// --- AllReduce ---
+
+// AllReduce reduces t across the group in place: afterwards every rank holds the same result.
+func (pg *ProcessGroup) AllReduce(ctx context.Context, t *tensor.Tensor, op ReduceOp) error {
+	return pg.AllReduceWith(ctx, t, Reduction{Op: op})
+}
+
+// AllReduceWith is AllReduce with a parameterised reduction (PreMulSum).
+func (pg *ProcessGroup) AllReduceWith(ctx context.Context, t *tensor.Tensor, red Reduction) error {
+	req, err := pg.allReduceReq(t, red)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(t), ts(t))
+}
+
+// AllReduceAsync issues AllReduce and returns at once.
+func (pg *ProcessGroup) AllReduceAsync(t *tensor.Tensor, op ReduceOp) *Work {
+	req, err := pg.allReduceReq(t, Reduction{Op: op})
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(t), ts(t))
+}
+
+func (pg *ProcessGroup) allReduceReq(t *tensor.Tensor, red Reduction) (*request, error) {
+	const kind = backends.OpAllReduce
+	if err := pg.checkTensor(kind, "tensor", t); err != nil {
+		return nil, err
+	}
+	low, err := pg.lowerReduce(kind, red, t.DType())
+	if err != nil {
+		return nil, err
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Reduce: low}}
+	req.run = func(ctx context.Context) error {
+		if err := pg.preScale(red, t.DType(), t.Bytes()); err != nil {
+			return err
+		}
+		if err := pg.backend.AllReduce(ctx, req.op, t, t); err != nil {
+			return err
+		}
+		return pg.postDivide(red, t.DType(), t.Bytes())
+	}
+	return req, nil
+}
+
+// --- Broadcast ---
+
+// Broadcast copies root's t into t on every rank.
+func (pg *ProcessGroup) Broadcast(ctx context.Context, t *tensor.Tensor, root int) error {
+	req, err := pg.broadcastReq(t, root)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(t), ts(t))
+}
+
+// BroadcastAsync issues Broadcast and returns at once.
+func (pg *ProcessGroup) BroadcastAsync(t *tensor.Tensor, root int) *Work {
+	req, err := pg.broadcastReq(t, root)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(t), ts(t))
+}
+
+func (pg *ProcessGroup) broadcastReq(t *tensor.Tensor, root int) (*request, error) {
+	const kind = backends.OpBroadcast
+	if err := pg.checkTensor(kind, "tensor", t); err != nil {
+		return nil, err
+	}
+	if err := pg.checkRoot(kind, "root", root); err != nil {
+		return nil, err
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root}}
+	req.run = func(ctx context.Context) error { return pg.backend.Broadcast(ctx, req.op, t) }
+	return req, nil
+}
+
+// --- Reduce ---
+
+// Reduce reduces t across the group into t on root (in place, like torch.distributed.reduce).
+// On other ranks t is left unchanged.
+func (pg *ProcessGroup) Reduce(ctx context.Context, t *tensor.Tensor, root int, op ReduceOp) error {
+	req, err := pg.reduceReq(t, root, Reduction{Op: op})
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(t), ts(t))
+}
+
+// ReduceAsync issues Reduce and returns at once.
+func (pg *ProcessGroup) ReduceAsync(t *tensor.Tensor, root int, op ReduceOp) *Work {
+	req, err := pg.reduceReq(t, root, Reduction{Op: op})
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(t), ts(t))
+}
+
+func (pg *ProcessGroup) reduceReq(t *tensor.Tensor, root int, red Reduction) (*request, error) {
+	const kind = backends.OpReduce
+	if err := pg.checkTensor(kind, "tensor", t); err != nil {
+		return nil, err
+	}
+	if err := pg.checkRoot(kind, "root", root); err != nil {
+		return nil, err
+	}
+	low, err := pg.lowerReduce(kind, red, t.DType())
+	if err != nil {
+		return nil, err
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root, Reduce: low}}
+	req.run = func(ctx context.Context) error {
+		in := t
+		if red.Op == tensor.PreMulSum && pg.rank != root {
+			in = t.Clone() // leave non-root inputs unchanged
+		}
+		if err := pg.preScale(red, t.DType(), in.Bytes()); err != nil {
+			return err
+		}
+		var out *tensor.Tensor
+		if pg.rank == root {
+			out = t
+		}
+		if err := pg.backend.Reduce(ctx, req.op, in, out); err != nil {
+			return err
+		}
+		if out != nil {
+			return pg.postDivide(red, t.DType(), out.Bytes())
+		}
+		return nil
+	}
+	return req, nil
+}
+
+// --- AllGather ---
+
+// AllGather concatenates every rank's in, in rank order, into out (torch's
+// all_gather_into_tensor): out has Size() times in's elements. in may be the view of out at
+// this rank's slot (in place).
+func (pg *ProcessGroup) AllGather(ctx context.Context, out, in *tensor.Tensor) error {
+	req, err := pg.allGatherReq(out, in)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// AllGatherAsync issues AllGather and returns at once.
+func (pg *ProcessGroup) AllGatherAsync(out, in *tensor.Tensor) *Work {
+	req, err := pg.allGatherReq(out, in)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(in), ts(out))
+}
+
+func (pg *ProcessGroup) allGatherReq(out, in *tensor.Tensor) (*request, error) {
+	const kind = backends.OpAllGather
+	if err := pg.checkPair(kind, out, in, pg.size, 1); err != nil {
+		return nil, err
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
+	req.run = func(ctx context.Context) error { return pg.backend.AllGather(ctx, req.op, in, out) }
+	return req, nil
+}
+
+// checkPair validates out and in where out has outMul/inMul times in's elements.
+func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, outMul, inMul int) error {
+	if err := pg.checkTensor(kind, "input", in); err != nil {
+		return err
+	}
+	if err := pg.checkTensor(kind, "output", out); err != nil {
+		return err
+	}
+	if err := pg.checkSameDType(kind, in, out); err != nil {
+		return err
+	}
+	if out.Numel()*inMul != in.Numel()*outMul {
+		if outMul > inMul {
+			return pg.invalid(kind, "the output has %d elements but must have %d (group size %d x input's %d)",
+				out.Numel(), in.Numel()*outMul, pg.size, in.Numel())
+		}
+		return pg.invalid(kind, "the input has %d elements but must have %d (group size %d x output's %d)",
+			in.Numel(), out.Numel()*inMul, pg.size, out.Numel())
+	}
+	if overlapsPartially(in, out) {
+		// In place is allowed only as the view of this rank's slot.
+		big, small := out, in
+		if inMul > outMul {
+			big, small = in, out
+		}
+		bb, sb := big.Bytes(), small.Bytes()
+		slot := bb[pg.rank*len(sb):]
+		if len(slot) == 0 || &slot[0] != &sb[0] {
+			return pg.invalid(kind, "the input and output overlap: in place is allowed only when the smaller tensor is the view of this rank's slot (rank %d) of the larger", pg.rank)
+		}
+	}
+	return nil
+}
+
+// AllGatherList gathers every rank's in into outs[r] (torch's all_gather with a list).
+func (pg *ProcessGroup) AllGatherList(ctx context.Context, outs []*tensor.Tensor, in *tensor.Tensor) error {
+	req, flat, err := pg.allGatherListReq(outs, in)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(flat))
+}
+
+// AllGatherListAsync issues AllGatherList and returns at once.
+func (pg *ProcessGroup) AllGatherListAsync(outs []*tensor.Tensor, in *tensor.Tensor) *Work {
+	req, flat, err := pg.allGatherListReq(outs, in)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(in), ts(flat))
+}
+
+func (pg *ProcessGroup) allGatherListReq(outs []*tensor.Tensor, in *tensor.Tensor) (*request, *tensor.Tensor, error) {
+	const kind = backends.OpAllGather
+	if err := pg.checkList(kind, "output list", outs, in); err != nil {
+		return nil, nil, err
+	}
+	flat := tensor.New(in.DType(), pg.size*in.Numel())
+	req, err := pg.allGatherReq(flat, in)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.after = func() { scatterFlat(flat, outs) }
+	return req, flat, nil
+}
+
+func (pg *ProcessGroup) checkList(kind backends.OpKind, what string, list []*tensor.Tensor, like *tensor.Tensor) error {
+	if err := pg.checkTensor(kind, "input", like); err != nil {
+		return err
+	}
+	if len(list) != pg.size {
+		return pg.invalid(kind, "the %s has %d tensors; it needs one per rank (%d)", what, len(list), pg.size)
+	}
+	for i, t := range list {
+		if t == nil {
+			return pg.invalid(kind, "%s[%d] is nil", what, i)
+		}
+		if t.DType() != like.DType() || t.Numel() != like.Numel() {
+			return pg.invalid(kind, "%s[%d] is %d x %s but must match the single tensor (%d x %s)",
+				what, i, t.Numel(), t.DType(), like.Numel(), like.DType())
+		}
+	}
+	return nil
+}
+
+// scatterFlat copies consecutive slots of flat into the list.
+func scatterFlat(flat *tensor.Tensor, list []*tensor.Tensor) {
+	b := flat.Bytes()
+	off := 0
+	for _, t := range list {
+		n := t.NBytes()
+		src, _ := tensor.FromBytes(t.DType(), b[off:off+n], t.Shape()...)
+		_ = t.CopyFrom(src)
+		off += n
+	}
+}
+
+// gatherFlat concatenates the list into a new flat tensor.
+func gatherFlat(list []*tensor.Tensor) *tensor.Tensor {
+	n := 0
+	for _, t := range list {
+		n += t.Numel()
+	}
+	flat := tensor.New(list[0].DType(), n)
+	b := flat.Bytes()
+	off := 0
+	for _, t := range list {
+		off += copy(b[off:], t.Contiguous().Bytes())
+	}
+	return flat
+}
+
+// --- Gather and Scatter ---
+
+// Gather concatenates every rank's in into out on root (out has Size() times in's elements);
+// out is ignored (may be nil) on other ranks.
+func (pg *ProcessGroup) Gather(ctx context.Context, out, in *tensor.Tensor, root int) error {
+	req, err := pg.gatherReq(out, in, root)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// GatherAsync issues Gather and returns at once.
+func (pg *ProcessGroup) GatherAsync(out, in *tensor.Tensor, root int) *Work {
+	req, err := pg.gatherReq(out, in, root)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(in), ts(out))
+}
+
+func (pg *ProcessGroup) gatherReq(out, in *tensor.Tensor, root int) (*request, error) {
+	const kind = backends.OpGather
+	if err := pg.checkRoot(kind, "root", root); err != nil {
+		return nil, err
+	}
+	if pg.rank == root {
+		if err := pg.checkPair(kind, out, in, pg.size, 1); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := pg.checkTensor(kind, "input", in); err != nil {
+			return nil, err
+		}
+		out = nil
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel(), Root: root}}
+	req.run = func(ctx context.Context) error { return pg.backend.Gather(ctx, req.op, in, out) }
+	return req, nil
+}
+
+// Scatter sends slot r of root's in (Size() times out's elements) to rank r's out; in is
+// ignored (may be nil) on other ranks.
+func (pg *ProcessGroup) Scatter(ctx context.Context, out, in *tensor.Tensor, root int) error {
+	req, err := pg.scatterReq(out, in, root)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// ScatterAsync issues Scatter and returns at once.
+func (pg *ProcessGroup) ScatterAsync(out, in *tensor.Tensor, root int) *Work {
+	req, err := pg.scatterReq(out, in, root)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(in), ts(out))
+}
+
+func (pg *ProcessGroup) scatterReq(out, in *tensor.Tensor, root int) (*request, error) {
+	const kind = backends.OpScatter
+	if err := pg.checkRoot(kind, "root", root); err != nil {
+		return nil, err
+	}
+	if pg.rank == root {
+		if err := pg.checkPair(kind, out, in, 1, pg.size); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := pg.checkTensor(kind, "output", out); err != nil {
+			return nil, err
+		}
+		in = nil
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: out.DType(), Count: out.Numel(), Root: root}}
+	req.run = func(ctx context.Context) error { return pg.backend.Scatter(ctx, req.op, in, out) }
+	return req, nil
+}
+
+// --- ReduceScatter ---
+
+// ReduceScatter reduces in (Size() times out's elements) across the group and leaves slot r of
+// the result in rank r's out (torch's reduce_scatter_tensor). out may be the view of in at this
+// rank's slot (in place).
+func (pg *ProcessGroup) ReduceScatter(ctx context.Context, out, in *tensor.Tensor, op ReduceOp) error {
+	req, err := pg.reduceScatterReq(out, in, Reduction{Op: op})
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// ReduceScatterWith is ReduceScatter with a parameterised reduction (PreMulSum).
+func (pg *ProcessGroup) ReduceScatterWith(ctx context.Context, out, in *tensor.Tensor, red Reduction) error {
+	req, err := pg.reduceScatterReq(out, in, red)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// ReduceScatterAsync issues ReduceScatter and returns at once.
+func (pg *ProcessGroup) ReduceScatterAsync(out, in *tensor.Tensor, op ReduceOp) *Work {
+	req, err := pg.reduceScatterReq(out, in, Reduction{Op: op})
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(in), ts(out))
+}
+
+func (pg *ProcessGroup) reduceScatterReq(out, in *tensor.Tensor, red Reduction) (*request, error) {
+	const kind = backends.OpReduceScatter
+	if err := pg.checkPair(kind, out, in, 1, pg.size); err != nil {
+		return nil, err
+	}
+	low, err := pg.lowerReduce(kind, red, in.DType())
+	if err != nil {
+		return nil, err
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel(), Reduce: low}}
+	req.run = func(ctx context.Context) error {
+		src := in
+		if red.Op == tensor.PreMulSum {
+			src = in.Clone()
+			if err := pg.preScale(red, in.DType(), src.Bytes()); err != nil {
+				return err
+			}
+			if in.SharesStorage(out) { // in place: the output is a view of the scaled copy's slot
+				per := out.NBytes()
+				tmp, _ := tensor.FromBytes(out.DType(), src.Bytes()[pg.rank*per:(pg.rank+1)*per], out.Shape()...)
+				if err := pg.backend.ReduceScatter(ctx, req.op, src, tmp); err != nil {
+					return err
+				}
+				copy(out.Bytes(), tmp.Bytes())
+				return nil
+			}
+		}
+		if err := pg.backend.ReduceScatter(ctx, req.op, src, out); err != nil {
+			return err
+		}
+		return pg.postDivide(red, out.DType(), out.Bytes())
+	}
+	return req, nil
+}
+
+// ReduceScatterList reduces ins[r] across the group into rank r's out (torch's reduce_scatter
+// with a list).
+func (pg *ProcessGroup) ReduceScatterList(ctx context.Context, out *tensor.Tensor, ins []*tensor.Tensor, op ReduceOp) error {
+	const kind = backends.OpReduceScatter
+	if err := pg.checkList(kind, "input list", ins, out); err != nil {
+		return err
+	}
+	flat := gatherFlat(ins)
+	req, err := pg.reduceScatterReq(out, flat, Reduction{Op: op})
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(flat), ts(out))
+}
+
+// --- AllToAll ---
+
+// AllToAll splits in into Size() equal blocks, sends block r to rank r, and concatenates the
+// blocks received, in rank order, into out (torch's all_to_all_single without split sizes).
+func (pg *ProcessGroup) AllToAll(ctx context.Context, out, in *tensor.Tensor) error {
+	req, err := pg.allToAllReq(out, in, nil, nil)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// AllToAllSplits is AllToAll with uneven blocks: inSplits[r] rows (dim-0 slices) of in go to
+// rank r, and outSplits[r] rows of out come from rank r (torch's all_to_all_single with
+// split sizes). The peers' splits must agree: rank a's inSplits[b] == rank b's outSplits[a].
+func (pg *ProcessGroup) AllToAllSplits(ctx context.Context, out, in *tensor.Tensor, outSplits, inSplits []int) error {
+	req, err := pg.allToAllReq(out, in, outSplits, inSplits)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(in), ts(out))
+}
+
+// AllToAllAsync issues AllToAllSplits (nil splits: equal blocks) and returns at once.
+func (pg *ProcessGroup) AllToAllAsync(out, in *tensor.Tensor, outSplits, inSplits []int) *Work {
+	req, err := pg.allToAllReq(out, in, outSplits, inSplits)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(in), ts(out))
+}
+
+func (pg *ProcessGroup) allToAllReq(out, in *tensor.Tensor, outSplits, inSplits []int) (*request, error) {
+	const kind = backends.OpAllToAll
+	if err := pg.checkTensor(kind, "input", in); err != nil {
+		return nil, err
+	}
+	if err := pg.checkTensor(kind, "output", out); err != nil {
+		return nil, err
+	}
+	if err := pg.checkSameDType(kind, in, out); err != nil {
+		return nil, err
+	}
+	if in.SharesStorage(out) {
+		return nil, pg.invalid(kind, "the input and output share storage: all-to-all cannot run in place; pass a separate output")
+	}
+	inEl, err := pg.splitElems(kind, "input", in, inSplits)
+	if err != nil {
+		return nil, err
+	}
+	outEl, err := pg.splitElems(kind, "output", out, outSplits)
+	if err != nil {
+		return nil, err
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
+	req.run = func(ctx context.Context) error { return pg.backend.AllToAll(ctx, req.op, in, out, inEl, outEl) }
+	return req, nil
+}
+
+// splitElems turns dim-0 row splits into element counts, checking they cover t exactly. nil
+// splits mean equal blocks.
+func (pg *ProcessGroup) splitElems(kind backends.OpKind, what string, t *tensor.Tensor, splits []int) ([]int, error) {
+	el := make([]int, pg.size)
+	if splits == nil {
+		if t.Numel()%pg.size != 0 {
+			return nil, pg.invalid(kind, "the %s has %d elements, not divisible by the group size %d: pass split sizes", what, t.Numel(), pg.size)
+		}
+		for i := range el {
+			el[i] = t.Numel() / pg.size
+		}
+		return el, nil
+	}
+	if len(splits) != pg.size {
+		return nil, pg.invalid(kind, "%d %s split sizes for a group of %d: give one per rank", len(splits), what, pg.size)
+	}
+	rows, row := 1, 1
+	if t.Dim() > 0 {
+		shape := t.Shape()
+		rows = shape[0]
+		row = t.Numel() / max(rows, 1)
+		if rows == 0 {
+			row = 0
+		}
+	}
+	sum := 0
+	for i, s := range splits {
+		if s < 0 {
+			return nil, pg.invalid(kind, "%s split size %d for rank %d is negative", what, s, i)
+		}
+		sum += s
+		el[i] = s * row
+	}
+	if sum != rows {
+		return nil, pg.invalid(kind, "the %s split sizes add up to %d rows but the %s has %d", what, sum, what, rows)
+	}
+	return el, nil
+}
+
+// --- Barrier ---
+
+// Barrier returns once every rank of the group has entered it.
+func (pg *ProcessGroup) Barrier(ctx context.Context) error {
+	req := &request{op: backends.Op{Kind: backends.OpBarrier, DType: tensor.Uint8}}
+	req.run = func(ctx context.Context) error { return pg.backend.Barrier(ctx, req.op) }
+	return pg.execute(ctx, req, nil, nil)
+}
+
+// BarrierAsync issues Barrier and returns at once.
+func (pg *ProcessGroup) BarrierAsync() *Work {
+	req := &request{op: backends.Op{Kind: backends.OpBarrier, DType: tensor.Uint8}}
+	req.run = func(ctx context.Context) error { return pg.backend.Barrier(ctx, req.op) }
+	return pg.enqueue(req, nil, nil)
+}
+
+// --- Send and Recv ---
+
+// Send sends t to group rank dst with tag. Messages between two ranks with the same tag arrive
+// in order; different tags may be received in any order.
+func (pg *ProcessGroup) Send(ctx context.Context, t *tensor.Tensor, dst, tag int) error {
+	req, err := pg.p2pReq(backends.OpSend, t, dst, tag)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, ts(t), nil)
+}
+
+// SendAsync issues Send and returns at once (torch's isend).
+func (pg *ProcessGroup) SendAsync(t *tensor.Tensor, dst, tag int) *Work {
+	req, err := pg.p2pReq(backends.OpSend, t, dst, tag)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, ts(t), nil)
+}
+
+// Recv receives into t the next message from group rank src with tag.
+func (pg *ProcessGroup) Recv(ctx context.Context, t *tensor.Tensor, src, tag int) error {
+	req, err := pg.p2pReq(backends.OpRecv, t, src, tag)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req, nil, ts(t))
+}
+
+// RecvAsync issues Recv and returns at once (torch's irecv).
+func (pg *ProcessGroup) RecvAsync(t *tensor.Tensor, src, tag int) *Work {
+	req, err := pg.p2pReq(backends.OpRecv, t, src, tag)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req, nil, ts(t))
+}
+
+func (pg *ProcessGroup) p2pReq(kind backends.OpKind, t *tensor.Tensor, peer, tag int) (*request, error) {
+	if err := pg.checkTensor(kind, "tensor", t); err != nil {
+		return nil, err
+	}
+	what := "destination"
+	if kind == backends.OpRecv {
+		what = "source"
+	}
+	if err := pg.checkRoot(kind, what, peer); err != nil {
+		return nil, err
+	}
+	if peer == pg.rank {
+		return nil, pg.invalid(kind, "the %s is this rank (%d): a rank cannot send to or receive from itself", what, peer)
+	}
+	if tag < 0 {
+		return nil, pg.invalid(kind, "tag %d is negative", tag)
+	}
+	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Peer: peer, Tag: tag}}
+	if kind == backends.OpSend {
+		req.run = func(ctx context.Context) error { return pg.backend.Send(ctx, req.op, t) }
+	} else {
+		req.run = func(ctx context.Context) error { return pg.backend.Recv(ctx, req.op, t) }
+	}
+	return req, nil
+}

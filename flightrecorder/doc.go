@@ -1,0 +1,60 @@
+// Package flightrecorder keeps the most recent collective and point-to-point
+// ops of a process in a fixed-size ring, the way PyTorch's Flight Recorder
+// does, so that a hung or crashed job can be diagnosed from what every rank
+// was doing.
+//
+// The in-memory schema is PyTorch's dump schema, version "2.10" (Version):
+// Dump and Entry carry PyTorch's key names as JSON tags, pg_config maps a
+// group's name to {name, desc, ranks} with ranks written as "[0, 1, 2, 3]",
+// pg_status maps a group's id to its last enqueued, started and completed
+// sequence numbers, and an entry goes through the states "scheduled",
+// "started" and "completed". A Snapshot therefore serialises straight into
+// a dump that PyTorch's torchfrtrace reads.
+//
+// The comm package records every op it issues:
+//
+//	rec := flightrecorder.New(flightrecorder.CapacityFromEnv()) // GCCL_FR_BUFFER_SIZE, default 2000
+//	rec.RegisterGroup(flightrecorder.GroupInfo{ID: 0, Name: "0", Desc: "default_pg", Ranks: []int{0, 1, 2, 3}})
+//
+//	id := rec.Record(flightrecorder.OpRecord{
+//		Group:           0,
+//		ProfilingName:   "gloo:all_reduce",
+//		CollectiveSeqID: 1,
+//		OpID:            1,
+//		InputSizes:      [][]int64{{1024}},
+//		InputDtypes:     []string{"Float"},
+//		OutputSizes:     [][]int64{{1024}},
+//		OutputDtypes:    []string{"Float"},
+//		Timeout:         10 * time.Minute,
+//	})
+//	rec.Started(id)   // when the op starts moving bytes
+//	// ... the backend runs the all-reduce ...
+//	rec.Completed(id) // when it finished; sets duration_ms
+//
+//	dump := rec.Snapshot() // deep copy, entries oldest first
+//	b, err := json.Marshal(dump)
+//
+// and b holds
+//
+//	{"version":"2.10","comm_lib_version":"",
+//	 "pg_config":{"0":{"name":"0","desc":"default_pg","ranks":"[0, 1, 2, 3]"}},
+//	 "pg_status":{"0":{"last_enqueued_collective":1,"last_started_collective":1,"last_completed_collective":1}},
+//	 "entries":[{"frames":[],"record_id":0,"pg_id":0,"process_group":["0","default_pg"],
+//	   "thread_name":"","thread_id":"","collective_seq_id":1,"p2p_seq_id":0,"op_id":1,
+//	   "profiling_name":"gloo:all_reduce","time_created_ns":...,"duration_ms":0.012,
+//	   "input_sizes":[[1024]],"input_dtypes":["Float"],"output_sizes":[[1024]],"output_dtypes":["Float"],
+//	   "state":"completed","time_discovered_started_ns":...,"time_discovered_completed_ns":...,
+//	   "retired":true,"timeout_ms":600000,"is_p2p":false}]}
+//
+// As in PyTorch, duration_ms is left out until known, and the
+// time_discovered_* keys are null until reached.
+//
+// Record, Started and Completed take one mutex each and reuse preallocated
+// slots, so recording costs no allocation unless OpRecord.CaptureStack asks
+// for the caller's stack. A Recorder of capacity 0 (or a nil *Recorder) is
+// disabled and every method returns at once. An id whose entry the ring has
+// since overwritten is ignored by Started, Completed and Retire.
+//
+// Writing dumps to files (JSON and PyTorch's pickle), dump triggers and the
+// cross-rank analysis live elsewhere; this package is the recorder itself.
+package flightrecorder

@@ -1,0 +1,506 @@
+package gloo
+
+import (
+	"context"
+	"math/bits"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Thresholds, picked by measurement (see BENCHMARKS.md).
+var (
+	// smallAllReduceBytes: at or below, all-reduce by recursive doubling (log2(n) exchanges of
+	// the whole buffer); above, a pipelined ring (reduce-scatter then all-gather).
+	smallAllReduceBytes = 256 << 10
+	// smallGatherBytes: at or below, all-gather and reduce-scatter exchange directly with every
+	// peer in one step; above, by ring.
+	smallGatherBytes = 64 << 10
+	// segmentBytes: large transfers are cut into segments so that reducing or forwarding one
+	// segment overlaps with the transfer of the next.
+	segmentBytes = 512 << 10
+)
+
+func sameMem(a, b []byte) bool { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
+
+func (g *Group) reduceInto(op backends.Op, dst, src []byte) error {
+	return tensor.ReduceInto(op.Reduce, op.DType, dst, src)
+}
+
+// segments cuts n bytes into pieces of at most segmentBytes, aligned to the element size.
+func segments(n, elem int) [][2]int {
+	seg := segmentBytes / elem * elem
+	if n <= seg {
+		return [][2]int{{0, n}}
+	}
+	out := make([][2]int, 0, (n+seg-1)/seg)
+	for off := 0; off < n; off += seg {
+		out = append(out, [2]int{off, min(off+seg, n)})
+	}
+	return out
+}
+
+// sendSegments posts buf to peer as segments of step.
+func (g *Group) sendSegments(op backends.Op, step, peer int, buf []byte) []*sendReq {
+	segs := segments(len(buf), op.DType.Size())
+	out := make([]*sendReq, len(segs))
+	for i, s := range segs {
+		out[i] = g.eng.send(peer, collectiveHeader(op, step<<16|i, s[1]-s[0]), buf[s[0]:s[1]])
+	}
+	return out
+}
+
+// recvSegments posts receives of step's segments from peer into buf, and calls each(seg) as
+// each segment lands, in order.
+func (g *Group) recvSegments(ctx context.Context, op backends.Op, step, peer int, buf []byte, each func(lo, hi int) error) error {
+	segs := segments(len(buf), op.DType.Size())
+	reqs := make([]*recvReq, len(segs))
+	for i, s := range segs {
+		r, err := g.eng.recv(peer, collectiveHeader(op, step<<16|i, s[1]-s[0]), buf[s[0]:s[1]])
+		if err != nil {
+			return err
+		}
+		reqs[i] = r
+	}
+	for i, r := range reqs {
+		if err := g.eng.wait(ctx, g, func() bool { return r.done }); err != nil {
+			return err
+		}
+		if each != nil {
+			if err := each(segs[i][0], segs[i][1]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// AllReduce: recursive doubling for small buffers, pipelined ring for large ones. Every rank
+// ends with bitwise the same result: each combination is commutative and, in the ring, each
+// chunk is reduced once and then copied.
+func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(op, func() error {
+		ib, ob := in.Bytes(), out.Bytes()
+		if !sameMem(ib, ob) {
+			copy(ob, ib)
+		}
+		if g.cfg.Size == 1 {
+			return nil
+		}
+		if len(ob) <= smallAllReduceBytes || op.Count < g.cfg.Size {
+			return g.allReduceDoubling(ctx, op, ob)
+		}
+		bounds := chunkBounds(op.Count, g.cfg.Size, op.DType.Size())
+		if err := g.ringReduceScatter(ctx, op, ob, bounds, ob[bounds[g.cfg.Rank]:bounds[g.cfg.Rank+1]], 0); err != nil {
+			return err
+		}
+		return g.ringAllGather(ctx, op, ob, bounds, 1)
+	})
+}
+
+// chunkBounds splits count elements into n nearly equal chunks; returns n+1 byte offsets.
+func chunkBounds(count, n, elem int) []int {
+	b := make([]int, n+1)
+	base, extra := count/n, count%n
+	for i := 0; i < n; i++ {
+		c := base
+		if i < extra {
+			c++
+		}
+		b[i+1] = b[i] + c*elem
+	}
+	return b
+}
+
+// equalBounds is n chunks of size bytes each.
+func equalBounds(n, size int) []int {
+	b := make([]int, n+1)
+	for i := range b {
+		b[i] = i * size
+	}
+	return b
+}
+
+func (g *Group) allReduceDoubling(ctx context.Context, op backends.Op, buf []byte) error {
+	n, r := g.cfg.Size, g.cfg.Rank
+	p := 1 << (bits.Len(uint(n)) - 1) // largest power of two <= n
+	rem := n - p
+	logp := bits.Len(uint(p)) - 1
+	tmp := g.tmp(len(buf))
+	newRank := r - rem
+	if r < 2*rem {
+		if r%2 == 0 {
+			if err := g.exchange(ctx, op, 0, r+1, buf, -1, nil); err != nil {
+				return err
+			}
+			newRank = -1
+		} else {
+			if err := g.exchange(ctx, op, 0, -1, nil, r-1, tmp); err != nil {
+				return err
+			}
+			if err := g.reduceInto(op, buf, tmp); err != nil {
+				return err
+			}
+			newRank = r / 2
+		}
+	}
+	if newRank >= 0 {
+		for i := 0; i < logp; i++ {
+			np := newRank ^ (1 << i)
+			peer := np + rem
+			if np < rem {
+				peer = np*2 + 1
+			}
+			if err := g.exchange(ctx, op, 1+i, peer, buf, peer, tmp); err != nil {
+				return err
+			}
+			if err := g.reduceInto(op, buf, tmp); err != nil {
+				return err
+			}
+		}
+	}
+	if r < 2*rem {
+		if r%2 == 0 {
+			return g.exchange(ctx, op, 1+logp, -1, nil, r+1, buf)
+		}
+		return g.exchange(ctx, op, 1+logp, r-1, buf, -1, nil)
+	}
+	return nil
+}
+
+// ringReduceScatter reduces chunk i (src[bounds[i]:bounds[i+1]]) over all ranks and leaves
+// chunk `rank` in dst. src is not modified unless dst aliases its own chunk. Steps start at
+// phase<<8.
+func (g *Group) ringReduceScatter(ctx context.Context, op backends.Op, src []byte, bounds []int, dst []byte, phase int) error {
+	n, r := g.cfg.Size, g.cfg.Rank
+	next, prev := (r+1)%n, (r-1+n)%n
+	chunk := func(i int) []byte {
+		i = ((i % n) + n) % n
+		return src[bounds[i]:bounds[i+1]]
+	}
+	maxChunk := 0
+	for i := 0; i < n; i++ {
+		maxChunk = max(maxChunk, bounds[i+1]-bounds[i])
+	}
+	scratch := g.tmp(2 * maxChunk)
+	bufs := [2][]byte{scratch[:maxChunk], scratch[maxChunk:]}
+	send := chunk(r - 1)
+	for s := 0; s <= n-2; s++ {
+		c := chunk(r - 2 - s)
+		recvBuf := bufs[(s+1)%2][:len(c)]
+		sends := g.sendSegments(op, phase<<8|s, next, send)
+		err := g.recvSegments(ctx, op, phase<<8|s, prev, recvBuf, func(lo, hi int) error {
+			return g.reduceInto(op, recvBuf[lo:hi], c[lo:hi])
+		})
+		if err != nil {
+			return err
+		}
+		if err := g.waitAll(ctx, sends, nil); err != nil {
+			return err
+		}
+		send = recvBuf
+	}
+	copy(dst, send)
+	return nil
+}
+
+// ringAllGather: rank r holds chunk r of buf; afterwards every rank holds every chunk.
+func (g *Group) ringAllGather(ctx context.Context, op backends.Op, buf []byte, bounds []int, phase int) error {
+	n, r := g.cfg.Size, g.cfg.Rank
+	next, prev := (r+1)%n, (r-1+n)%n
+	chunk := func(i int) []byte {
+		i = ((i % n) + n) % n
+		return buf[bounds[i]:bounds[i+1]]
+	}
+	for s := 0; s <= n-2; s++ {
+		sends := g.sendSegments(op, phase<<8|s, next, chunk(r-s))
+		if err := g.recvSegments(ctx, op, phase<<8|s, prev, chunk(r-s-1), nil); err != nil {
+			return err
+		}
+		if err := g.waitAll(ctx, sends, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Broadcast: pipelined binomial tree; each segment is forwarded to the children as it lands.
+func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	return g.run(op, func() error {
+		n := g.cfg.Size
+		if n == 1 {
+			return nil
+		}
+		b := buf.Bytes()
+		vr := (g.cfg.Rank - op.Root + n) % n
+		abs := func(v int) int { return (v + op.Root) % n }
+		mask := 1
+		parent := -1
+		for mask < n {
+			if vr&mask != 0 {
+				parent = abs(vr - mask)
+				break
+			}
+			mask <<= 1
+		}
+		var children []int // (rank, step)
+		for m := mask >> 1; m > 0; m >>= 1 {
+			if vr+m < n {
+				children = append(children, abs(vr+m), bits.Len(uint(m))-1)
+			}
+		}
+		var sends []*sendReq
+		forward := func(lo, hi int) error {
+			for i := 0; i < len(children); i += 2 {
+				step := children[i+1]<<16 | lo/max(1, segmentBytes/op.DType.Size()*op.DType.Size())
+				sends = append(sends, g.eng.send(children[i], collectiveHeader(op, step, hi-lo), b[lo:hi]))
+			}
+			return nil
+		}
+		if parent >= 0 {
+			if err := g.recvSegments(ctx, op, bits.Len(uint(mask))-1, parent, b, forward); err != nil {
+				return err
+			}
+		} else {
+			for _, s := range segments(len(b), op.DType.Size()) {
+				_ = forward(s[0], s[1])
+			}
+		}
+		return g.waitAll(ctx, sends, nil)
+	})
+}
+
+// Reduce: binomial tree towards the root; children's contributions are reduced as they land.
+func (g *Group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		ib := in.Bytes()
+		var acc []byte
+		if r == op.Root {
+			acc = out.Bytes()
+			if !sameMem(acc, ib) {
+				copy(acc, ib)
+			}
+		}
+		if n == 1 {
+			return nil
+		}
+		scratch := g.tmp(2 * len(ib))
+		if acc == nil {
+			acc = scratch[:len(ib)]
+			copy(acc, ib)
+		}
+		recvBuf := scratch[len(ib):]
+		vr := (r - op.Root + n) % n
+		abs := func(v int) int { return (v + op.Root) % n }
+		for mask := 1; mask < n; mask <<= 1 {
+			step := bits.Len(uint(mask)) - 1
+			if vr&mask != 0 {
+				return g.waitAll(ctx, g.sendSegments(op, step, abs(vr-mask), acc), nil)
+			}
+			if vr+mask < n {
+				err := g.recvSegments(ctx, op, step, abs(vr+mask), recvBuf, func(lo, hi int) error {
+					return g.reduceInto(op, acc[lo:hi], recvBuf[lo:hi])
+				})
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// AllGather: one direct exchange with every peer for small buffers, a pipelined ring for large.
+func (g *Group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		ib, ob := in.Bytes(), out.Bytes()
+		per := len(ib)
+		if dst := ob[r*per : (r+1)*per]; !sameMem(dst, ib) {
+			copy(dst, ib)
+		}
+		if n == 1 {
+			return nil
+		}
+		if len(ob) > smallGatherBytes {
+			return g.ringAllGather(ctx, op, ob, equalBounds(n, per), 0)
+		}
+		sends := make([]*sendReq, 0, n-1)
+		recvs := make([]*recvReq, 0, n-1)
+		for s := 1; s < n; s++ {
+			to, from := (r+s)%n, (r-s+n)%n
+			sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, per), ib))
+			rr, err := g.eng.recv(from, collectiveHeader(op, 0, per), ob[from*per:(from+1)*per])
+			if err != nil {
+				return err
+			}
+			recvs = append(recvs, rr)
+		}
+		return g.waitAll(ctx, sends, recvs)
+	})
+}
+
+// Gather: every rank sends to the root directly.
+func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		ib := in.Bytes()
+		per := len(ib)
+		if r != op.Root {
+			return g.waitAll(ctx, g.sendSegments(op, 0, op.Root, ib), nil)
+		}
+		ob := out.Bytes()
+		if dst := ob[r*per : (r+1)*per]; !sameMem(dst, ib) {
+			copy(dst, ib)
+		}
+		var recvs []*recvReq
+		for p := 0; p < n; p++ {
+			if p == r {
+				continue
+			}
+			buf := ob[p*per : (p+1)*per]
+			for i, s := range segments(per, op.DType.Size()) {
+				rr, err := g.eng.recv(p, collectiveHeader(op, i, s[1]-s[0]), buf[s[0]:s[1]])
+				if err != nil {
+					return err
+				}
+				recvs = append(recvs, rr)
+			}
+		}
+		return g.waitAll(ctx, nil, recvs)
+	})
+}
+
+// Scatter: the root sends each rank its slot directly.
+func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		ob := out.Bytes()
+		per := len(ob)
+		if r != op.Root {
+			return g.recvSegments(ctx, op, 0, op.Root, ob, nil)
+		}
+		ib := in.Bytes()
+		if src := ib[r*per : (r+1)*per]; !sameMem(src, ob) {
+			copy(ob, src)
+		}
+		var sends []*sendReq
+		for s := 1; s < n; s++ {
+			p := (r + s) % n
+			sends = append(sends, g.sendSegments(op, 0, p, ib[p*per:(p+1)*per])...)
+		}
+		return g.waitAll(ctx, sends, nil)
+	})
+}
+
+// ReduceScatter: direct exchange and a reduction in rank order for small buffers, pipelined ring
+// for large ones.
+func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		ib, ob := in.Bytes(), out.Bytes()
+		per := len(ob)
+		if n == 1 {
+			if !sameMem(ob, ib) {
+				copy(ob, ib)
+			}
+			return nil
+		}
+		if len(ib) > smallGatherBytes {
+			return g.ringReduceScatter(ctx, op, ib, equalBounds(n, per), ob, 0)
+		}
+		// Direct: receive every peer's slot r, then reduce in rank order.
+		slots := g.tmp(n * per)
+		copy(slots[r*per:(r+1)*per], ib[r*per:(r+1)*per])
+		sends := make([]*sendReq, 0, n-1)
+		recvs := make([]*recvReq, 0, n-1)
+		for s := 1; s < n; s++ {
+			to, from := (r+s)%n, (r-s+n)%n
+			sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, per), ib[to*per:(to+1)*per]))
+			rr, err := g.eng.recv(from, collectiveHeader(op, 0, per), slots[from*per:(from+1)*per])
+			if err != nil {
+				return err
+			}
+			recvs = append(recvs, rr)
+		}
+		if err := g.waitAll(ctx, sends, recvs); err != nil {
+			return err
+		}
+		for p := 1; p < n; p++ {
+			if err := g.reduceInto(op, slots[:per], slots[p*per:(p+1)*per]); err != nil {
+				return err
+			}
+		}
+		copy(ob, slots[:per])
+		return nil
+	})
+}
+
+// AllToAll: every pair exchanges its blocks directly; all transfers are in flight at once.
+func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		es := op.DType.Size()
+		ib, ob := in.Bytes(), out.Bytes()
+		inOff, outOff := offsets(inSplits, es), offsets(outSplits, es)
+		own := ib[inOff[r]:inOff[r+1]]
+		if dst := ob[outOff[r]:outOff[r+1]]; !sameMem(dst, own) {
+			copy(dst, own)
+		}
+		var sends []*sendReq
+		var recvs []*recvReq
+		for s := 1; s < n; s++ {
+			to, from := (r+s)%n, (r-s+n)%n
+			sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, inOff[to+1]-inOff[to]), ib[inOff[to]:inOff[to+1]]))
+			rr, err := g.eng.recv(from, collectiveHeader(op, 0, outOff[from+1]-outOff[from]), ob[outOff[from]:outOff[from+1]])
+			if err != nil {
+				return err
+			}
+			recvs = append(recvs, rr)
+		}
+		return g.waitAll(ctx, sends, recvs)
+	})
+}
+
+func offsets(splits []int, es int) []int {
+	o := make([]int, len(splits)+1)
+	for i, s := range splits {
+		o[i+1] = o[i] + s*es
+	}
+	return o
+}
+
+// Barrier: dissemination, ceil(log2(n)) rounds of empty messages.
+func (g *Group) Barrier(ctx context.Context, op backends.Op) error {
+	return g.run(op, func() error {
+		n, r := g.cfg.Size, g.cfg.Rank
+		for k, step := 1, 0; k < n; k, step = k<<1, step+1 {
+			if err := g.exchange(ctx, op, step, (r+k)%n, nil, (r-k+n)%n, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Send writes a tagged message to the peer; it returns once buf may be reused.
+func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	return g.run(op, func() error {
+		h := header{Kind: msgP2P, Op: backends.OpSend, DType: op.DType, Tag: int64(op.Tag), Count: int64(op.Count)}
+		s := g.eng.send(op.Peer, h, buf.Bytes())
+		return g.waitAll(ctx, []*sendReq{s}, nil)
+	})
+}
+
+// Recv receives the next message from the peer with the op's tag.
+func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	return g.run(op, func() error {
+		want := header{Kind: msgP2P, Tag: int64(op.Tag)}
+		r, err := g.eng.recv(op.Peer, want, buf.Bytes())
+		if err != nil {
+			return err
+		}
+		return g.waitAll(ctx, nil, []*recvReq{r})
+	})
+}

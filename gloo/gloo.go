@@ -1,0 +1,391 @@
+package gloo
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Name is the name the backend registers under.
+const Name = "gloo"
+
+func init() { backends.Register(Name, Backend{}) }
+
+// Backend creates gloo groups. The zero value is ready to use.
+type Backend struct{}
+
+var _ backends.Backend = Backend{}
+
+// Group is one process group's connections: one TCP connection per peer.
+type Group struct {
+	cfg    backends.Config
+	log    *slog.Logger
+	eng    engine
+	opMu   sync.Mutex // held while an op runs
+	abort  atomic.Pointer[error]
+	notify sync.Once
+	closed atomic.Bool
+	scratch []byte // reusable temporary buffer, only touched under opMu
+}
+
+var _ backends.Group = (*Group)(nil)
+
+// NewGroup listens, publishes its address in the group's store, and connects to every peer:
+// it dials the lower ranks and accepts the higher ones.
+func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Group, error) {
+	g := &Group{cfg: cfg, log: cfg.Logger}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	g.eng.rank = cfg.Rank
+	g.eng.conns = make([]*conn, cfg.Size)
+	if cfg.Size == 1 {
+		return g, nil
+	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+	if err := g.connect(ctx); err != nil {
+		g.closeConns()
+		return nil, fmt.Errorf("gloo: group %q rank %d of %d: connecting to peers: %w", cfg.Name, cfg.Rank, cfg.Size, err)
+	}
+	return g, nil
+}
+
+func (g *Group) connect(ctx context.Context) error {
+	cfg := g.cfg
+	ln, err := net.Listen("tcp", net.JoinHostPort(bindHost(cfg.MasterAddr), "0"))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	if err := cfg.Store.Set(ctx, "gloo/addr/"+strconv.Itoa(cfg.Rank), []byte(ln.Addr().String())); err != nil {
+		return fmt.Errorf("publishing address: %w", err)
+	}
+	type result struct {
+		peer int
+		c    *net.TCPConn
+		err  error
+	}
+	results := make(chan result, cfg.Size)
+	// Accept from higher ranks.
+	higher := cfg.Size - 1 - cfg.Rank
+	go func() {
+		if dl, ok := ctx.Deadline(); ok {
+			_ = ln.(*net.TCPListener).SetDeadline(dl)
+		}
+		for accepted := 0; accepted < higher; {
+			c, err := ln.Accept()
+			if err != nil {
+				results <- result{peer: -1, err: fmt.Errorf("accepting from higher ranks: %w", err)}
+				return
+			}
+			peer, err := g.readHello(c)
+			if err != nil {
+				g.log.Warn("gloo: refused a connection", "group", cfg.Name, "from", c.RemoteAddr().String(), "err", err)
+				c.Close()
+				continue
+			}
+			accepted++
+			results <- result{peer: peer, c: c.(*net.TCPConn)}
+		}
+	}()
+	// Dial lower ranks.
+	for peer := 0; peer < cfg.Rank; peer++ {
+		go func(peer int) {
+			c, err := g.dial(ctx, peer)
+			results <- result{peer: peer, c: c, err: err}
+		}(peer)
+	}
+	var firstErr error
+	for n := 0; n < cfg.Size-1; n++ {
+		var r result
+		select {
+		case r = <-results:
+		case <-ctx.Done():
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w: not every peer connected before the deadline (%v); are all %d ranks running?", backends.ErrTimeout, ctx.Err(), cfg.Size)
+			}
+			return firstErr
+		}
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = r.err
+			}
+			return firstErr
+		}
+		if g.eng.conns[r.peer] != nil {
+			r.c.Close()
+			return fmt.Errorf("two connections claim to be rank %d", r.peer)
+		}
+		c, err := newConn(r.peer, r.c)
+		if err != nil {
+			return err
+		}
+		g.eng.conns[r.peer] = c
+	}
+	return nil
+}
+
+// hello: magic, rank, size, and the group name, so a stray or misconfigured connection is refused.
+func (g *Group) hello() []byte {
+	b := make([]byte, 16, 16+len(g.cfg.Name))
+	binary.LittleEndian.PutUint32(b[0:], helloMagic)
+	binary.LittleEndian.PutUint32(b[4:], uint32(g.cfg.Rank))
+	binary.LittleEndian.PutUint32(b[8:], uint32(g.cfg.Size))
+	binary.LittleEndian.PutUint32(b[12:], uint32(len(g.cfg.Name)))
+	return append(b, g.cfg.Name...)
+}
+
+func (g *Group) readHello(c net.Conn) (int, error) {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	var b [16]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return 0, err
+	}
+	if binary.LittleEndian.Uint32(b[0:]) != helloMagic {
+		return 0, errors.New("not a gccl gloo peer (bad hello)")
+	}
+	rank := int(binary.LittleEndian.Uint32(b[4:]))
+	size := int(binary.LittleEndian.Uint32(b[8:]))
+	nameLen := int(binary.LittleEndian.Uint32(b[12:]))
+	if nameLen > 4096 {
+		return 0, errors.New("bad hello")
+	}
+	name := make([]byte, nameLen)
+	if _, err := io.ReadFull(c, name); err != nil {
+		return 0, err
+	}
+	if string(name) != g.cfg.Name {
+		return 0, fmt.Errorf("hello for group %q, this is group %q", name, g.cfg.Name)
+	}
+	if size != g.cfg.Size {
+		return 0, fmt.Errorf("rank %d says the group has %d ranks, this rank says %d", rank, size, g.cfg.Size)
+	}
+	if rank <= g.cfg.Rank || rank >= size {
+		return 0, fmt.Errorf("unexpected rank %d in hello", rank)
+	}
+	return rank, nil
+}
+
+func (g *Group) dial(ctx context.Context, peer int) (*net.TCPConn, error) {
+	addr, err := g.cfg.Store.Get(ctx, "gloo/addr/"+strconv.Itoa(peer))
+	if err != nil {
+		return nil, fmt.Errorf("waiting for rank %d's address: %w", peer, err)
+	}
+	var d net.Dialer
+	delay := 5 * time.Millisecond
+	for {
+		c, err := d.DialContext(ctx, "tcp", string(addr))
+		if err == nil {
+			if _, err = c.Write(g.hello()); err == nil {
+				return c.(*net.TCPConn), nil
+			}
+			c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting to rank %d at %s: %w", peer, addr, err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// bindHost picks the local address peers can reach: loopback when the rendezvous host is local,
+// otherwise the interface that routes to it. GCCL_SOCKET_ADDR (or GLOO_SOCKET_ADDR) overrides.
+func bindHost(master string) string {
+	for _, k := range []string{"GCCL_SOCKET_ADDR", "GLOO_SOCKET_ADDR"} {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	if master == "" || master == "localhost" {
+		return "127.0.0.1"
+	}
+	if ip := net.ParseIP(master); ip != nil && ip.IsLoopback() {
+		return "127.0.0.1"
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(master, "9"))
+	if err != nil {
+		return "0.0.0.0"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+// aborted returns the error that aborted the group, or nil.
+func (g *Group) aborted() error {
+	if p := g.abort.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (g *Group) setAbort(cause error) {
+	if cause == nil {
+		cause = errors.New("aborted")
+	}
+	if !errors.Is(cause, backends.ErrAborted) && !errors.Is(cause, backends.ErrPeerLost) &&
+		!errors.Is(cause, backends.ErrTimeout) && !errors.Is(cause, backends.ErrMismatch) {
+		cause = fmt.Errorf("%w: %w", backends.ErrAborted, cause)
+	}
+	g.abort.CompareAndSwap(nil, &cause)
+}
+
+// Abort fails the running op and every later one, tells the peers, and closes the connections.
+func (g *Group) Abort(cause error) {
+	g.setAbort(cause)
+	g.opMu.Lock()
+	defer g.opMu.Unlock()
+	g.notifyPeers()
+}
+
+// notifyPeers sends an abort message to every peer it can reach cleanly, then closes. Called
+// with opMu held.
+func (g *Group) notifyPeers() {
+	g.notify.Do(func() {
+		err := g.aborted()
+		class, lost := abortOther, -1
+		var pl *backends.PeerLostError
+		switch {
+		case errors.As(err, &pl):
+			class, lost = abortPeerLost, pl.Rank
+		case errors.Is(err, backends.ErrTimeout):
+			class = abortTimeout
+		case errors.Is(err, backends.ErrMismatch):
+			class = abortMismatch
+		}
+		reason := []byte(err.Error())
+		if len(reason) > 4096 {
+			reason = reason[:4096]
+		}
+		var hdr [headerSize]byte
+		h := header{Kind: msgAbort, Tag: int64(class), Root: int32(lost), Bytes: uint64(len(reason))}
+		h.encode(hdr[:])
+		for _, c := range g.eng.conns {
+			// A connection in the middle of writing a message cannot take a header; its peer
+			// will see the close instead.
+			if c == nil || c.err != nil || (len(c.sends) > 0 && c.sends[0].off > 0) {
+				continue
+			}
+			_ = c.tcp.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			_, _ = c.tcp.Write(append(hdr[:], reason...))
+		}
+		g.closeConns()
+	})
+}
+
+func (g *Group) closeConns() {
+	for _, c := range g.eng.conns {
+		if c != nil {
+			c.tcp.Close()
+			if c.err == nil {
+				c.err = fmt.Errorf("%w: connection closed", backends.ErrAborted)
+			}
+		}
+	}
+}
+
+// Close aborts the group (telling peers) and releases its connections.
+func (g *Group) Close() error {
+	if g.closed.Swap(true) {
+		return nil
+	}
+	g.setAbort(fmt.Errorf("%w: group closed", backends.ErrAborted))
+	g.opMu.Lock()
+	defer g.opMu.Unlock()
+	// A clean close sends no abort: peers may still be finishing the last op with others. A
+	// peer that waits on this rank sees the connection close.
+	g.notify.Do(g.closeConns)
+	return nil
+}
+
+// run runs one op with the group's connections; on error the group is aborted.
+func (g *Group) run(op backends.Op, fn func() error) error {
+	g.opMu.Lock()
+	defer g.opMu.Unlock()
+	if err := g.aborted(); err != nil {
+		return err
+	}
+	err := fn()
+	if err != nil {
+		err = g.resolve(err)
+		g.setAbort(err)
+		g.notifyPeers()
+	}
+	return err
+}
+
+// resolve fills in the global rank of a lost peer.
+func (g *Group) resolve(err error) error {
+	var pl *backends.PeerLostError
+	if errors.As(err, &pl) && pl.GlobalRank < 0 && pl.Rank >= 0 && pl.Rank < len(g.cfg.GlobalRanks) {
+		pl.GlobalRank = g.cfg.GlobalRanks[pl.Rank]
+	}
+	return err
+}
+
+// tmp returns a scratch buffer of n bytes (valid until the next call, under opMu).
+func (g *Group) tmp(n int) []byte {
+	if cap(g.scratch) < n {
+		g.scratch = make([]byte, n)
+	}
+	return g.scratch[:n]
+}
+
+// waitAll drives I/O until every request is done.
+func (g *Group) waitAll(ctx context.Context, sends []*sendReq, recvs []*recvReq) error {
+	return g.eng.wait(ctx, g, func() bool {
+		for _, s := range sends {
+			if !s.done {
+				return false
+			}
+		}
+		for _, r := range recvs {
+			if !r.done {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// exchange sends sbuf to `to` and receives rbuf from `from` in step `step` of op, concurrently.
+// Either side may be skipped with a negative rank.
+func (g *Group) exchange(ctx context.Context, op backends.Op, step, to int, sbuf []byte, from int, rbuf []byte) error {
+	var s *sendReq
+	var r *recvReq
+	if to >= 0 {
+		s = g.eng.send(to, collectiveHeader(op, step, len(sbuf)), sbuf)
+	}
+	if from >= 0 {
+		var err error
+		if r, err = g.eng.recv(from, collectiveHeader(op, step, len(rbuf)), rbuf); err != nil {
+			return err
+		}
+	}
+	return g.eng.wait(ctx, g, func() bool { return (s == nil || s.done) && (r == nil || r.done) })
+}
+
+func elemBytes(t *tensor.Tensor) []byte {
+	if t == nil {
+		return nil
+	}
+	return t.Bytes()
+}

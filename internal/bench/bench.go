@@ -1,0 +1,291 @@
+// Package bench measures collectives the way nccl-tests does: for each message size it times
+// back-to-back ops, reports the median time and the algorithm and bus bandwidths, and with
+// Check verifies every element of a separate run.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Ops lists the benchmarked collectives.
+var Ops = []string{"allreduce", "allgather", "reducescatter", "broadcast", "reduce", "alltoall", "gather", "scatter", "sendrecv"}
+
+// Config selects what to measure.
+type Config struct {
+	Op         string
+	DType      tensor.DType
+	Reduce     tensor.ReduceOp
+	MinBytes   int64
+	MaxBytes   int64
+	StepFactor int64
+	Iters      int // 0: enough for ~0.2 s per size, between 5 and 1000
+	Warmup     int // default 5
+	Check      bool
+	JSON       bool
+}
+
+// Row is one line of results, with the keys of `gccl bench --json`.
+type Row struct {
+	Op       string  `json:"op"`
+	DType    string  `json:"dtype"`
+	NRanks   int     `json:"nranks"`
+	Bytes    int64   `json:"bytes"`
+	Count    int64   `json:"count"`
+	TimeUs   float64 `json:"time_us"`
+	AlgBW    float64 `json:"algbw_gbps"`
+	BusBW    float64 `json:"busbw_gbps"`
+	Wrong    int64   `json:"wrong"`
+}
+
+// ParseBytes reads sizes like 8, 4K, 64M, 1G (powers of 1024).
+func ParseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, s[:len(s)-1]
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, s[:len(s)-1]
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(strings.TrimSuffix(s, "B"), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bench: %q is not a size (examples: 8, 4K, 64M)", s)
+	}
+	return n * mult, nil
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	if !slices.Contains(Ops, c.Op) {
+		return fmt.Errorf("bench: unknown op %q: pick one of %s", c.Op, strings.Join(Ops, ", "))
+	}
+	if !c.DType.Valid() {
+		return fmt.Errorf("bench: invalid dtype")
+	}
+	if c.Op == "allreduce" || c.Op == "reduce" || c.Op == "reducescatter" {
+		if err := tensor.CheckReduce(c.Reduce, c.DType); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
+	if c.MinBytes < 0 || c.MaxBytes < c.MinBytes {
+		return fmt.Errorf("bench: --min-bytes %d and --max-bytes %d: need 0 <= min <= max", c.MinBytes, c.MaxBytes)
+	}
+	if c.StepFactor < 2 {
+		return fmt.Errorf("bench: --step-factor %d: need at least 2", c.StepFactor)
+	}
+	if c.Warmup == 0 {
+		c.Warmup = 5
+	}
+	if c.Iters < 0 || c.Warmup < 0 {
+		return fmt.Errorf("bench: --iters and --warmup must not be negative")
+	}
+	return nil
+}
+
+// busFactor is nccl-tests' ratio of bus bandwidth to algorithm bandwidth.
+func busFactor(op string, n int) float64 {
+	f := float64(n)
+	switch op {
+	case "allreduce":
+		return 2 * (f - 1) / f
+	case "allgather", "reducescatter", "alltoall", "gather", "scatter":
+		return (f - 1) / f
+	}
+	return 1
+}
+
+// Run measures every size on pg and, on rank 0, writes the rows to out (a table, or JSON lines).
+func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) ([]Row, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := pg.Size()
+	es := int64(cfg.DType.Size())
+	if pg.Rank() == 0 && !cfg.JSON {
+		fmt.Fprintf(out, "# gccl bench: %s, %s, %s, %d ranks, backend %s\n", cfg.Op, cfg.DType, cfg.Reduce, n, pg.Backend())
+		fmt.Fprintf(out, "#%12s %12s %9s %8s %12s %10s %10s %7s\n", "bytes", "count", "type", "redop", "time(us)", "algbw", "busbw", "#wrong")
+		fmt.Fprintf(out, "#%12s %12s %9s %8s %12s %10s %10s %7s\n", "", "(elements)", "", "", "(median)", "(GB/s)", "(GB/s)", "")
+	}
+	var rows []Row
+	for size := cfg.MinBytes; size <= cfg.MaxBytes; size *= cfg.StepFactor {
+		count := size / es
+		if needsDivisible(cfg.Op) {
+			count = count / int64(n) * int64(n)
+		}
+		row, err := measure(ctx, pg, cfg, int(count))
+		if err != nil {
+			return rows, err
+		}
+		row.Bytes = count * es
+		row.AlgBW = 0
+		if row.TimeUs > 0 {
+			row.AlgBW = float64(row.Bytes) / (row.TimeUs * 1e-6) / 1e9
+		}
+		row.BusBW = row.AlgBW * busFactor(cfg.Op, n)
+		rows = append(rows, row)
+		if pg.Rank() == 0 {
+			if cfg.JSON {
+				b, _ := json.Marshal(row)
+				fmt.Fprintln(out, string(b))
+			} else {
+				wrong := "N/A"
+				if row.Wrong >= 0 {
+					wrong = strconv.FormatInt(row.Wrong, 10)
+				}
+				fmt.Fprintf(out, " %12d %12d %9s %8s %12.2f %10.3f %10.3f %7s\n",
+					row.Bytes, row.Count, cfg.DType, redopName(cfg), row.TimeUs, row.AlgBW, row.BusBW, wrong)
+			}
+		}
+		if size == 0 {
+			break
+		}
+	}
+	return rows, nil
+}
+
+func redopName(cfg Config) string {
+	switch cfg.Op {
+	case "allreduce", "reduce", "reducescatter":
+		return strings.ToLower(cfg.Reduce.String())
+	}
+	return "none"
+}
+
+func needsDivisible(op string) bool {
+	switch op {
+	case "allgather", "reducescatter", "alltoall", "gather", "scatter":
+		return true
+	}
+	return false
+}
+
+// buffers holds an op's tensors; count is the total elements (nccl-tests' count).
+type buffers struct {
+	in, out *tensor.Tensor
+}
+
+func makeBuffers(cfg Config, n, rank, count int) buffers {
+	dt := cfg.DType
+	switch cfg.Op {
+	case "allreduce", "broadcast", "reduce", "sendrecv":
+		b := tensor.New(dt, count)
+		return buffers{in: b, out: tensor.New(dt, count)}
+	case "allgather", "gather":
+		return buffers{in: tensor.New(dt, count/n), out: tensor.New(dt, count)}
+	case "reducescatter", "scatter":
+		return buffers{in: tensor.New(dt, count), out: tensor.New(dt, count/n)}
+	case "alltoall":
+		return buffers{in: tensor.New(dt, count), out: tensor.New(dt, count)}
+	}
+	panic("bench: unknown op " + cfg.Op)
+}
+
+// runOnce issues the op once.
+func runOnce(ctx context.Context, pg *comm.ProcessGroup, cfg Config, b buffers) error {
+	switch cfg.Op {
+	case "allreduce":
+		return pg.AllReduce(ctx, b.in, cfg.Reduce)
+	case "broadcast":
+		return pg.Broadcast(ctx, b.in, 0)
+	case "reduce":
+		return pg.Reduce(ctx, b.in, 0, cfg.Reduce)
+	case "allgather":
+		return pg.AllGather(ctx, b.out, b.in)
+	case "gather":
+		return pg.Gather(ctx, b.out, b.in, 0)
+	case "reducescatter":
+		return pg.ReduceScatter(ctx, b.out, b.in, cfg.Reduce)
+	case "scatter":
+		return pg.Scatter(ctx, b.out, b.in, 0)
+	case "alltoall":
+		return pg.AllToAll(ctx, b.out, b.in)
+	case "sendrecv":
+		n, r := pg.Size(), pg.Rank()
+		if n == 1 {
+			return b.out.CopyFrom(b.in)
+		}
+		w := pg.SendAsync(b.in, (r+1)%n, 0)
+		if err := pg.Recv(ctx, b.out, (r-1+n)%n, 0); err != nil {
+			return err
+		}
+		return w.Wait(ctx)
+	}
+	return fmt.Errorf("bench: unknown op %q", cfg.Op)
+}
+
+func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int) (Row, error) {
+	n := pg.Size()
+	row := Row{Op: cfg.Op, DType: cfg.DType.String(), NRanks: n, Count: int64(count), Wrong: -1}
+	b := makeBuffers(cfg, n, pg.Rank(), count)
+	for i := 0; i < cfg.Warmup; i++ {
+		if err := runOnce(ctx, pg, cfg, b); err != nil {
+			return row, err
+		}
+	}
+	iters := cfg.Iters
+	if iters == 0 {
+		// Same count everywhere: from the slowest rank's estimate.
+		if err := pg.Barrier(ctx); err != nil {
+			return row, err
+		}
+		t0 := time.Now()
+		for i := 0; i < 3; i++ {
+			if err := runOnce(ctx, pg, cfg, b); err != nil {
+				return row, err
+			}
+		}
+		est, err := maxOverRanks(ctx, pg, float64(time.Since(t0))/3)
+		if err != nil {
+			return row, err
+		}
+		iters = int(math.Max(5, math.Min(1000, float64(200*time.Millisecond)/math.Max(est, 1))))
+	}
+	if err := pg.Barrier(ctx); err != nil {
+		return row, err
+	}
+	times := make([]float64, iters)
+	for i := range times {
+		t0 := time.Now()
+		if err := runOnce(ctx, pg, cfg, b); err != nil {
+			return row, err
+		}
+		times[i] = float64(time.Since(t0)) / float64(time.Microsecond)
+	}
+	slices.Sort(times)
+	median := times[len(times)/2]
+	if len(times)%2 == 0 {
+		median = (times[len(times)/2-1] + times[len(times)/2]) / 2
+	}
+	var err error
+	if row.TimeUs, err = maxOverRanks(ctx, pg, median); err != nil {
+		return row, err
+	}
+	if cfg.Check {
+		if row.Wrong, err = check(ctx, pg, cfg, count); err != nil {
+			return row, err
+		}
+	}
+	return row, nil
+}
+
+// maxOverRanks is the largest v across the group (the slowest rank sets the time).
+func maxOverRanks(ctx context.Context, pg *comm.ProcessGroup, v float64) (float64, error) {
+	t := tensor.FromSlice([]float64{v})
+	if err := pg.AllReduce(ctx, t, comm.Max); err != nil {
+		return 0, err
+	}
+	return t.Float(0), nil
+}

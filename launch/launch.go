@@ -1,0 +1,276 @@
+// Package launch starts the ranks of a job on this host: it hosts the rendezvous store, gives
+// every worker torchrun's environment, prefixes each output line with its rank, and as soon as
+// one worker fails stops the others and reports which rank failed and how.
+package launch
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gccl/gccl/comm/store"
+)
+
+// Config describes a single-host job.
+type Config struct {
+	NProcs  int      // number of ranks
+	Program string   // executable
+	Args    []string // its arguments
+	Env     []string // extra environment (KEY=VALUE), on top of os.Environ()
+	Backend string   // GCCL_BACKEND for the workers ("" leaves it unset)
+	// Stdout and Stderr receive the workers' output, each line prefixed "[rank N] ".
+	// nil means os.Stdout / os.Stderr.
+	Stdout, Stderr io.Writer
+	// NoPrefix passes output through without rank prefixes.
+	NoPrefix bool
+	// GracePeriod between SIGTERM and SIGKILL when stopping workers (default 5s).
+	GracePeriod time.Duration
+	Logger      *slog.Logger
+}
+
+// RankResult is how one worker ended.
+type RankResult struct {
+	Rank     int
+	Pid      int
+	ExitCode int    // -1 when killed by a signal
+	Signal   string // e.g. "killed", "terminated"
+	Err      error  // start failure
+	Stopped  bool   // stopped by the launcher because another rank failed
+	Tail     []string
+}
+
+// Failed reports whether the worker ended unsuccessfully on its own.
+func (r RankResult) Failed() bool { return !r.Stopped && (r.Err != nil || r.ExitCode != 0) }
+
+func (r RankResult) String() string {
+	switch {
+	case r.Err != nil:
+		return fmt.Sprintf("rank %d failed to start: %v", r.Rank, r.Err)
+	case r.Signal != "":
+		return fmt.Sprintf("rank %d (pid %d) was killed by signal: %s", r.Rank, r.Pid, r.Signal)
+	}
+	return fmt.Sprintf("rank %d (pid %d) exited with status %d", r.Rank, r.Pid, r.ExitCode)
+}
+
+// Result is the outcome of a job.
+type Result struct {
+	Ranks []RankResult
+	// First is the first rank that failed on its own (nil when the job succeeded).
+	First *RankResult
+}
+
+// Err summarises a failed job, naming the first failed rank and its exit status.
+func (r *Result) Err() error {
+	if r.First == nil {
+		return nil
+	}
+	msg := "job failed: " + r.First.String()
+	if len(r.First.Tail) > 0 {
+		msg += "; its last output:\n  " + strings.Join(r.First.Tail, "\n  ")
+	}
+	return errors.New(msg)
+}
+
+// Run hosts a store, starts cfg.NProcs workers and waits for them. When one fails, the others
+// are sent SIGTERM, then SIGKILL after the grace period. Cancelling ctx stops every worker.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.NProcs < 1 {
+		return nil, fmt.Errorf("launch: %d processes requested: need at least 1", cfg.NProcs)
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = os.Stderr
+	}
+	if cfg.GracePeriod == 0 {
+		cfg.GracePeriod = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	token := newToken()
+	srv, err := store.NewServer(store.ServerOptions{Addr: "127.0.0.1:0", Token: token, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("launch: starting the store: %w", err)
+	}
+	defer srv.Close()
+	host, port, _ := net.SplitHostPort(srv.Addr())
+
+	base := append(os.Environ(), cfg.Env...)
+	base = append(base,
+		"MASTER_ADDR="+host, "MASTER_PORT="+port,
+		"WORLD_SIZE="+strconv.Itoa(cfg.NProcs), "LOCAL_WORLD_SIZE="+strconv.Itoa(cfg.NProcs),
+		"GROUP_RANK=0", "GCCL_STORE_HOSTED=1", "GCCL_TOKEN="+token,
+		"TORCHELASTIC_RUN_ID="+token[:8], "TORCHELASTIC_RESTART_COUNT=0",
+	)
+	if cfg.Backend != "" {
+		base = append(base, "GCCL_BACKEND="+cfg.Backend)
+	}
+
+	res := &Result{Ranks: make([]RankResult, cfg.NProcs)}
+	cmds := make([]*exec.Cmd, cfg.NProcs)
+	tails := make([]*tail, cfg.NProcs)
+	var outMu sync.Mutex // one line at a time on the console
+	var wg sync.WaitGroup
+	type exit struct{ rank int }
+	exits := make(chan exit, cfg.NProcs)
+	for r := 0; r < cfg.NProcs; r++ {
+		cmd := exec.Command(cfg.Program, cfg.Args...)
+		cmd.Env = append(append([]string(nil), base...), "RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		tails[r] = &tail{max: 20}
+		prefix := fmt.Sprintf("[rank %d] ", r)
+		if cfg.NoPrefix {
+			prefix = ""
+		}
+		stdout, _ := cmd.StdoutPipe()
+		stderr, _ := cmd.StderrPipe()
+		res.Ranks[r].Rank = r
+		if err := cmd.Start(); err != nil {
+			res.Ranks[r].Err = err
+			res.First = &res.Ranks[r]
+			stopAll(cmds, cfg.GracePeriod)
+			wg.Wait()
+			return res, nil
+		}
+		cmds[r] = cmd
+		res.Ranks[r].Pid = cmd.Process.Pid
+		var copies sync.WaitGroup
+		copies.Add(2)
+		go func() { defer copies.Done(); pump(stdout, cfg.Stdout, prefix, &outMu, nil) }()
+		go func() { defer copies.Done(); pump(stderr, cfg.Stderr, prefix, &outMu, tails[r]) }()
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			copies.Wait()
+			err := cmd.Wait()
+			fillExit(&res.Ranks[r], cmd, err)
+			exits <- exit{r}
+		}(r)
+	}
+
+	stopping := false
+	stop := func() {
+		if !stopping {
+			stopping = true
+			go stopAll(cmds, cfg.GracePeriod)
+		}
+	}
+	for done := 0; done < cfg.NProcs; {
+		select {
+		case e := <-exits:
+			done++
+			rr := &res.Ranks[e.rank]
+			rr.Tail = tails[e.rank].lines()
+			if stopping && !rr.Failed() {
+				continue
+			}
+			if rr.ExitCode != 0 || rr.Signal != "" {
+				if stopping {
+					rr.Stopped = true
+					continue
+				}
+				res.First = rr
+				log.Debug("launch: rank failed; stopping the others", "rank", e.rank, "status", rr.String())
+				stop()
+			}
+		case <-ctx.Done():
+			stop()
+			ctx = context.Background() // keep collecting exits
+		}
+	}
+	wg.Wait()
+	return res, nil
+}
+
+func fillExit(rr *RankResult, cmd *exec.Cmd, err error) {
+	if err == nil {
+		return
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			rr.ExitCode = -1
+			rr.Signal = ws.Signal().String()
+			return
+		}
+		rr.ExitCode = ee.ExitCode()
+		return
+	}
+	rr.Err = err
+	rr.ExitCode = -1
+}
+
+// stopAll sends SIGTERM to every worker's process group, then SIGKILL after grace.
+func stopAll(cmds []*exec.Cmd, grace time.Duration) {
+	signalAll(cmds, syscall.SIGTERM)
+	time.Sleep(grace)
+	signalAll(cmds, syscall.SIGKILL)
+}
+
+func signalAll(cmds []*exec.Cmd, sig syscall.Signal) {
+	for _, c := range cmds {
+		if c != nil && c.Process != nil && c.ProcessState == nil {
+			_ = syscall.Kill(-c.Process.Pid, sig)
+		}
+	}
+}
+
+// pump copies lines from r to w with a prefix, one whole line at a time.
+func pump(r io.Reader, w io.Writer, prefix string, mu *sync.Mutex, t *tail) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if t != nil {
+			t.add(line)
+		}
+		mu.Lock()
+		fmt.Fprintf(w, "%s%s\n", prefix, line)
+		mu.Unlock()
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// tail keeps the last lines of a stream.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	buf []string
+}
+
+func (t *tail) add(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, s)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+}
+
+func (t *tail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.buf...)
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

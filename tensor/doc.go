@@ -1,0 +1,54 @@
+// Package tensor provides gccl's dtypes, reduce ops, reduction kernels and dense host tensors.
+//
+// # Dtypes and reduce ops
+//
+// DType names an element type (Float32, BFloat16, Int64, Bool, Float8E4M3FN, ...). String gives
+// gccl's name ("bfloat16"), TorchName PyTorch's scalar-type name used in flight-recorder dumps
+// ("BFloat16", "Float", "Long"), and ParseDType reads either, plus aliases such as "bf16" and
+// "fp32". ReduceOp is one of torch.distributed's ops: SUM, AVG, PRODUCT, MIN, MAX, BAND, BOR, BXOR,
+// PREMUL_SUM. CheckReduce says whether an op works on a dtype: bitwise ops need integers or bool,
+// and the float8 dtypes are for data movement only.
+//
+// # Kernels
+//
+// ReduceInto (dst op= src) and ReduceMany (dst = src0 op src1 op ...) work on raw little-endian
+// element bytes, the form in which backends move data. They are deterministic: the same inputs give
+// the same bits on every rank, whatever the buffers' alignment or the host. float16 and bfloat16
+// are accumulated in float32 and rounded once (round to nearest even); integers wrap around; MIN and
+// MAX propagate NaN and are commutative bit for bit. AVG and PREMUL_SUM reduce as SUM; DivideBy and
+// Scale do the division and the pre-multiplication.
+//
+// An all-reduce with AVG over the buffers of three ranks, as a backend would run it:
+//
+//	out := make([]byte, len(rank0))
+//	if err := tensor.ReduceMany(tensor.Avg, tensor.BFloat16, out, rank0, rank1, rank2); err != nil {
+//		return err
+//	}
+//	if err := tensor.DivideBy(tensor.BFloat16, out, 3); err != nil {
+//		return err
+//	}
+//
+// # Conversions
+//
+// Float32ToFloat16, Float32ToBFloat16, Float32ToFloat8E4M3FN and Float32ToFloat8E5M2 round to
+// nearest even and handle subnormals, infinities and NaNs; their inverses are exact. e4m3fn has no
+// infinity: overflow becomes NaN, as in PyTorch.
+//
+// # Tensors
+//
+// A Tensor is a row-major, strided, dtype-tagged view of little-endian bytes in host memory, with
+// the view operations collectives need to cut buffers up: Narrow, Chunk, Split, SplitSizes,
+// Transpose and Reshape share storage with their parent; Contiguous and Clone copy. Bytes hands a
+// contiguous tensor's storage to a kernel or a backend; Float, SetFloat and Float64s read and write
+// elements of any dtype as float64, which is what tests want:
+//
+//	x, _ := tensor.FromFloat64s(tensor.Float32, []float64{1, 2, 3, 4, 5, 6}, 2, 3)
+//	cols, _ := x.Chunk(3, 1)            // three [2 1] views, strided
+//	c := cols[2].Contiguous()            // a packed copy: [3 6]
+//	_ = tensor.ReduceInto(tensor.Sum, tensor.Float32, c.Bytes(), c.Bytes())
+//	fmt.Println(c.Float64s())            // [6 12]
+//
+// Methods panic only on programming errors that indexing would also catch (an index out of range,
+// a typed accessor on the wrong dtype, Bytes on a strided view); everything computed from run-time
+// sizes returns an error that names the method and the values.
+package tensor

@@ -1,0 +1,621 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// Reduction kernels on raw little-endian element bytes.
+//
+// The kernels dispatch on dtype and op once per call (or once per 4 KiB block), then run a typed
+// loop. Buffers that are misaligned for their element type, and every buffer on a big-endian host,
+// go through aligned scratch copies of small blocks; results are the same either way.
+
+// checkBuf validates that buf holds whole elements of dt.
+func checkBuf(fn string, dt DType, buf []byte) error {
+	if !dt.Valid() {
+		return fmt.Errorf("tensor: %s: %w: invalid dtype %s", fn, ErrUnsupported, dt)
+	}
+	if len(buf)%dt.Size() != 0 {
+		return fmt.Errorf("tensor: %s: buffer of %d bytes is not a whole number of %s elements (%d bytes each)",
+			fn, len(buf), dt, dt.Size())
+	}
+	return nil
+}
+
+// checkPair validates the length of one source against dst; i is the source's index, or -1 for
+// ReduceInto's single source.
+func checkPair(fn string, dst, src []byte, i int) error {
+	if len(src) != len(dst) {
+		if i < 0 {
+			return fmt.Errorf("tensor: %s: dst has %d bytes but src has %d; they must be the same length", fn, len(dst), len(src))
+		}
+		return fmt.Errorf("tensor: %s: dst has %d bytes but srcs[%d] has %d; they must be the same length", fn, len(dst), i, len(src))
+	}
+	return nil
+}
+
+// ReduceInto computes dst[i] = dst[i] op src[i] for every element of dtype dt. dst and src hold
+// little-endian elements and must have the same length, a whole number of elements. dst and src
+// may be the same slice, but must not otherwise overlap.
+//
+// Avg and PreMulSum reduce like Sum (the caller divides or scales). float16 and bfloat16 elements
+// are converted to float32, combined, and rounded once back to nearest even. Integers wrap around
+// on overflow. Bool bytes are read as false (0) or true (anything else) and written as 0 or 1:
+// SUM and MAX are logical or, PRODUCT and MIN logical and, BAND/BOR/BXOR logical and/or/xor.
+// MIN and MAX on floats return NaN if either operand is NaN, prefer -0 (MIN) and +0 (MAX) between
+// zeros of both signs, and are commutative bit for bit (see ReduceMany).
+//
+// It returns an error, and leaves dst alone, if CheckReduce(op, dt) fails or the lengths are
+// wrong.
+func ReduceInto(op ReduceOp, dt DType, dst, src []byte) error {
+	if err := checkReduce(op, dt); err != nil {
+		return fmt.Errorf("tensor: ReduceInto: %w", err)
+	}
+	if err := checkBuf("ReduceInto", dt, dst); err != nil {
+		return err
+	}
+	if err := checkPair("ReduceInto", dst, src, -1); err != nil {
+		return err
+	}
+	size := dt.Size()
+	if aligned(dst, size) && aligned(src, size) {
+		if !dt.isHalf() {
+			combine(op, dt, dst, src)
+			return nil
+		}
+		if combineHalf(op, dt, as[uint16](dst), as[uint16](src)) {
+			return nil
+		}
+	}
+	reduceBlocks(op, dt, dst, [][]byte{dst, src})
+	return nil
+}
+
+// ReduceMany computes dst = srcs[0] op srcs[1] op ... op srcs[n-1] element by element, combining
+// strictly in that order, so that the result is the same bit for bit on every call and every host.
+// All buffers must have the same length, a whole number of dtype dt elements, and there must be
+// at least one source. dst may be the same slice as any source (typically srcs[0]) but must not
+// otherwise overlap one.
+//
+// float16 and bfloat16 are accumulated in float32 across all sources and rounded once at the end,
+// so summing many small values loses far less than repeated ReduceInto calls would. The other
+// semantics are those of ReduceInto. The MIN and MAX of floats are commutative bit for bit: a NaN
+// operand wins over a number (the NaN with the larger bit pattern wins if both are NaN), and
+// between -0 and +0, MIN picks -0 and MAX picks +0.
+//
+// The work is done in 4 KiB blocks, each combined across all sources while it stays in cache.
+func ReduceMany(op ReduceOp, dt DType, dst []byte, srcs ...[]byte) error {
+	if err := checkReduce(op, dt); err != nil {
+		return fmt.Errorf("tensor: ReduceMany: %w", err)
+	}
+	if err := checkBuf("ReduceMany", dt, dst); err != nil {
+		return err
+	}
+	if len(srcs) == 0 {
+		return fmt.Errorf("tensor: ReduceMany: no sources; pass at least one")
+	}
+	for i, s := range srcs {
+		if err := checkPair("ReduceMany", dst, s, i); err != nil {
+			return err
+		}
+	}
+	if len(srcs) == 1 {
+		copy(dst, srcs[0])
+		return nil
+	}
+	reduceBlocks(op, dt, dst, srcs)
+	return nil
+}
+
+// reduceBlocks computes dst = srcs[0] op srcs[1] op ... block by block, in an accumulator on the
+// stack: float32 for the 16-bit floats, the dtype itself otherwise.
+func reduceBlocks(op ReduceOp, dt DType, dst []byte, srcs [][]byte) {
+	size := dt.Size()
+	var accS, tmpS, rawS scratchBlock
+	acc, tmp, raw := accS.bytes(), tmpS.bytes(), rawS.bytes()
+	if dt.isHalf() {
+		const per = blockBytes / 4 // elements per block: the accumulator holds float32
+		n := len(dst) / 2
+		for start := 0; start < n; start += per {
+			end := min(n, start+per)
+			b0, b1 := start*2, end*2
+			a := as[float32](acc[:(end-start)*4])
+			decodeHalf(dt, a, as[uint16](load(srcs[0][b0:b1], 2, raw)))
+			for _, s := range srcs[1:] {
+				x := as[uint16](load(s[b0:b1], 2, raw))
+				if !accumulateHalf(op, dt, a, x) {
+					t := as[float32](tmp[:(end-start)*4])
+					decodeHalf(dt, t, x)
+					combineF32(op, a, t)
+				}
+			}
+			out := dst[b0:b1]
+			if aligned(out, 2) {
+				encodeHalf(dt, as[uint16](out), a)
+			} else {
+				w := raw[:len(out)]
+				encodeHalf(dt, as[uint16](w), a)
+				store(out, w, 2)
+			}
+		}
+		return
+	}
+	n := len(dst)
+	for b0 := 0; b0 < n; b0 += blockBytes {
+		b1 := min(n, b0+blockBytes)
+		a := acc[:b1-b0]
+		copy(a, srcs[0][b0:b1])
+		if !hostLittleEndian {
+			swapBytes(a, size)
+		}
+		for _, s := range srcs[1:] {
+			combine(op, dt, a, load(s[b0:b1], size, tmp))
+		}
+		store(dst[b0:b1], a, size)
+	}
+}
+
+// decodeHalf converts 16-bit floats of dtype dt to float32.
+func decodeHalf(dt DType, dst []float32, src []uint16) {
+	dst = dst[:len(src)]
+	if dt == BFloat16 {
+		for i, h := range src {
+			dst[i] = math.Float32frombits(uint32(h) << 16)
+		}
+		return
+	}
+	for i, h := range src {
+		dst[i] = Float16ToFloat32(h)
+	}
+}
+
+// encodeHalf rounds float32 values to 16-bit floats of dtype dt.
+func encodeHalf(dt DType, dst []uint16, src []float32) {
+	dst = dst[:len(src)]
+	if dt == BFloat16 {
+		for i, f := range src {
+			dst[i] = Float32ToBFloat16(f)
+		}
+		return
+	}
+	for i, f := range src {
+		b := math.Float32bits(f)
+		h, ok := float32ToFloat16Fast(b)
+		if !ok {
+			h = float32ToFloat16Slow(b)
+		}
+		dst[i] = h
+	}
+}
+
+// combineHalf computes d op= s on 16-bit floats in float32 with one rounding, in a single pass, for
+// the ops that have such a loop (SUM, AVG, PREMUL_SUM, PRODUCT). It returns false for the others.
+func combineHalf(op ReduceOp, dt DType, d, s []uint16) bool {
+	s = s[:len(d)]
+	switch {
+	case op == Product && dt == BFloat16:
+		for i := range d {
+			d[i] = Float32ToBFloat16(BFloat16ToFloat32(d[i]) * BFloat16ToFloat32(s[i]))
+		}
+	case op == Product:
+		for i := range d {
+			b := math.Float32bits(Float16ToFloat32(d[i]) * Float16ToFloat32(s[i]))
+			h, ok := float32ToFloat16Fast(b)
+			if !ok {
+				h = float32ToFloat16Slow(b)
+			}
+			d[i] = h
+		}
+	case op != Sum && op != Avg && op != PreMulSum:
+		return false
+	case dt == BFloat16:
+		for i := range d {
+			d[i] = Float32ToBFloat16(BFloat16ToFloat32(d[i]) + BFloat16ToFloat32(s[i]))
+		}
+	default:
+		for i := range d {
+			b := math.Float32bits(Float16ToFloat32(d[i]) + Float16ToFloat32(s[i]))
+			h, ok := float32ToFloat16Fast(b)
+			if !ok {
+				h = float32ToFloat16Slow(b)
+			}
+			d[i] = h
+		}
+	}
+	return true
+}
+
+// accumulateHalf computes acc op= s, converting s to float32, in a single pass, for the ops that
+// have such a loop (SUM, AVG, PREMUL_SUM, PRODUCT). It returns false for the others.
+func accumulateHalf(op ReduceOp, dt DType, acc []float32, s []uint16) bool {
+	s = s[:len(acc)]
+	switch {
+	case op == Product && dt == BFloat16:
+		for i, h := range s {
+			acc[i] *= BFloat16ToFloat32(h)
+		}
+	case op == Product:
+		for i, h := range s {
+			acc[i] *= Float16ToFloat32(h)
+		}
+	case op != Sum && op != Avg && op != PreMulSum:
+		return false
+	case dt == BFloat16:
+		for i, h := range s {
+			acc[i] += BFloat16ToFloat32(h)
+		}
+	default:
+		for i, h := range s {
+			acc[i] += Float16ToFloat32(h)
+		}
+	}
+	return true
+}
+
+// combine computes d op= s on aligned host-order elements of a dtype other than the 16-bit floats.
+// op and dt must have passed checkReduce.
+func combine(op ReduceOp, dt DType, d, s []byte) {
+	switch dt {
+	case Float32:
+		combineF32(op, as[float32](d), as[float32](s))
+	case Float64:
+		combineF64(op, as[float64](d), as[float64](s))
+	case Int8:
+		combineInt(op, as[int8](d), as[int8](s))
+	case Uint8:
+		combineInt(op, d, s)
+	case Int32:
+		combineInt(op, as[int32](d), as[int32](s))
+	case Int64:
+		combineInt(op, as[int64](d), as[int64](s))
+	case Bool:
+		combineBool(op, d, s)
+	}
+}
+
+type number interface {
+	~int8 | ~uint8 | ~int32 | ~int64 | ~float32 | ~float64
+}
+
+type integer interface {
+	~int8 | ~uint8 | ~int32 | ~int64
+}
+
+func combineF32(op ReduceOp, d, s []float32) {
+	switch op {
+	case Sum, Avg, PreMulSum:
+		addSlice(d, s)
+	case Product:
+		mulSlice(d, s)
+	case Min:
+		minF32Slice(d, s)
+	case Max:
+		maxF32Slice(d, s)
+	}
+}
+
+func combineF64(op ReduceOp, d, s []float64) {
+	switch op {
+	case Sum, Avg, PreMulSum:
+		addSlice(d, s)
+	case Product:
+		mulSlice(d, s)
+	case Min:
+		minF64Slice(d, s)
+	case Max:
+		maxF64Slice(d, s)
+	}
+}
+
+func combineInt[T integer](op ReduceOp, d, s []T) {
+	s = s[:len(d)]
+	switch op {
+	case Sum, Avg, PreMulSum:
+		addSlice(d, s)
+	case Product:
+		mulSlice(d, s)
+	case Min:
+		for i := range d {
+			d[i] = min(d[i], s[i])
+		}
+	case Max:
+		for i := range d {
+			d[i] = max(d[i], s[i])
+		}
+	case BAnd:
+		for i := range d {
+			d[i] &= s[i]
+		}
+	case BOr:
+		for i := range d {
+			d[i] |= s[i]
+		}
+	case BXor:
+		for i := range d {
+			d[i] ^= s[i]
+		}
+	}
+}
+
+// b2u returns 1 for true and 0 for false.
+func b2u(b bool) uint8 {
+	var u uint8
+	if b {
+		u = 1
+	}
+	return u
+}
+
+func combineBool(op ReduceOp, d, s []byte) {
+	s = s[:len(d)]
+	switch op {
+	case Sum, Max, BOr:
+		for i := range d {
+			d[i] = b2u(d[i]|s[i] != 0)
+		}
+	case Product, Min, BAnd:
+		for i := range d {
+			d[i] = b2u(d[i] != 0 && s[i] != 0)
+		}
+	case BXor:
+		for i := range d {
+			d[i] = b2u(d[i] != 0) ^ b2u(s[i] != 0)
+		}
+	}
+}
+
+func addSlice[T number](d, s []T) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+4 <= len(d); i += 4 {
+		dd, ss := d[i:i+4:i+4], s[i:i+4:i+4]
+		dd[0] += ss[0]
+		dd[1] += ss[1]
+		dd[2] += ss[2]
+		dd[3] += ss[3]
+	}
+	for ; i < len(d); i++ {
+		d[i] += s[i]
+	}
+}
+
+func mulSlice[T number](d, s []T) {
+	s = s[:len(d)]
+	for i := range d {
+		d[i] *= s[i]
+	}
+}
+
+// Float MIN and MAX compare order keys, integers that sort like the floats and put -0 just below
+// +0, and select without branches; NaNs, which are rare, take a branch to nanPick.
+
+// orderKey32 maps float32 bits to an int32 with the same order for numbers: negative floats get
+// their magnitude bits flipped.
+func orderKey32(b uint32) int32 { return int32(b) ^ int32(uint32(int32(b)>>31)>>1) }
+
+func orderKey64(b uint64) int64 { return int64(b) ^ int64(uint64(int64(b)>>63)>>1) }
+
+// nanPick32 picks the result of MIN or MAX when a or b is NaN: the NaN, or of two NaNs the one
+// with the larger bit pattern, so that the choice does not depend on the order of the operands.
+func nanPick32(a, b uint32) uint32 {
+	aNaN, bNaN := a&0x7fffffff > 0x7f800000, b&0x7fffffff > 0x7f800000
+	switch {
+	case aNaN && bNaN:
+		return max(a, b)
+	case aNaN:
+		return a
+	}
+	return b
+}
+
+func nanPick64(a, b uint64) uint64 {
+	const inf = 0x7ff0000000000000
+	aNaN, bNaN := a&^(1<<63) > inf, b&^(1<<63) > inf
+	switch {
+	case aNaN && bNaN:
+		return max(a, b)
+	case aNaN:
+		return a
+	}
+	return b
+}
+
+func minF32Slice(d, s []float32) {
+	du, su := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(d))), len(d)), unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
+	minMax32(du, su, true)
+}
+
+func maxF32Slice(d, s []float32) {
+	du, su := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(d))), len(d)), unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
+	minMax32(du, su, false)
+}
+
+// minMax32 computes MIN (isMin) or MAX of float32 bit patterns.
+func minMax32(d, s []uint32, isMin bool) {
+	s = s[:len(d)]
+	if isMin {
+		for i, a := range d {
+			b := s[i]
+			r := a
+			if orderKey32(b) < orderKey32(a) {
+				r = b
+			}
+			if max(a&0x7fffffff, b&0x7fffffff) > 0x7f800000 {
+				r = nanPick32(a, b)
+			}
+			d[i] = r
+		}
+		return
+	}
+	for i, a := range d {
+		b := s[i]
+		r := a
+		if orderKey32(b) > orderKey32(a) {
+			r = b
+		}
+		if max(a&0x7fffffff, b&0x7fffffff) > 0x7f800000 {
+			r = nanPick32(a, b)
+		}
+		d[i] = r
+	}
+}
+
+func minF64Slice(d, s []float64) {
+	du, su := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(d))), len(d)), unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
+	minMax64(du, su, true)
+}
+
+func maxF64Slice(d, s []float64) {
+	du, su := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(d))), len(d)), unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(s))), len(s))
+	minMax64(du, su, false)
+}
+
+// minMax64 computes MIN (isMin) or MAX of float64 bit patterns.
+func minMax64(d, s []uint64, isMin bool) {
+	s = s[:len(d)]
+	if isMin {
+		for i, a := range d {
+			b := s[i]
+			r := a
+			if orderKey64(b) < orderKey64(a) {
+				r = b
+			}
+			if max(a&^(1<<63), b&^(1<<63)) > 0x7ff0000000000000 {
+				r = nanPick64(a, b)
+			}
+			d[i] = r
+		}
+		return
+	}
+	for i, a := range d {
+		b := s[i]
+		r := a
+		if orderKey64(b) > orderKey64(a) {
+			r = b
+		}
+		if max(a&^(1<<63), b&^(1<<63)) > 0x7ff0000000000000 {
+			r = nanPick64(a, b)
+		}
+		d[i] = r
+	}
+}
+
+// Scale multiplies every element of buf, little-endian elements of dtype dt, by factor: it is the
+// pre-multiplication of PREMUL_SUM.
+//
+// Floats: the product is computed in float64 and rounded once to dt. Integers: the product is
+// computed in float64, truncated toward zero and wrapped to dt like an integer overflow; factor must
+// be finite. Bool and the float8 dtypes are an error (wrapping ErrUnsupported), as is a buffer that
+// is not a whole number of elements; buf is then left alone.
+func Scale(dt DType, buf []byte, factor float64) error {
+	if err := checkBuf("Scale", dt, buf); err != nil {
+		return err
+	}
+	switch {
+	case dt == Bool || dt.isFloat8():
+		return fmt.Errorf("tensor: Scale: %w: cannot scale %s elements; convert to a float dtype first", ErrUnsupported, dt)
+	case dt.IsInteger() && (math.IsNaN(factor) || math.IsInf(factor, 0)):
+		return fmt.Errorf("tensor: Scale: factor %v is not finite, which has no meaning for %s elements", factor, dt)
+	}
+	inPlace(buf, dt.Size(), func(b []byte) {
+		switch dt {
+		case Float32:
+			v := as[float32](b)
+			for i := range v {
+				v[i] = float32(float64(v[i]) * factor)
+			}
+		case Float64:
+			v := as[float64](b)
+			for i := range v {
+				v[i] *= factor
+			}
+		case Float16:
+			v := as[uint16](b)
+			for i := range v {
+				v[i] = float64ToFloat16(float64(Float16ToFloat32(v[i])) * factor)
+			}
+		case BFloat16:
+			v := as[uint16](b)
+			for i := range v {
+				v[i] = float64ToBFloat16(float64(BFloat16ToFloat32(v[i])) * factor)
+			}
+		case Int8:
+			scaleInt(as[int8](b), factor)
+		case Uint8:
+			scaleInt(b, factor)
+		case Int32:
+			scaleInt(as[int32](b), factor)
+		case Int64:
+			scaleInt(as[int64](b), factor)
+		}
+	})
+	return nil
+}
+
+func scaleInt[T integer](v []T, factor float64) {
+	for i := range v {
+		v[i] = T(truncWrap(float64(v[i]) * factor))
+	}
+}
+
+// DivideBy divides every element of buf, little-endian elements of dtype dt, by n: it is the final
+// step of AVG. n must be at least 1.
+//
+// Floats are divided exactly and rounded once to dt (correctly rounded). Integers use truncating
+// division (toward zero). Bool and the float8 dtypes are an error (wrapping ErrUnsupported), as is
+// a buffer that is not a whole number of elements; buf is then left alone.
+func DivideBy(dt DType, buf []byte, n int) error {
+	if err := checkBuf("DivideBy", dt, buf); err != nil {
+		return err
+	}
+	switch {
+	case dt == Bool || dt.isFloat8():
+		return fmt.Errorf("tensor: DivideBy: %w: cannot divide %s elements; use an integer or float dtype", ErrUnsupported, dt)
+	case n < 1:
+		return fmt.Errorf("tensor: DivideBy: divisor %d must be at least 1", n)
+	}
+	fn := float64(n)
+	inPlace(buf, dt.Size(), func(b []byte) {
+		switch dt {
+		case Float32:
+			v := as[float32](b)
+			for i := range v {
+				// float64 has more than twice float32's precision, so rounding the float64
+				// quotient again to float32 gives the correctly rounded quotient.
+				v[i] = float32(float64(v[i]) / fn)
+			}
+		case Float64:
+			v := as[float64](b)
+			for i := range v {
+				v[i] /= fn
+			}
+		case Float16:
+			v := as[uint16](b)
+			for i := range v {
+				v[i] = float64ToFloat16(float64(Float16ToFloat32(v[i])) / fn)
+			}
+		case BFloat16:
+			v := as[uint16](b)
+			for i := range v {
+				v[i] = float64ToBFloat16(float64(BFloat16ToFloat32(v[i])) / fn)
+			}
+		case Int8:
+			divInt(as[int8](b), int64(n))
+		case Uint8:
+			divInt(b, int64(n))
+		case Int32:
+			divInt(as[int32](b), int64(n))
+		case Int64:
+			divInt(as[int64](b), int64(n))
+		}
+	})
+	return nil
+}
+
+func divInt[T integer](v []T, n int64) {
+	for i := range v {
+		v[i] = T(int64(v[i]) / n)
+	}
+}
