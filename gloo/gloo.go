@@ -30,13 +30,13 @@ var _ backends.Backend = Backend{}
 
 // Group is one process group's connections: one TCP connection per peer.
 type Group struct {
-	cfg    backends.Config
-	log    *slog.Logger
-	eng    engine
-	opMu   sync.Mutex // held while an op runs
-	abort  atomic.Pointer[error]
-	notify sync.Once
-	closed atomic.Bool
+	cfg     backends.Config
+	log     *slog.Logger
+	eng     engine
+	opMu    sync.Mutex // held while an op runs
+	abort   atomic.Pointer[error]
+	notify  sync.Once
+	closed  atomic.Bool
 	scratch []byte // reusable temporary buffer, only touched under opMu
 }
 

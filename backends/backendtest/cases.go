@@ -623,8 +623,8 @@ func asyncOrderCase(salt int) func(context.Context, *comm.ProcessGroup) error {
 		n := pg.Size()
 		t := tensor.New(tensor.Int64, 5)
 		t.Fill(1)
-		w1 := pg.AllReduceAsync(t, comm.Sum) // n
-		w2 := pg.AllReduceAsync(t, comm.Sum) // n*n
+		w1 := pg.AllReduceAsync(t, comm.Sum)                   // n
+		w2 := pg.AllReduceAsync(t, comm.Sum)                   // n*n
 		if err := pg.AllReduce(ctx, t, comm.Sum); err != nil { // n*n*n, after both
 			return err
 		}

@@ -37,15 +37,15 @@ type Config struct {
 
 // Row is one line of results, with the keys of `gccl bench --json`.
 type Row struct {
-	Op       string  `json:"op"`
-	DType    string  `json:"dtype"`
-	NRanks   int     `json:"nranks"`
-	Bytes    int64   `json:"bytes"`
-	Count    int64   `json:"count"`
-	TimeUs   float64 `json:"time_us"`
-	AlgBW    float64 `json:"algbw_gbps"`
-	BusBW    float64 `json:"busbw_gbps"`
-	Wrong    int64   `json:"wrong"`
+	Op     string  `json:"op"`
+	DType  string  `json:"dtype"`
+	NRanks int     `json:"nranks"`
+	Bytes  int64   `json:"bytes"`
+	Count  int64   `json:"count"`
+	TimeUs float64 `json:"time_us"`
+	AlgBW  float64 `json:"algbw_gbps"`
+	BusBW  float64 `json:"busbw_gbps"`
+	Wrong  int64   `json:"wrong"`
 }
 
 // ParseBytes reads sizes like 8, 4K, 64M, 1G (powers of 1024).
