@@ -136,6 +136,7 @@ func (pg *ProcessGroup) issue(req *request, in, out []*tensor.Tensor) error {
 		pg.collSeq++
 		req.op.Seq = pg.collSeq
 	}
+	collSeq, p2pSeq := pg.collSeq, pg.p2pSeq
 	req.ticket = pg.issued
 	pg.issued++
 	pg.mu.Unlock()
@@ -145,11 +146,8 @@ func (pg *ProcessGroup) issue(req *request, in, out []*tensor.Tensor) error {
 			InputSizes: sizesOf(in), InputDtypes: dtypesOf(in), OutputSizes: sizesOf(out), OutputDtypes: dtypesOf(out),
 			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout,
 		}
-		if req.op.Kind.IsP2P() {
-			r.P2PSeqID = int64(req.op.Seq)
-		} else {
-			r.CollectiveSeqID = int64(req.op.Seq)
-		}
+		// Like PyTorch, every entry carries both counters as they stand after this op.
+		r.CollectiveSeqID, r.P2PSeqID = int64(collSeq), int64(p2pSeq)
 		req.record = rec.Record(r)
 	}
 	return nil
@@ -240,7 +238,11 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	err := req.run(ctx)
 	timedOut := ctx.Err() == context.DeadlineExceeded
 	cancel()
-	rec.Completed(req.record)
+	if err == nil {
+		rec.Completed(req.record)
+	} else {
+		rec.Retire(req.record) // retired but not completed: PyTorch's mark of a failed op
+	}
 	if err == nil {
 		if req.after != nil {
 			req.after()

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -124,6 +125,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	res := &Result{Ranks: make([]RankResult, cfg.NProcs)}
 	cmds := make([]*exec.Cmd, cfg.NProcs)
+	exited := make([]atomic.Bool, cfg.NProcs)
 	tails := make([]*tail, cfg.NProcs)
 	var outMu sync.Mutex // one line at a time on the console
 	var wg sync.WaitGroup
@@ -144,7 +146,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err := cmd.Start(); err != nil {
 			res.Ranks[r].Err = err
 			res.First = &res.Ranks[r]
-			stopAll(cmds, cfg.GracePeriod)
+			stopAll(cmds, exited, cfg.GracePeriod)
 			wg.Wait()
 			return res, nil
 		}
@@ -159,6 +161,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			defer wg.Done()
 			copies.Wait()
 			err := cmd.Wait()
+			exited[r].Store(true)
 			fillExit(&res.Ranks[r], cmd, err)
 			exits <- exit{r}
 		}(r)
@@ -168,7 +171,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stop := func() {
 		if !stopping {
 			stopping = true
-			go stopAll(cmds, cfg.GracePeriod)
+			go stopAll(cmds, exited, cfg.GracePeriod)
 		}
 	}
 	for done := 0; done < cfg.NProcs; {
@@ -216,19 +219,38 @@ func fillExit(rr *RankResult, cmd *exec.Cmd, err error) {
 	rr.ExitCode = -1
 }
 
-// stopAll sends SIGTERM to every worker's process group, then SIGKILL after grace.
-func stopAll(cmds []*exec.Cmd, grace time.Duration) {
-	signalAll(cmds, syscall.SIGTERM)
-	time.Sleep(grace)
-	signalAll(cmds, syscall.SIGKILL)
-}
-
-func signalAll(cmds []*exec.Cmd, sig syscall.Signal) {
-	for _, c := range cmds {
-		if c != nil && c.Process != nil && c.ProcessState == nil {
-			_ = syscall.Kill(-c.Process.Pid, sig)
+// stopAll sends SIGTERM to every running worker's process group, then SIGKILL to those still
+// running after the grace period.
+func stopAll(cmds []*exec.Cmd, exited []atomic.Bool, grace time.Duration) {
+	if signalAll(cmds, exited, syscall.SIGTERM) == 0 {
+		return
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		running := 0
+		for i := range cmds {
+			if cmds[i] != nil && !exited[i].Load() {
+				running++
+			}
+		}
+		if running == 0 {
+			return
 		}
 	}
+	signalAll(cmds, exited, syscall.SIGKILL)
+}
+
+// signalAll signals the process group of every worker still running; it returns how many.
+func signalAll(cmds []*exec.Cmd, exited []atomic.Bool, sig syscall.Signal) int {
+	n := 0
+	for i, c := range cmds {
+		if c != nil && c.Process != nil && !exited[i].Load() {
+			_ = syscall.Kill(-c.Process.Pid, sig)
+			n++
+		}
+	}
+	return n
 }
 
 // pump copies lines from r to w with a prefix, one whole line at a time.

@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"strings"
 	"os/signal"
 	"syscall"
 
@@ -25,6 +27,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 
 func main() {
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{
@@ -56,4 +59,17 @@ func versionCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// logLevel reads GCCL_LOG_LEVEL (debug, info, warn, error); the default is warn.
+func logLevel() slog.Level {
+	switch strings.ToLower(os.Getenv("GCCL_LOG_LEVEL")) {
+	case "debug":
+		return slog.LevelDebug
+	case "info":
+		return slog.LevelInfo
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelWarn
 }

@@ -1,0 +1,45 @@
+# gccl: make demo runs a 4-rank job; make test runs every test.
+GO       ?= go
+BIN      := bin
+PKGS     := ./...
+RACEPKGS := ./comm/... ./gloo/... ./launch/... ./flightrecorder/... ./internal/ranktest/...
+
+.PHONY: all build test test-race bench demo lint fuzz clean peers
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/gccl ./cmd/gccl
+	$(GO) build -o $(BIN)/demo ./examples/demo
+
+demo: build
+	$(BIN)/gccl run --nproc-per-node 4 -- $(BIN)/demo
+
+# The whole suite: unit tests, the conformance suite on gloo at world sizes 1-8, bad-input and
+# peer-loss tests, then the race detector on the packages with concurrency.
+test: lint
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(MAKE) test-race
+
+test-race:
+	$(GO) test -race -count=1 -timeout 20m -short $(RACEPKGS)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 200ms ./tensor/ ./flightrecorder/
+	$(BIN)/gccl bench --backend gloo --nproc 2 --op allreduce --dtype float32 --min-bytes 8 --max-bytes 64M --step-factor 8 --check
+	$(BIN)/gccl bench --backend gloo --nproc 4 --op allreduce --dtype float32 --min-bytes 8 --max-bytes 64M --step-factor 8 --check
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReduceInto$$' -fuzztime 30s ./tensor/
+	$(GO) test -run '^$$' -fuzz '^FuzzFloat16RoundTrip$$' -fuzztime 30s ./tensor/
+
+peers:
+	bash bench/peers/run.sh 2
+
+clean:
+	rm -rf $(BIN)
