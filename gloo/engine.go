@@ -357,11 +357,15 @@ func (e *engine) recv(peer int, want header, buf []byte) (*recvReq, error) {
 	want.Bytes = uint64(len(buf))
 	r := &recvReq{want: want, buf: buf}
 	c := e.conns[peer]
-	if c.err != nil {
+	c.recvs = append(c.recvs, r)
+	if err := c.matchQueued(); err != nil {
+		return nil, err
+	}
+	// A peer that closed may still have sent this message before it left.
+	if !r.done && c.err != nil {
 		return nil, c.err
 	}
-	c.recvs = append(c.recvs, r)
-	return r, c.matchQueued()
+	return r, nil
 }
 
 // matchQueued hands early arrivals to posted receives, in order. Invariant afterwards: no posted

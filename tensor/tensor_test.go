@@ -546,8 +546,8 @@ func TestTypedAccessors(t *testing.T) {
 	assert.Panics(t, func() { New(Float64, 1).Float32s() })
 	assert.Panics(t, func() { New(Float32, 1).Uint16s() })
 
-	buf := make([]byte, 9)
-	mis, err := FromBytes(Float64, buf[1:])
+	buf := alloc(16) // 8-aligned, so buf[1:9] is not
+	mis, err := FromBytes(Float64, buf[1:9])
 	require.NoError(t, err)
 	assert.Panics(t, func() { mis.F64s() }, "misaligned storage")
 	assert.Equal(t, []float64{0}, mis.Float64s(), "the copying accessor works on any storage")

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gccl/gccl/internal/bench"
+)
+
+// buildGCCL builds the CLI once per test binary run.
+func buildGCCL(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gccl")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+func TestCLI(t *testing.T) {
+	bin := buildGCCL(t)
+
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "version").CombinedOutput()
+		require.NoError(t, err)
+		assert.Regexp(t, `^gccl \S+\n$`, string(out))
+	})
+
+	// gccl bench --check --json: every op, every row exactly the documented keys, 0 wrong.
+	for _, op := range bench.Ops {
+		for _, n := range []string{"2", "3"} {
+			t.Run("bench/"+op+"/nproc"+n, func(t *testing.T) {
+				cmd := exec.Command(bin, "bench", "--nproc", n, "--op", op, "--dtype", "float32",
+					"--min-bytes", "8", "--max-bytes", "256K", "--step-factor", "8", "--iters", "5", "--warmup", "1", "--check", "--json")
+				var stderr bytes.Buffer
+				cmd.Stderr = &stderr
+				out, err := cmd.Output()
+				require.NoError(t, err, "stderr: %s", stderr.String())
+				rows := 0
+				sc := bufio.NewScanner(bytes.NewReader(out))
+				for sc.Scan() {
+					var m map[string]any
+					require.NoError(t, json.Unmarshal(sc.Bytes(), &m), "line %q", sc.Text())
+					keys := make([]string, 0, len(m))
+					for k := range m {
+						keys = append(keys, k)
+					}
+					sort.Strings(keys)
+					assert.Equal(t, []string{"algbw_gbps", "busbw_gbps", "bytes", "count", "dtype", "nranks", "op", "time_us", "wrong"}, keys)
+					assert.Equal(t, op, m["op"])
+					assert.EqualValues(t, 0, m["wrong"], "row %s", sc.Text())
+					assert.Greater(t, m["time_us"].(float64), 0.0)
+					rows++
+				}
+				assert.GreaterOrEqual(t, rows, 6, "one row per size from 8 B to 256 KiB: %s", out)
+			})
+		}
+	}
+
+	t.Run("bench/bf16_and_int32_max_table", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--dtype", "bfloat16", "--op", "reducescatter"},
+			{"--dtype", "int32", "--op", "allreduce", "--redop", "max"},
+		} {
+			cmd := exec.Command(bin, append([]string{"bench", "--nproc", "2", "--max-bytes", "64K", "--iters", "3", "--check"}, args...)...)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			for _, line := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(line); len(f) == 8 && !strings.HasPrefix(line, "#") {
+					assert.Equal(t, "0", f[7], "wrong count in %q", line)
+				}
+			}
+		}
+	})
+
+	t.Run("bench/bad_flags", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--op", "allsum"},
+			{"--dtype", "float7"},
+			{"--redop", "band", "--dtype", "float32"},
+			{"--min-bytes", "1M", "--max-bytes", "1K"},
+			{"--step-factor", "1"},
+		} {
+			out, err := exec.Command(bin, append([]string{"bench"}, args...)...).CombinedOutput()
+			assert.Error(t, err, "%v should fail", args)
+			assert.Contains(t, string(out), "gccl:", "%v: %s", args, out)
+		}
+	})
+
+	t.Run("run/failure_names_rank", func(t *testing.T) {
+		cmd := exec.Command(bin, "run", "--nproc-per-node", "3", "--", "sh", "-c",
+			`if [ "$RANK" = 2 ]; then echo "rank two failed" >&2; exit 7; fi; sleep 30`)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, 7, ee.ExitCode())
+		assert.Contains(t, string(out), "[rank 2] rank two failed")
+		assert.Contains(t, string(out), "rank 2")
+		assert.Contains(t, string(out), "exited with status 7")
+	})
+}

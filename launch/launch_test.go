@@ -1,0 +1,117 @@
+package launch_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gccl/gccl/launch"
+)
+
+const envMode = "GCCL_LAUNCH_TEST_MODE"
+
+// TestMain lets the test binary act as a worker: launch starts it with envMode set.
+func TestMain(m *testing.M) {
+	switch os.Getenv(envMode) {
+	case "":
+		os.Exit(m.Run())
+	case "env":
+		for _, k := range []string{"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GCCL_TOKEN", "GCCL_BACKEND"} {
+			fmt.Printf("%s=%s\n", k, os.Getenv(k))
+		}
+		fmt.Fprintln(os.Stderr, "to stderr")
+		os.Exit(0)
+	case "fail1":
+		if os.Getenv("RANK") == "1" {
+			fmt.Fprintln(os.Stderr, "rank 1 gives up")
+			os.Exit(3)
+		}
+		time.Sleep(60 * time.Second) // must be stopped by the launcher
+		os.Exit(0)
+	case "kill2":
+		if os.Getenv("RANK") == "2" {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		}
+		time.Sleep(60 * time.Second)
+		os.Exit(0)
+	}
+	os.Exit(99)
+}
+
+func run(t *testing.T, mode string, n int) (*launch.Result, string, string, time.Duration) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	res, err := launch.Run(context.Background(), launch.Config{
+		NProcs: n, Program: os.Args[0], Env: []string{envMode + "=" + mode}, Backend: "gloo",
+		Stdout: &out, Stderr: &errOut, GracePeriod: 2 * time.Second,
+	})
+	require.NoError(t, err)
+	return res, out.String(), errOut.String(), time.Since(start)
+}
+
+func TestRunGivesTorchrunEnvironmentAndPrefixes(t *testing.T) {
+	res, out, errOut, _ := run(t, "env", 3)
+	require.NoError(t, res.Err())
+	for r := 0; r < 3; r++ {
+		p := fmt.Sprintf("[rank %d] ", r)
+		assert.Contains(t, out, p+fmt.Sprintf("RANK=%d\n", r))
+		assert.Contains(t, out, p+fmt.Sprintf("LOCAL_RANK=%d\n", r))
+		assert.Contains(t, out, p+"WORLD_SIZE=3\n")
+		assert.Contains(t, out, p+"LOCAL_WORLD_SIZE=3\n")
+		assert.Contains(t, out, p+"MASTER_ADDR=127.0.0.1\n")
+		assert.Contains(t, out, p+"GCCL_BACKEND=gloo\n")
+		assert.Contains(t, errOut, p+"to stderr\n")
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		assert.Regexp(t, `^\[rank \d\] [A-Z_]+=`, line, "every line is whole and prefixed")
+		if strings.Contains(line, "GCCL_TOKEN=") {
+			assert.Regexp(t, `GCCL_TOKEN=[0-9a-f]{32}$`, line)
+		}
+	}
+}
+
+func TestRunStopsOthersWhenOneFails(t *testing.T) {
+	res, _, errOut, elapsed := run(t, "fail1", 3)
+	require.NotNil(t, res.First)
+	assert.Equal(t, 1, res.First.Rank)
+	assert.Equal(t, 3, res.First.ExitCode)
+	assert.Contains(t, res.Err().Error(), "rank 1")
+	assert.Contains(t, res.Err().Error(), "exited with status 3")
+	assert.Contains(t, res.Err().Error(), "rank 1 gives up")
+	assert.Contains(t, errOut, "[rank 1] rank 1 gives up")
+	for _, r := range []int{0, 2} {
+		assert.True(t, res.Ranks[r].Stopped, "rank %d should have been stopped: %+v", r, res.Ranks[r])
+	}
+	assert.Less(t, elapsed, 30*time.Second, "the sleeping ranks were stopped, not waited for")
+}
+
+func TestRunReportsSignal(t *testing.T) {
+	res, _, _, _ := run(t, "kill2", 3)
+	require.NotNil(t, res.First)
+	assert.Equal(t, 2, res.First.Rank)
+	assert.Equal(t, "killed", res.First.Signal)
+	assert.Contains(t, res.Err().Error(), "rank 2")
+	assert.Contains(t, res.Err().Error(), "killed")
+}
+
+func TestRunRejectsZeroProcesses(t *testing.T) {
+	_, err := launch.Run(context.Background(), launch.Config{NProcs: 0, Program: "true"})
+	assert.ErrorContains(t, err, "at least 1")
+}
+
+func TestRunReportsMissingProgram(t *testing.T) {
+	res, err := launch.Run(context.Background(), launch.Config{NProcs: 2, Program: "/nonexistent/program"})
+	require.NoError(t, err)
+	require.NotNil(t, res.First)
+	assert.Error(t, res.First.Err)
+	assert.Contains(t, res.Err().Error(), "failed to start")
+}
