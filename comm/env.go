@@ -91,8 +91,14 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 				return e, err
 			}
 		}
-		if e.LocalWorldSize == 0 {
+		if _, ok := lookup(s.locS); !ok && e.LocalWorldSize == 0 {
 			e.LocalWorldSize = e.WorldSize
+		}
+		if e.LocalWorldSize < 1 || e.LocalWorldSize > e.WorldSize {
+			return e, fmt.Errorf("gccl: %s=%d is out of range: it must be between 1 and %s=%d", s.locS, e.LocalWorldSize, s.size, e.WorldSize)
+		}
+		if e.LocalRank < 0 || e.LocalRank >= e.LocalWorldSize {
+			return e, fmt.Errorf("gccl: %s=%d is out of range for %s=%d: local ranks run from 0 to local world size - 1", s.localRank, e.LocalRank, s.locS, e.LocalWorldSize)
 		}
 		e.Source = s.name
 		return e, nil

@@ -38,6 +38,7 @@ type ProcessGroup struct {
 	worker   bool // async worker running
 	closed   bool
 	children map[string]int // NewGroup / Split counters, for stable group names
+	names    [16]string     // flight-recorder profiling names by op kind
 }
 
 // Rank is this process's rank in the group.
@@ -160,6 +161,9 @@ func (pg *ProcessGroup) profilingName(op backends.Op) string {
 	case backends.OpRecv:
 		return fmt.Sprintf("%s:recv %d<-%d", pg.backendName, pg.rank, op.Peer)
 	}
+	if int(op.Kind) < len(pg.names) && pg.names[op.Kind] != "" {
+		return pg.names[op.Kind]
+	}
 	return pg.backendName + ":" + op.Kind.String()
 }
 
@@ -234,10 +238,9 @@ func (pg *ProcessGroup) finishTurn() {
 func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
 	rec.Started(req.record)
-	ctx, cancel := context.WithTimeout(ctx, pg.timeout)
+	ctx = withDeadline(ctx, pg.timeout)
 	err := req.run(ctx)
-	timedOut := ctx.Err() == context.DeadlineExceeded
-	cancel()
+	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if err == nil {
 		rec.Completed(req.record)
 	} else {

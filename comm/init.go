@@ -269,6 +269,9 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		store: store.WithPrefix(w.store, "pg/"+name),
 	}
 	pg.cond.L = &pg.mu
+	for k := backends.OpAllReduce; k <= backends.OpRecv; k++ {
+		pg.names[k] = backendName + ":" + k.String()
+	}
 	w.nextGroupID++
 	pg.id = w.nextGroupID - 1
 	w.recorder.RegisterGroup(flightrecorder.GroupInfo{ID: pg.id, Name: name, Desc: desc, Ranks: ranks})
