@@ -93,17 +93,6 @@ func (pg *ProcessGroup) postDivide(red Reduction, dt tensor.DType, buf []byte) e
 	return nil
 }
 
-func overlapsPartially(a, b *tensor.Tensor) bool {
-	if a == nil || b == nil || !a.SharesStorage(b) {
-		return false
-	}
-	ab, bb := a.Bytes(), b.Bytes()
-	if len(ab) == 0 || len(bb) == 0 {
-		return false
-	}
-	return &ab[0] != &bb[0]
-}
-
 func ts(t ...*tensor.Tensor) []*tensor.Tensor { return t }
 
 // --- AllReduce ---
@@ -267,7 +256,7 @@ func (pg *ProcessGroup) AllGatherAsync(out, in *tensor.Tensor) *Work {
 
 func (pg *ProcessGroup) allGatherReq(out, in *tensor.Tensor) (*request, error) {
 	const kind = backends.OpAllGather
-	if err := pg.checkPair(kind, out, in, pg.size, 1); err != nil {
+	if err := pg.checkPair(kind, out, in, true); err != nil {
 		return nil, err
 	}
 	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
@@ -275,8 +264,10 @@ func (pg *ProcessGroup) allGatherReq(out, in *tensor.Tensor) (*request, error) {
 	return req, nil
 }
 
-// checkPair validates out and in where out has outMul/inMul times in's elements.
-func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, outMul, inMul int) error {
+// checkPair validates out and in where one of them (the output when outIsLarge, else the
+// input) holds Size() times the other's elements. They may share storage only in place: the
+// smaller is exactly this rank's slot of the larger.
+func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, outIsLarge bool) error {
 	if err := pg.checkTensor(kind, "input", in); err != nil {
 		return err
 	}
@@ -286,24 +277,20 @@ func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, 
 	if err := pg.checkSameDType(kind, in, out); err != nil {
 		return err
 	}
-	if out.Numel()*inMul != in.Numel()*outMul {
-		if outMul > inMul {
-			return pg.invalid(kind, "the output has %d elements but must have %d (group size %d x input's %d)",
-				out.Numel(), in.Numel()*outMul, pg.size, in.Numel())
-		}
-		return pg.invalid(kind, "the input has %d elements but must have %d (group size %d x output's %d)",
-			in.Numel(), out.Numel()*inMul, pg.size, out.Numel())
+	large, small, largeName, smallName := out, in, "output", "input"
+	if !outIsLarge {
+		large, small, largeName, smallName = in, out, "input", "output"
 	}
-	if overlapsPartially(in, out) {
-		// In place is allowed only as the view of this rank's slot.
-		big, small := out, in
-		if inMul > outMul {
-			big, small = in, out
-		}
-		bb, sb := big.Bytes(), small.Bytes()
-		slot := bb[pg.rank*len(sb):]
-		if len(slot) == 0 || &slot[0] != &sb[0] {
-			return pg.invalid(kind, "the input and output overlap: in place is allowed only when the smaller tensor is the view of this rank's slot (rank %d) of the larger", pg.rank)
+	if large.Numel() != small.Numel()*pg.size {
+		return pg.invalid(kind, "the %s has %d elements but must have %d (group size %d x the %s's %d)",
+			largeName, large.Numel(), small.Numel()*pg.size, pg.size, smallName, small.Numel())
+	}
+	if in.SharesStorage(out) && small.Numel() > 0 {
+		lb, sb := large.Bytes(), small.Bytes()
+		slot := lb[pg.rank*len(sb) : (pg.rank+1)*len(sb)]
+		if &slot[0] != &sb[0] {
+			return pg.invalid(kind, "the input and output overlap: in place, the %s must be the view of this rank's slot (rank %d) of the %s; otherwise pass separate tensors",
+				smallName, pg.rank, largeName)
 		}
 	}
 	return nil
@@ -414,7 +401,7 @@ func (pg *ProcessGroup) gatherReq(out, in *tensor.Tensor, root int) (*request, e
 		return nil, err
 	}
 	if pg.rank == root {
-		if err := pg.checkPair(kind, out, in, pg.size, 1); err != nil {
+		if err := pg.checkPair(kind, out, in, true); err != nil {
 			return nil, err
 		}
 	} else {
@@ -453,7 +440,7 @@ func (pg *ProcessGroup) scatterReq(out, in *tensor.Tensor, root int) (*request, 
 		return nil, err
 	}
 	if pg.rank == root {
-		if err := pg.checkPair(kind, out, in, 1, pg.size); err != nil {
+		if err := pg.checkPair(kind, out, in, false); err != nil {
 			return nil, err
 		}
 	} else {
@@ -500,7 +487,7 @@ func (pg *ProcessGroup) ReduceScatterAsync(out, in *tensor.Tensor, op ReduceOp) 
 
 func (pg *ProcessGroup) reduceScatterReq(out, in *tensor.Tensor, red Reduction) (*request, error) {
 	const kind = backends.OpReduceScatter
-	if err := pg.checkPair(kind, out, in, 1, pg.size); err != nil {
+	if err := pg.checkPair(kind, out, in, false); err != nil {
 		return nil, err
 	}
 	low, err := pg.lowerReduce(kind, red, in.DType())
