@@ -1,0 +1,24 @@
+// Package comm is gccl's user-facing API: process groups and their collectives, over pluggable
+// backends, shaped after PyTorch's torch.distributed.
+//
+// Init joins the job and returns the world group. Rank and world size come from Options or
+// from the environment that a launcher sets: torchrun's names (RANK, WORLD_SIZE, LOCAL_RANK,
+// LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, as set by gccl run), then OpenMPI's, PMI's and, inside
+// an srun step, Slurm's.
+//
+//	pg, err := comm.Init(ctx, comm.Options{})      // under gccl run, torchrun, mpirun or srun
+//	if err != nil { ... }
+//	defer pg.Close()
+//	t := tensor.New(tensor.Float32, 1024)
+//	err = pg.AllReduce(ctx, t, comm.Sum)           // in place, every rank gets the sum
+//	w := pg.AllGatherAsync(out, t)                  // returns at once
+//	err = w.Wait(ctx)
+//	tp, err := pg.Split(ctx, pg.Rank()/2, 0, comm.GroupOptions{}) // pairs of ranks
+//
+// What comm does for every backend: it validates arguments before any byte moves
+// (ErrInvalidArgument names the op, the rank and the fix), runs each group's ops in the order
+// they were issued (synchronous ops on the caller's goroutine, asynchronous ones on a per-group
+// worker), bounds every op by the group's timeout (ErrTimeout, after which the group is aborted
+// so that no rank waits forever), records every op in the flight recorder, and lowers Avg and
+// PreMulSum to Sum so that backends implement only the plain reductions.
+package comm
