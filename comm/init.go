@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gccl/gccl/backends"
@@ -67,6 +68,7 @@ type world struct {
 	log                  *slog.Logger
 	backend              string
 	nextGroupID          int
+	initDeadline         time.Time
 }
 
 // Init joins the job and returns the world process group. Every rank calls it with the same
@@ -81,13 +83,72 @@ func Init(ctx context.Context, opts Options) (*ProcessGroup, error) {
 	for i := range ranks {
 		ranks[i] = i
 	}
-	pg, err := w.newGroup(ctx, "0", "default_pg", ranks, w.backend, w.timeout)
+	ctx, cancel := context.WithDeadline(ctx, w.initDeadline)
+	defer cancel()
+	// A rank that fails to initialize poisons the job's store, so the others stop waiting for it.
+	wctx, stop := w.watchInitFailure(ctx)
+	pg, err := w.newGroup(wctx, "0", "default_pg", ranks, w.backend, w.timeout)
+	stop()
 	if err != nil {
+		if cause := context.Cause(wctx); cause != nil && cause != context.Canceled && cause != context.DeadlineExceeded {
+			err = fmt.Errorf("gccl: init: rank %d of %d: %w", w.rank, w.size, cause)
+		}
 		w.close()
 		return nil, err
 	}
 	pg.ownsWorld = true
 	return pg, nil
+}
+
+var errPeerInitFailed = errors.New("another rank failed to initialize")
+
+// watchInitFailure returns a context cancelled when a rank reports an init failure in the store.
+func (w *world) watchInitFailure(ctx context.Context) (context.Context, func()) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	if w.size == 1 {
+		return wctx, func() { cancel(nil) }
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		v, err := w.store.Get(wctx, initFailedKey)
+		if err == nil {
+			class, reason, _ := strings.Cut(string(v), "|")
+			sentinel := errPeerInitFailed
+			switch class {
+			case "mismatch":
+				sentinel = ErrMismatch
+			case "invalid":
+				sentinel = ErrInvalidArgument
+			}
+			cancel(fmt.Errorf("%w: another rank failed to initialize: %s", sentinel, reason))
+		}
+	}()
+	return wctx, func() {
+		if context.Cause(wctx) == nil {
+			cancel(nil)
+		}
+		<-done
+	}
+}
+
+const initFailedKey = "init/failed"
+
+// poisonInit tells the other ranks that this one cannot join.
+func (w *world) poisonInit(reason error) {
+	if w.store == nil || w.size == 1 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	class := "other"
+	switch {
+	case errors.Is(reason, ErrMismatch):
+		class = "mismatch"
+	case errors.Is(reason, ErrInvalidArgument):
+		class = "invalid"
+	}
+	_ = w.store.Set(ctx, initFailedKey, []byte(class+"|"+reason.Error()))
 }
 
 func newWorld(ctx context.Context, opts *Options) (*world, error) {
@@ -122,6 +183,9 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.initDeadline = time.Now().Add(w.timeout) // one deadline for all of Init
+	ctx, cancelInit := context.WithDeadline(ctx, w.initDeadline)
+	defer cancelInit()
 	if opts.WorldSize > 0 {
 		if opts.Rank < 0 || opts.Rank >= opts.WorldSize {
 			return nil, fmt.Errorf("gccl: init: rank %d is out of range for world size %d: %w", opts.Rank, opts.WorldSize, ErrInvalidArgument)
@@ -180,9 +244,7 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 			}
 			w.server = srv
 		}
-		dctx, cancel := context.WithTimeout(ctx, min(w.timeout, 5*time.Minute))
-		c, err := store.Dial(dctx, addr, store.ClientOptions{Token: token, Logger: w.log})
-		cancel()
+		c, err := store.Dial(ctx, addr, store.ClientOptions{Token: token, Logger: w.log})
 		if err != nil {
 			w.close()
 			return nil, fmt.Errorf("gccl: init: rank %d of %d: %w", w.rank, w.size, err)
@@ -191,6 +253,7 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		w.store = c
 	}
 	if err := w.checkMembership(ctx); err != nil {
+		w.poisonInit(err)
 		w.close()
 		return nil, err
 	}
@@ -215,8 +278,6 @@ func (w *world) checkMembership(ctx context.Context) error {
 	if w.size == 1 && w.client == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, min(w.timeout, 5*time.Minute))
-	defer cancel()
 	mine := []byte(strconv.Itoa(w.size))
 	got, err := w.store.CompareAndSet(ctx, "init/world_size", nil, mine)
 	if err != nil {

@@ -285,7 +285,7 @@ func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, 
 		return pg.invalid(kind, "the %s has %d elements but must have %d (group size %d x the %s's %d)",
 			largeName, large.Numel(), small.Numel()*pg.size, pg.size, smallName, small.Numel())
 	}
-	if in.SharesStorage(out) && small.Numel() > 0 {
+	if in.Overlaps(out) && small.Numel() > 0 {
 		lb, sb := large.Bytes(), small.Bytes()
 		slot := lb[pg.rank*len(sb) : (pg.rank+1)*len(sb)]
 		if &slot[0] != &sb[0] {
@@ -502,7 +502,7 @@ func (pg *ProcessGroup) reduceScatterReq(out, in *tensor.Tensor, red Reduction) 
 			if err := pg.preScale(red, in.DType(), src.Bytes()); err != nil {
 				return err
 			}
-			if in.SharesStorage(out) { // in place: the output is a view of the scaled copy's slot
+			if in.Overlaps(out) { // in place: the output is a view of the scaled copy's slot
 				per := out.NBytes()
 				tmp, _ := tensor.FromBytes(out.DType(), src.Bytes()[pg.rank*per:(pg.rank+1)*per], out.Shape()...)
 				if err := pg.backend.ReduceScatter(ctx, req.op, src, tmp); err != nil {
@@ -578,8 +578,8 @@ func (pg *ProcessGroup) allToAllReq(out, in *tensor.Tensor, outSplits, inSplits 
 	if err := pg.checkSameDType(kind, in, out); err != nil {
 		return nil, err
 	}
-	if in.SharesStorage(out) {
-		return nil, pg.invalid(kind, "the input and output share storage: all-to-all cannot run in place; pass a separate output")
+	if in.Overlaps(out) {
+		return nil, pg.invalid(kind, "the input and output overlap: all-to-all cannot run in place; pass a separate output")
 	}
 	inEl, err := pg.splitElems(kind, "input", in, inSplits)
 	if err != nil {

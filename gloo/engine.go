@@ -109,7 +109,10 @@ func (c *conn) progressWrite() (bool, error) {
 			if err == unix.EAGAIN || err == unix.EINTR {
 				return progressed, nil
 			}
-			return progressed, c.fail(err)
+			err = c.fail(err)
+			// The peer may have said why it left before closing: read it.
+			_, _ = c.readAfterFailure()
+			return progressed, err
 		}
 		progressed = true
 		s.off += n
@@ -176,6 +179,17 @@ func (c *conn) progressRead() (bool, error) {
 		}
 		progressed = true
 	}
+}
+
+// readAfterFailure reads what the socket still holds after the connection failed.
+func (c *conn) readAfterFailure() (bool, error) {
+	saved := c.err
+	c.err = nil
+	moved, err := c.progressRead()
+	if c.err == nil {
+		c.err = saved
+	}
+	return moved, err
 }
 
 // closedErr: a peer that closed after sending everything this rank waits for is not an error
@@ -400,22 +414,31 @@ func (e *engine) progress(all bool) (bool, error) {
 			continue
 		}
 		if c.err != nil {
-			return moved, c.err
+			return moved, c.failure(c.err)
 		}
 		if len(c.sends) > 0 {
 			m, err := c.progressWrite()
 			if err != nil {
-				return moved, err
+				return moved, c.failure(err)
 			}
 			moved = moved || m
 		}
 		m, err := c.progressRead()
 		if err != nil {
-			return moved, err
+			return moved, c.failure(err)
 		}
 		moved = moved || m
 	}
 	return moved, nil
+}
+
+// failure is the error to report for err on a connection: the abort message the peer sent
+// before it closed, if one arrived (it says why), else err.
+func (c *conn) failure(err error) error {
+	if am := c.abortMsg(); am != nil {
+		return am
+	}
+	return err
 }
 
 // abortQueued returns the error of an abort message any peer sent.
@@ -465,7 +488,7 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 				return err
 			}
 			if err := ctx.Err(); err != nil {
-				return contextErr(ctx)
+				return e.contextErr(ctx)
 			}
 		}
 		now := time.Now()
@@ -485,7 +508,7 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 			return err
 		}
 		if err := ctx.Err(); err != nil {
-			return contextErr(ctx)
+			return e.contextErr(ctx)
 		}
 		if err := e.sleep(ctx); err != nil {
 			return err
@@ -539,11 +562,31 @@ func (e *engine) sleep(ctx context.Context) error {
 	return nil
 }
 
-func contextErr(ctx context.Context) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: the op did not complete in time (%v)", backends.ErrTimeout, ctx.Err())
+func (e *engine) contextErr(ctx context.Context) error {
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ctx.Err()
 	}
-	return ctx.Err()
+	var recvFrom, sendTo []int
+	for _, c := range e.conns {
+		if c == nil {
+			continue
+		}
+		if len(c.recvs) > 0 || c.cur != nil {
+			recvFrom = append(recvFrom, c.peer)
+		}
+		if len(c.sends) > 0 {
+			sendTo = append(sendTo, c.peer)
+		}
+	}
+	waiting := ""
+	if len(recvFrom) > 0 {
+		waiting += fmt.Sprintf("; still waiting for data from group rank(s) %v", recvFrom)
+	}
+	if len(sendTo) > 0 {
+		waiting += fmt.Sprintf("; still sending to group rank(s) %v (they are not receiving)", sendTo)
+	}
+	return fmt.Errorf("%w: the op did not complete in time%s: check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)",
+		backends.ErrTimeout, waiting)
 }
 
 func schedYield() {

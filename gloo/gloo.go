@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,10 +118,17 @@ func (g *Group) connect(ctx context.Context) error {
 		select {
 		case r = <-results:
 		case <-ctx.Done():
-			if firstErr == nil {
-				firstErr = fmt.Errorf("%w: not every peer connected before the deadline (%v); are all %d ranks running?", backends.ErrTimeout, ctx.Err(), cfg.Size)
+			if ctx.Err() != context.DeadlineExceeded {
+				return ctx.Err()
 			}
-			return firstErr
+			var missing []int
+			for p, c := range g.eng.conns {
+				if c == nil && p != cfg.Rank {
+					missing = append(missing, p)
+				}
+			}
+			return fmt.Errorf("%w: ranks %v did not connect before the deadline; are all %d ranks running, with the same MASTER_ADDR/MASTER_PORT?",
+				backends.ErrTimeout, missing, cfg.Size)
 		}
 		if r.err != nil {
 			if firstErr == nil {
@@ -275,6 +283,10 @@ func (g *Group) notifyPeers() {
 		if len(reason) > 4096 {
 			reason = reason[:4096]
 		}
+		// First in the store, for peers whose connection breaks before the message arrives.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = g.cfg.Store.Set(ctx, abortKey(g.cfg.Rank), []byte(fmt.Sprintf("%d %d|%s", class, lost, reason)))
+		cancel()
 		var hdr [headerSize]byte
 		h := header{Kind: msgAbort, Tag: int64(class), Root: int32(lost), Bytes: uint64(len(reason))}
 		h.encode(hdr[:])
@@ -321,16 +333,52 @@ func (g *Group) run(op backends.Op, fn func() error) error {
 	g.opMu.Lock()
 	defer g.opMu.Unlock()
 	if err := g.aborted(); err != nil {
-		return err
+		if errors.Is(err, backends.ErrAborted) {
+			return err
+		}
+		return fmt.Errorf("%w by an earlier failure: %w", backends.ErrAborted, err)
 	}
 	err := fn()
 	if err != nil {
-		err = g.resolve(err)
+		err = g.resolve(g.explainLoss(err))
 		g.setAbort(err)
 		g.notifyPeers()
 	}
 	return err
 }
+
+// explainLoss: when a connection died, the peer may have aborted on purpose (a mismatch, a
+// timeout) and closed while this rank was mid-message, so no abort message got through. The
+// reason it published in the store then replaces "peer lost". A peer that really died published
+// nothing, and the lookup gives up after a short wait.
+func (g *Group) explainLoss(err error) error {
+	for _, c := range g.eng.conns {
+		if c == nil || c.err == nil || c.err != err {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), abortLookup)
+		defer cancel()
+		v, gerr := g.cfg.Store.Get(ctx, abortKey(c.peer))
+		if gerr != nil {
+			return err
+		}
+		var class, lost int
+		var reason string
+		if _, perr := fmt.Sscanf(string(v), "%d %d", &class, &lost); perr != nil {
+			return err
+		}
+		if i := strings.Index(string(v), "|"); i >= 0 {
+			reason = string(v[i+1:])
+		}
+		return peerAbortError(c.peer, &unexpected{hdr: header{Tag: int64(class), Root: int32(lost)}, data: []byte(reason)})
+	}
+	return err
+}
+
+// abortLookup bounds the store lookup of a lost peer's abort reason.
+const abortLookup = 300 * time.Millisecond
+
+func abortKey(rank int) string { return "gloo/abort/" + strconv.Itoa(rank) }
 
 // resolve fills in the global rank of a lost peer.
 func (g *Group) resolve(err error) error {

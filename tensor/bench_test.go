@@ -12,6 +12,7 @@ var benchSizes = []struct {
 }{
 	{"4KiB", 4 << 10},
 	{"1MiB", 1 << 20},
+	{"4MiB", 4 << 20}, // 1M float32 elements
 }
 
 func benchData(dt DType, nbytes, count int) [][]byte {

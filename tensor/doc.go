@@ -13,7 +13,7 @@
 //
 // ReduceInto (dst op= src) and ReduceMany (dst = src0 op src1 op ...) work on raw little-endian
 // element bytes, the form in which backends move data. They are deterministic: the same inputs give
-// the same bits on every rank, whatever the buffers' alignment or the host. float16 and bfloat16
+// the same bits on every rank, whatever the buffers' alignment. float16 and bfloat16
 // are accumulated in float32 and rounded once (round to nearest even); integers wrap around; MIN and
 // MAX propagate NaN and are commutative bit for bit. AVG and PREMUL_SUM reduce as SUM; DivideBy and
 // Scale do the division and the pre-multiplication.

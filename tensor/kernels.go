@@ -17,7 +17,7 @@ func checkBuf(fn string, dt DType, buf []byte) error {
 	if !dt.Valid() {
 		return fmt.Errorf("tensor: %s: %w: invalid dtype %s", fn, ErrUnsupported, dt)
 	}
-	if len(buf)%dt.Size() != 0 {
+	if len(buf)&(dt.Size()-1) != 0 { // sizes are powers of two
 		return fmt.Errorf("tensor: %s: buffer of %d bytes is not a whole number of %s elements (%d bytes each)",
 			fn, len(buf), dt, dt.Size())
 	}
@@ -61,20 +61,21 @@ func ReduceInto(op ReduceOp, dt DType, dst, src []byte) error {
 	}
 	size := dt.Size()
 	if aligned(dst, size) && aligned(src, size) {
-		if !dt.isHalf() {
+		if dt.isHalf() {
+			combineHalf(op, dt, as[uint16](dst), as[uint16](src))
+		} else {
 			combine(op, dt, dst, src)
-			return nil
 		}
-		if combineHalf(op, dt, as[uint16](dst), as[uint16](src)) {
-			return nil
-		}
+		return nil
 	}
 	reduceBlocks(op, dt, dst, [][]byte{dst, src})
 	return nil
 }
 
 // ReduceMany computes dst = srcs[0] op srcs[1] op ... op srcs[n-1] element by element, combining
-// strictly in that order, so that the result is the same bit for bit on every call and every host.
+// strictly in that order, so that the result is the same bit for bit on every call, whatever the
+// buffers' alignment (only the payloads of NaNs made by arithmetic may differ between CPU
+// architectures).
 // All buffers must have the same length, a whole number of dtype dt elements, and there must be
 // at least one source. dst may be the same slice as any source (typically srcs[0]) but must not
 // otherwise overlap one.
@@ -109,14 +110,27 @@ func ReduceMany(op ReduceOp, dt DType, dst []byte, srcs ...[]byte) error {
 	return nil
 }
 
+// smallBlockBytes is the block size reduceBlocks uses for buffers of at most that size, so that
+// small messages do not pay for clearing 12 KiB of stack scratch.
+const smallBlockBytes = 256
+
 // reduceBlocks computes dst = srcs[0] op srcs[1] op ... block by block, in an accumulator on the
 // stack: float32 for the 16-bit floats, the dtype itself otherwise.
 func reduceBlocks(op ReduceOp, dt DType, dst []byte, srcs [][]byte) {
+	if len(dst) <= smallBlockBytes {
+		var acc, tmp, raw [smallBlockBytes / 8]uint64
+		reduceBlocksWith(op, dt, dst, srcs, asBytes(acc[:]), asBytes(tmp[:]), asBytes(raw[:]))
+		return
+	}
+	var acc, tmp, raw scratchBlock
+	reduceBlocksWith(op, dt, dst, srcs, acc.bytes(), tmp.bytes(), raw.bytes())
+}
+
+// reduceBlocksWith is reduceBlocks with aligned scratch buffers of equal size, a multiple of 8.
+func reduceBlocksWith(op ReduceOp, dt DType, dst []byte, srcs [][]byte, acc, tmp, raw []byte) {
 	size := dt.Size()
-	var accS, tmpS, rawS scratchBlock
-	acc, tmp, raw := accS.bytes(), tmpS.bytes(), rawS.bytes()
 	if dt.isHalf() {
-		const per = blockBytes / 4 // elements per block: the accumulator holds float32
+		per := len(acc) / 4 // elements per block: the accumulator holds float32
 		n := len(dst) / 2
 		for start := 0; start < n; start += per {
 			end := min(n, start+per)
@@ -143,8 +157,8 @@ func reduceBlocks(op ReduceOp, dt DType, dst []byte, srcs [][]byte) {
 		return
 	}
 	n := len(dst)
-	for b0 := 0; b0 < n; b0 += blockBytes {
-		b1 := min(n, b0+blockBytes)
+	for b0 := 0; b0 < n; b0 += len(acc) {
+		b1 := min(n, b0+len(acc))
 		a := acc[:b1-b0]
 		copy(a, srcs[0][b0:b1])
 		if !hostLittleEndian {
@@ -190,11 +204,19 @@ func encodeHalf(dt DType, dst []uint16, src []float32) {
 	}
 }
 
-// combineHalf computes d op= s on 16-bit floats in float32 with one rounding, in a single pass, for
-// the ops that have such a loop (SUM, AVG, PREMUL_SUM, PRODUCT). It returns false for the others.
-func combineHalf(op ReduceOp, dt DType, d, s []uint16) bool {
+// combineHalf computes d op= s on 16-bit floats in a single pass: in float32 with one rounding, or,
+// for MIN and MAX, on the bit patterns.
+func combineHalf(op ReduceOp, dt DType, d, s []uint16) {
 	s = s[:len(d)]
 	switch {
+	case op == Min || op == Max:
+		// The result is one of the operands, and the bit patterns order like float32 does:
+		// no conversion needed.
+		inf := uint16(0x7c00)
+		if dt == BFloat16 {
+			inf = 0x7f80
+		}
+		minMax16(d, s, op == Min, inf)
 	case op == Product && dt == BFloat16:
 		for i := range d {
 			d[i] = Float32ToBFloat16(BFloat16ToFloat32(d[i]) * BFloat16ToFloat32(s[i]))
@@ -208,9 +230,7 @@ func combineHalf(op ReduceOp, dt DType, d, s []uint16) bool {
 			}
 			d[i] = h
 		}
-	case op != Sum && op != Avg && op != PreMulSum:
-		return false
-	case dt == BFloat16:
+	case dt == BFloat16: // SUM, AVG, PREMUL_SUM
 		for i := range d {
 			d[i] = Float32ToBFloat16(BFloat16ToFloat32(d[i]) + BFloat16ToFloat32(s[i]))
 		}
@@ -224,7 +244,6 @@ func combineHalf(op ReduceOp, dt DType, d, s []uint16) bool {
 			d[i] = h
 		}
 	}
-	return true
 }
 
 // accumulateHalf computes acc op= s, converting s to float32, in a single pass, for the ops that
@@ -432,6 +451,38 @@ func maxF32Slice(d, s []float32) {
 	minMax32(du, su, false)
 }
 
+// orderKey16 is orderKey32 for float16 and bfloat16 bits.
+func orderKey16(b uint16) int16 { return int16(b) ^ int16(uint16(int16(b)>>15)>>1) }
+
+// nanPick16 is nanPick32 for float16 and bfloat16 bits; inf is the format's infinity.
+func nanPick16(a, b, inf uint16) uint16 {
+	aNaN, bNaN := a&0x7fff > inf, b&0x7fff > inf
+	switch {
+	case aNaN && bNaN:
+		return max(a, b)
+	case aNaN:
+		return a
+	}
+	return b
+}
+
+// minMax16 computes MIN (isMin) or MAX of float16 or bfloat16 bit patterns, whose infinity is inf.
+// The result is the same as converting to float32, taking MIN or MAX there, and converting back.
+func minMax16(d, s []uint16, isMin bool, inf uint16) {
+	s = s[:len(d)]
+	for i, a := range d {
+		b := s[i]
+		r := a
+		if ka, kb := orderKey16(a), orderKey16(b); (isMin && kb < ka) || (!isMin && kb > ka) {
+			r = b
+		}
+		if max(a&0x7fff, b&0x7fff) > inf {
+			r = nanPick16(a, b, inf)
+		}
+		d[i] = r
+	}
+}
+
 // minMax32 computes MIN (isMin) or MAX of float32 bit patterns.
 func minMax32(d, s []uint32, isMin bool) {
 	s = s[:len(d)]
@@ -519,39 +570,42 @@ func Scale(dt DType, buf []byte, factor float64) error {
 	case dt.IsInteger() && (math.IsNaN(factor) || math.IsInf(factor, 0)):
 		return fmt.Errorf("tensor: Scale: factor %v is not finite, which has no meaning for %s elements", factor, dt)
 	}
-	inPlace(buf, dt.Size(), func(b []byte) {
-		switch dt {
-		case Float32:
-			v := as[float32](b)
-			for i := range v {
-				v[i] = float32(float64(v[i]) * factor)
-			}
-		case Float64:
-			v := as[float64](b)
-			for i := range v {
-				v[i] *= factor
-			}
-		case Float16:
-			v := as[uint16](b)
-			for i := range v {
-				v[i] = float64ToFloat16(float64(Float16ToFloat32(v[i])) * factor)
-			}
-		case BFloat16:
-			v := as[uint16](b)
-			for i := range v {
-				v[i] = float64ToBFloat16(float64(BFloat16ToFloat32(v[i])) * factor)
-			}
-		case Int8:
-			scaleInt(as[int8](b), factor)
-		case Uint8:
-			scaleInt(b, factor)
-		case Int32:
-			scaleInt(as[int32](b), factor)
-		case Int64:
-			scaleInt(as[int64](b), factor)
-		}
-	})
+	inPlace(dt, buf, false, factor)
 	return nil
+}
+
+// scaleNative multiplies aligned host-order elements by factor, as Scale documents.
+func scaleNative(dt DType, b []byte, factor float64) {
+	switch dt {
+	case Float32:
+		v := as[float32](b)
+		for i := range v {
+			v[i] = float32(float64(v[i]) * factor)
+		}
+	case Float64:
+		v := as[float64](b)
+		for i := range v {
+			v[i] *= factor
+		}
+	case Float16:
+		v := as[uint16](b)
+		for i := range v {
+			v[i] = float64ToFloat16(float64(Float16ToFloat32(v[i])) * factor)
+		}
+	case BFloat16:
+		v := as[uint16](b)
+		for i := range v {
+			v[i] = float64ToBFloat16(float64(BFloat16ToFloat32(v[i])) * factor)
+		}
+	case Int8:
+		scaleInt(as[int8](b), factor)
+	case Uint8:
+		scaleInt(b, factor)
+	case Int32:
+		scaleInt(as[int32](b), factor)
+	case Int64:
+		scaleInt(as[int64](b), factor)
+	}
 }
 
 func scaleInt[T integer](v []T, factor float64) {
@@ -576,42 +630,46 @@ func DivideBy(dt DType, buf []byte, n int) error {
 	case n < 1:
 		return fmt.Errorf("tensor: DivideBy: divisor %d must be at least 1", n)
 	}
-	fn := float64(n)
-	inPlace(buf, dt.Size(), func(b []byte) {
-		switch dt {
-		case Float32:
-			v := as[float32](b)
-			for i := range v {
-				// float64 has more than twice float32's precision, so rounding the float64
-				// quotient again to float32 gives the correctly rounded quotient.
-				v[i] = float32(float64(v[i]) / fn)
-			}
-		case Float64:
-			v := as[float64](b)
-			for i := range v {
-				v[i] /= fn
-			}
-		case Float16:
-			v := as[uint16](b)
-			for i := range v {
-				v[i] = float64ToFloat16(float64(Float16ToFloat32(v[i])) / fn)
-			}
-		case BFloat16:
-			v := as[uint16](b)
-			for i := range v {
-				v[i] = float64ToBFloat16(float64(BFloat16ToFloat32(v[i])) / fn)
-			}
-		case Int8:
-			divInt(as[int8](b), int64(n))
-		case Uint8:
-			divInt(b, int64(n))
-		case Int32:
-			divInt(as[int32](b), int64(n))
-		case Int64:
-			divInt(as[int64](b), int64(n))
-		}
-	})
+	inPlace(dt, buf, true, float64(n))
 	return nil
+}
+
+// divideNative divides aligned host-order elements by n, an integer at least 1, as DivideBy
+// documents.
+func divideNative(dt DType, b []byte, fn float64) {
+	n := int64(fn) // exact: DivideBy passed an int, and counts of ranks are far below 2^53
+	switch dt {
+	case Float32:
+		v := as[float32](b)
+		for i := range v {
+			// float64 has more than twice float32's precision, so rounding the float64
+			// quotient again to float32 gives the correctly rounded quotient.
+			v[i] = float32(float64(v[i]) / fn)
+		}
+	case Float64:
+		v := as[float64](b)
+		for i := range v {
+			v[i] /= fn
+		}
+	case Float16:
+		v := as[uint16](b)
+		for i := range v {
+			v[i] = float64ToFloat16(float64(Float16ToFloat32(v[i])) / fn)
+		}
+	case BFloat16:
+		v := as[uint16](b)
+		for i := range v {
+			v[i] = float64ToBFloat16(float64(BFloat16ToFloat32(v[i])) / fn)
+		}
+	case Int8:
+		divInt(as[int8](b), n)
+	case Uint8:
+		divInt(b, n)
+	case Int32:
+		divInt(as[int32](b), n)
+	case Int64:
+		divInt(as[int64](b), n)
+	}
 }
 
 func divInt[T integer](v []T, n int64) {

@@ -19,8 +19,7 @@ func alloc(n int) []byte {
 	if n == 0 {
 		return []byte{}
 	}
-	words := make([]uint64, (n+7)/8)
-	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), len(words)*8)[:n:n]
+	return asBytes(make([]uint64, (n+7)/8))[:n:n]
 }
 
 // aligned reports whether b can be viewed as a slice of size-byte elements: its start is
@@ -29,11 +28,12 @@ func aligned(b []byte, size int) bool {
 	if size == 1 || len(b) == 0 {
 		return true
 	}
-	return hostLittleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%uintptr(size) == 0
+	// Element sizes are powers of two.
+	return hostLittleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(b)))&uintptr(size-1) == 0
 }
 
-// as views b as a []T. b must be non-nil aligned for T (see aligned) and len(b) a multiple of
-// T's size.
+// as views b as a []T (nil if b holds no whole element). b must be aligned for T (see aligned);
+// a partial element at the end is left out.
 func as[T any](b []byte) []T {
 	var zero T
 	n := len(b) / int(unsafe.Sizeof(zero))
@@ -82,15 +82,27 @@ func store(dst, v []byte, size int) {
 // scratchBlock is an aligned block of scratch memory, meant to live on the stack.
 type scratchBlock [blockBytes / 8]uint64
 
-func (s *scratchBlock) bytes() []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(s)), blockBytes)
+func (s *scratchBlock) bytes() []byte { return asBytes(s[:]) }
+
+// asBytes views words as bytes.
+func asBytes(words []uint64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(words))), len(words)*8)
 }
 
-// inPlace calls fn on the elements of buf as aligned host-order bytes, directly when buf is
-// viewable and otherwise block by block through scratch copies that it writes back.
-func inPlace(buf []byte, size int, fn func(b []byte)) {
+// inPlace multiplies (divide false) or divides (divide true) the elements of buf by x, with
+// scaleNative or divideNative: directly when buf is viewable as aligned host-order elements,
+// otherwise block by block through a scratch copy that it writes back.
+func inPlace(dt DType, buf []byte, divide bool, x float64) {
+	apply := func(b []byte) {
+		if divide {
+			divideNative(dt, b, x)
+		} else {
+			scaleNative(dt, b, x)
+		}
+	}
+	size := dt.Size()
 	if aligned(buf, size) {
-		fn(buf)
+		apply(buf)
 		return
 	}
 	var scratch scratchBlock
@@ -98,7 +110,7 @@ func inPlace(buf []byte, size int, fn func(b []byte)) {
 	for off := 0; off < len(buf); off += blockBytes {
 		end := min(len(buf), off+blockBytes)
 		v := load(buf[off:end], size, sb)
-		fn(v)
+		apply(v)
 		store(buf[off:end], v, size)
 	}
 }

@@ -63,9 +63,10 @@ func ParseDevice(s string) (Device, error) {
 // Always create tensors with New, FromBytes, FromSlice, FromFloat64s or the other constructors;
 // the zero Tensor is not usable.
 //
-// Methods that take element indices or dims (Float, SetFloat, typed accessors) panic on misuse, as
-// slice indexing does; methods that build views from sizes computed at run time return errors.
-// Dims may be negative, counting from the end as in PyTorch (-1 is the last dim).
+// Float and SetFloat panic on an index out of range, as slice indexing does, and the typed
+// accessors (Float32s, ...) and Bytes panic when used on the wrong dtype or a strided view; methods
+// that take dims or sizes (Narrow, Chunk, Reshape, ...) return errors. Dims may be negative,
+// counting from the end as in PyTorch (-1 is the last dim).
 type Tensor struct {
 	dtype   DType
 	shape   []int
@@ -543,6 +544,39 @@ func (t *Tensor) SharesStorage(o *Tensor) bool {
 	a0 := uintptr(unsafe.Pointer(unsafe.SliceData(t.data)))
 	b0 := uintptr(unsafe.Pointer(unsafe.SliceData(o.data)))
 	return a0 < b0+uintptr(len(o.data)) && b0 < a0+uintptr(len(t.data))
+}
+
+// Overlaps reports whether t and o may have elements in common: whether the memory spans of their
+// elements, from the lowest element's first byte to the highest element's last byte, intersect.
+// Unlike SharesStorage, it is false for disjoint views of one buffer, such as two Narrow slices
+// along dim 0. It is exact when both tensors are contiguous; for strided views it is conservative:
+// interleaved views, such as two column chunks of one matrix, are reported as overlapping though
+// they share no element. Tensors without elements overlap nothing.
+func (t *Tensor) Overlaps(o *Tensor) bool {
+	a0, a1, ok := t.span()
+	if !ok {
+		return false
+	}
+	b0, b1, ok := o.span()
+	return ok && a0 < b1 && b0 < a1
+}
+
+// span returns the address range [lo, hi) covering all of t's elements, or false if t has none.
+func (t *Tensor) span() (lo, hi uintptr, ok bool) {
+	if t.Numel() == 0 || len(t.data) == 0 {
+		return 0, 0, false
+	}
+	minOff, maxOff := t.offset, t.offset
+	for d, n := range t.shape {
+		if ext := t.strides[d] * (n - 1); ext < 0 {
+			minOff += ext
+		} else {
+			maxOff += ext
+		}
+	}
+	size := t.dtype.Size()
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(t.data)))
+	return base + uintptr(minOff*size), base + uintptr((maxOff+1)*size), true
 }
 
 // elemOffset returns the byte offset into t.data of the element at idx, panicking if idx does not

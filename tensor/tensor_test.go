@@ -501,6 +501,40 @@ func TestSharesStorage(t *testing.T) {
 	assert.False(t, New(Float32, 0).SharesStorage(New(Float32, 0)))
 }
 
+func TestOverlaps(t *testing.T) {
+	must := func(v *Tensor, err error) *Tensor {
+		t.Helper()
+		require.NoError(t, err)
+		return v
+	}
+	base := arange(t, 4, 3)
+	rows01 := must(base.Narrow(0, 0, 2))
+	rows23 := must(base.Narrow(0, 2, 2))
+	rows12 := must(base.Narrow(0, 1, 2))
+	cols, err := base.Chunk(3, 1)
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		a, b *Tensor
+		want bool
+	}{
+		{"itself", base, base, true},
+		{"disjoint row blocks", rows01, rows23, false},
+		{"overlapping row blocks", rows01, rows12, true},
+		{"a view and its parent", rows23, base, true},
+		{"interleaved columns (conservative)", cols[0], cols[1], true},
+		{"a transposed view", must(base.Transpose(0, 1)), rows23, true},
+		{"different buffers", base, base.Clone(), false},
+		{"empty view", must(base.Narrow(0, 1, 0)), base, false},
+		{"last row and the column before it", must(base.Narrow(0, 3, 1)), must(cols[0].Narrow(0, 0, 3)), false},
+	}
+	for _, tc := range tests {
+		assert.Equal(t, tc.want, tc.a.Overlaps(tc.b), tc.name)
+		assert.Equal(t, tc.want, tc.b.Overlaps(tc.a), tc.name+" (swapped)")
+	}
+	assert.True(t, rows01.SharesStorage(rows23), "disjoint views still share storage")
+}
+
 func TestFill(t *testing.T) {
 	for _, dt := range AllDTypes() {
 		x := New(dt, 3, 5)

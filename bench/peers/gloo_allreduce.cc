@@ -38,6 +38,7 @@
 #include <ftw.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -282,6 +283,12 @@ int runRank(const Config& cfg) {
   return status;
 }
 
+// Launcher: forward SIGINT/SIGTERM (e.g. from `timeout`) to the ranks.
+std::vector<pid_t> gChildren;
+void forwardSignal(int sig) {
+  for (pid_t p : gChildren) kill(p, sig);
+}
+
 int rmEntry(const char* path, const struct stat*, int, struct FTW*) {
   remove(path);
   return 0;
@@ -407,7 +414,9 @@ int main(int argc, char** argv) {
     ownStore = true;
   }
   fflush(stdout);
-  std::vector<pid_t> pids;
+  std::vector<pid_t>& pids = gChildren;
+  pids.reserve(cfg.nranks);
+  const pid_t launcher = getpid();
   for (int r = 0; r < cfg.nranks; r++) {
     pid_t pid = fork();
     if (pid < 0) {
@@ -416,6 +425,9 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (pid == 0) {
+      // Die with the launcher (e.g. if it is SIGKILLed).
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != launcher) _exit(1);
       Config rc = cfg;
       rc.rank = r;
       int st;
@@ -431,11 +443,19 @@ int main(int argc, char** argv) {
     }
     pids.push_back(pid);
   }
+  signal(SIGINT, forwardSignal);
+  signal(SIGTERM, forwardSignal);
   int status = 0;
   for (size_t i = 0; i < pids.size(); i++) {
     int ws = 0;
     pid_t done = wait(&ws);
-    if (done < 0) break;
+    if (done < 0) {
+      if (errno == EINTR) {
+        i--;
+        continue;
+      }
+      break;
+    }
     int rc = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
     if (rc != 0 && status == 0) {
       status = rc;
