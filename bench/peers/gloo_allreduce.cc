@@ -280,6 +280,16 @@ int runRank(const Config& cfg) {
       }
     }
   }
+
+  // Do not tear down connections while a peer may still be inside its last
+  // collective: a closed socket makes gloo fail that peer's pending op
+  // ("Connection closed by peer"). Rendezvous through the store, which
+  // does not depend on the pairs, before destroying the context.
+  std::vector<std::string> doneKeys;
+  for (int r = 0; r < cfg.nranks; r++)
+    doneKeys.push_back("done/" + std::to_string(r));
+  store.set(doneKeys[cfg.rank], std::vector<char>{'1'});
+  store.wait(doneKeys, std::chrono::milliseconds(cfg.timeout_sec * 1000L));
   return status;
 }
 
