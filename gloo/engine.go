@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -22,10 +24,31 @@ import (
 
 const (
 	rxStageSize   = 64 << 10 // receive staging buffer; larger payloads are read straight into place
-	spinFor       = 30 * time.Microsecond
-	yieldFor      = 300 * time.Microsecond
-	pollSliceMsec = 100 // longest single poll(2) sleep, so aborts and deadlines are seen promptly
+	pollSliceMsec = 100      // longest single poll(2) sleep, so aborts and deadlines are seen promptly
 )
+
+// waitPolicy is how long a waiting op spins on its sockets, then yields the CPU, before it
+// sleeps in poll(2).
+type waitPolicy struct {
+	spin, yield time.Duration
+}
+
+// newWaitPolicy: with a core per rank, spin (the peer is running and answers within
+// microseconds); with more ranks than cores, spinning burns the time slice the peer needs, so
+// yield at once and sleep sooner. GCCL_SPIN_US and GCCL_YIELD_US override both.
+func newWaitPolicy(localRanks int) waitPolicy {
+	p := waitPolicy{spin: 30 * time.Microsecond, yield: 300 * time.Microsecond}
+	if localRanks > runtime.NumCPU() {
+		p = waitPolicy{spin: 0, yield: 2 * time.Millisecond}
+	}
+	if v, err := strconv.Atoi(os.Getenv("GCCL_SPIN_US")); err == nil && v >= 0 {
+		p.spin = time.Duration(v) * time.Microsecond
+	}
+	if v, err := strconv.Atoi(os.Getenv("GCCL_YIELD_US")); err == nil && v >= 0 {
+		p.yield = time.Duration(v) * time.Microsecond
+	}
+	return p
+}
 
 // sendReq is a message being written.
 type sendReq struct {
@@ -351,9 +374,10 @@ func (c *conn) takeQueued(r *recvReq) (bool, error) {
 
 // engine drives the connections of one group for the op that is running.
 type engine struct {
-	rank  int
-	conns []*conn // indexed by group rank; nil for self
-	pfds  []unix.PollFd
+	policy waitPolicy
+	rank   int
+	conns  []*conn // indexed by group rank; nil for self
+	pfds   []unix.PollFd
 }
 
 // post queues a send of payload to peer with header h.
@@ -498,9 +522,9 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 		}
 		idle := now.Sub(idleSince)
 		switch {
-		case idle < spinFor:
+		case idle < e.policy.spin:
 			continue
-		case idle < yieldFor:
+		case idle < e.policy.spin+e.policy.yield:
 			schedYield()
 			continue
 		}

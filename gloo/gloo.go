@@ -51,6 +51,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		g.log = slog.Default()
 	}
 	g.eng.rank = cfg.Rank
+	g.eng.policy = newWaitPolicy(cfg.LocalSize)
 	g.eng.conns = make([]*conn, cfg.Size)
 	if cfg.Size == 1 {
 		return g, nil

@@ -120,7 +120,7 @@ func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) 
 		fmt.Fprintf(out, "#%12s %12s %9s %8s %12s %10s %10s %7s\n", "", "(elements)", "", "", "(median)", "(GB/s)", "(GB/s)", "")
 	}
 	var rows []Row
-	for size := cfg.MinBytes; size <= cfg.MaxBytes; size *= cfg.StepFactor {
+	for _, size := range sizes(cfg.MinBytes, cfg.MaxBytes, cfg.StepFactor) {
 		count := size / es
 		if needsDivisible(cfg.Op) {
 			count = count / int64(n) * int64(n)
@@ -149,11 +149,24 @@ func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) 
 					row.Bytes, row.Count, cfg.DType, redopName(cfg), row.TimeUs, row.AlgBW, row.BusBW, wrong)
 			}
 		}
-		if size == 0 {
-			break
-		}
 	}
 	return rows, nil
+}
+
+// sizes is min, min*step, ... up to max, and max itself when the series steps over it (so that
+// 8 B to 64 MiB by 8 ends with 64 MiB).
+func sizes(lo, hi, step int64) []int64 {
+	var out []int64
+	for s := lo; s <= hi; s *= step {
+		out = append(out, s)
+		if s == 0 {
+			return out
+		}
+	}
+	if out[len(out)-1] != hi {
+		out = append(out, hi)
+	}
+	return out
 }
 
 func redopName(cfg Config) string {
