@@ -27,6 +27,9 @@ const (
 	pollSliceMsec = 100      // longest single poll(2) sleep, so aborts and deadlines are seen promptly
 )
 
+// bulkWait bounds spinning and yielding while large segments are in flight.
+const bulkWait = 50 * time.Microsecond
+
 // waitPolicy is how long a waiting op spins on its sockets, then yields the CPU, before it
 // sleeps in poll(2).
 type waitPolicy struct {
@@ -375,6 +378,7 @@ func (c *conn) takeQueued(r *recvReq) (bool, error) {
 // engine drives the connections of one group for the op that is running.
 type engine struct {
 	policy waitPolicy
+	bulk   bool // the running op moves large segments (set by the algorithm)
 	rank   int
 	conns  []*conn // indexed by group rank; nil for self
 	pfds   []unix.PollFd
@@ -521,10 +525,16 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 			continue
 		}
 		idle := now.Sub(idleSince)
+		spin, yield := e.policy.spin, e.policy.yield
+		if e.bulk {
+			// A segment takes hundreds of µs to arrive: a wake-up is cheap next to that, and
+			// spinning or yielding would take CPU from peers that share the cores.
+			spin, yield = min(spin, bulkWait), min(yield, bulkWait)
+		}
 		switch {
-		case idle < e.policy.spin:
+		case idle < spin:
 			continue
-		case idle < e.policy.spin+e.policy.yield:
+		case idle < spin+yield:
 			schedYield()
 			continue
 		}

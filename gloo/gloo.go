@@ -339,6 +339,7 @@ func (g *Group) run(op backends.Op, fn func() error) error {
 		}
 		return fmt.Errorf("%w by an earlier failure: %w", backends.ErrAborted, err)
 	}
+	g.eng.bulk = op.Count*op.DType.Size() > smallGatherBytes
 	err := fn()
 	if err != nil {
 		err = g.resolve(g.explainLoss(err))
