@@ -1,0 +1,68 @@
+package comm_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/flightrecorder"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Every op comm runs lands in the flight recorder with PyTorch's fields.
+func TestOpsAreRecorded(t *testing.T) {
+	ctx := context.Background()
+	rec := flightrecorder.New(16)
+	pg, err := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1, Recorder: rec, Timeout: time.Minute})
+	require.NoError(t, err)
+	defer pg.Close()
+
+	x := tensor.New(tensor.BFloat16, 2, 3)
+	require.NoError(t, pg.AllReduce(ctx, x, comm.Sum))
+	out := tensor.New(tensor.Float32, 4)
+	require.NoError(t, pg.AllGather(ctx, out, tensor.New(tensor.Float32, 4)))
+	require.NoError(t, pg.AllReduceAsync(x, comm.Max).Wait(ctx))
+	require.Error(t, pg.Broadcast(ctx, x, 7), "invalid arguments are rejected before recording")
+
+	d := rec.Snapshot()
+	assert.Equal(t, flightrecorder.Version, d.Version)
+	require.Len(t, d.Entries, 3)
+	e := d.Entries[0]
+	assert.Equal(t, "gloo:all_reduce", e.ProfilingName)
+	assert.Equal(t, int64(1), e.CollectiveSeqID)
+	assert.Equal(t, [][]int64{{2, 3}}, e.InputSizes)
+	assert.Equal(t, []string{"BFloat16"}, e.InputDtypes)
+	assert.Equal(t, flightrecorder.StateCompleted, e.State)
+	assert.True(t, e.Retired)
+	assert.Equal(t, int64(time.Minute/time.Millisecond), e.TimeoutMs)
+	assert.False(t, e.IsP2P)
+	assert.Equal(t, "0", e.ProcessGroup[0])
+	assert.Equal(t, "gloo:all_gather", d.Entries[1].ProfilingName)
+	assert.Equal(t, [][]int64{{4}}, d.Entries[1].OutputSizes)
+	assert.Equal(t, int64(2), d.Entries[1].CollectiveSeqID)
+	assert.Equal(t, int64(3), d.Entries[2].CollectiveSeqID)
+	for _, e := range d.Entries {
+		assert.Equal(t, flightrecorder.StateCompleted, e.State, e.ProfilingName)
+		require.NotNil(t, e.DurationMs)
+	}
+	require.Contains(t, d.PGConfig, "0")
+	assert.Equal(t, "[0]", d.PGConfig["0"].Ranks)
+}
+
+// An op that fails is retired without being completed, PyTorch's mark of a failed op.
+func TestFailedOpIsRetiredNotCompleted(t *testing.T) {
+	ctx := context.Background()
+	rec := flightrecorder.New(16)
+	pg, err := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1, Recorder: rec})
+	require.NoError(t, err)
+	pg.Abort(comm.ErrAborted)
+	require.ErrorIs(t, pg.AllReduce(ctx, tensor.New(tensor.Float32, 1), comm.Sum), comm.ErrAborted)
+	d := rec.Snapshot()
+	require.Len(t, d.Entries, 1)
+	assert.True(t, d.Entries[0].Retired)
+	assert.NotEqual(t, flightrecorder.StateCompleted, d.Entries[0].State)
+}
