@@ -75,7 +75,8 @@ func (g *Group) recvSegments(ctx context.Context, op backends.Op, step, peer int
 	return nil
 }
 
-// AllReduce: recursive doubling for small buffers, pipelined ring for large ones. Every rank
+// AllReduce: recursive doubling for small buffers; for large ones, recursive halving and
+// doubling when the group size is a power of two (4 or more), else a pipelined ring. Every rank
 // ends with bitwise the same result: each combination is commutative and, in the ring, each
 // chunk is reduced once and then copied.
 func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
@@ -89,6 +90,10 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 		}
 		if len(ob) <= smallAllReduceBytes || op.Count < g.cfg.Size {
 			return g.allReduceDoubling(ctx, op, ob)
+		}
+		n := g.cfg.Size
+		if n >= 4 && n&(n-1) == 0 {
+			return g.allReduceHalvingDoubling(ctx, op, ob)
 		}
 		bounds := chunkBounds(op.Count, g.cfg.Size, op.DType.Size())
 		if err := g.ringReduceScatter(ctx, op, ob, bounds, ob[bounds[g.cfg.Rank]:bounds[g.cfg.Rank+1]], 0); err != nil {
@@ -164,6 +169,60 @@ func (g *Group) allReduceDoubling(ctx context.Context, op backends.Op, buf []byt
 			return g.exchange(ctx, op, 1+logp, -1, nil, r+1, buf)
 		}
 		return g.exchange(ctx, op, 1+logp, r-1, buf, -1, nil)
+	}
+	return nil
+}
+
+// allReduceHalvingDoubling is Rabenseifner's all-reduce for a power-of-two group: a
+// reduce-scatter by recursive halving (each step trades half of the range still held with the
+// partner at distance n/2, n/4, ...), then an all-gather by recursive doubling. It moves the same
+// bytes as the ring in 2*log2(n) dependent steps instead of 2*(n-1), which matters when ranks
+// share cores and every step waits for a peer to be scheduled. Each chunk is reduced by one rank
+// only, so every rank ends with the same bits.
+func (g *Group) allReduceHalvingDoubling(ctx context.Context, op backends.Op, buf []byte) error {
+	n, r := g.cfg.Size, g.cfg.Rank
+	b := chunkBounds(op.Count, n, op.DType.Size())
+	scratch := g.tmp(b[n] - b[n/2]) // the largest half: chunks are front-loaded
+	lo, hi, step := 0, n, 0
+	for mask := n / 2; mask >= 1; mask /= 2 {
+		partner := r ^ mask
+		mid := (lo + hi) / 2
+		keepLo, keepHi, giveLo, giveHi := lo, mid, mid, hi
+		if r&mask != 0 {
+			keepLo, keepHi, giveLo, giveHi = mid, hi, lo, mid
+		}
+		keep := buf[b[keepLo]:b[keepHi]]
+		tmp := scratch[:len(keep)]
+		sends := g.sendSegments(op, 2<<8|step, partner, buf[b[giveLo]:b[giveHi]])
+		err := g.recvSegments(ctx, op, 2<<8|step, partner, tmp, func(l, h int) error {
+			return g.reduceInto(op, keep[l:h], tmp[l:h])
+		})
+		if err != nil {
+			return err
+		}
+		if err := g.waitAll(ctx, sends, nil); err != nil {
+			return err
+		}
+		lo, hi = keepLo, keepHi
+		step++
+	}
+	for mask := 1; mask < n; mask *= 2 {
+		partner := r ^ mask
+		size := hi - lo
+		plo := hi
+		if r&mask != 0 {
+			plo = lo - size
+		}
+		phi := plo + size
+		sends := g.sendSegments(op, 3<<8|step, partner, buf[b[lo]:b[hi]])
+		if err := g.recvSegments(ctx, op, 3<<8|step, partner, buf[b[plo]:b[phi]], nil); err != nil {
+			return err
+		}
+		if err := g.waitAll(ctx, sends, nil); err != nil {
+			return err
+		}
+		lo, hi = min(lo, plo), max(hi, phi)
+		step++
 	}
 	return nil
 }
