@@ -50,29 +50,53 @@ func (g *Group) sendSegments(op backends.Op, step, peer int, buf []byte) []*send
 	return out
 }
 
-// recvSegments posts receives of step's segments from peer into buf, and calls each(seg) as
-// each segment lands, in order.
-func (g *Group) recvSegments(ctx context.Context, op backends.Op, step, peer int, buf []byte, each func(lo, hi int) error) error {
+// postSegments posts receives of step's segments from peer into buf.
+func (g *Group) postSegments(op backends.Op, step, peer int, buf []byte) ([]*recvReq, [][2]int, error) {
 	segs := segments(len(buf), op.DType.Size())
 	reqs := make([]*recvReq, len(segs))
 	for i, s := range segs {
 		r, err := g.eng.recv(peer, collectiveHeader(op, step<<16|i, s[1]-s[0]), buf[s[0]:s[1]])
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		reqs[i] = r
 	}
+	return reqs, segs, nil
+}
+
+// land waits for each posted segment in order and calls each(i, lo, hi) as it lands.
+func (g *Group) land(ctx context.Context, reqs []*recvReq, segs [][2]int, each func(i, lo, hi int) error) error {
 	for i, r := range reqs {
 		if err := g.eng.wait(ctx, g, func() bool { return r.done }); err != nil {
 			return err
 		}
 		if each != nil {
-			if err := each(segs[i][0], segs[i][1]); err != nil {
+			if err := each(i, segs[i][0], segs[i][1]); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// recvSegments posts receives of step's segments from peer into buf, and calls each(lo, hi) as
+// each segment lands, in order.
+func (g *Group) recvSegments(ctx context.Context, op backends.Op, step, peer int, buf []byte, each func(lo, hi int) error) error {
+	reqs, segs, err := g.postSegments(op, step, peer, buf)
+	if err != nil {
+		return err
+	}
+	return g.land(ctx, reqs, segs, func(_, lo, hi int) error {
+		if each == nil {
+			return nil
+		}
+		return each(lo, hi)
+	})
+}
+
+// sendSegment posts segment i of step (bytes [lo, hi) of buf) to peer.
+func (g *Group) sendSegment(op backends.Op, step, i, peer int, seg []byte) *sendReq {
+	return g.eng.send(peer, collectiveHeader(op, step<<16|i, len(seg)), seg)
 }
 
 // AllReduce: recursive doubling for small buffers; for large ones, recursive halving and
@@ -182,54 +206,90 @@ func (g *Group) allReduceDoubling(ctx context.Context, op backends.Op, buf []byt
 func (g *Group) allReduceHalvingDoubling(ctx context.Context, op backends.Op, buf []byte) error {
 	n, r := g.cfg.Size, g.cfg.Rank
 	b := chunkBounds(op.Count, n, op.DType.Size())
-	scratch := g.tmp(b[n] - b[n/2]) // the largest half: chunks are front-loaded
-	lo, hi, step := 0, n, 0
-	for mask := n / 2; mask >= 1; mask /= 2 {
-		partner := r ^ mask
-		mid := (lo + hi) / 2
-		keepLo, keepHi, giveLo, giveHi := lo, mid, mid, hi
-		if r&mask != 0 {
-			keepLo, keepHi, giveLo, giveHi = mid, hi, lo, mid
-		}
-		keep := buf[b[keepLo]:b[keepHi]]
-		tmp := scratch[:len(keep)]
-		sends := g.sendSegments(op, 2<<8|step, partner, buf[b[giveLo]:b[giveHi]])
-		err := g.recvSegments(ctx, op, 2<<8|step, partner, tmp, func(l, h int) error {
-			return g.reduceInto(op, keep[l:h], tmp[l:h])
-		})
-		if err != nil {
-			return err
-		}
-		if err := g.waitAll(ctx, sends, nil); err != nil {
-			return err
-		}
-		lo, hi = keepLo, keepHi
-		step++
+	type stage struct {
+		partner                int
+		keepLo, keepHi, giveLo int
+		giveHi                 int
 	}
+	// Plan both halves, then post every receive before sending anything: a partner that runs
+	// ahead then lands its data in place instead of in the unexpected queue. This is safe: a
+	// partner sends step k+1 only after our step-k data reached it.
+	var halving []stage
+	lo, hi := 0, n
+	for mask := n / 2; mask >= 1; mask /= 2 {
+		mid := (lo + hi) / 2
+		st := stage{partner: r ^ mask, keepLo: lo, keepHi: mid, giveLo: mid, giveHi: hi}
+		if r&mask != 0 {
+			st = stage{partner: r ^ mask, keepLo: mid, keepHi: hi, giveLo: lo, giveHi: mid}
+		}
+		halving = append(halving, st)
+		lo, hi = st.keepLo, st.keepHi
+	}
+	type gather struct{ partner, lo, hi, plo, phi int }
+	var doubling []gather
 	for mask := 1; mask < n; mask *= 2 {
-		partner := r ^ mask
 		size := hi - lo
 		plo := hi
 		if r&mask != 0 {
 			plo = lo - size
 		}
-		phi := plo + size
-		sends := g.sendSegments(op, 3<<8|step, partner, buf[b[lo]:b[hi]])
-		if err := g.recvSegments(ctx, op, 3<<8|step, partner, buf[b[plo]:b[phi]], nil); err != nil {
-			return err
-		}
-		if err := g.waitAll(ctx, sends, nil); err != nil {
-			return err
-		}
-		lo, hi = min(lo, plo), max(hi, phi)
-		step++
+		doubling = append(doubling, gather{partner: r ^ mask, lo: lo, hi: hi, plo: plo, phi: plo + size})
+		lo, hi = min(lo, plo), max(hi, plo+size)
 	}
-	return nil
+	total := 0
+	for _, st := range halving {
+		total += b[st.keepHi] - b[st.keepLo]
+	}
+	scratch := g.tmp(total)
+	type posted struct {
+		reqs []*recvReq
+		segs [][2]int
+		buf  []byte
+	}
+	rs := make([]posted, len(halving))
+	off := 0
+	for k, st := range halving {
+		p := &rs[k]
+		p.buf = scratch[off : off+b[st.keepHi]-b[st.keepLo]]
+		off += len(p.buf)
+		var err error
+		if p.reqs, p.segs, err = g.postSegments(op, 2<<8|k, st.partner, p.buf); err != nil {
+			return err
+		}
+	}
+	ag := make([]posted, len(doubling))
+	for k, d := range doubling {
+		p := &ag[k]
+		p.buf = buf[b[d.plo]:b[d.phi]]
+		var err error
+		if p.reqs, p.segs, err = g.postSegments(op, 3<<8|k, d.partner, p.buf); err != nil {
+			return err
+		}
+	}
+	var sends []*sendReq
+	for k, st := range halving {
+		sends = append(sends, g.sendSegments(op, 2<<8|k, st.partner, buf[b[st.giveLo]:b[st.giveHi]])...)
+		keep, tmp := buf[b[st.keepLo]:b[st.keepHi]], rs[k].buf
+		err := g.land(ctx, rs[k].reqs, rs[k].segs, func(_, l, h int) error {
+			return g.reduceInto(op, keep[l:h], tmp[l:h])
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for k, d := range doubling {
+		sends = append(sends, g.sendSegments(op, 3<<8|k, d.partner, buf[b[d.lo]:b[d.hi]])...)
+		if err := g.land(ctx, ag[k].reqs, ag[k].segs, nil); err != nil {
+			return err
+		}
+	}
+	return g.waitAll(ctx, sends, nil)
 }
 
 // ringReduceScatter reduces chunk i (src[bounds[i]:bounds[i+1]]) over all ranks and leaves
-// chunk `rank` in dst. src is not modified unless dst aliases its own chunk. Steps start at
-// phase<<8.
+// chunk `rank` in dst. src is not modified unless dst aliases its own chunk. Every step's
+// receives are posted up front, each in its own scratch region, and each segment is reduced and
+// forwarded to the next rank as soon as it lands, so consecutive steps overlap.
 func (g *Group) ringReduceScatter(ctx context.Context, op backends.Op, src []byte, bounds []int, dst []byte, phase int) error {
 	n, r := g.cfg.Size, g.cfg.Rank
 	next, prev := (r+1)%n, (r-1+n)%n
@@ -237,33 +297,50 @@ func (g *Group) ringReduceScatter(ctx context.Context, op backends.Op, src []byt
 		i = ((i % n) + n) % n
 		return src[bounds[i]:bounds[i+1]]
 	}
-	maxChunk := 0
-	for i := 0; i < n; i++ {
-		maxChunk = max(maxChunk, bounds[i+1]-bounds[i])
-	}
-	scratch := g.tmp(2 * maxChunk)
-	bufs := [2][]byte{scratch[:maxChunk], scratch[maxChunk:]}
-	send := chunk(r - 1)
+	// Step s receives the partial result of chunk r-2-s.
+	total := 0
 	for s := 0; s <= n-2; s++ {
-		c := chunk(r - 2 - s)
-		recvBuf := bufs[(s+1)%2][:len(c)]
-		sends := g.sendSegments(op, phase<<8|s, next, send)
-		err := g.recvSegments(ctx, op, phase<<8|s, prev, recvBuf, func(lo, hi int) error {
-			return g.reduceInto(op, recvBuf[lo:hi], c[lo:hi])
+		total += len(chunk(r - 2 - s))
+	}
+	scratch := g.tmp(total)
+	bufs := make([][]byte, n-1)
+	reqs := make([][]*recvReq, n-1)
+	segs := make([][][2]int, n-1)
+	off := 0
+	for s := 0; s <= n-2; s++ {
+		bufs[s] = scratch[off : off+len(chunk(r-2-s))]
+		off += len(bufs[s])
+		var err error
+		if reqs[s], segs[s], err = g.postSegments(op, phase<<8|s, prev, bufs[s]); err != nil {
+			return err
+		}
+	}
+	sends := g.sendSegments(op, phase<<8|0, next, chunk(r-1))
+	for s := 0; s <= n-2; s++ {
+		c, rb := chunk(r-2-s), bufs[s]
+		err := g.land(ctx, reqs[s], segs[s], func(i, lo, hi int) error {
+			if err := g.reduceInto(op, rb[lo:hi], c[lo:hi]); err != nil {
+				return err
+			}
+			if s < n-2 {
+				sends = append(sends, g.sendSegment(op, phase<<8|(s+1), i, next, rb[lo:hi]))
+			}
+			return nil
 		})
 		if err != nil {
 			return err
 		}
-		if err := g.waitAll(ctx, sends, nil); err != nil {
-			return err
-		}
-		send = recvBuf
 	}
-	copy(dst, send)
+	if err := g.waitAll(ctx, sends, nil); err != nil {
+		return err
+	}
+	copy(dst, bufs[n-2])
 	return nil
 }
 
-// ringAllGather: rank r holds chunk r of buf; afterwards every rank holds every chunk.
+// ringAllGather: rank r holds chunk r of buf; afterwards every rank holds every chunk. Every
+// step's receive is posted up front, straight into its chunk, and each segment is forwarded to
+// the next rank as soon as it lands.
 func (g *Group) ringAllGather(ctx context.Context, op backends.Op, buf []byte, bounds []int, phase int) error {
 	n, r := g.cfg.Size, g.cfg.Rank
 	next, prev := (r+1)%n, (r-1+n)%n
@@ -271,16 +348,28 @@ func (g *Group) ringAllGather(ctx context.Context, op backends.Op, buf []byte, b
 		i = ((i % n) + n) % n
 		return buf[bounds[i]:bounds[i+1]]
 	}
+	reqs := make([][]*recvReq, n-1)
+	segs := make([][][2]int, n-1)
 	for s := 0; s <= n-2; s++ {
-		sends := g.sendSegments(op, phase<<8|s, next, chunk(r-s))
-		if err := g.recvSegments(ctx, op, phase<<8|s, prev, chunk(r-s-1), nil); err != nil {
-			return err
-		}
-		if err := g.waitAll(ctx, sends, nil); err != nil {
+		var err error
+		if reqs[s], segs[s], err = g.postSegments(op, phase<<8|s, prev, chunk(r-s-1)); err != nil {
 			return err
 		}
 	}
-	return nil
+	sends := g.sendSegments(op, phase<<8|0, next, chunk(r))
+	for s := 0; s <= n-2; s++ {
+		c := chunk(r - s - 1)
+		err := g.land(ctx, reqs[s], segs[s], func(i, lo, hi int) error {
+			if s < n-2 {
+				sends = append(sends, g.sendSegment(op, phase<<8|(s+1), i, next, c[lo:hi]))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return g.waitAll(ctx, sends, nil)
 }
 
 // Broadcast: pipelined binomial tree; each segment is forwarded to the children as it lands.

@@ -93,6 +93,14 @@ type conn struct {
 	curUnexp   *unexpected // or an unexpected message being filled
 	curN       int         // payload bytes still to come for cur/curUnexp
 	err        error       // sticky: the connection failed
+
+	// sendStuck: a send to this peer could not be written (its buffers are full). The peer may
+	// itself be blocked sending to us, so while it lasts this rank drains the connection even
+	// beyond its posted receives: that is what makes paired sends deadlock-free.
+	sendStuck bool
+	// parked: idle, with bytes of a later message waiting in the kernel; not polled again in
+	// this wait (it would wake us at once, for nothing).
+	parked bool
 }
 
 func newConn(peer int, c *net.TCPConn) (*conn, error) {
@@ -112,8 +120,17 @@ func newConn(peer int, c *net.TCPConn) (*conn, error) {
 	return &conn{peer: peer, tcp: c, fd: fd, stage: make([]byte, rxStageSize)}, nil
 }
 
-// busy reports whether the connection has work the current op waits on.
-func (c *conn) busy() bool { return len(c.sends) > 0 || len(c.recvs) > 0 || c.cur != nil }
+// busy reports whether the connection has I/O to do for the running op.
+func (c *conn) busy() bool { return len(c.sends) > 0 || c.wantsRead() }
+
+// waitsOn reports whether the running op waits on this peer.
+func (c *conn) waitsOn() bool { return len(c.sends) > 0 || len(c.recvs) > 0 || c.cur != nil }
+
+// wantsRead reports whether the socket should be read: a receive is posted, a message is half
+// read, or a stuck send needs the connection drained. Otherwise bytes stay in the kernel until
+// their receive is posted (a peer already in the next op), instead of being copied twice
+// through the unexpected queue.
+func (c *conn) wantsRead() bool { return len(c.recvs) > 0 || c.curN > 0 || c.sendStuck }
 
 // progressWrite writes as much of the send queue as the socket takes.
 func (c *conn) progressWrite() (bool, error) {
@@ -133,6 +150,7 @@ func (c *conn) progressWrite() (bool, error) {
 		}
 		if err != nil {
 			if err == unix.EAGAIN || err == unix.EINTR {
+				c.sendStuck = true
 				return progressed, nil
 			}
 			err = c.fail(err)
@@ -148,6 +166,7 @@ func (c *conn) progressWrite() (bool, error) {
 			c.sends = c.sends[1:]
 		}
 	}
+	c.sendStuck = false
 	return progressed, nil
 }
 
@@ -170,6 +189,9 @@ func (c *conn) progressRead() (bool, error) {
 	for {
 		if err := c.dispatch(); err != nil {
 			return progressed, err
+		}
+		if !c.wantsRead() {
+			return progressed, nil
 		}
 		// Stage is drained (or holds a partial header). Read more.
 		var n int
@@ -221,7 +243,7 @@ func (c *conn) readAfterFailure() (bool, error) {
 // closedErr: a peer that closed after sending everything this rank waits for is not an error
 // for the current op (it finished and left); the error stays recorded for later ops.
 func (c *conn) closedErr(err error) error {
-	if c.busy() {
+	if c.waitsOn() {
 		return err
 	}
 	return nil
@@ -273,6 +295,9 @@ func (c *conn) dispatch() error {
 		if err != nil {
 			c.err = err
 			return err
+		}
+		if !c.wantsRead() && h.Kind != msgAbort {
+			return nil // a later message: it waits in the stage for its receive
 		}
 		c.start += headerSize
 		if err := c.begin(h); err != nil {
@@ -451,11 +476,13 @@ func (e *engine) progress(all bool) (bool, error) {
 			}
 			moved = moved || m
 		}
-		m, err := c.progressRead()
-		if err != nil {
-			return moved, c.failure(err)
+		if c.wantsRead() || c.start < c.end {
+			m, err := c.progressRead()
+			if err != nil {
+				return moved, c.failure(err)
+			}
+			moved = moved || m
 		}
-		moved = moved || m
 	}
 	return moved, nil
 }
@@ -488,6 +515,11 @@ type waiter interface {
 
 // wait drives I/O until done() is true: spin, then yield, then sleep in poll(2).
 func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
+	for _, c := range e.conns {
+		if c != nil {
+			c.parked = false
+		}
+	}
 	var idleSince time.Time
 	checks := 0
 	for {
@@ -550,19 +582,25 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 	}
 }
 
-// sleep blocks in poll(2) until a connection is readable (any connection: an abort or EOF from
-// any peer wakes us), a pending send can write, or a short slice passes.
+// sleep blocks in poll(2) until a connection the op reads is readable, a pending send can
+// write, an idle connection shows something (an abort or EOF from any peer wakes us), or a short
+// slice passes.
 func (e *engine) sleep(ctx context.Context) error {
 	e.pfds = e.pfds[:0]
 	for _, c := range e.conns {
 		if c == nil {
 			continue
 		}
-		ev := int16(unix.POLLIN)
+		var ev int16
+		if c.wantsRead() || (!c.parked && c.err == nil) {
+			ev |= unix.POLLIN
+		}
 		if len(c.sends) > 0 {
 			ev |= unix.POLLOUT
 		}
-		e.pfds = append(e.pfds, unix.PollFd{Fd: int32(c.fd), Events: ev})
+		if ev != 0 {
+			e.pfds = append(e.pfds, unix.PollFd{Fd: int32(c.fd), Events: ev})
+		}
 	}
 	timeout := pollSliceMsec
 	if dl, ok := ctx.Deadline(); ok {
@@ -577,23 +615,61 @@ func (e *engine) sleep(ctx context.Context) error {
 	if _, err := unix.Poll(e.pfds, timeout); err != nil && err != unix.EINTR {
 		return fmt.Errorf("poll: %w", err)
 	}
-	// Drain whatever woke us on idle connections (early messages, aborts, EOF).
 	for _, c := range e.conns {
-		if c == nil || c.busy() || c.err != nil {
+		if c == nil || c.wantsRead() || c.err != nil || c.parked {
 			continue
 		}
 		for _, p := range e.pfds {
 			if int(p.Fd) == c.fd && p.Revents != 0 {
-				// An idle peer that closed only matters if we wait on it (then its busy
-				// connection reports it); an explicit abort always matters.
-				_, _ = c.progressRead()
-				if err := c.abortMsg(); err != nil {
+				if err := c.inspectIdle(); err != nil {
 					return err
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// inspectIdle looks at what woke an idle connection: an abort is returned, EOF recorded (a peer
+// that finished and left matters only if we wait on it), and the start of a later message is
+// left in the stage and the connection parked.
+func (c *conn) inspectIdle() error {
+	if c.end-c.start < headerSize && c.end < len(c.stage) {
+		if c.start > 0 {
+			c.end = copy(c.stage, c.stage[c.start:c.end])
+			c.start = 0
+		}
+		n, err := unix.Read(c.fd, c.stage[c.end:])
+		switch {
+		case n > 0:
+			c.end += n
+		case err == unix.EAGAIN || err == unix.EINTR:
+		case err != nil:
+			c.fail(err)
+			return nil
+		default:
+			c.fail(errors.New("connection closed (EOF): the process exited or died"))
+			return nil
+		}
+	}
+	if c.end-c.start < headerSize {
+		return nil
+	}
+	h, err := decodeHeader(c.stage[c.start : c.start+headerSize])
+	if err != nil {
+		c.err = err
+		return err
+	}
+	if h.Kind != msgAbort {
+		c.parked = true
+		return nil
+	}
+	_, _ = c.readAfterFailure() // reads the abort message whole
+	for i := 0; i < 100 && c.abortMsg() == nil && c.curN > 0; i++ {
+		time.Sleep(time.Millisecond) // the rest of the reason is on its way
+		_, _ = c.readAfterFailure()
+	}
+	return c.abortMsg()
 }
 
 func (e *engine) contextErr(ctx context.Context) error {
