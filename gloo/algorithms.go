@@ -474,19 +474,30 @@ func (g *Group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.T
 		if len(ob) > smallGatherBytes {
 			return g.ringAllGather(ctx, op, ob, equalBounds(n, per), 0)
 		}
-		sends := make([]*sendReq, 0, n-1)
-		recvs := make([]*recvReq, 0, n-1)
-		for s := 1; s < n; s++ {
-			to, from := (r+s)%n, (r-s+n)%n
-			sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, per), ib))
-			rr, err := g.eng.recv(from, collectiveHeader(op, 0, per), ob[from*per:(from+1)*per])
-			if err != nil {
-				return err
-			}
-			recvs = append(recvs, rr)
-		}
-		return g.waitAll(ctx, sends, recvs)
+		return g.exchangeAll(ctx, op,
+			func(int) []byte { return ib },
+			func(from int) []byte { return ob[from*per : (from+1)*per] })
 	})
+}
+
+// exchangeAll sends sendTo(p) to and receives recvFrom(p) from every peer p at once, in one
+// step, visiting peers in the order r+1, r+2, ... so that ranks do not all hit the same one.
+func (g *Group) exchangeAll(ctx context.Context, op backends.Op, sendTo, recvFrom func(peer int) []byte) error {
+	n, r := g.cfg.Size, g.cfg.Rank
+	sends := make([]*sendReq, 0, n-1)
+	recvs := make([]*recvReq, 0, n-1)
+	for s := 1; s < n; s++ {
+		to, from := (r+s)%n, (r-s+n)%n
+		sb := sendTo(to)
+		sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, len(sb)), sb))
+		rb := recvFrom(from)
+		rr, err := g.eng.recv(from, collectiveHeader(op, 0, len(rb)), rb)
+		if err != nil {
+			return err
+		}
+		recvs = append(recvs, rr)
+	}
+	return g.waitAll(ctx, sends, recvs)
 }
 
 // Gather: every rank sends to the root directly.
@@ -561,18 +572,10 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 		// Direct: receive every peer's slot r, then reduce in rank order.
 		slots := g.tmp(n * per)
 		copy(slots[r*per:(r+1)*per], ib[r*per:(r+1)*per])
-		sends := make([]*sendReq, 0, n-1)
-		recvs := make([]*recvReq, 0, n-1)
-		for s := 1; s < n; s++ {
-			to, from := (r+s)%n, (r-s+n)%n
-			sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, per), ib[to*per:(to+1)*per]))
-			rr, err := g.eng.recv(from, collectiveHeader(op, 0, per), slots[from*per:(from+1)*per])
-			if err != nil {
-				return err
-			}
-			recvs = append(recvs, rr)
-		}
-		if err := g.waitAll(ctx, sends, recvs); err != nil {
+		err := g.exchangeAll(ctx, op,
+			func(to int) []byte { return ib[to*per : (to+1)*per] },
+			func(from int) []byte { return slots[from*per : (from+1)*per] })
+		if err != nil {
 			return err
 		}
 		for p := 1; p < n; p++ {
@@ -588,7 +591,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 // AllToAll: every pair exchanges its blocks directly; all transfers are in flight at once.
 func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
 	return g.run(op, func() error {
-		n, r := g.cfg.Size, g.cfg.Rank
+		r := g.cfg.Rank
 		es := op.DType.Size()
 		ib, ob := in.Bytes(), out.Bytes()
 		inOff, outOff := offsets(inSplits, es), offsets(outSplits, es)
@@ -596,18 +599,9 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 		if dst := ob[outOff[r]:outOff[r+1]]; !sameMem(dst, own) {
 			copy(dst, own)
 		}
-		var sends []*sendReq
-		var recvs []*recvReq
-		for s := 1; s < n; s++ {
-			to, from := (r+s)%n, (r-s+n)%n
-			sends = append(sends, g.eng.send(to, collectiveHeader(op, 0, inOff[to+1]-inOff[to]), ib[inOff[to]:inOff[to+1]]))
-			rr, err := g.eng.recv(from, collectiveHeader(op, 0, outOff[from+1]-outOff[from]), ob[outOff[from]:outOff[from+1]])
-			if err != nil {
-				return err
-			}
-			recvs = append(recvs, rr)
-		}
-		return g.waitAll(ctx, sends, recvs)
+		return g.exchangeAll(ctx, op,
+			func(to int) []byte { return ib[inOff[to]:inOff[to+1]] },
+			func(from int) []byte { return ob[outOff[from]:outOff[from+1]] })
 	})
 }
 

@@ -207,14 +207,7 @@ func (c *conn) progressRead() (bool, error) {
 				}
 			}
 		} else {
-			if c.start > 0 {
-				c.end = copy(c.stage, c.stage[c.start:c.end])
-				c.start = 0
-			}
-			n, err = unix.Read(c.fd, c.stage[c.end:])
-			if n > 0 {
-				c.end += n
-			}
+			n, err = c.readStage()
 		}
 		if err != nil {
 			if err == unix.EAGAIN || err == unix.EINTR {
@@ -227,6 +220,19 @@ func (c *conn) progressRead() (bool, error) {
 		}
 		progressed = true
 	}
+}
+
+// readStage moves the unparsed bytes to the front of the stage and reads more after them.
+func (c *conn) readStage() (int, error) {
+	if c.start > 0 {
+		c.end = copy(c.stage, c.stage[c.start:c.end])
+		c.start = 0
+	}
+	n, err := unix.Read(c.fd, c.stage[c.end:])
+	if n > 0 {
+		c.end += n
+	}
+	return n, err
 }
 
 // readAfterFailure reads what the socket still holds after the connection failed.
@@ -635,14 +641,9 @@ func (e *engine) sleep(ctx context.Context) error {
 // left in the stage and the connection parked.
 func (c *conn) inspectIdle() error {
 	if c.end-c.start < headerSize && c.end < len(c.stage) {
-		if c.start > 0 {
-			c.end = copy(c.stage, c.stage[c.start:c.end])
-			c.start = 0
-		}
-		n, err := unix.Read(c.fd, c.stage[c.end:])
+		n, err := c.readStage()
 		switch {
 		case n > 0:
-			c.end += n
 		case err == unix.EAGAIN || err == unix.EINTR:
 		case err != nil:
 			c.fail(err)
