@@ -315,7 +315,7 @@ func (g *Group) ringReduceScatter(ctx context.Context, op backends.Op, src []byt
 			return err
 		}
 	}
-	sends := g.sendSegments(op, phase<<8|0, next, chunk(r-1))
+	sends := g.sendSegments(op, phase<<8, next, chunk(r-1))
 	for s := 0; s <= n-2; s++ {
 		c, rb := chunk(r-2-s), bufs[s]
 		err := g.land(ctx, reqs[s], segs[s], func(i, lo, hi int) error {
@@ -356,7 +356,7 @@ func (g *Group) ringAllGather(ctx context.Context, op backends.Op, buf []byte, b
 			return err
 		}
 	}
-	sends := g.sendSegments(op, phase<<8|0, next, chunk(r))
+	sends := g.sendSegments(op, phase<<8, next, chunk(r))
 	for s := 0; s <= n-2; s++ {
 		c := chunk(r - s - 1)
 		err := g.land(ctx, reqs[s], segs[s], func(i, lo, hi int) error {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gccl/gccl/backends"
-	"github.com/gccl/gccl/tensor"
 )
 
 // Name is the name the backend registers under.
@@ -431,11 +430,4 @@ func (g *Group) exchange(ctx context.Context, op backends.Op, step, to int, sbuf
 		}
 	}
 	return g.eng.wait(ctx, g, func() bool { return (s == nil || s.done) && (r == nil || r.done) })
-}
-
-func elemBytes(t *tensor.Tensor) []byte {
-	if t == nil {
-		return nil
-	}
-	return t.Bytes()
 }
