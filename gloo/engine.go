@@ -79,7 +79,8 @@ type unexpected struct {
 
 // conn is one TCP connection to a peer.
 type conn struct {
-	peer   int // group rank
+	group  uint32 // groupHash of the group's name
+	peer   int    // group rank
 	tcp    *net.TCPConn
 	fd     int
 	sends  []*sendReq // FIFO; sends[0] is being written
@@ -316,6 +317,10 @@ func (c *conn) dispatch() error {
 // begin starts receiving the payload of a message with header h: into the posted receive it
 // matches, or into a new unexpected message.
 func (c *conn) begin(h header) error {
+	if h.Group != c.group {
+		return fmt.Errorf("%w: rank %d sent a message of another group (hash %#x, this group's is %#x): the connection is miswired",
+			backends.ErrMismatch, c.peer, h.Group, c.group)
+	}
 	if h.Kind != msgAbort {
 		for i, r := range c.recvs {
 			if r.want.Kind != h.Kind || (h.Kind == msgP2P && r.want.Tag != h.Tag) {
@@ -408,6 +413,7 @@ func (c *conn) takeQueued(r *recvReq) (bool, error) {
 
 // engine drives the connections of one group for the op that is running.
 type engine struct {
+	group  uint32 // groupHash of the group's name, stamped on every message
 	policy waitPolicy
 	bulk   bool // the running op moves large segments (set by the algorithm)
 	rank   int
@@ -419,6 +425,7 @@ type engine struct {
 func (e *engine) send(peer int, h header, payload []byte) *sendReq {
 	s := &sendReq{payload: payload}
 	h.Bytes = uint64(len(payload))
+	h.Group = e.group
 	h.encode(s.hdr[:])
 	c := e.conns[peer]
 	c.sends = append(c.sends, s)
@@ -428,6 +435,7 @@ func (e *engine) send(peer int, h header, payload []byte) *sendReq {
 // recv posts a receive of the next message from peer matching want into buf.
 func (e *engine) recv(peer int, want header, buf []byte) (*recvReq, error) {
 	want.Bytes = uint64(len(buf))
+	want.Group = e.group
 	r := &recvReq{want: want, buf: buf}
 	c := e.conns[peer]
 	c.recvs = append(c.recvs, r)

@@ -50,6 +50,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		g.log = slog.Default()
 	}
 	g.eng.rank = cfg.Rank
+	g.eng.group = groupHash(cfg.Name)
 	g.eng.policy = newWaitPolicy(cfg.LocalSize)
 	g.eng.conns = make([]*conn, cfg.Size)
 	if cfg.Size == 1 {
@@ -144,6 +145,7 @@ func (g *Group) connect(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		c.group = g.eng.group
 		g.eng.conns[r.peer] = c
 	}
 	return nil
@@ -288,7 +290,7 @@ func (g *Group) notifyPeers() {
 		_ = g.cfg.Store.Set(ctx, abortKey(g.cfg.Rank), []byte(fmt.Sprintf("%d %d|%s", class, lost, reason)))
 		cancel()
 		var hdr [headerSize]byte
-		h := header{Kind: msgAbort, Tag: int64(class), Root: int32(lost), Bytes: uint64(len(reason))}
+		h := header{Group: g.eng.group, Kind: msgAbort, Tag: int64(class), Root: int32(lost), Bytes: uint64(len(reason))}
 		h.encode(hdr[:])
 		for _, c := range g.eng.conns {
 			// A connection in the middle of writing a message cannot take a header; its peer

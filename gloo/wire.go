@@ -3,6 +3,7 @@ package gloo
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
@@ -10,7 +11,7 @@ import (
 
 // Every message on a connection is a fixed header followed by Bytes of payload.
 const (
-	headerSize  = 48
+	headerSize  = 56
 	headerMagic = 0x4c434347 // "GCCL" little-endian
 	helloMagic  = 0x4f4c4548 // "HELO"
 )
@@ -35,6 +36,7 @@ const (
 // header is the fingerprint of the op a message belongs to. Receivers compare it with what they
 // expect, so ranks that issue different ops, sizes or dtypes get an error, never wrong data.
 type header struct {
+	Group  uint32 // hash of the group's name: a message that reached the wrong group is an error
 	Kind   msgKind
 	Op     backends.OpKind
 	DType  tensor.DType
@@ -60,6 +62,8 @@ func (h *header) encode(b []byte) {
 	binary.LittleEndian.PutUint64(b[24:], uint64(h.Tag))
 	binary.LittleEndian.PutUint64(b[32:], uint64(h.Count))
 	binary.LittleEndian.PutUint64(b[40:], h.Bytes)
+	binary.LittleEndian.PutUint32(b[48:], h.Group)
+	binary.LittleEndian.PutUint32(b[52:], 0)
 }
 
 func decodeHeader(b []byte) (header, error) {
@@ -78,7 +82,15 @@ func decodeHeader(b []byte) (header, error) {
 		Tag:    int64(binary.LittleEndian.Uint64(b[24:])),
 		Count:  int64(binary.LittleEndian.Uint64(b[32:])),
 		Bytes:  binary.LittleEndian.Uint64(b[40:]),
+		Group:  binary.LittleEndian.Uint32(b[48:]),
 	}, nil
+}
+
+// groupHash identifies a group in message headers.
+func groupHash(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32()
 }
 
 // collectiveHeader is the header of step `step` of collective op carrying n payload bytes.
@@ -105,6 +117,8 @@ func (h header) describe() string {
 // mismatch explains how an arriving collective header differs from the expected one, or "".
 func mismatch(got, want header) string {
 	switch {
+	case got.Group != want.Group:
+		return fmt.Sprintf("the message belongs to another group (hash %#x, this group's is %#x)", got.Group, want.Group)
 	case got.Seq != want.Seq:
 		return fmt.Sprintf("the peer is in collective #%d (%s), this rank in #%d (%s): ranks issued a different number of collectives",
 			got.Seq, got.Op, want.Seq, want.Op)

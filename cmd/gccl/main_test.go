@@ -73,11 +73,14 @@ func TestCLI(t *testing.T) {
 			cmd := exec.Command(bin, append([]string{"bench", "--nproc", "2", "--max-bytes", "64K", "--iters", "3", "--check"}, args...)...)
 			out, err := cmd.CombinedOutput()
 			require.NoError(t, err, "%s", out)
+			rows := 0
 			for _, line := range strings.Split(string(out), "\n") {
-				if f := strings.Fields(line); len(f) == 8 && !strings.HasPrefix(line, "#") {
-					assert.Equal(t, "0", f[7], "wrong count in %q", line)
+				if f := strings.Fields(line); len(f) == 9 && !strings.HasPrefix(line, "#") {
+					assert.Equal(t, "0", f[8], "wrong count in %q", line)
+					rows++
 				}
 			}
+			assert.GreaterOrEqual(t, rows, 5, "one table row per size: %s", out)
 		}
 	})
 
