@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"runtime"
-	"strconv"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/wait"
 )
 
 // The engine: each op's own goroutine posts sends and receives on the group's connections and
@@ -29,29 +26,6 @@ const (
 
 // bulkWait bounds spinning and yielding while large segments are in flight.
 const bulkWait = 50 * time.Microsecond
-
-// waitPolicy is how long a waiting op spins on its sockets, then yields the CPU, before it
-// sleeps in poll(2).
-type waitPolicy struct {
-	spin, yield time.Duration
-}
-
-// newWaitPolicy: with a core per rank, spin (the peer is running and answers within
-// microseconds); with more ranks than cores, spinning burns the time slice the peer needs, so
-// yield at once and sleep sooner. GCCL_SPIN_US and GCCL_YIELD_US override both.
-func newWaitPolicy(localRanks int) waitPolicy {
-	p := waitPolicy{spin: 30 * time.Microsecond, yield: 300 * time.Microsecond}
-	if localRanks > runtime.NumCPU() {
-		p = waitPolicy{spin: 0, yield: 2 * time.Millisecond}
-	}
-	if v, err := strconv.Atoi(os.Getenv("GCCL_SPIN_US")); err == nil && v >= 0 {
-		p.spin = time.Duration(v) * time.Microsecond
-	}
-	if v, err := strconv.Atoi(os.Getenv("GCCL_YIELD_US")); err == nil && v >= 0 {
-		p.yield = time.Duration(v) * time.Microsecond
-	}
-	return p
-}
 
 // sendReq is a message being written.
 type sendReq struct {
@@ -414,7 +388,7 @@ func (c *conn) takeQueued(r *recvReq) (bool, error) {
 // engine drives the connections of one group for the op that is running.
 type engine struct {
 	group  uint32 // groupHash of the group's name, stamped on every message
-	policy waitPolicy
+	policy wait.Policy
 	bulk   bool // the running op moves large segments (set by the algorithm)
 	rank   int
 	conns  []*conn // indexed by group rank; nil for self
@@ -571,17 +545,17 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 			continue
 		}
 		idle := now.Sub(idleSince)
-		spin, yield := e.policy.spin, e.policy.yield
+		policy := e.policy
 		if e.bulk {
 			// A segment takes hundreds of µs to arrive: a wake-up is cheap next to that, and
 			// spinning or yielding would take CPU from peers that share the cores.
-			spin, yield = min(spin, bulkWait), min(yield, bulkWait)
+			policy = policy.Capped(bulkWait)
 		}
-		switch {
-		case idle < spin:
+		switch policy.At(idle) {
+		case wait.SpinPhase:
 			continue
-		case idle < spin+yield:
-			schedYield()
+		case wait.YieldPhase:
+			wait.Yield()
 			continue
 		}
 		if err := g.aborted(); err != nil {
@@ -708,7 +682,3 @@ func (e *engine) contextErr(ctx context.Context) error {
 		backends.ErrTimeout, waiting)
 }
 
-func schedYield() {
-	_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
-	runtime.Gosched()
-}

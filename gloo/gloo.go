@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/wait"
 )
 
 // Name is the name the backend registers under.
@@ -51,7 +52,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 	}
 	g.eng.rank = cfg.Rank
 	g.eng.group = groupHash(cfg.Name)
-	g.eng.policy = newWaitPolicy(cfg.LocalSize)
+	g.eng.policy = wait.NewPolicy(cfg.LocalSize)
 	g.eng.conns = make([]*conn, cfg.Size)
 	if cfg.Size == 1 {
 		return g, nil

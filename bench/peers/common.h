@@ -118,8 +118,10 @@ static inline size_t peers_parse_size(const char* s) {
   return (size_t)v;
 }
 
-/* Parse a comma separated list of sizes into out[]; returns count or -1. */
-static inline int peers_parse_size_list(const char* s, size_t* out, int cap) {
+/* Parse a comma separated list of sizes into out[]; every size must be a
+ * positive multiple of align bytes. Returns the count or -1. */
+static inline int peers_parse_size_list_align(const char* s, size_t* out,
+                                              int cap, size_t align) {
   int n = 0;
   char buf[1024];
   char* save = NULL;
@@ -128,10 +130,61 @@ static inline int peers_parse_size_list(const char* s, size_t* out, int cap) {
   strcpy(buf, s);
   for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     size_t v = peers_parse_size(tok);
-    if (v == 0 || v % 4 != 0 || n >= cap) return -1;
+    if (v == 0 || v % align != 0 || n >= cap) return -1;
     out[n++] = v;
   }
   return n;
+}
+
+/* The same for float32 (sizes must be multiples of 4 bytes). */
+static inline int peers_parse_size_list(const char* s, size_t* out, int cap) {
+  return peers_parse_size_list_align(s, out, cap, 4);
+}
+
+/* bfloat16 <-> float32. bfloat16 is the upper half of a float32; the
+ * conversion down rounds to nearest, ties to even (what PyTorch and gccl
+ * do), and keeps NaNs quiet NaNs. */
+static inline float peers_bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+static inline uint16_t peers_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+/* nccl-tests' bus bandwidth factor (busbw = algbw * factor). */
+static inline double peers_bus_factor(const char* op, int nranks) {
+  double n = (double)nranks;
+  if (strcmp(op, "allreduce") == 0) return 2.0 * (n - 1) / n;
+  if (strcmp(op, "allgather") == 0 || strcmp(op, "reducescatter") == 0)
+    return (n - 1) / n;
+  return 1.0; /* broadcast; barrier has no bytes */
+}
+
+/* One JSON line for any op/dtype. bytes and count follow nccl-tests (and
+ * `gccl bench`): count is the total element count, bytes = count * element
+ * size (allgather: total output; reducescatter: total input; broadcast: the
+ * buffer). */
+static inline void peers_print_row(FILE* f, const char* impl, const char* op,
+                                   const char* dtype, int nranks,
+                                   size_t bytes, size_t count,
+                                   double time_sec, long wrong) {
+  double algbw = time_sec > 0 ? (double)bytes / time_sec / 1e9 : 0.0;
+  double busbw = algbw * peers_bus_factor(op, nranks);
+  fprintf(f,
+          "{\"op\":\"%s\",\"dtype\":\"%s\",\"nranks\":%d,"
+          "\"bytes\":%zu,\"count\":%zu,\"time_us\":%.3f,"
+          "\"algbw_gbps\":%.6f,\"busbw_gbps\":%.6f,\"wrong\":%ld,"
+          "\"impl\":\"%s\"}\n",
+          op, dtype, nranks, bytes, count, time_sec * 1e6, algbw, busbw,
+          wrong, impl);
+  fflush(f);
 }
 
 /* One JSON object per line; keys identical to `gccl bench --json`, plus
@@ -140,16 +193,8 @@ static inline int peers_parse_size_list(const char* s, size_t* out, int cap) {
 static inline void peers_print_json(FILE* f, const char* impl, int nranks,
                                     size_t bytes, double time_sec,
                                     long wrong) {
-  double algbw = time_sec > 0 ? (double)bytes / time_sec / 1e9 : 0.0;
-  double busbw = algbw * 2.0 * (nranks - 1) / nranks;
-  fprintf(f,
-          "{\"op\":\"allreduce\",\"dtype\":\"float32\",\"nranks\":%d,"
-          "\"bytes\":%zu,\"count\":%zu,\"time_us\":%.3f,"
-          "\"algbw_gbps\":%.6f,\"busbw_gbps\":%.6f,\"wrong\":%ld,"
-          "\"impl\":\"%s\"}\n",
-          nranks, bytes, bytes / sizeof(float), time_sec * 1e6, algbw, busbw,
-          wrong, impl);
-  fflush(f);
+  peers_print_row(f, impl, "allreduce", "float32", nranks, bytes,
+                  bytes / sizeof(float), time_sec, wrong);
 }
 
 #endif /* GCCL_PEERS_COMMON_H */
