@@ -681,4 +681,3 @@ func (e *engine) contextErr(ctx context.Context) error {
 	return fmt.Errorf("%w: the op did not complete in time%s: check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)",
 		backends.ErrTimeout, waiting)
 }
-
