@@ -16,6 +16,7 @@ import (
 	"github.com/gccl/gccl/flightrecorder"
 
 	_ "github.com/gccl/gccl/gloo" // the default backend
+	_ "github.com/gccl/gccl/shm"  // shared memory within a host
 )
 
 // DefaultTimeout is the per-op timeout when none is configured (PyTorch's default).

@@ -11,6 +11,11 @@ import (
 // The kernels dispatch on dtype and op once per call (or once per 4 KiB block), then run a typed
 // loop. Buffers that are misaligned for their element type, and every buffer on a big-endian host,
 // go through aligned scratch copies of small blocks; results are the same either way.
+//
+// On amd64, ReduceInto and ReduceMany first try the SIMD kernels (simd.go, reduce_amd64.s: AVX-512
+// or AVX2, chosen at init), which work on the buffers in place whatever their alignment and give
+// the same bits as the pure-Go code here, which stays the fallback on every other platform and the
+// reference the SIMD kernels are tested against.
 
 // checkBuf validates that buf holds whole elements of dt.
 func checkBuf(fn string, dt DType, buf []byte) error {
@@ -59,6 +64,16 @@ func ReduceInto(op ReduceOp, dt DType, dst, src []byte) error {
 	if err := checkPair("ReduceInto", dst, src, -1); err != nil {
 		return err
 	}
+	if pair := [2][]byte{dst, src}; reduceSIMD(op, dt, dst, pair[:], true) {
+		return nil
+	}
+	reduceIntoGo(op, dt, dst, src)
+	return nil
+}
+
+// reduceIntoGo is ReduceInto's pure-Go path, after the checks: the reference for the SIMD kernels
+// (see simd.go).
+func reduceIntoGo(op ReduceOp, dt DType, dst, src []byte) {
 	size := dt.Size()
 	if aligned(dst, size) && aligned(src, size) {
 		if dt.isHalf() {
@@ -66,10 +81,9 @@ func ReduceInto(op ReduceOp, dt DType, dst, src []byte) error {
 		} else {
 			combine(op, dt, dst, src)
 		}
-		return nil
+		return
 	}
 	reduceBlocks(op, dt, dst, [][]byte{dst, src})
-	return nil
 }
 
 // ReduceMany computes dst = srcs[0] op srcs[1] op ... op srcs[n-1] element by element, combining
@@ -104,6 +118,9 @@ func ReduceMany(op ReduceOp, dt DType, dst []byte, srcs ...[]byte) error {
 	}
 	if len(srcs) == 1 {
 		copy(dst, srcs[0])
+		return nil
+	}
+	if reduceSIMD(op, dt, dst, srcs, false) {
 		return nil
 	}
 	reduceBlocks(op, dt, dst, srcs)

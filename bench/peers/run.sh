@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the peer allreduce benchmarks (Gloo, OpenMPI over TCP) on this machine.
+# Run the peer benchmarks (Gloo over TCP; OpenMPI over TCP and/or shared
+# memory) on this machine.
 #
 #   bench/peers/run.sh NRANKS [all|gloo|mpi]
 #
@@ -10,13 +11,26 @@
 # Environment knobs:
 #   GLOO_ALGOS        gloo algorithms, comma separated (default "default,ring";
 #                     also: ringchunked, hd, bcube). See README.md.
+#   MPI_TRANSPORT     OpenMPI transport(s): "tcp" (default; impl openmpi-tcp),
+#                     "shm" (impl openmpi-shm: --mca btl self,vader, or
+#                     self,sm on OpenMPI 5), or "both" (tcp, then shm).
+#   PEERS_OPS         ops for OpenMPI, comma separated (default "allreduce"):
+#                     allreduce, allgather, reducescatter, broadcast, barrier.
+#                     Gloo only measures allreduce: it is skipped when the
+#                     list has no allreduce.
+#   PEERS_DTYPE       float32 (default) or bfloat16 (OpenMPI only; gloo is
+#                     skipped for bfloat16).
 #   MPI_VARIANTS      space separated subset of "default yield0 yield1".
 #                     Default: "default" when NRANKS <= nproc, otherwise
 #                     "default yield0 yield1" (oversubscribed: compare
 #                     OpenMPI's busy polling against yielding).
-#   MPI_BIND          mpirun --bind-to value (default "none", the same as the
-#                     unpinned gloo and gccl processes; "core" = mpirun's own
-#                     default for NRANKS <= 2).
+#   MPI_BIND          mpirun --bind-to value for TCP (default "none", the same
+#                     as the unpinned gloo and gccl processes; "core" =
+#                     mpirun's own default for NRANKS <= 2).
+#   MPI_SHM_BIND      mpirun --bind-to value for shm (default "none"; see
+#                     README.md for what binding does to shared memory).
+#   MPI_EXTRA         extra mpirun arguments for every OpenMPI run (word
+#                     split), e.g. "--mca btl_vader_single_copy_mechanism none".
 #   PEERS_TARGET_SEC  timed seconds per size (default 0.2)
 #   PEERS_MIN_ITERS   minimum timed iterations per size (default 5)
 #   PEERS_SIZES       comma separated byte sizes (default 8,64,...,16M,64M)
@@ -33,6 +47,15 @@ NRANKS=$1
 WHAT=${2:-all}
 [[ $NRANKS =~ ^[0-9]+$ && $NRANKS -ge 1 ]] || usage
 case $WHAT in all|gloo|mpi) ;; *) usage ;; esac
+case ${MPI_TRANSPORT:-tcp} in
+  tcp) TRANSPORTS=(tcp) ;;
+  shm) TRANSPORTS=(shm) ;;
+  both) TRANSPORTS=(tcp shm) ;;
+  *) echo "MPI_TRANSPORT must be tcp, shm or both" >&2; exit 2 ;;
+esac
+OPS=${PEERS_OPS:-allreduce}
+DTYPE=${PEERS_DTYPE:-float32}
+case $DTYPE in float32|bfloat16) ;; *) echo "PEERS_DTYPE must be float32 or bfloat16" >&2; exit 2 ;; esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=$HERE/bin
@@ -76,6 +99,10 @@ fi
 
 # --- gloo -------------------------------------------------------------------
 run_gloo() {
+  if [[ ,$OPS, != *,allreduce,* || $DTYPE != float32 ]]; then
+    log "gloo: skipped (it only measures float32 allreduce; PEERS_OPS=$OPS PEERS_DTYPE=$DTYPE)"
+    return 0
+  fi
   local store
   store=$(mktemp -d /tmp/gccl-gloo-store.XXXXXX)
   log "gloo: $NRANKS ranks, algos ${GLOO_ALGOS:-default,ring}, store $store"
@@ -88,6 +115,14 @@ run_gloo() {
 }
 
 # --- openmpi ----------------------------------------------------------------
+# OpenMPI's shared-memory BTL is "vader" in 4.x and "sm" in 5.x.
+shm_btl() {
+  local ver major
+  ver=$(mpirun --version 2>/dev/null | sed -n 's/.*(Open MPI) \([0-9][0-9.]*\).*/\1/p' | head -n1)
+  major=${ver%%.*}
+  if [[ ${major:-0} -ge 5 ]]; then echo sm; else echo vader; fi
+}
+
 run_mpi() {
   local variants=${MPI_VARIANTS:-}
   if [[ -z $variants ]]; then
@@ -95,21 +130,35 @@ run_mpi() {
   fi
   # Running as root in a container: OpenMPI refuses unless told otherwise.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  local base=(mpirun --oversubscribe -np "$NRANKS" --bind-to "${MPI_BIND:-none}"
-    --mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo
-    --mca oob_tcp_if_include lo)
-  [[ $(id -u) -eq 0 ]] && base+=(--allow-run-as-root)
-  local rc=0 v extra impl
-  for v in $variants; do
-    case $v in
-      default) extra=(); impl=openmpi-tcp ;;
-      yield0) extra=(--mca mpi_yield_when_idle 0); impl=openmpi-tcp-yield0 ;;
-      yield1) extra=(--mca mpi_yield_when_idle 1); impl=openmpi-tcp-yield1 ;;
-      *) log "unknown MPI variant $v"; return 2 ;;
-    esac
-    log "openmpi: $NRANKS ranks, variant $v: ${base[*]} ${extra[*]}"
-    timeout --kill-after=10 "$TMO" "${base[@]}" "${extra[@]}" \
-      "$BIN/mpi_allreduce" --impl "$impl" "${COMMON[@]}" || rc=$?
+  local extra_user=()
+  [[ -n ${MPI_EXTRA:-} ]] && read -r -a extra_user <<<"$MPI_EXTRA"
+  local mpiargs=(--op "$OPS" --dtype "$DTYPE")
+  local rc=0 t v extra impl base btl
+  for t in "${TRANSPORTS[@]}"; do
+    # pml ob1 in both cases: Debian's OpenMPI also ships the UCX pml, which
+    # would pick its own transports and ignore the btl list.
+    if [[ $t == tcp ]]; then
+      base=(mpirun --oversubscribe -np "$NRANKS" --bind-to "${MPI_BIND:-none}"
+        --mca pml ob1 --mca btl self,tcp --mca btl_tcp_if_include lo
+        --mca oob_tcp_if_include lo)
+    else
+      btl=$(shm_btl)
+      base=(mpirun --oversubscribe -np "$NRANKS" --bind-to "${MPI_SHM_BIND:-none}"
+        --mca pml ob1 --mca btl "self,$btl" --mca oob_tcp_if_include lo)
+    fi
+    [[ $(id -u) -eq 0 ]] && base+=(--allow-run-as-root)
+    for v in $variants; do
+      case $v in
+        default) extra=(); impl=openmpi-$t ;;
+        yield0) extra=(--mca mpi_yield_when_idle 0); impl=openmpi-$t-yield0 ;;
+        yield1) extra=(--mca mpi_yield_when_idle 1); impl=openmpi-$t-yield1 ;;
+        *) log "unknown MPI variant $v"; return 2 ;;
+      esac
+      extra+=("${extra_user[@]}")
+      log "openmpi: $NRANKS ranks, $t, variant $v, ops $OPS, $DTYPE: ${base[*]} ${extra[*]}"
+      timeout --kill-after=10 "$TMO" "${base[@]}" "${extra[@]}" \
+        "$BIN/mpi_allreduce" --impl "$impl" "${mpiargs[@]}" "${COMMON[@]}" || rc=$?
+    done
   done
   return $rc
 }

@@ -1,9 +1,12 @@
-// Command table turns benchmark JSON lines (from gccl bench --json and bench/peers) into one
-// Markdown table: per implementation and size, the best median over all passes, with the range.
+// Command table turns benchmark JSON lines (from gccl bench --json and bench/peers) into Markdown
+// tables: per implementation and size, the best median over all passes, with the range. There is
+// one table per (op, dtype, ranks), in the order they first appear; a run of float32 all-reduce
+// at one rank count gives exactly one table.
 //
 //	bench/compare.sh 2 3 | go run ./bench/table
 //
-// Lines without an "impl" key are gccl's (impl "gccl").
+// Lines without an "impl" key are gccl's (impl "gccl"); lines without "op" or "dtype" count as
+// allreduce and float32.
 package main
 
 import (
@@ -13,12 +16,14 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 type row struct {
 	Impl   string  `json:"impl"`
 	Op     string  `json:"op"`
+	DType  string  `json:"dtype"`
 	NRanks int     `json:"nranks"`
 	Bytes  int64   `json:"bytes"`
 	TimeUs float64 `json:"time_us"`
@@ -27,12 +32,25 @@ type row struct {
 
 type cell struct{ best, worst float64 }
 
+// group is one table: the rows of one op, dtype and rank count.
+type group struct {
+	op, dtype string
+	nranks    int
+	cells     map[string]map[int64]*cell
+	impls     []string
+	sizes     map[int64]bool
+}
+
+type groupKey struct {
+	op, dtype string
+	nranks    int
+}
+
 func main() {
-	cells := map[string]map[int64]*cell{}
-	var impls []string
-	sizes := map[int64]bool{}
+	groups := map[groupKey]*group{}
+	var order []*group
 	wrong := map[string]int64{}
-	nranks := 0
+	var wrongImpls []string
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -46,45 +64,96 @@ func main() {
 		if r.Impl == "" {
 			r.Impl = "gccl"
 		}
-		nranks = r.NRanks
-		if cells[r.Impl] == nil {
-			cells[r.Impl] = map[int64]*cell{}
-			impls = append(impls, r.Impl)
+		if r.Op == "" {
+			r.Op = "allreduce"
 		}
-		c := cells[r.Impl][r.Bytes]
+		if r.DType == "" {
+			r.DType = "float32"
+		}
+		k := groupKey{r.Op, r.DType, r.NRanks}
+		g := groups[k]
+		if g == nil {
+			g = &group{op: r.Op, dtype: r.DType, nranks: r.NRanks,
+				cells: map[string]map[int64]*cell{}, sizes: map[int64]bool{}}
+			groups[k] = g
+			order = append(order, g)
+		}
+		if g.cells[r.Impl] == nil {
+			g.cells[r.Impl] = map[int64]*cell{}
+			g.impls = append(g.impls, r.Impl)
+		}
+		c := g.cells[r.Impl][r.Bytes]
 		if c == nil {
 			c = &cell{best: math.Inf(1)}
-			cells[r.Impl][r.Bytes] = c
+			g.cells[r.Impl][r.Bytes] = c
 		}
 		c.best = math.Min(c.best, r.TimeUs)
 		c.worst = math.Max(c.worst, r.TimeUs)
-		sizes[r.Bytes] = true
+		g.sizes[r.Bytes] = true
 		if r.Wrong > 0 {
+			if wrong[r.Impl] == 0 {
+				wrongImpls = append(wrongImpls, r.Impl)
+			}
 			wrong[r.Impl] += r.Wrong
 		}
 	}
+	for i, g := range order {
+		if i > 0 {
+			fmt.Println()
+		}
+		g.print()
+	}
+	for _, im := range wrongImpls {
+		fmt.Printf("\nWARNING: %s reported %d wrong elements\n", im, wrong[im])
+	}
+}
+
+// opNames are the table titles' names of the ops.
+var opNames = map[string]string{
+	"allreduce":     "all-reduce",
+	"allgather":     "all-gather",
+	"reducescatter": "reduce-scatter",
+	"broadcast":     "broadcast",
+	"barrier":       "barrier",
+}
+
+func (g *group) print() {
 	var sz []int64
-	for s := range sizes {
+	for s := range g.sizes {
 		sz = append(sz, s)
 	}
 	sort.Slice(sz, func(i, j int) bool { return sz[i] < sz[j] })
-	fmt.Printf("%d ranks: median time per all-reduce in µs, best of the passes (range over passes)\n\n", nranks)
-	fmt.Printf("| bytes | %s |\n", strings.Join(impls, " | "))
-	fmt.Printf("|---:|%s\n", strings.Repeat("---:|", len(impls)))
+	name := opNames[g.op]
+	if name == "" {
+		name = g.op
+	}
+	dt := ""
+	if g.dtype != "float32" {
+		dt = ", " + g.dtype
+	}
+	fmt.Printf("%d ranks%s: median time per %s in µs, best of the passes (range over passes)\n\n", g.nranks, dt, name)
+	fmt.Printf("| bytes | %s |\n", strings.Join(g.impls, " | "))
+	fmt.Printf("|---:|%s\n", strings.Repeat("---:|", len(g.impls)))
 	for _, s := range sz {
 		fmt.Printf("| %s |", human(s))
-		for _, im := range impls {
-			if c := cells[im][s]; c != nil {
-				fmt.Printf(" %.1f (%.0f–%.0f) |", c.best, c.best, c.worst)
+		for _, im := range g.impls {
+			if c := g.cells[im][s]; c != nil {
+				fmt.Printf(" %s (%s–%s) |", num(c.best, 1), num(c.best, 0), num(c.worst, 0))
 			} else {
 				fmt.Print(" – |")
 			}
 		}
 		fmt.Println()
 	}
-	for im, w := range wrong {
-		fmt.Printf("\nWARNING: %s reported %d wrong elements\n", im, w)
+}
+
+// num prints v with prec decimals, and sub-µs values (shared memory) with two significant
+// digits more, so that 0.23 does not print as 0.2 or its range as 0–0.
+func num(v float64, prec int) string {
+	if v < 1 && v > 0 {
+		prec += 2
 	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
 }
 
 func human(b int64) string {

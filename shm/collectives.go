@@ -1,0 +1,348 @@
+package shm
+
+import (
+	"context"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Every collective moves data in pieces of at most one slot. A piece is: each rank copies its
+// part into its own slot, one sync, then each rank reads what it needs from the others' slots.
+// Pieces alternate between a rank's two slots, so no trailing sync is needed: a rank writes a
+// slot again only two pieces later, after every member has passed a sync that follows its reads
+// of that slot. An op's first sync also checks that every member runs the same op.
+
+// smallAllReduceBytes: at or below, every rank reduces all slots itself (one sync); above, each
+// rank reduces its share of every piece and the others copy it (two syncs, n times less
+// reading per rank).
+var smallAllReduceBytes = 64 << 10
+
+func sameMem(a, b []byte) bool { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
+
+// nextBuf picks the slot buffer for the next piece.
+func (g *Group) nextBuf() int {
+	b := int(g.piece % 2)
+	g.piece++
+	return b
+}
+
+// enter is a piece's sync: the op's first piece checks the fingerprint.
+func (g *Group) enter(ctx context.Context, op backends.Op, first bool) error {
+	if first {
+		_, err := g.begin(ctx, op, 0)
+		return err
+	}
+	return g.sync(ctx)
+}
+
+// part is rank p's share [lo, hi) of a piece of n bytes, split element-aligned among size ranks.
+func part(n, size, p, es int) (int, int) {
+	elems := n / es
+	base, extra := elems/size, elems%size
+	lo := p*base + min(p, extra)
+	hi := lo + base
+	if p < extra {
+		hi++
+	}
+	return lo * es, hi * es
+}
+
+// pieceSize is the largest piece, element-aligned, when a slot is split in `ways`.
+func (g *Group) pieceSize(es, ways int) int {
+	return max(es, g.seg.l.slotBytes/ways/es*es)
+}
+
+// pieces calls fn for each piece [off, off+len) of total bytes (at least once, for empty ops).
+func pieces(total, size int, fn func(off, n int, first bool) error) error {
+	first := true
+	for off := 0; first || off < total; off += size {
+		if err := fn(off, min(size, total-off), first); err != nil {
+			return err
+		}
+		first = false
+	}
+	return nil
+}
+
+func (g *Group) local(op backends.Op, in, out []byte) {
+	if !sameMem(in, out) {
+		copy(out, in)
+	}
+}
+
+// AllReduce: small buffers are reduced by every rank from all slots in rank order; large ones
+// are reduce-scattered then all-gathered within each piece. Either way each element is reduced
+// in the same order, so every rank gets the same bits.
+func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(func() error {
+		ib, ob := in.Bytes(), out.Bytes()
+		if g.cfg.Size == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		return g.reduce(ctx, op, ib, ob, -1)
+	})
+}
+
+// begin1 keeps a one-rank group's sequence in step (nothing to check).
+func (g *Group) begin1(ctx context.Context, op backends.Op) error {
+	_, err := g.begin(ctx, op, 0)
+	return err
+}
+
+// reduce reduces ib over the group into ob on root (every rank when root < 0).
+func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
+	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
+	srcs := make([][]byte, n)
+	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
+		b := g.nextBuf()
+		copy(g.seg.slot(r, b), ib)
+		if err := g.enter(ctx, op, true); err != nil {
+			return err
+		}
+		if root >= 0 && r != root {
+			return nil
+		}
+		for p := range srcs {
+			srcs[p] = g.seg.slot(p, b)[:len(ib)]
+		}
+		return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
+	}
+	return pieces(len(ib), g.pieceSize(es, 1), func(off, pl int, first bool) error {
+		b := g.nextBuf()
+		mine := g.seg.slot(r, b)
+		copy(mine, ib[off:off+pl])
+		if err := g.enter(ctx, op, first); err != nil {
+			return err
+		}
+		lo, hi := part(pl, n, r, es)
+		for p := range srcs {
+			srcs[p] = g.seg.slot(p, b)[lo:hi]
+		}
+		// Our share, reduced in rank order, in place in our own slot: only we read it there
+		// until the next sync.
+		if err := tensor.ReduceMany(op.Reduce, op.DType, mine[lo:hi], srcs...); err != nil {
+			return err
+		}
+		if err := g.sync(ctx); err != nil {
+			return err
+		}
+		if root >= 0 && r != root {
+			return nil
+		}
+		for p := 0; p < n; p++ {
+			plo, phi := part(pl, n, p, es)
+			copy(ob[off+plo:off+phi], g.seg.slot(p, b)[plo:phi])
+		}
+		return nil
+	})
+}
+
+// Broadcast: the root copies each piece into its slot, the others copy it out.
+func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	return g.run(func() error {
+		bb := buf.Bytes()
+		if g.cfg.Size == 1 {
+			return g.begin1(ctx, op)
+		}
+		return pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
+			b := g.nextBuf()
+			if g.cfg.Rank == op.Root {
+				copy(g.seg.slot(op.Root, b), bb[off:off+pl])
+			}
+			if err := g.enter(ctx, op, first); err != nil {
+				return err
+			}
+			if g.cfg.Rank != op.Root {
+				copy(bb[off:off+pl], g.seg.slot(op.Root, b))
+			}
+			return nil
+		})
+	})
+}
+
+// Reduce: like AllReduce, with only the root copying results out.
+func (g *Group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(func() error {
+		ib := in.Bytes()
+		var ob []byte
+		if out != nil {
+			ob = out.Bytes()
+		}
+		if g.cfg.Size == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		return g.reduce(ctx, op, ib, ob, op.Root)
+	})
+}
+
+// gather copies every rank's in into out (rank order) on root, or on every rank when root < 0.
+func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
+	n, r, per := g.cfg.Size, g.cfg.Rank, len(ib)
+	return pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
+		b := g.nextBuf()
+		copy(g.seg.slot(r, b), ib[off:off+pl])
+		if err := g.enter(ctx, op, first); err != nil {
+			return err
+		}
+		if root >= 0 && r != root {
+			return nil
+		}
+		for p := 0; p < n; p++ {
+			copy(ob[p*per+off:p*per+off+pl], g.seg.slot(p, b))
+		}
+		return nil
+	})
+}
+
+// AllGather: every rank copies its part in, then every part out.
+func (g *Group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(func() error {
+		ib, ob := in.Bytes(), out.Bytes()
+		if g.cfg.Size == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		return g.gather(ctx, op, ib, ob, -1)
+	})
+}
+
+// Gather: like AllGather, with only the root copying out.
+func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(func() error {
+		ib := in.Bytes()
+		var ob []byte
+		if out != nil {
+			ob = out.Bytes()
+		}
+		if g.cfg.Size == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		return g.gather(ctx, op, ib, ob, op.Root)
+	})
+}
+
+// Scatter: the root copies every rank's part into a region of its slot; each rank copies its
+// region out.
+func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(func() error {
+		ob := out.Bytes()
+		var ib []byte
+		if in != nil {
+			ib = in.Bytes()
+		}
+		n, r, per := g.cfg.Size, g.cfg.Rank, len(ob)
+		if n == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		q := g.pieceSize(op.DType.Size(), n)
+		return pieces(per, q, func(off, pl int, first bool) error {
+			b := g.nextBuf()
+			if r == op.Root {
+				slot := g.seg.slot(r, b)
+				for p := 0; p < n; p++ {
+					copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+				}
+			}
+			if err := g.enter(ctx, op, first); err != nil {
+				return err
+			}
+			copy(ob[off:off+pl], g.seg.slot(op.Root, b)[r*q:r*q+pl])
+			return nil
+		})
+	})
+}
+
+// ReduceScatter: every rank copies its block for each rank into a region of its slot; each rank
+// reduces its region from every slot, in rank order.
+func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.run(func() error {
+		ib, ob := in.Bytes(), out.Bytes()
+		n, r, per := g.cfg.Size, g.cfg.Rank, len(ob)
+		if n == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		q := g.pieceSize(op.DType.Size(), n)
+		srcs := make([][]byte, n)
+		return pieces(per, q, func(off, pl int, first bool) error {
+			b := g.nextBuf()
+			slot := g.seg.slot(r, b)
+			for p := 0; p < n; p++ {
+				copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+			}
+			if err := g.enter(ctx, op, first); err != nil {
+				return err
+			}
+			for p := range srcs {
+				srcs[p] = g.seg.slot(p, b)[r*q : r*q+pl]
+			}
+			return tensor.ReduceMany(op.Reduce, op.DType, ob[off:off+pl], srcs...)
+		})
+	})
+}
+
+// AllToAll: every rank copies a piece of its block for each rank into a region of its slot;
+// each rank copies its region out of every slot. The number of pieces follows the largest block
+// any rank sends or receives, learned at the first sync.
+func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
+	return g.run(func() error {
+		n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
+		ib, ob := in.Bytes(), out.Bytes()
+		inOff, outOff := offsets(inSplits, es), offsets(outSplits, es)
+		if n == 1 {
+			g.local(op, ib, ob)
+			return g.begin1(ctx, op)
+		}
+		largest := 0
+		for p := 0; p < n; p++ {
+			largest = max(largest, inOff[p+1]-inOff[p], outOff[p+1]-outOff[p])
+		}
+		q := g.pieceSize(es, n)
+		clip := func(lo, hi, off int) (int, int) { // bytes [off, off+q) of block [lo, hi)
+			a := min(lo+off, hi)
+			return a, min(a+q, hi)
+		}
+		for k := 0; ; k++ {
+			off := k * q
+			b := g.nextBuf()
+			slot := g.seg.slot(r, b)
+			for p := 0; p < n; p++ {
+				lo, hi := clip(inOff[p], inOff[p+1], off)
+				copy(slot[p*q:], ib[lo:hi])
+			}
+			if k == 0 {
+				var err error
+				if largest, err = g.begin(ctx, op, largest); err != nil {
+					return err
+				}
+			} else if err := g.sync(ctx); err != nil {
+				return err
+			}
+			for p := 0; p < n; p++ {
+				lo, hi := clip(outOff[p], outOff[p+1], off)
+				copy(ob[lo:hi], g.seg.slot(p, b)[r*q:r*q+hi-lo])
+			}
+			if off+q >= largest {
+				return nil
+			}
+		}
+	})
+}
+
+func offsets(splits []int, es int) []int {
+	o := make([]int, len(splits)+1)
+	for i, s := range splits {
+		o[i+1] = o[i] + s*es
+	}
+	return o
+}
+
+// Barrier: one sync.
+func (g *Group) Barrier(ctx context.Context, op backends.Op) error {
+	return g.run(func() error { return g.begin1(ctx, op) })
+}

@@ -1,0 +1,281 @@
+package shm
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/wait"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Point-to-point messages travel through a mailbox per ordered pair of ranks: a ring buffer
+// read as a byte stream (a header, then the payload), with a head counter the sender advances
+// and a tail counter the receiver advances. Messages longer than the ring stream through it. A
+// receiver matches messages by tag; a message with another tag is read into a private queue.
+// A sender that finds the ring full drains every incoming ring meanwhile, so ranks sending to
+// each other at once (a pair, or a ring of ranks) never deadlock.
+
+const (
+	p2pHeader = 32
+	p2pMagic  = 0x50325047 // "GP2P"
+)
+
+// p2pMsg is a message read before its receive was posted.
+type p2pMsg struct {
+	tag  int64
+	data []byte
+}
+
+// rxState is the receive side of one incoming mailbox.
+type rxState struct {
+	queued []*p2pMsg
+	hdr    [p2pHeader]byte
+	hdrN   int
+	// the message being read: into dst (a posted receive) or into an unexpected message
+	inMsg   bool
+	tag     int64
+	dst     []byte
+	got     int
+	unexp   *p2pMsg
+	matched bool
+}
+
+type p2pState struct {
+	rx []rxState
+}
+
+func (s *p2pState) init(n int) { s.rx = make([]rxState, n) }
+
+// ringWrite copies as much of b as fits into the mailbox src->dst and returns how much.
+func (g *Group) ringWrite(dst int, b []byte) int {
+	head, tail, data := g.seg.mailbox(g.cfg.Rank, dst)
+	h, t := atomic.LoadUint64(head), atomic.LoadUint64(tail)
+	free := len(data) - int(h-t)
+	n := min(free, len(b))
+	if n <= 0 {
+		return 0
+	}
+	pos := int(h % uint64(len(data)))
+	k := copy(data[pos:], b[:n])
+	copy(data, b[k:n])
+	atomic.StoreUint64(head, h+uint64(n))
+	return n
+}
+
+// ringRead copies up to len(b) bytes from the mailbox src->this rank and returns how many.
+func (g *Group) ringRead(src int, b []byte) int {
+	head, tail, data := g.seg.mailbox(src, g.cfg.Rank)
+	h, t := atomic.LoadUint64(head), atomic.LoadUint64(tail)
+	n := min(int(h-t), len(b))
+	if n <= 0 {
+		return 0
+	}
+	pos := int(t % uint64(len(data)))
+	k := copy(b[:n], data[pos:])
+	copy(b[k:n], data)
+	atomic.StoreUint64(tail, t+uint64(n))
+	return n
+}
+
+// pull reads what src's mailbox holds. A message whose tag is wantTag lands in want (if want is
+// not nil and not yet filled); any other goes to the queue. It reports whether bytes moved and
+// whether want was filled.
+func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool, error) {
+	rx := &g.p2p.rx[src]
+	moved := false
+	for {
+		if !rx.inMsg {
+			k := g.ringRead(src, rx.hdr[rx.hdrN:])
+			if k == 0 {
+				return moved, nil
+			}
+			moved = true
+			rx.hdrN += k
+			if rx.hdrN < p2pHeader {
+				continue
+			}
+			rx.hdrN = 0
+			if binary.LittleEndian.Uint32(rx.hdr[0:]) != p2pMagic {
+				return moved, fmt.Errorf("corrupt mailbox from rank %d", src)
+			}
+			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
+			size := int(binary.LittleEndian.Uint64(rx.hdr[16:]))
+			rx.inMsg, rx.tag, rx.got = true, tag, 0
+			if want != nil && !*wantDone && tag == wantTag && !rx.hasQueued(tag) {
+				if size != len(want) {
+					return moved, fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
+						backends.ErrMismatch, src, size, tag, len(want))
+				}
+				rx.dst, rx.matched, rx.unexp = want, true, nil
+			} else {
+				rx.unexp = &p2pMsg{tag: tag, data: make([]byte, size)}
+				rx.dst, rx.matched = rx.unexp.data, false
+			}
+		}
+		if rx.got < len(rx.dst) {
+			k := g.ringRead(src, rx.dst[rx.got:])
+			if k == 0 {
+				return moved, nil
+			}
+			moved = true
+			rx.got += k
+			if rx.got < len(rx.dst) {
+				continue
+			}
+		}
+		rx.inMsg = false
+		if rx.matched {
+			*wantDone = true
+			return moved, nil
+		}
+		rx.queued = append(rx.queued, rx.unexp)
+		rx.unexp = nil
+	}
+}
+
+// p2pWait runs step until it reports done, spinning, then yielding, then sleeping, checking
+// the peer's liveness, aborts and the deadline.
+func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done bool, err error)) error {
+	var idleSince, lastLiveness time.Time
+	sleep := 20 * time.Microsecond
+	for iter := 0; ; iter++ {
+		moved, done, err := step()
+		if err != nil || done {
+			return err
+		}
+		if moved {
+			idleSince = time.Time{}
+			sleep = 20 * time.Microsecond
+			continue
+		}
+		if iter&63 != 63 {
+			continue
+		}
+		if err := g.aborted(); err != nil {
+			return err
+		}
+		if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
+			return g.peerAbort(peer, w)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
+				backends.ErrTimeout, peer)
+		}
+		t := now()
+		if idleSince.IsZero() {
+			idleSince, lastLiveness = t, t
+			continue
+		}
+		if t.Sub(lastLiveness) >= livenessEvery {
+			lastLiveness = t
+			if !alive(g.pids[peer]) {
+				return &backends.PeerLostError{Rank: peer, GlobalRank: g.globalRank(peer),
+					Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[peer])}
+			}
+		}
+		switch g.policy.At(t.Sub(idleSince)) {
+		case wait.SpinPhase:
+		case wait.YieldPhase:
+			wait.Yield()
+		default:
+			time.Sleep(sleep)
+			sleep = min(2*sleep, time.Millisecond)
+		}
+	}
+}
+
+// Send streams a header and buf into the mailbox to op.Peer.
+func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	return g.run(func() error {
+		var hdr [p2pHeader]byte
+		payload := buf.Bytes()
+		binary.LittleEndian.PutUint32(hdr[0:], p2pMagic)
+		binary.LittleEndian.PutUint64(hdr[8:], uint64(op.Tag))
+		binary.LittleEndian.PutUint64(hdr[16:], uint64(len(payload)))
+		binary.LittleEndian.PutUint32(hdr[24:], uint32(op.DType))
+		sent := 0
+		total := p2pHeader + len(payload)
+		return g.p2pWait(ctx, op.Peer, func() (bool, bool, error) {
+			moved := false
+			for sent < total {
+				var k int
+				if sent < p2pHeader {
+					k = g.ringWrite(op.Peer, hdr[sent:])
+				} else {
+					k = g.ringWrite(op.Peer, payload[sent-p2pHeader:])
+				}
+				if k == 0 {
+					break
+				}
+				sent += k
+				moved = true
+			}
+			if sent == total {
+				return moved, true, nil
+			}
+			// The ring is full. Its reader may itself be stuck sending (to us, or around a ring
+			// of ranks back to us): drain every incoming mailbox meanwhile.
+			for p := range g.p2p.rx {
+				if p == g.cfg.Rank {
+					continue
+				}
+				drained, err := g.pull(p, 0, nil, nil)
+				if err != nil {
+					return moved, false, err
+				}
+				moved = moved || drained
+			}
+			return moved, false, nil
+		})
+	})
+}
+
+// Recv receives into buf the next message from op.Peer with op.Tag: the oldest queued one, else
+// the next one in the stream.
+func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	return g.run(func() error {
+		b := buf.Bytes()
+		rx := &g.p2p.rx[op.Peer]
+		tag := int64(op.Tag)
+		done := false
+		take := func() error {
+			for i, m := range rx.queued {
+				if m.tag != tag {
+					continue
+				}
+				if len(m.data) != len(b) {
+					return fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
+						backends.ErrMismatch, op.Peer, len(m.data), tag, len(b))
+				}
+				copy(b, m.data)
+				rx.queued = append(rx.queued[:i], rx.queued[i+1:]...)
+				done = true
+				return nil
+			}
+			return nil
+		}
+		if err := take(); err != nil || done {
+			return err
+		}
+		return g.p2pWait(ctx, op.Peer, func() (bool, bool, error) {
+			moved, err := g.pull(op.Peer, tag, b, &done)
+			if err == nil && !done {
+				err = take() // a message with this tag may have completed into the queue
+			}
+			return moved, done, err
+		})
+	})
+}
+
+func (rx *rxState) hasQueued(tag int64) bool {
+	for _, m := range rx.queued {
+		if m.tag == tag {
+			return true
+		}
+	}
+	return false
+}

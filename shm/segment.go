@@ -1,0 +1,158 @@
+package shm
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Segment layout (all offsets multiples of 128, the span of two cache lines, so that no two
+// ranks' hot words share a line even with adjacent-line prefetch):
+//
+//	header                     128 B
+//	control block per rank     ctrlSize B each
+//	slots: per rank, 2 x slotBytes (alternating buffers)
+//	mailboxes: per ordered pair (src, dst), mailboxHdr + mailboxBytes
+const (
+	line       = 128
+	headerSize = line
+	ctrlSize   = 4 * line
+	mailboxHdr = 2 * line // head (written by the sender), tail (written by the receiver)
+	magic      = 0x4d485347434347 // "GCCGSHM"
+)
+
+// Offsets inside a control block.
+const (
+	ctrlPhase = 0        // uint64: the last sync phase this rank reached
+	ctrlFP    = line     // 2 x fingerprint (alternating by op)
+	ctrlPid   = 2 * line // int64: the rank's pid (liveness)
+	ctrlAbort = 3 * line // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
+	fpSize    = 48
+)
+
+// fingerprint is what a rank says it is doing at the first sync of an op; every rank checks
+// every other's, so a mismatch is an error on all of them.
+type fingerprint struct {
+	Seq      uint64
+	Kind     uint32
+	DType    uint32
+	Reduce   uint32
+	Root     int32
+	Count    int64
+	MaxBlock int64 // all-to-all: the largest block this rank sends or receives (bytes)
+	_        int64
+}
+
+// layout computes a group's segment geometry.
+type layout struct {
+	n            int
+	slotBytes    int
+	mailboxBytes int
+	ctrlOff      int
+	slotOff      int
+	mailOff      int
+	size         int
+}
+
+func newLayout(n, slotBytes, mailboxBytes int) layout {
+	l := layout{n: n, slotBytes: slotBytes, mailboxBytes: mailboxBytes}
+	l.ctrlOff = headerSize
+	l.slotOff = l.ctrlOff + n*ctrlSize
+	l.mailOff = l.slotOff + n*2*slotBytes
+	l.size = l.mailOff + n*n*(mailboxHdr+mailboxBytes)
+	return l
+}
+
+// segment is a mapped shared-memory segment.
+type segment struct {
+	mem []byte
+	l   layout
+}
+
+// createSegment makes an anonymous shared-memory file (memfd) of the layout's size and maps it.
+// It is never linked into /dev/shm, so nothing can be left behind, even after a crash; peers
+// open it through /proc/<pid>/fd/<fd> while the creator keeps fd open.
+func createSegment(name string, l layout) (*segment, int, error) {
+	fd, err := unix.MemfdCreate("gccl-"+name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, -1, fmt.Errorf("memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, int64(l.size)); err != nil {
+		unix.Close(fd)
+		return nil, -1, fmt.Errorf("sizing the segment to %d bytes: %w", l.size, err)
+	}
+	seg, err := mapSegment(fd, l)
+	if err != nil {
+		unix.Close(fd)
+		return nil, -1, err
+	}
+	atomic.StoreUint64(seg.u64(0), magic)
+	return seg, fd, nil
+}
+
+// openSegment maps the segment that process pid holds as fd.
+func openSegment(pid, fd int, l layout) (*segment, error) {
+	path := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the group's segment at %s: %w (are all ranks on this host, as the same user?)", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() != int64(l.size) {
+		return nil, fmt.Errorf("the group's segment has %d bytes, this rank expects %d: ranks disagree on the group size or the backend settings", st.Size(), l.size)
+	}
+	seg, err := mapSegment(int(f.Fd()), l)
+	if err != nil {
+		return nil, err
+	}
+	if atomic.LoadUint64(seg.u64(0)) != magic {
+		seg.unmap()
+		return nil, fmt.Errorf("%s is not a gccl segment", path)
+	}
+	return seg, nil
+}
+
+func mapSegment(fd int, l layout) (*segment, error) {
+	mem, err := unix.Mmap(fd, 0, l.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %d bytes of shared memory: %w", l.size, err)
+	}
+	return &segment{mem: mem, l: l}, nil
+}
+
+func (s *segment) unmap() {
+	if s.mem != nil {
+		_ = unix.Munmap(s.mem)
+		s.mem = nil
+	}
+}
+
+func (s *segment) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[off])) }
+
+func (s *segment) ctrl(rank, field int) *uint64 { return s.u64(s.l.ctrlOff + rank*ctrlSize + field) }
+
+func (s *segment) fp(rank int, opSeq uint64) *fingerprint {
+	off := s.l.ctrlOff + rank*ctrlSize + ctrlFP + int(opSeq%2)*fpSize
+	return (*fingerprint)(unsafe.Pointer(&s.mem[off]))
+}
+
+// slot is rank's buffer b (0 or 1).
+func (s *segment) slot(rank, b int) []byte {
+	off := s.l.slotOff + (rank*2+b)*s.l.slotBytes
+	return s.mem[off : off+s.l.slotBytes : off+s.l.slotBytes]
+}
+
+// mailbox is the ring buffer carrying src's messages to dst: its head counter (bytes written,
+// by src), tail counter (bytes consumed, by dst) and data.
+func (s *segment) mailbox(src, dst int) (head, tail *uint64, data []byte) {
+	off := s.l.mailOff + (src*s.l.n+dst)*(mailboxHdr+s.l.mailboxBytes)
+	data = s.mem[off+mailboxHdr : off+mailboxHdr+s.l.mailboxBytes : off+mailboxHdr+s.l.mailboxBytes]
+	return s.u64(off), s.u64(off + line), data
+}

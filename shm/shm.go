@@ -1,0 +1,283 @@
+package shm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/wait"
+)
+
+// Name is the name the backend registers under.
+const Name = "shm"
+
+func init() { backends.Register(Name, Backend{}) }
+
+// Backend creates shared-memory groups. The zero value uses the defaults.
+type Backend struct{}
+
+var _ backends.Backend = Backend{}
+
+// Defaults, overridable with GCCL_SHM_SLOT_BYTES and GCCL_SHM_MAILBOX_BYTES.
+const (
+	defaultSlotBytes    = 4 << 20   // per rank and buffer: the piece size of large collectives
+	defaultMailboxBytes = 256 << 10 // per ordered pair, for send/recv
+)
+
+// Group is one process group's shared-memory segment and this rank's view of it.
+type Group struct {
+	cfg   backends.Config
+	log   *slog.Logger
+	seg   *segment
+	pids  []int
+	phase uint64 // sync phases this rank has passed
+	opSeq uint64 // collectives run (selects the fingerprint slot)
+	piece uint64 // pieces run (selects the data buffer)
+
+	policy wait.Policy
+	opMu   sync.Mutex
+	abort  atomic.Pointer[error]
+	closed atomic.Bool
+	p2p    p2pState
+	tmp    []byte
+}
+
+var _ backends.Group = (*Group)(nil)
+
+// NewGroup maps the group's segment. Group rank 0 creates it and publishes where to find it;
+// the others map it and report back; rank 0 then drops its handle, so the segment lives exactly
+// as long as some member maps it.
+func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Group, error) {
+	g := &Group{cfg: cfg, log: cfg.Logger, policy: wait.NewPolicy(max(cfg.LocalSize, cfg.Size))}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+	if err := g.setup(ctx); err != nil {
+		if g.seg != nil {
+			g.seg.unmap()
+		}
+		return nil, fmt.Errorf("shm: group %q rank %d of %d: %w", cfg.Name, cfg.Rank, cfg.Size, err)
+	}
+	g.p2p.init(cfg.Size)
+	return g, nil
+}
+
+func envBytes(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v >= 4096 {
+		return v / 64 * 64
+	}
+	return def
+}
+
+func (g *Group) setup(ctx context.Context) error {
+	cfg := g.cfg
+	l := newLayout(cfg.Size, envBytes("GCCL_SHM_SLOT_BYTES", defaultSlotBytes), envBytes("GCCL_SHM_MAILBOX_BYTES", defaultMailboxBytes))
+	st := cfg.Store
+	host := hostID(cfg.Hostname)
+	// Every member must be on this host.
+	if err := st.Set(ctx, "shm/host/"+strconv.Itoa(cfg.Rank), []byte(host)); err != nil {
+		return err
+	}
+	for p := 0; p < cfg.Size; p++ {
+		v, err := st.Get(ctx, "shm/host/"+strconv.Itoa(p))
+		if err != nil {
+			return fmt.Errorf("waiting for rank %d: %w", p, err)
+		}
+		if string(v) != host {
+			return fmt.Errorf("rank %d runs on host %q and this rank on %q: the shm backend needs every member on one host; use backend \"gloo\" (or \"auto\") for groups that span hosts", p, v, host)
+		}
+	}
+	if cfg.Rank == 0 {
+		seg, fd, err := createSegment(cfg.Name, l)
+		if err != nil {
+			return err
+		}
+		g.seg = seg
+		defer unix.Close(fd)
+		where := fmt.Sprintf("%d %d %d", os.Getpid(), fd, l.size)
+		if err := st.Set(ctx, "shm/segment", []byte(where)); err != nil {
+			return err
+		}
+		if cfg.Size > 1 {
+			// Keep the memfd open until every member has mapped it.
+			if _, err := st.Get(ctx, "shm/all-mapped"); err != nil {
+				return fmt.Errorf("waiting for every rank to map the segment: %w", err)
+			}
+		}
+	} else {
+		v, err := st.Get(ctx, "shm/segment")
+		if err != nil {
+			return fmt.Errorf("waiting for rank 0's segment: %w", err)
+		}
+		var pid, fd, size int
+		if _, err := fmt.Sscanf(string(v), "%d %d %d", &pid, &fd, &size); err != nil {
+			return fmt.Errorf("bad segment record %q", v)
+		}
+		if size != l.size {
+			return fmt.Errorf("rank 0's segment has %d bytes, this rank expects %d: set the same GCCL_SHM_* values on every rank", size, l.size)
+		}
+		if g.seg, err = openSegment(pid, fd, l); err != nil {
+			return err
+		}
+		n, err := st.Add(ctx, "shm/mapped", 1)
+		if err != nil {
+			return err
+		}
+		if int(n) == cfg.Size-1 {
+			if err := st.Set(ctx, "shm/all-mapped", []byte("1")); err != nil {
+				return err
+			}
+		}
+	}
+	atomic.StoreUint64(g.seg.ctrl(cfg.Rank, ctrlPid), uint64(os.Getpid()))
+	// Learn every member's pid for liveness checks.
+	if err := st.Set(ctx, "shm/pid/"+strconv.Itoa(cfg.Rank), []byte(strconv.Itoa(os.Getpid()))); err != nil {
+		return err
+	}
+	g.pids = make([]int, cfg.Size)
+	for p := range g.pids {
+		v, err := st.Get(ctx, "shm/pid/"+strconv.Itoa(p))
+		if err != nil {
+			return err
+		}
+		g.pids[p], _ = strconv.Atoi(string(v))
+	}
+	return nil
+}
+
+// hostID identifies the host: GCCL_HOST_ID when set (tests use it to pretend ranks are on
+// different hosts), else the hostname and the boot id.
+func hostID(hostname string) string {
+	if v := os.Getenv("GCCL_HOST_ID"); v != "" {
+		return v
+	}
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return hostname + "/" + strings.TrimSpace(string(boot))
+}
+
+// aborted returns the error that aborted the group, or nil.
+func (g *Group) aborted() error {
+	if p := g.abort.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Abort classes in the control block's abort word.
+const (
+	abortOther    = 1
+	abortPeerLost = 2
+	abortTimeout  = 3
+	abortMismatch = 4
+)
+
+// fail records err as the group's abort cause and publishes it to the peers.
+func (g *Group) fail(err error) {
+	if !errors.Is(err, backends.ErrAborted) && !errors.Is(err, backends.ErrPeerLost) &&
+		!errors.Is(err, backends.ErrTimeout) && !errors.Is(err, backends.ErrMismatch) {
+		err = fmt.Errorf("%w: %w", backends.ErrAborted, err)
+	}
+	if !g.abort.CompareAndSwap(nil, &err) {
+		return
+	}
+	class, lost := uint64(abortOther), uint64(0)
+	var pl *backends.PeerLostError
+	switch {
+	case errors.As(err, &pl):
+		class, lost = abortPeerLost, uint64(pl.Rank+1)
+	case errors.Is(err, backends.ErrTimeout):
+		class = abortTimeout
+	case errors.Is(err, backends.ErrMismatch):
+		class = abortMismatch
+	}
+	if g.seg != nil && g.seg.mem != nil {
+		atomic.StoreUint64(g.seg.ctrl(g.cfg.Rank, ctrlAbort), class<<32|lost)
+	}
+}
+
+// peerAbort is the error for a peer's published abort word.
+func (g *Group) peerAbort(p int, word uint64) error {
+	class, lost := word>>32, int(word&0xffffffff)-1
+	switch class {
+	case abortPeerLost:
+		return &backends.PeerLostError{Rank: lost, GlobalRank: g.globalRank(lost), Cause: fmt.Sprintf("reported by rank %d", p)}
+	case abortTimeout:
+		return fmt.Errorf("%w: rank %d timed out", backends.ErrTimeout, p)
+	case abortMismatch:
+		return fmt.Errorf("%w: reported by rank %d", backends.ErrMismatch, p)
+	}
+	return fmt.Errorf("%w by rank %d", backends.ErrAborted, p)
+}
+
+func (g *Group) globalRank(r int) int {
+	if r >= 0 && r < len(g.cfg.GlobalRanks) {
+		return g.cfg.GlobalRanks[r]
+	}
+	return -1
+}
+
+// Abort fails the running op and every later one, and tells the peers.
+func (g *Group) Abort(cause error) {
+	if cause == nil {
+		cause = errors.New("aborted")
+	}
+	g.fail(cause)
+}
+
+// Close releases this rank's mapping. The segment itself goes when the last member unmaps it.
+func (g *Group) Close() error {
+	if g.closed.Swap(true) {
+		return nil
+	}
+	err := fmt.Errorf("%w: group closed", backends.ErrAborted)
+	g.abort.CompareAndSwap(nil, &err)
+	g.opMu.Lock()
+	defer g.opMu.Unlock()
+	if g.seg != nil {
+		g.seg.unmap()
+	}
+	return nil
+}
+
+// run runs one op; on error the group is aborted.
+func (g *Group) run(fn func() error) error {
+	g.opMu.Lock()
+	defer g.opMu.Unlock()
+	if err := g.aborted(); err != nil {
+		if errors.Is(err, backends.ErrAborted) {
+			return err
+		}
+		return fmt.Errorf("%w by an earlier failure: %w", backends.ErrAborted, err)
+	}
+	err := fn()
+	if err != nil {
+		g.fail(err)
+	}
+	return err
+}
+
+// scratch returns a private buffer of n bytes (valid until the next call, under opMu).
+func (g *Group) scratch(n int) []byte {
+	if cap(g.tmp) < n {
+		g.tmp = make([]byte, n)
+	}
+	return g.tmp[:n]
+}
+
+// now is the clock used for idle times.
+var now = time.Now

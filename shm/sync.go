@@ -1,0 +1,181 @@
+package shm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/wait"
+	"github.com/gccl/gccl/tensor"
+)
+
+// livenessEvery is how often a waiting rank checks that the peers it waits for are alive.
+const livenessEvery = 100 * time.Millisecond
+
+// opFingerprint describes op for the mismatch check.
+func opFingerprint(op backends.Op, maxBlock int) fingerprint {
+	fp := fingerprint{Seq: op.Seq, Kind: uint32(op.Kind), DType: uint32(op.DType), Reduce: uint32(op.Reduce),
+		Root: int32(op.Root), Count: int64(op.Count), MaxBlock: int64(maxBlock)}
+	if op.Kind == backends.OpAllToAll {
+		fp.Count = 0 // split sizes legitimately differ per rank
+	}
+	return fp
+}
+
+// begin is an op's first sync: it publishes the op's fingerprint, waits for every member and
+// checks that they all run the same op. It returns the largest MaxBlock any member published.
+func (g *Group) begin(ctx context.Context, op backends.Op, maxBlock int) (int, error) {
+	g.opSeq++
+	fp := opFingerprint(op, maxBlock)
+	*g.seg.fp(g.cfg.Rank, g.opSeq) = fp
+	if err := g.sync(ctx); err != nil {
+		return 0, err
+	}
+	largest := maxBlock
+	for p := 0; p < g.cfg.Size; p++ {
+		other := *g.seg.fp(p, g.opSeq)
+		if why := fpMismatch(other, fp); why != "" {
+			return 0, fmt.Errorf("%w: rank %d runs %s, this rank %s: %s", backends.ErrMismatch, p, describe(other), describe(fp), why)
+		}
+		largest = max(largest, int(other.MaxBlock))
+	}
+	return largest, nil
+}
+
+func describe(fp fingerprint) string {
+	return fmt.Sprintf("%s #%d (%d x %s, op %s, root %d)", backends.OpKind(fp.Kind), fp.Seq, fp.Count,
+		tensor.DType(fp.DType), tensor.ReduceOp(fp.Reduce), fp.Root)
+}
+
+func fpMismatch(got, want fingerprint) string {
+	switch {
+	case got.Seq != want.Seq:
+		return "ranks issued a different number of collectives"
+	case got.Kind != want.Kind:
+		return "ranks called different collectives"
+	case got.DType != want.DType:
+		return "ranks passed different dtypes"
+	case got.Count != want.Count:
+		return "ranks passed different element counts"
+	case got.Reduce != want.Reduce:
+		return "ranks passed different reduce ops"
+	case got.Root != want.Root:
+		return "ranks passed different roots"
+	}
+	return ""
+}
+
+// sync publishes that this rank reached the next phase and waits until every member has.
+func (g *Group) sync(ctx context.Context) error {
+	g.phase++
+	atomic.StoreUint64(g.seg.ctrl(g.cfg.Rank, ctrlPhase), g.phase)
+	return g.waitPhase(ctx, g.phase)
+}
+
+// waitPhase waits until every member has reached phase: spin, then yield, then sleep, checking
+// the peers' abort words, the deadline and, while waiting long, that the awaited peers live.
+func (g *Group) waitPhase(ctx context.Context, phase uint64) error {
+	n := g.cfg.Size
+	next := 0 // members before next are known to have arrived
+	var idleSince, lastLiveness time.Time
+	sleep := 20 * time.Microsecond
+	for iter := 0; ; iter++ {
+		for next < n && atomic.LoadUint64(g.seg.ctrl(next, ctrlPhase)) >= phase {
+			next++
+		}
+		if next == n {
+			return nil
+		}
+		if iter&63 != 63 {
+			continue
+		}
+		if err := g.checkPeers(ctx, next, phase); err != nil {
+			return err
+		}
+		t := now()
+		if idleSince.IsZero() {
+			idleSince, lastLiveness = t, t
+			continue
+		}
+		if t.Sub(lastLiveness) >= livenessEvery {
+			lastLiveness = t
+			if err := g.checkAlive(next, phase); err != nil {
+				return err
+			}
+		}
+		switch g.policy.At(t.Sub(idleSince)) {
+		case wait.SpinPhase:
+		case wait.YieldPhase:
+			wait.Yield()
+		default:
+			time.Sleep(sleep)
+			sleep = min(2*sleep, time.Millisecond)
+		}
+	}
+}
+
+// checkPeers returns an error if this group or a peer aborted, or the deadline passed.
+func (g *Group) checkPeers(ctx context.Context, next int, phase uint64) error {
+	if err := g.aborted(); err != nil {
+		return err
+	}
+	for p := 0; p < g.cfg.Size; p++ {
+		if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 && p != g.cfg.Rank {
+			return g.peerAbort(p, w)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: the op did not complete in time; still waiting for group rank(s) %v: check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)",
+				backends.ErrTimeout, g.behind(next, phase))
+		}
+		return err
+	}
+	return nil
+}
+
+// behind lists the members that have not reached phase.
+func (g *Group) behind(from int, phase uint64) []int {
+	var out []int
+	for p := from; p < g.cfg.Size; p++ {
+		if atomic.LoadUint64(g.seg.ctrl(p, ctrlPhase)) < phase {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkAlive turns a dead awaited member into a PeerLostError.
+func (g *Group) checkAlive(from int, phase uint64) error {
+	for _, p := range g.behind(from, phase) {
+		if !alive(g.pids[p]) {
+			return &backends.PeerLostError{Rank: p, GlobalRank: g.globalRank(p),
+				Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[p])}
+		}
+	}
+	return nil
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses: "pid (comm) S ...".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	switch b[i+2] {
+	case 'Z', 'X', 'x':
+		return false
+	}
+	return true
+}
