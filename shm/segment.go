@@ -20,7 +20,7 @@ const (
 	line       = 128
 	headerSize = line
 	ctrlSize   = 4 * line
-	mailboxHdr = 2 * line // head (written by the sender), tail (written by the receiver)
+	mailboxHdr = 2 * line         // head (written by the sender), tail (written by the receiver)
 	magic      = 0x4d485347434347 // "GCCGSHM"
 )
 
