@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin
 PKGS     := ./...
-RACEPKGS := ./comm/... ./gloo/... ./launch/... ./flightrecorder/... ./internal/ranktest/...
+RACEPKGS := ./comm/... ./gloo/... ./shm/... ./launch/... ./flightrecorder/... ./internal/ranktest/...
 
 .PHONY: all build test test-race bench demo lint fuzz clean peers
 
@@ -19,7 +19,11 @@ demo: build
 # peer-loss tests, then the race detector on the packages with concurrency.
 test: lint
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	# comm's fault tests (mismatch, timeout, init failures) again, on the shm backend
+	GCCL_BACKEND=shm $(GO) test -count=1 -run 'BadInput|Timeout|Async|Init' ./comm/
 	$(MAKE) test-race
+	@left=$$(ls /dev/shm | grep -i gccl || true); \
+	if [ -n "$$left" ]; then echo "left behind in /dev/shm: $$left"; exit 1; fi; echo "/dev/shm: nothing left behind"
 
 test-race:
 	$(GO) test -race -count=1 -timeout 20m -short $(RACEPKGS)
