@@ -20,7 +20,7 @@ demo: build
 test: lint
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	# comm's fault tests (mismatch, timeout, init failures) again, on the shm backend
-	GCCL_BACKEND=shm $(GO) test -count=1 -run 'BadInput|Timeout|Async|Init' ./comm/
+	GCCL_BACKEND=shm $(GO) test -count=1 -run '^Test(BadInput|Timeout|Async|Init)' ./comm/
 	$(MAKE) test-race
 	@left=$$(ls /dev/shm | grep -i gccl || true); \
 	if [ -n "$$left" ]; then echo "left behind in /dev/shm: $$left"; exit 1; fi; echo "/dev/shm: nothing left behind"

@@ -33,48 +33,68 @@ func benchData(dt DType, nbytes, count int) [][]byte {
 	return out
 }
 
-// BenchmarkReduceInto reports the throughput of dst += src in bytes of dst per second.
+// BenchmarkReduceInto reports the throughput of dst op= src in bytes of dst per second, for every
+// kernel level this CPU has (go is the pure-Go path; see simd.go).
 func BenchmarkReduceInto(b *testing.B) {
 	cases := []struct {
 		op ReduceOp
 		dt DType
 	}{
 		{Sum, Float32},
-		{Sum, BFloat16},
-		{Sum, Float16},
 		{Max, Float32},
+		{Sum, BFloat16},
+		{Max, BFloat16},
+		{Sum, Float16},
+		{Max, Float16},
+		{Sum, Int32},
 		{Sum, Int64},
 	}
 	for _, c := range cases {
 		for _, sz := range benchSizes {
-			b.Run(fmt.Sprintf("%s/%s/%s", c.op, c.dt, sz.name), func(b *testing.B) {
-				bufs := benchData(c.dt, sz.bytes, 2)
-				b.SetBytes(int64(sz.bytes))
-				for b.Loop() {
-					if err := ReduceInto(c.op, c.dt, bufs[0], bufs[1]); err != nil {
-						b.Fatal(err)
+			for _, lv := range simdLevels {
+				b.Run(fmt.Sprintf("%s/%s/%s/%s", c.op, c.dt, sz.name, lv), func(b *testing.B) {
+					useLevel(b, lv)
+					bufs := benchData(c.dt, sz.bytes, 2)
+					b.SetBytes(int64(sz.bytes))
+					for b.Loop() {
+						if err := ReduceInto(c.op, c.dt, bufs[0], bufs[1]); err != nil {
+							b.Fatal(err)
+						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
 
-// BenchmarkReduceMany reports the throughput of dst = src0 + ... + src7, in bytes of dst per
-// second.
+// BenchmarkReduceMany reports the throughput of dst = src0 + ... + src(k-1), in bytes of dst per
+// second: 2 and 8 sources of 8 KiB (the shm backend's small-message all-reduce sums every rank's
+// slot this way), and 8 sources of the larger sizes.
 func BenchmarkReduceMany(b *testing.B) {
+	type benchCase struct {
+		k     int
+		name  string
+		bytes int
+	}
+	cases := []benchCase{{2, "8KiB", 8 << 10}, {8, "8KiB", 8 << 10}}
+	for _, sz := range benchSizes {
+		cases = append(cases, benchCase{8, sz.name, sz.bytes})
+	}
 	for _, dt := range []DType{Float32, BFloat16} {
-		for _, sz := range benchSizes {
-			b.Run(fmt.Sprintf("SUM/%s/8srcs/%s", dt, sz.name), func(b *testing.B) {
-				srcs := benchData(dt, sz.bytes, 8)
-				dst := make([]byte, sz.bytes)
-				b.SetBytes(int64(sz.bytes))
-				for b.Loop() {
-					if err := ReduceMany(Sum, dt, dst, srcs...); err != nil {
-						b.Fatal(err)
+		for _, c := range cases {
+			for _, lv := range simdLevels {
+				b.Run(fmt.Sprintf("SUM/%s/%dsrcs/%s/%s", dt, c.k, c.name, lv), func(b *testing.B) {
+					useLevel(b, lv)
+					srcs := benchData(dt, c.bytes, c.k)
+					dst := make([]byte, c.bytes)
+					b.SetBytes(int64(c.bytes))
+					for b.Loop() {
+						if err := ReduceMany(Sum, dt, dst, srcs...); err != nil {
+							b.Fatal(err)
+						}
 					}
-				}
-			})
+				})
+			}
 		}
 	}
 }
