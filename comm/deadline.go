@@ -14,12 +14,15 @@ type deadlineCtx struct {
 	deadline time.Time
 }
 
-func withDeadline(parent context.Context, timeout time.Duration) context.Context {
-	d := time.Now().Add(timeout)
+// deadline bounds the running op by the group's timeout. Ops on a group run one at a time, so
+// the group reuses one context for them rather than allocating one per op.
+func (pg *ProcessGroup) deadline(parent context.Context) context.Context {
+	d := time.Now().Add(pg.timeout)
 	if pd, ok := parent.Deadline(); ok && pd.Before(d) {
 		return parent
 	}
-	return &deadlineCtx{Context: parent, deadline: d}
+	pg.opCtx = deadlineCtx{Context: parent, deadline: d}
+	return &pg.opCtx
 }
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }

@@ -39,6 +39,7 @@ type ProcessGroup struct {
 	closed   bool
 	children map[string]int // NewGroup / Split counters, for stable group names
 	names    [16]string     // flight-recorder profiling names by op kind
+	opCtx    deadlineCtx    // the running op's context (one op runs at a time)
 }
 
 // Rank is this process's rank in the group.
@@ -142,14 +143,17 @@ func (pg *ProcessGroup) issue(req *request, in, out []*tensor.Tensor) error {
 	pg.issued++
 	pg.mu.Unlock()
 	if rec := pg.w.recorder; rec.Enabled() {
+		// Shapes go through stack buffers: the recorder copies them.
+		var dims [16]int64
+		inSizes, inDtypes, nIn, rest := shapesOf(in, dims[:0:8])
+		outSizes, outDtypes, nOut, _ := shapesOf(out, rest)
 		r := flightrecorder.OpRecord{
 			Group: pg.id, ProfilingName: pg.profilingName(req.op), OpID: int64(req.ticket + 1),
-			InputSizes: sizesOf(in), InputDtypes: dtypesOf(in), OutputSizes: sizesOf(out), OutputDtypes: dtypesOf(out),
 			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout,
 		}
 		// Like PyTorch, every entry carries both counters as they stand after this op.
 		r.CollectiveSeqID, r.P2PSeqID = int64(collSeq), int64(p2pSeq)
-		req.record = rec.Record(r)
+		req.record = rec.RecordShapes(r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
 	}
 	return nil
 }
@@ -238,7 +242,7 @@ func (pg *ProcessGroup) finishTurn() {
 func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
 	rec.Started(req.record)
-	ctx = withDeadline(ctx, pg.timeout)
+	ctx = pg.deadline(ctx)
 	err := req.run(ctx)
 	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if err == nil {
@@ -286,28 +290,19 @@ func (pg *ProcessGroup) Close() error {
 	return err
 }
 
-func sizesOf(ts []*tensor.Tensor) [][]int64 {
-	out := make([][]int64, 0, len(ts))
+// shapesOf returns the non-nil tensors' shapes (carved out of buf) and dtype names, for the
+// flight recorder, in arrays returned by value so that everything stays on the caller's stack;
+// also how many, and what is left of buf.
+func shapesOf(ts []*tensor.Tensor, buf []int64) (sizes [2][]int64, dtypes [2]string, n int, rest []int64) {
 	for _, t := range ts {
-		if t == nil {
+		if t == nil || n == len(sizes) {
 			continue
 		}
-		s := t.Shape()
-		d := make([]int64, len(s))
-		for i, v := range s {
-			d[i] = int64(v)
-		}
-		out = append(out, d)
+		start := len(buf)
+		buf = t.AppendShape(buf)
+		sizes[n] = buf[start:len(buf):len(buf)]
+		dtypes[n] = t.DType().TorchName()
+		n++
 	}
-	return out
-}
-
-func dtypesOf(ts []*tensor.Tensor) []string {
-	out := make([]string, 0, len(ts))
-	for _, t := range ts {
-		if t != nil {
-			out = append(out, t.DType().TorchName())
-		}
-	}
-	return out
+	return sizes, dtypes, n, buf
 }

@@ -192,6 +192,13 @@ var stackPool = sync.Pool{New: func() any { return new([MaxFrames]uintptr) }}
 // overwritten. It sets the group's last_enqueued_collective. A disabled
 // Recorder returns 0.
 func (r *Recorder) Record(op OpRecord) uint64 {
+	return r.RecordShapes(op, op.InputSizes, op.OutputSizes, op.InputDtypes, op.OutputDtypes)
+}
+
+// RecordShapes is Record with the tensors' sizes and dtypes given apart from op (whose own
+// are ignored). Record copies them, so a caller on a hot path can keep them in stack buffers:
+// passed inside op they would escape with op's strings.
+func (r *Recorder) RecordShapes(op OpRecord, inSizes, outSizes [][]int64, inDtypes, outDtypes []string) uint64 {
 	if !r.Enabled() {
 		return 0
 	}
@@ -224,10 +231,10 @@ func (r *Recorder) Record(op OpRecord) uint64 {
 	s.timeoutMs = op.Timeout.Milliseconds()
 	s.createdNs, s.createdMono = wall, mono
 	s.startedNs, s.completedNs, s.startedMono = 0, 0, 0
-	s.inDims, s.sizes = appendShapes(s.inDims[:0], s.sizes[:0], op.InputSizes)
-	s.outDims, s.sizes = appendShapes(s.outDims[:0], s.sizes, op.OutputSizes)
-	s.inDtypes = append(s.inDtypes[:0], op.InputDtypes...)
-	s.outDtypes = append(s.outDtypes[:0], op.OutputDtypes...)
+	s.inDims, s.sizes = appendShapes(s.inDims[:0], s.sizes[:0], inSizes)
+	s.outDims, s.sizes = appendShapes(s.outDims[:0], s.sizes, outSizes)
+	s.inDtypes = append(s.inDtypes[:0], inDtypes...)
+	s.outDtypes = append(s.outDtypes[:0], outDtypes...)
 	if stack != nil {
 		s.pcs = append(s.pcs[:0], stack[:depth]...)
 	} else {
