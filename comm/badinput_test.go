@@ -713,7 +713,7 @@ func TestBadInputInvalidArguments(t *testing.T) {
 				err := tc.call(cctx, pg)
 				require.Error(t, err)
 				checkInvalid(t, tc, 0, 1, err.Error(), errors.Is(err, comm.ErrInvalidArgument))
-				assert.Less(t, time.Since(start), 100*time.Millisecond)
+				assert.Less(t, time.Since(start), time.Second)
 			})
 		}
 		// Nothing was issued: the next op is collective #1 and works.
@@ -1160,7 +1160,7 @@ func TestAsyncInvalidArgument(t *testing.T) {
 		cancel()
 		start := time.Now()
 		assert.Error(t, w.Wait(cctx), name)
-		assert.Less(t, time.Since(start), 50*time.Millisecond, name)
+		assert.Less(t, time.Since(start), time.Second, name)
 	}
 
 	w := pg.AllReduceAsync(biF32(2), comm.Sum)
