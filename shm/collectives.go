@@ -81,6 +81,9 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 			g.local(op, ib, ob)
 			return g.begin1(ctx, op)
 		}
+		if g.singleCopy && singleCopyBytes > 0 && len(ob) >= singleCopyBytes {
+			return g.allReduceSingleCopy(ctx, op, ib, ob)
+		}
 		return g.reduce(ctx, op, ib, ob, -1)
 	})
 }

@@ -42,8 +42,8 @@ type fingerprint struct {
 	Reduce   uint32
 	Root     int32
 	Count    int64
-	MaxBlock int64 // all-to-all: the largest block this rank sends or receives (bytes)
-	_        int64
+	MaxBlock int64  // all-to-all: the largest block this rank sends or receives (bytes)
+	Addr     uint64 // single-copy ops: the address of this rank's buffer
 }
 
 // layout computes a group's segment geometry.

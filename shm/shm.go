@@ -50,6 +50,8 @@ type Group struct {
 	closed atomic.Bool
 	p2p    p2pState
 	tmp    []byte
+	// singleCopy: every member can read every other's memory (process_vm_readv).
+	singleCopy bool
 }
 
 var _ backends.Group = (*Group)(nil)
@@ -156,6 +158,9 @@ func (g *Group) setup(ctx context.Context) error {
 			return err
 		}
 		g.pids[p], _ = strconv.Atoi(string(v))
+	}
+	if cfg.Size > 1 {
+		return g.probeSingleCopy(ctx)
 	}
 	return nil
 }
