@@ -20,6 +20,14 @@ var smallAllReduceBytes = 64 << 10
 
 func sameMem(a, b []byte) bool { return len(a) > 0 && len(b) > 0 && &a[0] == &b[0] }
 
+// srcList is the group's reusable list of one source per rank (under opMu).
+func (g *Group) srcList() [][]byte {
+	if len(g.srcs) != g.cfg.Size {
+		g.srcs = make([][]byte, g.cfg.Size)
+	}
+	return g.srcs
+}
+
 // nextBuf picks the slot buffer for the next piece.
 func (g *Group) nextBuf() int {
 	b := int(g.piece % 2)
@@ -97,7 +105,7 @@ func (g *Group) begin1(ctx context.Context, op backends.Op) error {
 // reduce reduces ib over the group into ob on root (every rank when root < 0).
 func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
-	srcs := make([][]byte, n)
+	srcs := g.srcList()
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib)
@@ -271,7 +279,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			return g.begin1(ctx, op)
 		}
 		q := g.pieceSize(op.DType.Size(), n)
-		srcs := make([][]byte, n)
+		srcs := g.srcList()
 		return pieces(per, q, func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			slot := g.seg.slot(r, b)

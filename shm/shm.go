@@ -50,6 +50,7 @@ type Group struct {
 	closed atomic.Bool
 	p2p    p2pState
 	tmp    []byte
+	srcs   [][]byte
 	// singleCopy: every member can read every other's memory (process_vm_readv).
 	singleCopy bool
 }
