@@ -16,7 +16,9 @@
 // the same bits on every rank, whatever the buffers' alignment. float16 and bfloat16
 // are accumulated in float32 and rounded once (round to nearest even); integers wrap around; MIN and
 // MAX propagate NaN and are commutative bit for bit. AVG and PREMUL_SUM reduce as SUM; DivideBy and
-// Scale do the division and the pre-multiplication.
+// Scale do the division and the pre-multiplication. On amd64 they run AVX-512 or AVX2 assembly,
+// picked at start-up from the CPU's features, which gives the same bits as the pure-Go kernels
+// that run everywhere else; ReduceMany combines all its sources in one pass.
 //
 // An all-reduce with AVG over the buffers of three ranks, as a backend would run it:
 //

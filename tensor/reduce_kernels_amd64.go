@@ -9,97 +9,85 @@ type kernelFamily uint8
 
 // The kernel families.
 const (
-	famF32Add  kernelFamily = iota // SUM of float32
-	famF32Mul                      // PRODUCT of float32
-	famF32Min                      // MIN of float32; stops at a NaN operand
-	famF32Max                      // MAX of float32; stops at a NaN operand
-	famF64Add                      // SUM of float64
-	famF64Mul                      // PRODUCT of float64
-	famF64Min                      // MIN of float64; stops at a NaN operand
-	famF64Max                      // MAX of float64; stops at a NaN operand
-	famBF16Add                     // SUM of bfloat16 in float32, rounded once; stops at a NaN result
-	famBF16Mul                     // PRODUCT of bfloat16 in float32, rounded once; stops at a NaN result
-	famF16Add                      // SUM of float16 in float32, rounded once; stops at a NaN result
-	famF16Mul                      // PRODUCT of float16 in float32, rounded once; stops at a NaN result
-	famBF16Min                     // MIN of bfloat16 bit patterns; stops at a NaN operand
-	famBF16Max                     // MAX of bfloat16 bit patterns; stops at a NaN operand
-	famF16Min                      // MIN of float16 bit patterns; stops at a NaN operand
-	famF16Max                      // MAX of float16 bit patterns; stops at a NaN operand
-	famI8Add                       // SUM of int8 or uint8 (wrapping)
-	famI8Min                       // MIN of int8
-	famI8Max                       // MAX of int8
-	famU8Min                       // MIN of uint8
-	famU8Max                       // MAX of uint8
-	famI32Add                      // SUM of int32 (wrapping)
-	famI32Mul                      // PRODUCT of int32 (wrapping)
-	famI32Min                      // MIN of int32
-	famI32Max                      // MAX of int32
-	famI64Add                      // SUM of int64 (wrapping)
-	famI64Mul                      // PRODUCT of int64 (wrapping); AVX-512DQ only
-	famI64Min                      // MIN of int64
-	famI64Max                      // MAX of int64
-	famBitAnd                      // BAND of any integer dtype, byte by byte
-	famBitOr                       // BOR of any integer dtype, byte by byte
-	famBitXor                      // BXOR of any integer dtype, byte by byte
-	famBoolOr                      // logical or of bool bytes
-	famBoolAnd                     // logical and of bool bytes
-	famBoolXor                     // logical xor of bool bytes
+	famF32Add      kernelFamily = iota // SUM of float32; stops at a NaN result
+	famF32Mul                          // PRODUCT of float32; stops at a NaN result
+	famF32Min                          // MIN of float32; stops at a NaN operand
+	famF32Max                          // MAX of float32; stops at a NaN operand
+	famF64Add                          // SUM of float64; stops at a NaN result
+	famF64Mul                          // PRODUCT of float64; stops at a NaN result
+	famF64Min                          // MIN of float64; stops at a NaN operand
+	famF64Max                          // MAX of float64; stops at a NaN operand
+	famBF16Add                         // SUM of bfloat16 in float32, rounded once; stops at a NaN result
+	famBF16Mul                         // PRODUCT of bfloat16 in float32, rounded once; stops at a NaN result
+	famF16Add                          // SUM of float16 in float32, rounded once; stops at a NaN result
+	famF16Mul                          // PRODUCT of float16 in float32, rounded once; stops at a NaN result
+	famBF16AddBF16                     // SUM of bfloat16 in float32, rounded once; stops at a NaN result or denormal; AVX512_BF16 rounding
+	famBF16MulBF16                     // PRODUCT of bfloat16 in float32, rounded once; stops at a NaN result or denormal; AVX512_BF16 rounding
+	famBF16Min                         // MIN of bfloat16 bit patterns; stops at a NaN operand
+	famBF16Max                         // MAX of bfloat16 bit patterns; stops at a NaN operand
+	famF16Min                          // MIN of float16 bit patterns; stops at a NaN operand
+	famF16Max                          // MAX of float16 bit patterns; stops at a NaN operand
+	famI8Add                           // SUM of int8 or uint8 (wrapping)
+	famI8Min                           // MIN of int8
+	famI8Max                           // MAX of int8
+	famU8Min                           // MIN of uint8
+	famU8Max                           // MAX of uint8
+	famI32Add                          // SUM of int32 (wrapping)
+	famI32Mul                          // PRODUCT of int32 (wrapping)
+	famI32Min                          // MIN of int32
+	famI32Max                          // MAX of int32
+	famI64Add                          // SUM of int64 (wrapping)
+	famI64Mul                          // PRODUCT of int64 (wrapping); AVX-512DQ only
+	famI64Min                          // MIN of int64
+	famI64Max                          // MAX of int64
+	famBitAnd                          // BAND of any integer dtype, byte by byte
+	famBitOr                           // BOR of any integer dtype, byte by byte
+	famBitXor                          // BXOR of any integer dtype, byte by byte
+	famBoolOr                          // logical or of bool bytes
+	famBoolAnd                         // logical and of bool bytes
+	famBoolXor                         // logical xor of bool bytes
 	numFamilies
 )
 
 // familyElemSize is the element size of each family's kernels, in bytes.
 var familyElemSize = [numFamilies]uint8{
-	famF32Add:  4,
-	famF32Mul:  4,
-	famF32Min:  4,
-	famF32Max:  4,
-	famF64Add:  8,
-	famF64Mul:  8,
-	famF64Min:  8,
-	famF64Max:  8,
-	famBF16Add: 2,
-	famBF16Mul: 2,
-	famF16Add:  2,
-	famF16Mul:  2,
-	famBF16Min: 2,
-	famBF16Max: 2,
-	famF16Min:  2,
-	famF16Max:  2,
-	famI8Add:   1,
-	famI8Min:   1,
-	famI8Max:   1,
-	famU8Min:   1,
-	famU8Max:   1,
-	famI32Add:  4,
-	famI32Mul:  4,
-	famI32Min:  4,
-	famI32Max:  4,
-	famI64Add:  8,
-	famI64Mul:  8,
-	famI64Min:  8,
-	famI64Max:  8,
-	famBitAnd:  1,
-	famBitOr:   1,
-	famBitXor:  1,
-	famBoolOr:  1,
-	famBoolAnd: 1,
-	famBoolXor: 1,
-}
-
-// familyMayStop reports the families whose kernels may stop early and leave elements to the Go code.
-var familyMayStop = [numFamilies]bool{
-	famF32Min:  true,
-	famF32Max:  true,
-	famF64Min:  true,
-	famF64Max:  true,
-	famBF16Add: true,
-	famBF16Mul: true,
-	famF16Add:  true,
-	famF16Mul:  true,
-	famBF16Min: true,
-	famBF16Max: true,
-	famF16Min:  true,
-	famF16Max:  true,
+	famF32Add:      4,
+	famF32Mul:      4,
+	famF32Min:      4,
+	famF32Max:      4,
+	famF64Add:      8,
+	famF64Mul:      8,
+	famF64Min:      8,
+	famF64Max:      8,
+	famBF16Add:     2,
+	famBF16Mul:     2,
+	famF16Add:      2,
+	famF16Mul:      2,
+	famBF16AddBF16: 2,
+	famBF16MulBF16: 2,
+	famBF16Min:     2,
+	famBF16Max:     2,
+	famF16Min:      2,
+	famF16Max:      2,
+	famI8Add:       1,
+	famI8Min:       1,
+	famI8Max:       1,
+	famU8Min:       1,
+	famU8Max:       1,
+	famI32Add:      4,
+	famI32Mul:      4,
+	famI32Min:      4,
+	famI32Max:      4,
+	famI64Add:      8,
+	famI64Mul:      8,
+	famI64Min:      8,
+	famI64Max:      8,
+	famBitAnd:      1,
+	famBitOr:       1,
+	famBitXor:      1,
+	famBoolOr:      1,
+	famBoolAnd:     1,
+	famBoolXor:     1,
 }
 
 // familyHasAVX2 reports the families with an AVX2 kernel (every family has an AVX-512 one).
@@ -279,6 +267,12 @@ func reduceF16AddAVX512(dst *byte, srcs *[]byte, k, off, n int) int
 func reduceF16MulAVX512(dst *byte, srcs *[]byte, k, off, n int) int
 
 //go:noescape
+func reduceBF16AddBF16AVX512(dst *byte, srcs *[]byte, k, off, n int) int
+
+//go:noescape
+func reduceBF16MulBF16AVX512(dst *byte, srcs *[]byte, k, off, n int) int
+
+//go:noescape
 func reduceBF16MinAVX512(dst *byte, srcs *[]byte, k, off, n int) int
 
 //go:noescape
@@ -359,10 +353,13 @@ func cvtF32ToBF16AVX512(dst, src *byte, n int) int
 //go:noescape
 func cvtF32ToF16AVX512(dst, src *byte, n int) int
 
-// callKernel runs the kernel of family f at level lv (see reduce_amd64.s). The level must be
-// levelAVX2 or levelAVX512 and the kernel must exist.
+//go:noescape
+func cvtF32ToBF16AVX512BF16(dst, src *byte, n int) int
+
+// callKernel runs the kernel of family f at level lv (see reduce_amd64.s). The level must not be
+// levelGo, and the kernel must exist.
 func callKernel(lv isaLevel, f kernelFamily, dst *byte, srcs *[]byte, k, off, n int) int {
-	if lv == levelAVX512 {
+	if lv >= levelAVX512 {
 		switch f {
 		case famF32Add:
 			return reduceF32AddAVX512(dst, srcs, k, off, n)
@@ -388,6 +385,10 @@ func callKernel(lv isaLevel, f kernelFamily, dst *byte, srcs *[]byte, k, off, n 
 			return reduceF16AddAVX512(dst, srcs, k, off, n)
 		case famF16Mul:
 			return reduceF16MulAVX512(dst, srcs, k, off, n)
+		case famBF16AddBF16:
+			return reduceBF16AddBF16AVX512(dst, srcs, k, off, n)
+		case famBF16MulBF16:
+			return reduceBF16MulBF16AVX512(dst, srcs, k, off, n)
 		case famBF16Min:
 			return reduceBF16MinAVX512(dst, srcs, k, off, n)
 		case famBF16Max:

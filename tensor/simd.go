@@ -10,6 +10,8 @@ package tensor
 //
 // The paths, chosen once at init by CPU feature (golang.org/x/sys/cpu):
 //
+//   - levelAVX512BF16 (levelAVX512 plus AVX512_BF16 and AVX512DQ): bfloat16 SUM and PRODUCT
+//     round with VCVTNE2PS2BF16; otherwise the same kernels as levelAVX512;
 //   - levelAVX512 (amd64 with AVX-512 F, BW and VL, plus AVX2 and F16C): 64-byte vectors, any
 //     length (masked loads and stores for the last partial vector);
 //   - levelAVX2 (amd64 with AVX2 and F16C): 32-byte vectors; a tail shorter than a vector goes
@@ -24,26 +26,34 @@ package tensor
 // and of int64 without AVX-512DQ) stays in pure Go.
 //
 // bfloat16 and float16 are widened to float32, combined, and rounded once to nearest even,
-// exactly as Float32ToBFloat16 and Float32ToFloat16 round: the narrowing code is checked against
-// them over every non-NaN float32 bit pattern (TestNarrowingExhaustive), and a kernel stops
-// before writing a NaN result, leaving that group of elements to the Go code, so that NaN
-// payloads follow the Go rules too. MIN and MAX of floats stop at a NaN operand in the same way;
-// between numbers they follow the package's rules (-0 below +0, commutative bit for bit) without
-// help. float32 and float64 SUM and PRODUCT keep the Go code's operand order, so that of two NaN
-// operands the first one's payload survives, as with the scalar SSE instructions Go emits.
+// exactly as Float32ToBFloat16 and Float32ToFloat16 round: the narrowing code of every level was
+// checked against them over all 2^32 float32 bit patterns (TestNarrowingExhaustive with
+// GCCL_TENSOR_EXHAUSTIVE=1; by default it checks a structured sample of 4 million). Every float
+// SUM and PRODUCT kernel stops before writing a NaN result, leaving that group of elements to the
+// Go code, so NaN payloads are the Go code's (which of two NaN operands survives depends on the
+// operand order of the scalar instructions the compiler picks, and so on the build, -race for
+// one). MIN and MAX of floats stop at a NaN operand in the same way; between numbers they follow
+// the package's rules (-0 below +0, commutative bit for bit) without help. levelAVX512BF16 rounds
+// bfloat16 with VCVTNE2PS2BF16, which flushes denormals: those kernels also stop at a denormal
+// float32 result. Data full of NaNs (or, there, denormals) therefore runs at about Go speed.
 //
 // Verification (simd_test.go): every kernel at every level the CPU has is compared bit for bit
 // with the pure-Go path on random data (NaNs with payloads, ±Inf, ±0, subnormals, integer
 // extremes), for lengths 0 to 300 and larger ones, misaligned buffers, 2 to 20 sources, and on
 // every float16 and bfloat16 bit pattern; FuzzSIMDMatchesGo does the same on arbitrary bytes.
+// The hand-encoded VCVTNE2PS2BF16 (the Go assembler lacks it) is checked against GNU as in
+// internal/asmgen's tests.
 
 // isaLevel is an instruction-set level of the reduction kernels.
 type isaLevel uint8
 
+// The levels, each a superset of the one before.
 const (
-	levelGo isaLevel = iota
-	levelAVX2
-	levelAVX512
+	levelGo         isaLevel = iota
+	levelAVX2                // AVX2 and F16C
+	levelAVX512              // plus AVX-512 F, BW and VL
+	levelAVX512BF16          // plus AVX512_BF16 and AVX512DQ: bfloat16 rounding in one instruction
+	numLevels
 )
 
 func (l isaLevel) String() string {
@@ -54,6 +64,8 @@ func (l isaLevel) String() string {
 		return "avx2"
 	case levelAVX512:
 		return "avx512"
+	case levelAVX512BF16:
+		return "avx512bf16"
 	}
 	return "unknown"
 }

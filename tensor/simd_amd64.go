@@ -14,10 +14,12 @@ func detectLevel() isaLevel {
 	switch {
 	case !x.HasAVX2 || !x.HasF16C:
 		return levelGo
-	case x.HasAVX512F && x.HasAVX512BW && x.HasAVX512VL:
-		return levelAVX512
+	case !x.HasAVX512F || !x.HasAVX512BW || !x.HasAVX512VL:
+		return levelAVX2
+	case x.HasAVX512BF16 && x.HasAVX512DQ:
+		return levelAVX512BF16
 	}
-	return levelAVX2
+	return levelAVX512
 }
 
 func supportedLevels() []isaLevel {
@@ -36,7 +38,8 @@ const (
 	// smallBlockBytes, so that reduceBlocks uses its small scratch.
 	stopChunkBytes = smallBlockBytes
 	// maxTailSources is the most sources whose AVX2 tail goes through scratch copies on the
-	// stack; beyond, the tail is computed in Go.
+	// stack (beyond, the tail is computed in Go), and the most for which computing elements in Go
+	// after a kernel stopped allocates nothing.
 	maxTailSources = 16
 )
 
@@ -121,18 +124,41 @@ func familyFor(op ReduceOp, dt DType) (kernelFamily, bool) {
 	return 0, false
 }
 
-// kernelFor returns the family of the kernel for op on dt at level lv, if there is one.
-func kernelFor(lv isaLevel, op ReduceOp, dt DType) (kernelFamily, bool) {
-	f, ok := familyFor(op, dt)
-	switch {
-	case !ok || lv == levelGo:
-		return 0, false
-	case lv == levelAVX2 && !familyHasAVX2[f]:
-		return 0, false
-	case f == famI64Mul && !hasAVX512DQ:
-		return 0, false
+// noKernel marks a missing entry of kernelTable.
+const noKernel = kernelFamily(255)
+
+// kernelTable holds, for each level, dtype and op, the kernel family to run, or noKernel.
+var kernelTable = func() (t [numLevels][numDTypes][numReduceOps]kernelFamily) {
+	for lv := range t {
+		for dt := range t[lv] {
+			for op := range t[lv][dt] {
+				t[lv][dt][op] = kernelFor(isaLevel(lv), ReduceOp(op), DType(dt))
+			}
+		}
 	}
-	return f, true
+	return t
+}()
+
+// kernelFor returns the family of the kernel for op on dt at level lv, or noKernel.
+func kernelFor(lv isaLevel, op ReduceOp, dt DType) kernelFamily {
+	f, ok := familyFor(op, dt)
+	if lv >= levelAVX512BF16 {
+		switch f {
+		case famBF16Add:
+			f = famBF16AddBF16
+		case famBF16Mul:
+			f = famBF16MulBF16
+		}
+	}
+	switch {
+	case !ok || lv == levelGo || checkReduce(op, dt) != nil:
+		return noKernel
+	case lv == levelAVX2 && !familyHasAVX2[f]:
+		return noKernel
+	case f == famI64Mul && !hasAVX512DQ:
+		return noKernel
+	}
+	return f
 }
 
 // reduceSIMD computes dst = srcs[0] op srcs[1] op ... (at least two sources, all as long as dst,
@@ -142,11 +168,11 @@ func kernelFor(lv isaLevel, op ReduceOp, dt DType) (kernelFamily, bool) {
 // NaN payloads for float16 and bfloat16 SUM and PRODUCT).
 func reduceSIMD(op ReduceOp, dt DType, dst []byte, srcs [][]byte, into bool) bool {
 	lv := simdLevel
-	if len(dst) == 0 {
+	if len(dst) == 0 || lv >= numLevels {
 		return false
 	}
-	f, ok := kernelFor(lv, op, dt)
-	if !ok {
+	f := kernelTable[lv][dt][op] // op and dt passed checkReduce: in range
+	if f == noKernel {
 		return false
 	}
 	size := int(familyElemSize[f])
@@ -155,47 +181,63 @@ func reduceSIMD(op ReduceOp, dt DType, dst []byte, srcs [][]byte, into bool) boo
 	if lv == levelAVX2 {
 		whole = n &^ (avx2VectorBytes/size - 1)
 	}
-	runKernel(lv, f, op, dt, dst, srcs, into, size, 0, whole)
+	if whole > 0 {
+		if done := callKernel(lv, f, &dst[0], &srcs[0], len(srcs), 0, whole); done < whole {
+			resumeKernel(lv, f, op, dt, dst, srcs, into, size, done, whole)
+		}
+	}
 	if whole < n {
 		reduceTailAVX2(f, op, dt, dst, srcs, into, size, whole*size)
 	}
 	return true
 }
 
-// runKernel runs the kernel on elements [from, to) of size bytes, and computes in Go the elements
-// where it stops early.
-func runKernel(lv isaLevel, f kernelFamily, op ReduceOp, dt DType, dst []byte, srcs [][]byte, into bool, size, from, to int) {
+// resumeKernel finishes elements [from, to) (of size bytes) after the kernel stopped at from: it
+// computes a few elements in Go, runs the kernel on the rest, and so on.
+func resumeKernel(lv isaLevel, f kernelFamily, op ReduceOp, dt DType, dst []byte, srcs [][]byte, into bool, size, from, to int) {
 	for from < to {
-		off := from * size
-		from += callKernel(lv, f, &dst[off], &srcs[0], len(srcs), off, to-from)
+		end := min(to, from+stopChunkBytes/size)
+		reduceRangeGo(op, dt, dst, srcs, into, from*size, end*size)
+		from = end
 		if from < to {
-			end := min(to, from+stopChunkBytes/size)
-			reduceRangeGo(op, dt, dst, srcs, into, from*size, end*size)
-			from = end
+			off := from * size
+			from += callKernel(lv, f, &dst[off], &srcs[0], len(srcs), off, to-from)
 		}
 	}
 }
 
 // reduceTailAVX2 computes bytes [lo, len(dst)) of the result, less than a vector, with the AVX2
-// kernel on zero-padded copies.
+// kernel on zero-padded copies on the stack: one per source, one for the result. Go clears them on
+// every call, so few sources get a small scratch. (The copies stay in this function: handing the
+// arrays to a helper that stores pointers to one in the other would move them to the heap.)
 func reduceTailAVX2(f kernelFamily, op ReduceOp, dt DType, dst []byte, srcs [][]byte, into bool, size, lo int) {
-	k := len(srcs)
-	if k > maxTailSources {
+	k, v := len(srcs), avx2VectorBytes/size
+	ok := false
+	switch {
+	case k <= 4:
+		var buf [4 + 1][avx2VectorBytes]byte
+		var hdr [4][]byte
+		for j, s := range srcs {
+			copy(buf[j][:], s[lo:])
+			hdr[j] = buf[j][:]
+		}
+		if ok = callKernel(levelAVX2, f, &buf[k][0], &hdr[0], k, 0, v) == v; ok {
+			copy(dst[lo:], buf[k][:])
+		}
+	case k <= maxTailSources:
+		var buf [maxTailSources + 1][avx2VectorBytes]byte
+		var hdr [maxTailSources][]byte
+		for j, s := range srcs {
+			copy(buf[j][:], s[lo:])
+			hdr[j] = buf[j][:]
+		}
+		if ok = callKernel(levelAVX2, f, &buf[k][0], &hdr[0], k, 0, v) == v; ok {
+			copy(dst[lo:], buf[k][:])
+		}
+	}
+	if !ok {
 		reduceRangeGo(op, dt, dst, srcs, into, lo, len(dst))
-		return
 	}
-	var buf [maxTailSources + 1][avx2VectorBytes]byte
-	var hdr [maxTailSources][]byte
-	for j, s := range srcs {
-		copy(buf[j][:], s[lo:])
-		hdr[j] = buf[j][:]
-	}
-	out := buf[k][:]
-	if v := avx2VectorBytes / size; callKernel(levelAVX2, f, &out[0], &hdr[0], k, 0, v) == v {
-		copy(dst[lo:], out)
-		return
-	}
-	reduceRangeGo(op, dt, dst, srcs, into, lo, len(dst))
 }
 
 // reduceRangeGo computes bytes [lo, hi) of the result in pure Go, with ReduceInto's code (into)
@@ -205,7 +247,7 @@ func reduceRangeGo(op ReduceOp, dt DType, dst []byte, srcs [][]byte, into bool, 
 		reduceIntoGo(op, dt, dst[lo:hi], srcs[1][lo:hi])
 		return
 	}
-	var buf [8][]byte
+	var buf [maxTailSources][]byte
 	sub := buf[:0]
 	if len(srcs) > len(buf) {
 		sub = make([][]byte, 0, len(srcs))

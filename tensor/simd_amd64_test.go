@@ -22,26 +22,33 @@ type narrowing struct {
 	lv   isaLevel
 	fn   func(dst, src *byte, n int) int
 	ref  func(float32) uint16
-	bf   bool // bfloat16: each vector's elements come out in the order of halfArith's widening
+	bf   bool // bfloat16: each vector's results interleave its two registers of float32s
+	// stopsAtDenormal: the kernels stop at denormal float32s as well as at NaNs.
+	stopsAtDenormal bool
 }
 
 func narrowings() []narrowing {
 	var out []narrowing
 	for _, lv := range simdLevels[1:] {
-		bf, f16 := cvtF32ToBF16AVX2, cvtF32ToF16AVX2
-		if lv == levelAVX512 {
-			bf, f16 = cvtF32ToBF16AVX512, cvtF32ToF16AVX512
+		switch lv {
+		case levelAVX2:
+			out = append(out,
+				narrowing{"bfloat16", lv, cvtF32ToBF16AVX2, Float32ToBFloat16, true, false},
+				narrowing{"float16", lv, cvtF32ToF16AVX2, Float32ToFloat16, false, false})
+		case levelAVX512:
+			out = append(out,
+				narrowing{"bfloat16", lv, cvtF32ToBF16AVX512, Float32ToBFloat16, true, false},
+				narrowing{"float16", lv, cvtF32ToF16AVX512, Float32ToFloat16, false, false})
+		case levelAVX512BF16:
+			out = append(out, narrowing{"bfloat16", lv, cvtF32ToBF16AVX512BF16, Float32ToBFloat16, true, true})
 		}
-		out = append(out,
-			narrowing{"bfloat16", lv, bf, Float32ToBFloat16, true},
-			narrowing{"float16", lv, f16, Float32ToFloat16, false})
 	}
 	return out
 }
 
 // vectorElems is the number of 16-bit results per vector at level lv.
 func vectorElems(lv isaLevel) int {
-	if lv == levelAVX512 {
+	if lv >= levelAVX512 {
 		return 32
 	}
 	return 16
@@ -52,12 +59,10 @@ func (c narrowing) sourceIndex(p int) int {
 	if !c.bf {
 		return p
 	}
-	half := vectorElems(c.lv) / 2 // float32s per register
-	lane, w := p/8, p%8
-	if w < 4 {
-		return 4*lane + w
+	if p%2 == 0 {
+		return p / 2
 	}
-	return half + 4*lane + w - 4
+	return vectorElems(c.lv)/2 + p/2 // the second register of float32s
 }
 
 // check converts src (a multiple of a vector long) and compares every result with the reference;
@@ -78,12 +83,13 @@ func (c narrowing) check(src []uint32, dst []uint16) string {
 		if start == len(src) {
 			break
 		}
-		hasNaN := false
+		special := false
 		for _, x := range src[start : start+v] {
-			hasNaN = hasNaN || x&0x7fffffff > 0x7f800000
+			a := x & 0x7fffffff
+			special = special || a > 0x7f800000 || (c.stopsAtDenormal && a != 0 && a < 0x00800000)
 		}
-		if !hasNaN {
-			return fmt.Sprintf("%s %s: stopped at %d, a vector without NaN", c.lv, c.name, start)
+		if !special {
+			return fmt.Sprintf("%s %s: stopped at %d, a vector without NaN (or denormal)", c.lv, c.name, start)
 		}
 		start += v
 	}

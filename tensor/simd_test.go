@@ -94,9 +94,23 @@ func misalignBy(b []byte, off int) []byte {
 	return out
 }
 
-// compareLevels runs ReduceMany (or ReduceInto for two sources with dst aliasing the first) at
-// level lv and at levelGo on copies of srcs, and fails unless the results are the same bits.
-func compareLevels(t *testing.T, lv isaLevel, op ReduceOp, dt DType, srcs [][]byte, dstOff int, into bool) {
+// callMode is how compareLevels calls the kernels.
+type callMode int
+
+const (
+	modeInto      callMode = iota // ReduceInto(srcs[0], srcs[1])
+	modeMany                      // ReduceMany into a separate dst
+	modeManyAlias                 // ReduceMany into the last source
+)
+
+func (m callMode) String() string {
+	return [...]string{"ReduceInto", "ReduceMany", "ReduceMany(dst=last src)"}[m]
+}
+
+// compareLevels runs ReduceInto or ReduceMany (see callMode) at level lv and at levelGo on copies
+// of srcs that start dstOff and other bytes past a 64-byte boundary, and fails unless the results
+// are the same bits.
+func compareLevels(t *testing.T, lv isaLevel, op ReduceOp, dt DType, srcs [][]byte, dstOff int, mode callMode) {
 	t.Helper()
 	run := func(l isaLevel) []byte {
 		simdLevel = l
@@ -105,12 +119,16 @@ func compareLevels(t *testing.T, lv isaLevel, op ReduceOp, dt DType, srcs [][]by
 			cp[i] = misalignBy(s, (dstOff+3*i+1)%8)
 		}
 		var dst []byte
-		if into {
+		switch mode {
+		case modeInto:
 			cp[0] = misalignBy(srcs[0], dstOff)
 			require.NoError(t, ReduceInto(op, dt, cp[0], cp[1]))
 			dst = cp[0]
-		} else {
+		case modeMany:
 			dst = misalignBy(make([]byte, len(srcs[0])), dstOff)
+			require.NoError(t, ReduceMany(op, dt, dst, cp...))
+		case modeManyAlias:
+			dst = cp[len(cp)-1]
 			require.NoError(t, ReduceMany(op, dt, dst, cp...))
 		}
 		return append([]byte{}, dst...)
@@ -128,8 +146,8 @@ func compareLevels(t *testing.T, lv isaLevel, op ReduceOp, dt DType, srcs [][]by
 			for j, s := range srcs {
 				ops[j] = fmt.Sprintf("%x", s[i:i+size])
 			}
-			require.Failf(t, "SIMD and Go differ", "%s %s %s into=%v k=%d n=%d dstOff=%d element %d: %s got %x, Go %x; operands (little-endian) %v",
-				lv, op, dt, into, len(srcs), len(got)/size, dstOff, i/size, lv, got[i:i+size], want[i:i+size], ops)
+			require.Failf(t, "SIMD and Go differ", "%s %s %s %s k=%d n=%d dstOff=%d element %d: %s got %x, Go %x; operands (little-endian) %v",
+				lv, op, dt, mode, len(srcs), len(got)/size, dstOff, i/size, lv, got[i:i+size], want[i:i+size], ops)
 		}
 	}
 }
@@ -140,12 +158,14 @@ func compareLevels(t *testing.T, lv isaLevel, op ReduceOp, dt DType, srcs [][]by
 func TestSIMDMatchesGo(t *testing.T) {
 	levels := simdOnly(t)
 	rng := rand.New(rand.NewPCG(21, 22))
-	lengths := []int{1000, 4096 + 7, 1<<16 + 13}
-	for n := range 301 {
-		lengths = append(lengths, n)
+	lengths := []int{1000, 4096 + 7}
+	if !testing.Short() && !raceEnabled {
+		lengths = append(lengths, 1<<16+13)
 	}
-	if testing.Short() || raceEnabled {
-		lengths = lengths[:3+70]
+	for n := range 301 {
+		if n <= 70 || (!testing.Short() && !raceEnabled) {
+			lengths = append(lengths, n)
+		}
 	}
 	for _, lv := range levels {
 		for _, p := range supportedPairs() {
@@ -155,7 +175,7 @@ func TestSIMDMatchesGo(t *testing.T) {
 					flavor := dataFlavor(n % 3)
 					dstOff := n % 8
 					pair := [][]byte{flavorElems(rng, dt, n, flavor), flavorElems(rng, dt, n, flavor)}
-					compareLevels(t, lv, op, dt, pair, dstOff, true)
+					compareLevels(t, lv, op, dt, pair, dstOff, modeInto)
 					k := []int{2, 3, 5, 8}[n%4]
 					if n%50 == 0 {
 						k = 17 + n%4 // beyond the AVX2 tail's stack scratch
@@ -164,7 +184,11 @@ func TestSIMDMatchesGo(t *testing.T) {
 					for i := range srcs {
 						srcs[i] = flavorElems(rng, dt, n, flavor)
 					}
-					compareLevels(t, lv, op, dt, srcs, dstOff, false)
+					mode := modeMany
+					if n%5 == 0 {
+						mode = modeManyAlias
+					}
+					compareLevels(t, lv, op, dt, srcs, dstOff, mode)
 				}
 			})
 		}
@@ -197,8 +221,8 @@ func TestSIMDHalfAllPatterns(t *testing.T) {
 						binary.LittleEndian.PutUint16(partners[5][2*h:], one)
 					}
 					for i, p := range partners {
-						compareLevels(t, lv, op, dt, [][]byte{all, p}, i%3, true)
-						compareLevels(t, lv, op, dt, [][]byte{p, all, partners[(i+1)%len(partners)]}, 0, false)
+						compareLevels(t, lv, op, dt, [][]byte{all, p}, i%3, modeInto)
+						compareLevels(t, lv, op, dt, [][]byte{p, all, partners[(i+1)%len(partners)]}, 0, modeMany)
 					}
 				})
 			}
@@ -275,10 +299,16 @@ func TestReduceNoAllocs(t *testing.T) {
 		for _, dt := range []DType{Float32, BFloat16, Float16, Int32} {
 			for _, n := range []int{5, 100, 1000} {
 				dst, src := randElems(rng, dt, n), flavorElems(rng, dt, n, flavorFinite)
-				srcs := [][]byte{src, src, src, src}
+				srcs := make([][]byte, 16)
+				for i := range srcs {
+					srcs[i] = src
+				}
+				withNaNs := append(srcs[:15:15], randElems(rng, dt, n)) // the kernels stop
 				allocs := testing.AllocsPerRun(20, func() {
 					_ = ReduceInto(Sum, dt, dst, src)
-					_ = ReduceMany(Max, dt, dst, srcs...)
+					_ = ReduceMany(Max, dt, dst, srcs[:4]...)
+					_ = ReduceMany(Sum, dt, dst, srcs[:8]...)
+					_ = ReduceMany(Sum, dt, dst, withNaNs...)
 				})
 				assert.Zerof(t, allocs, "%s %s n=%d", lv, dt, n)
 			}
@@ -311,8 +341,8 @@ func FuzzSIMDMatchesGo(f *testing.F) {
 			srcs[i] = data[i*n*size : (i+1)*n*size]
 		}
 		for _, lv := range simdLevels[1:] {
-			compareLevels(t, lv, op, dt, srcs[:2], int(offByte%8), true)
-			compareLevels(t, lv, op, dt, srcs, int(offByte/8%8), false)
+			compareLevels(t, lv, op, dt, srcs[:2], int(offByte%8), modeInto)
+			compareLevels(t, lv, op, dt, srcs, int(offByte/8%8), callMode(1+offByte/64%2))
 		}
 	})
 }

@@ -5,7 +5,7 @@
 //	go generate ./tensor/
 //
 // Every kernel has the same shape, at two instruction-set levels (AVX2 with F16C, and AVX-512
-// F/BW/VL, plus DQ for the int64 product):
+// F/BW/VL, plus DQ for the int64 product, and AVX512_BF16 and DQ for two bfloat16 kernels):
 //
 //	func name(dst *byte, srcs *[]byte, k, off, n int) int
 //
@@ -14,10 +14,11 @@
 // and element i of dst is at dst + i*size (no alignment needed). k is at least 2. The AVX-512
 // kernels take any n (the last partial vector is done with masked loads and stores); the AVX2
 // kernels need n to be a multiple of 32/size (the Go caller finishes a tail through a scratch
-// copy). Some kernels give up on a group of vectors that needs the reference semantics (a NaN
-// operand of MIN or MAX, a NaN result of a float16 or bfloat16 sum or product): they return the
-// number of leading elements done, before that group, and the Go caller computes the next few
-// elements in pure Go and calls the kernel again. Otherwise they return n.
+// copy). The float kernels give up on a group of vectors that needs the Go code's rules (a NaN
+// operand of MIN or MAX, a NaN result of SUM or PRODUCT, a denormal result where the rounding
+// instruction would flush it): they return the number of leading elements done, before that
+// group, and the Go caller computes the next few elements in pure Go and calls the kernel again.
+// Otherwise they return n.
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 	"go/format"
 	"log"
 	"os"
+	"strings"
 )
 
 // level is an instruction-set level.
@@ -197,6 +199,19 @@ func (c *ctx) xor() string {
 type konstDef struct {
 	name string
 	bits uint32
+	data string // or, AVX-512 only, a 64-byte DATA symbol to load (see dataSymbols)
+}
+
+// dataSymbols are the 64-byte constants in memory, by name.
+var dataSymbols = map[string][32]uint16{
+	// bf16Interleave is the VPERMW index that turns VCVTNE2PS2BF16's output, the 16 even elements
+	// then the 16 odd ones, back into element order.
+	"bf16Interleave": func() (idx [32]uint16) {
+		for i := range 16 {
+			idx[2*i], idx[2*i+1] = uint16(i), uint16(16+i)
+		}
+		return idx
+	}(),
 }
 
 // family is one kernel: an element type and an op.
@@ -206,15 +221,18 @@ type family struct {
 	size   int  // bytes per element
 	nacc   int  // accumulator registers per vector
 	nan    bool // may stop early (see the package comment)
-	nan2   bool // the NaN flag is set in finish, after the last source, rather than in every step
 	noAVX2 bool
-	consts []konstDef
+	// needsBF16 marks the kernels for levelAVX512BF16 only: AVX-512 plus AVX512_BF16 and DQ.
+	needsBF16 bool
+	consts    []konstDef
 	// first loads the vector of srcs[0] into the accumulators of unrolled vector u.
 	first func(c *ctx, u int, src operand)
 	// step combines the vector of another source into the accumulators of u.
 	step func(c *ctx, u int, src operand)
 	// finish runs after the last source (NaN checks); may be nil.
 	finish func(c *ctx, u int)
+	// finishAll, if not nil, runs instead of finish, once for all nv unrolled vectors.
+	finishAll func(c *ctx, nv int)
 	// out writes the accumulators of u to dst.
 	out func(c *ctx, u int, dst operand)
 }
@@ -291,10 +309,12 @@ func floatMinMax(name string, pd, isMin bool) *family {
 // elements is converted to two float32 accumulators, combined with every source in order, and
 // rounded once to nearest even. A NaN result stops the kernel.
 //
-// bfloat16 is widened by interleaving with zero words (VPUNPCKLWD/VPUNPCKHWD, within 128-bit
-// lanes) and narrowed with VPACKUSDW, which undoes that interleaving; the rounding is
-// Float32ToBFloat16's: (b + 0x7fff + (b>>16)&1) >> 16, NaNs aside. float16 uses F16C's VCVTPH2PS
-// and VCVTPS2PH with immediate 0 (round to nearest even, whatever MXCSR says).
+// bfloat16 is widened without shuffles: each 32-bit lane x holds two elements, and x << 16 is the
+// even one as a float32, x & 0xffff0000 the odd one; the two float32 accumulators hold the even
+// and the odd elements. The rounding is Float32ToBFloat16's, (b + 0x7fff + (b>>16)&1) >> 16 (NaNs
+// aside), and the two halves are merged back into 32-bit lanes with one VPTERNLOG (AVX2: AND,
+// OR). float16 uses F16C's VCVTPH2PS and VCVTPS2PH with immediate 0 (round to nearest even,
+// whatever MXCSR says).
 func halfArith(name string, bf, mul bool) *family {
 	op, what := "VADDPS", "SUM"
 	if mul {
@@ -305,16 +325,22 @@ func halfArith(name string, bf, mul bool) *family {
 		dtName = "bfloat16"
 	}
 	f := &family{
-		name: name, size: 2, nacc: 2, nan: true, nan2: true,
+		name: name, size: 2, nacc: 2, nan: true,
 		doc: fmt.Sprintf("%s of %s in float32, rounded once; stops at a NaN result", what, dtName),
 	}
 	if bf {
-		f.consts = []konstDef{{"zero", 0}, {"one", 1}, {"bias", 0x7fff}}
+		f.consts = []konstDef{{name: "high", bits: 0xffff0000}, {name: "one", bits: 1}, {name: "bias", bits: 0x7fff}}
 	}
 	widen := func(c *ctx, lo, hi string, src operand) {
+		if bf && c.lv.avx512 {
+			c.i("VPSLLD $16, %s, %s", src.s(), lo)
+			c.i("VPANDD %s, %s, %s", src.s(), c.konst("high"), hi)
+			return
+		}
 		if bf {
-			c.i("VPUNPCKLWD %s, %s, %s", src.s(), c.konst("zero"), lo)
-			c.i("VPUNPCKHWD %s, %s, %s", src.s(), c.konst("zero"), hi)
+			c.load(lo, src)
+			c.i("VPAND %s, %s, %s", c.konst("high"), lo, hi)
+			c.i("VPSLLD $16, %s, %s", lo, lo)
 			return
 		}
 		if src.reg == "" {
@@ -343,10 +369,16 @@ func halfArith(name string, bf, mul bool) *family {
 				c.i("%s %s, %s, %s", c.and(), c.konst("one"), t, t)
 				c.i("VPADDD %s, %s, %s", c.konst("bias"), x, x)
 				c.i("VPADDD %s, %s, %s", t, x, x)
-				c.i("VPSRLD $16, %s, %s", x, x)
 			}
-			c.i("VPACKUSDW %s, %s, %s", hi, lo, lo)
-			c.store(lo, dst)
+			c.i("VPSRLD $16, %s, %s", lo, lo)
+			if c.lv.avx512 {
+				merge := ternlog(func(a, b, c bool) bool { return (a && c) || b })
+				c.i("VPTERNLOGD $0x%02x, %s, %s, %s", merge, c.konst("high"), lo, hi) // hi = hi&high | lo
+			} else {
+				c.i("VPAND %s, %s, %s", c.konst("high"), hi, hi)
+				c.i("VPOR %s, %s, %s", lo, hi, hi)
+			}
+			c.store(hi, dst)
 			return
 		}
 		if !c.masked {
@@ -359,6 +391,55 @@ func halfArith(name string, bf, mul bool) *family {
 		c.i("VCVTPS2PH $0, %s, %s", hi, half(t1))
 		c.i("VINSERTI64X4 $1, %s, %s, %s", half(t1), t0, t0)
 		c.store(t0, dst)
+	}
+	return f
+}
+
+// evexRegs encodes an EVEX.512 instruction with three zmm register operands (Intel order: dst,
+// src1, src2; no masking) as BYTE directives, for instructions the Go assembler does not know.
+// pp and mm are the EVEX pp and mm fields.
+func evexRegs(opcode byte, pp, mm byte, dst, src1, src2 string) string {
+	reg := func(r string) byte {
+		var n byte
+		if _, err := fmt.Sscanf(r, "Z%d", &n); err != nil || n > 31 {
+			panic("not a zmm register: " + r)
+		}
+		return n
+	}
+	d, v, m := reg(dst), reg(src1), reg(src2)
+	inv := func(b byte) byte { return ^b & 1 }
+	p0 := inv(d>>3)<<7 | inv(m>>4)<<6 | inv(m>>3)<<5 | inv(d>>4)<<4 | mm
+	p1 := (^v&0xf)<<3 | 1<<2 | pp   // W0
+	p2 := byte(2)<<5 | inv(v>>4)<<3 // z0, L'L = 512, b0, aaa = 0
+	modrm := 0xc0 | (d&7)<<3 | m&7
+	var parts []string
+	for _, b := range []byte{0x62, p0, p1, p2, opcode, modrm} {
+		parts = append(parts, fmt.Sprintf("BYTE $0x%02x", b))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// halfArithBF16 is halfArith for bfloat16 with AVX512_BF16: the same widening and accumulation,
+// narrowed by VCVTNE2PS2BF16, which rounds to nearest even like Float32ToBFloat16 for every
+// float32 except NaNs (always quieted) and denormals (flushed to zero). The kernel stops before
+// writing a NaN or denormal float32 result (VFPCLASSPS, AVX512DQ), leaving those elements to Go.
+func halfArithBF16(name string, mul bool) *family {
+	f := halfArith(name, true, mul)
+	f.needsBF16, f.noAVX2 = true, true
+	f.doc += " or denormal; AVX512_BF16 rounding"
+	f.consts = []konstDef{{name: "high", bits: 0xffff0000}, {name: "interleave", data: "bf16Interleave"}}
+	f.finish = func(c *ctx, u int) {
+		for j := range 2 {
+			c.i("VFPCLASSPSZ $0xa1, %s, K2", c.acc(u, j)) // QNaN | SNaN | denormal
+			c.i("KORQ K2, K3, K3")
+		}
+	}
+	f.out = func(c *ctx, u int, dst operand) {
+		lo, hi, t := c.acc(u, 0), c.acc(u, 1), c.tmp(u, 0)
+		// t = the rounded even elements, then the odd ones: VCVTNE2PS2BF16 t, hi, lo (F2.0F38 72).
+		c.i("%s // VCVTNE2PS2BF16 %s, %s, %s", evexRegs(0x72, 3, 2, t, hi, lo), lo, hi, t)
+		c.i("VPERMW %s, %s, %s", t, c.konst("interleave"), t)
+		c.store(t, dst)
 	}
 	return f
 }
@@ -379,7 +460,7 @@ func halfMinMax(name string, inf uint16, isMin bool) *family {
 	f := &family{
 		name: name, size: 2, nacc: 1, nan: true,
 		doc:    fmt.Sprintf("%s of %s bit patterns; stops at a NaN operand", what, dtName),
-		consts: []konstDef{{"abs", 0x7fff7fff}, {"inf", uint32(inf)<<16 | uint32(inf)}},
+		consts: []konstDef{{name: "abs", bits: 0x7fff7fff}, {name: "inf", bits: uint32(inf)<<16 | uint32(inf)}},
 	}
 	xorAnd := ternlog(func(a, b, c bool) bool { return a != (b && c) })
 	flagNaN := func(c *ctx, x, t string) {
@@ -453,7 +534,7 @@ func int64MinMax(name string, isMin bool) *family {
 // end; xor clamps every operand to 0/1 first.
 func boolFamily(name, what string) *family {
 	f := &family{name: name, doc: "logical " + what + " of bool bytes", size: 1, nacc: 1,
-		consts: []konstDef{{"ones", 0x01010101}}}
+		consts: []konstDef{{name: "ones", bits: 0x01010101}}}
 	switch what {
 	case "xor":
 		f.first = func(c *ctx, u int, src operand) {
@@ -482,20 +563,38 @@ func boolFamily(name, what string) *family {
 	return f
 }
 
+// floatArith is SUM or PRODUCT of float32 or float64, combining in source order (((s0 op s1) op
+// s2) ...). A NaN result stops the kernel, so that NaN payloads are the Go code's: which of two
+// NaN operands survives depends on the operand order of the scalar instructions the Go compiler
+// picks, which may change with the build (it does with -race). A NaN anywhere along the way
+// leaves a NaN at the end, so one check after the last source is enough.
+func floatArith(name, doc string, width int, op string) *family {
+	f := simpleFamily(name, doc+"; stops at a NaN result", width, op, op)
+	f.nan = true
+	f.finishAll = func(c *ctx, nv int) {
+		for u := 0; u < nv; u += 2 { // unordered(a, b): a or b is NaN
+			c.flagUnordered(c.acc(u, 0), c.acc(min(u+1, nv-1), 0), c.tmp(u, 2), width == 8)
+		}
+	}
+	return f
+}
+
 func families() []*family {
 	fs := []*family{
-		simpleFamily("F32Add", "SUM of float32", 4, "VADDPS", "VADDPS"),
-		simpleFamily("F32Mul", "PRODUCT of float32", 4, "VMULPS", "VMULPS"),
+		floatArith("F32Add", "SUM of float32", 4, "VADDPS"),
+		floatArith("F32Mul", "PRODUCT of float32", 4, "VMULPS"),
 		floatMinMax("F32Min", false, true),
 		floatMinMax("F32Max", false, false),
-		simpleFamily("F64Add", "SUM of float64", 8, "VADDPD", "VADDPD"),
-		simpleFamily("F64Mul", "PRODUCT of float64", 8, "VMULPD", "VMULPD"),
+		floatArith("F64Add", "SUM of float64", 8, "VADDPD"),
+		floatArith("F64Mul", "PRODUCT of float64", 8, "VMULPD"),
 		floatMinMax("F64Min", true, true),
 		floatMinMax("F64Max", true, false),
 		halfArith("BF16Add", true, false),
 		halfArith("BF16Mul", true, true),
 		halfArith("F16Add", false, false),
 		halfArith("F16Mul", false, true),
+		halfArithBF16("BF16AddBF16", false),
+		halfArithBF16("BF16MulBF16", true),
 		halfMinMax("BF16Min", 0x7f80, true),
 		halfMinMax("BF16Max", 0x7f80, false),
 		halfMinMax("F16Min", 0x7c00, true),
@@ -537,7 +636,9 @@ func (c *ctx) setupConsts() {
 		var r string
 		if c.lv.avx512 {
 			r = fmt.Sprintf("Z%d", 24+i)
-			if k.bits == 0 {
+			if k.data != "" {
+				c.i("VMOVDQU64 %s<>(SB), %s", k.data, r)
+			} else if k.bits == 0 {
 				c.i("VPXORD %s, %s, %s", r, r, r)
 			} else {
 				c.i("MOVL $0x%08x, R9", k.bits)
@@ -591,7 +692,10 @@ func (c *ctx) body(nv int, lbl string) {
 	c.i("ADDQ $24, R11")
 	c.i("DECQ R12")
 	c.i("JNZ %s", lbl)
-	if f.finish != nil {
+	switch {
+	case f.finishAll != nil:
+		f.finishAll(c, nv)
+	case f.finish != nil:
 		for u := range nv {
 			f.finish(c, u)
 		}
@@ -666,8 +770,8 @@ func writeKernel(w *bytes.Buffer, f *family, lv level) {
 // writeConvert writes a standalone narrowing conversion with the family's out code, for the
 // tests: func name(dst, src *byte, n int) int converts n float32s (a multiple of the elements of
 // one vector of 16-bit values) and stops, returning the elements done, at a vector with a NaN.
-// The bfloat16 one stores the elements of each vector in the order its widening produces, see
-// halfArith.
+// Each vector takes two registers of float32s, lo and hi, and the bfloat16 one interleaves them
+// as its widening would have split them (lo[0], hi[0], lo[1], ...), see halfArith.
 func writeConvert(w *bytes.Buffer, f *family, lv level, name string) {
 	c := &ctx{w: w, lv: lv, fam: f}
 	v := lv.vb / 2
@@ -710,6 +814,18 @@ func writeConvert(w *bytes.Buffer, f *family, lv level, name string) {
 	w.WriteString("\n")
 }
 
+// converts are the standalone narrowing conversions written for the tests (see writeConvert).
+var converts = []struct {
+	name, family string
+	lv           level
+}{
+	{"cvtF32ToBF16AVX2", "BF16Add", avx2},
+	{"cvtF32ToF16AVX2", "F16Add", avx2},
+	{"cvtF32ToBF16AVX512", "BF16Add", avx512},
+	{"cvtF32ToF16AVX512", "F16Add", avx512},
+	{"cvtF32ToBF16AVX512BF16", "BF16AddBF16", avx512},
+}
+
 const header = "// Code generated by go run ./internal/asmgen; DO NOT EDIT.\n\n"
 
 func main() {
@@ -721,6 +837,14 @@ func main() {
 	var s bytes.Buffer
 	s.WriteString(header)
 	s.WriteString("//go:build !purego\n\n#include \"textflag.h\"\n\n")
+	for _, name := range []string{"bf16Interleave"} {
+		words := dataSymbols[name]
+		for i := 0; i < len(words); i += 4 {
+			v := uint64(words[i]) | uint64(words[i+1])<<16 | uint64(words[i+2])<<32 | uint64(words[i+3])<<48
+			fmt.Fprintf(&s, "DATA %s<>+%d(SB)/8, $0x%016x\n", name, 2*i, v)
+		}
+		fmt.Fprintf(&s, "GLOBL %s<>(SB), RODATA|NOPTR, $64\n\n", name)
+	}
 	for _, lv := range levels {
 		for _, f := range fs {
 			if lv == avx2 && f.noAVX2 {
@@ -729,18 +853,12 @@ func main() {
 			writeKernel(&s, f, lv)
 		}
 	}
-	var bf16Add, f16Add *family
+	byName := map[string]*family{}
 	for _, f := range fs {
-		switch f.name {
-		case "BF16Add":
-			bf16Add = f
-		case "F16Add":
-			f16Add = f
-		}
+		byName[f.name] = f
 	}
-	for _, lv := range levels {
-		writeConvert(&s, bf16Add, lv, "cvtF32ToBF16"+lv.name)
-		writeConvert(&s, f16Add, lv, "cvtF32ToF16"+lv.name)
+	for _, cv := range converts {
+		writeConvert(&s, byName[cv.family], cv.lv, cv.name)
 	}
 	// Labels are local to a TEXT block in the Go assembler, so the same names can be reused.
 	if err := os.WriteFile(*outAsm, s.Bytes(), 0o644); err != nil {
@@ -765,13 +883,6 @@ func main() {
 		fmt.Fprintf(&g, "fam%s: %d,\n", f.name, f.size)
 	}
 	g.WriteString("}\n\n")
-	g.WriteString("// familyMayStop reports the families whose kernels may stop early and leave elements to the Go code.\nvar familyMayStop = [numFamilies]bool{\n")
-	for _, f := range fs {
-		if f.nan {
-			fmt.Fprintf(&g, "fam%s: true,\n", f.name)
-		}
-	}
-	g.WriteString("}\n\n")
 	g.WriteString("// familyHasAVX2 reports the families with an AVX2 kernel (every family has an AVX-512 one).\nvar familyHasAVX2 = [numFamilies]bool{\n")
 	for _, f := range fs {
 		if !f.noAVX2 {
@@ -787,13 +898,12 @@ func main() {
 			fmt.Fprintf(&g, "//go:noescape\nfunc %s(dst *byte, srcs *[]byte, k, off, n int) int\n\n", kernelName(f, lv))
 		}
 	}
-	for _, lv := range levels {
-		fmt.Fprintf(&g, "//go:noescape\nfunc cvtF32ToBF16%s(dst, src *byte, n int) int\n\n", lv.name)
-		fmt.Fprintf(&g, "//go:noescape\nfunc cvtF32ToF16%s(dst, src *byte, n int) int\n\n", lv.name)
+	for _, cv := range converts {
+		fmt.Fprintf(&g, "//go:noescape\nfunc %s(dst, src *byte, n int) int\n\n", cv.name)
 	}
-	g.WriteString("// callKernel runs the kernel of family f at level lv (see reduce_amd64.s). The level must be\n// levelAVX2 or levelAVX512 and the kernel must exist.\n")
+	g.WriteString("// callKernel runs the kernel of family f at level lv (see reduce_amd64.s). The level must not be\n// levelGo, and the kernel must exist.\n")
 	g.WriteString("func callKernel(lv isaLevel, f kernelFamily, dst *byte, srcs *[]byte, k, off, n int) int {\n")
-	g.WriteString("if lv == levelAVX512 {\nswitch f {\n")
+	g.WriteString("if lv >= levelAVX512 {\nswitch f {\n")
 	for _, f := range fs {
 		fmt.Fprintf(&g, "case fam%s:\nreturn %s(dst, srcs, k, off, n)\n", f.name, kernelName(f, avx512))
 	}
