@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gccl/gccl/comm/store"
 )
 
@@ -40,7 +42,11 @@ type Config struct {
 	NoPrefix bool
 	// GracePeriod between SIGTERM and SIGKILL when stopping workers (default 5s).
 	GracePeriod time.Duration
-	Logger      *slog.Logger
+	// Bind pins worker r to core r (like mpirun's --bind-to core) when there are no more
+	// workers than cores. Ranks that wait for each other by spinning need a core each: two
+	// ranks the scheduler puts on one core turn every wait into a context switch.
+	Bind   bool
+	Logger *slog.Logger
 }
 
 // RankResult is how one worker ended.
@@ -145,7 +151,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		stdout, _ := cmd.StdoutPipe()
 		stderr, _ := cmd.StderrPipe()
 		res.Ranks[r].Rank = r
-		if err := cmd.Start(); err != nil {
+		if err := startBound(cmd, r, cfg.Bind && cfg.NProcs <= runtime.NumCPU()); err != nil {
 			res.Ranks[r].Err = err
 			res.First = &res.Ranks[r]
 			stopAll(cmds, exited, cfg.GracePeriod)
@@ -291,6 +297,27 @@ func (t *tail) lines() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return append([]string(nil), t.buf...)
+}
+
+// startBound starts cmd, pinned to core `core` when bind is set: the launcher pins the thread
+// that forks, and the child inherits that thread's CPU mask (Go's runtime threads in the child
+// are all created from it).
+func startBound(cmd *exec.Cmd, core int, bind bool) error {
+	if !bind {
+		return cmd.Start()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var orig, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		return cmd.Start()
+	}
+	one.Set(core)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		return cmd.Start()
+	}
+	defer unix.SchedSetaffinity(0, &orig)
+	return cmd.Start()
 }
 
 // threadDefaults shares the host's cores between the workers, like torchrun's

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gccl/gccl/launch"
 )
@@ -35,6 +38,19 @@ func TestMain(m *testing.M) {
 			os.Exit(3)
 		}
 		time.Sleep(60 * time.Second) // must be stopped by the launcher
+		os.Exit(0)
+	case "affinity":
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &set); err != nil {
+			os.Exit(98)
+		}
+		cores := []int{}
+		for c := 0; c < 1024; c++ {
+			if set.IsSet(c) {
+				cores = append(cores, c)
+			}
+		}
+		fmt.Printf("cores=%v\n", cores)
 		os.Exit(0)
 	case "kill2":
 		if os.Getenv("RANK") == "2" {
@@ -114,4 +130,27 @@ func TestRunReportsMissingProgram(t *testing.T) {
 	require.NotNil(t, res.First)
 	assert.Error(t, res.First.Err)
 	assert.Contains(t, res.Err().Error(), "failed to start")
+}
+
+func TestRunBindsRanksToCores(t *testing.T) {
+	n := min(2, runtime.NumCPU())
+	var out bytes.Buffer
+	res, err := launch.Run(context.Background(), launch.Config{
+		NProcs: n, Program: os.Args[0], Env: []string{envMode + "=affinity"}, Bind: true, Stdout: &out, Stderr: &out,
+	})
+	require.NoError(t, err)
+	require.NoError(t, res.Err())
+	for r := 0; r < n; r++ {
+		assert.Contains(t, out.String(), fmt.Sprintf("[rank %d] cores=[%d]\n", r, r))
+	}
+	// Without Bind the workers keep the launcher's mask.
+	out.Reset()
+	res, err = launch.Run(context.Background(), launch.Config{
+		NProcs: n, Program: os.Args[0], Env: []string{envMode + "=affinity"}, Stdout: &out, Stderr: &out,
+	})
+	require.NoError(t, err)
+	require.NoError(t, res.Err())
+	if runtime.NumCPU() > 1 {
+		assert.NotContains(t, out.String(), "[rank 1] cores=[1]\n")
+	}
 }

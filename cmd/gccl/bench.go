@@ -81,7 +81,7 @@ func launchSelf(ctx context.Context, nproc int, backend string) error {
 		return err
 	}
 	res, err := launch.Run(ctx, launch.Config{
-		NProcs: nproc, Program: exe, Args: os.Args[1:], Backend: backend, NoPrefix: true,
+		NProcs: nproc, Program: exe, Args: os.Args[1:], Backend: backend, NoPrefix: true, Bind: true,
 		Env: []string{"GCCL_LOG_LEVEL=warn"},
 	})
 	if err != nil {

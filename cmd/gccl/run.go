@@ -11,7 +11,7 @@ import (
 
 func runCmd() *cobra.Command {
 	var nproc int
-	var backend string
+	var backend, bindTo string
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- PROGRAM [ARGS...]",
 		Short: "Launch PROGRAM as N ranks on this machine (like torchrun)",
@@ -24,9 +24,13 @@ others are stopped and gccl run exits non-zero, naming the rank and its exit sta
 			if nproc < 1 {
 				return fmt.Errorf("run: --nproc-per-node %d: need at least 1", nproc)
 			}
+			bind, err := parseBind(bindTo)
+			if err != nil {
+				return err
+			}
 			res, err := launch.Run(cmd.Context(), launch.Config{
 				NProcs: nproc, Program: args[0], Args: args[1:], Backend: backend,
-				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Bind: bind,
 			})
 			if err != nil {
 				return err
@@ -36,7 +40,18 @@ others are stopped and gccl run exits non-zero, naming the rank and its exit sta
 	}
 	cmd.Flags().IntVar(&nproc, "nproc-per-node", 1, "number of ranks to start")
 	cmd.Flags().StringVar(&backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, xccl")
+	cmd.Flags().StringVar(&bindTo, "bind-to", "core", "core: pin rank r to core r when ranks <= cores (like mpirun); none: let the OS place them")
 	return cmd
+}
+
+func parseBind(v string) (bool, error) {
+	switch v {
+	case "core":
+		return true, nil
+	case "none":
+		return false, nil
+	}
+	return false, fmt.Errorf("run: --bind-to %q: use core or none", v)
 }
 
 // jobError turns a failed job into an error naming the first failed rank, with its exit status
