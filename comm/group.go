@@ -69,14 +69,17 @@ func (pg *ProcessGroup) Recorder() *flightrecorder.Recorder { return pg.w.record
 // Timeout is the group's per-op timeout.
 func (pg *ProcessGroup) Timeout() time.Duration { return pg.timeout }
 
-// request is one validated op, ready to run.
+// request is one validated op, ready to run: plain data (no closures), so that a synchronous
+// op's request lives on the caller's stack.
 type request struct {
-	op     backends.Op
-	run    func(ctx context.Context) error // calls the backend
-	after  func()                          // copies results out of temporaries (on success)
-	ticket uint64
-	record uint64 // flight-recorder id
-	work   *Work
+	op          backends.Op
+	red         Reduction
+	in, out     *tensor.Tensor   // out is the flat buffer for list outputs
+	inEl, outEl []int            // all-to-all split sizes, in elements
+	list        []*tensor.Tensor // list outputs, filled from out after the op
+	ticket      uint64
+	record      uint64 // flight-recorder id
+	work        *Work
 }
 
 // Work is the handle of an asynchronous op.
@@ -125,7 +128,7 @@ func failedWork(err error) *Work {
 }
 
 // issue assigns the op its sequence number and ticket and records it.
-func (pg *ProcessGroup) issue(req *request, in, out []*tensor.Tensor) error {
+func (pg *ProcessGroup) issue(req *request) error {
 	pg.mu.Lock()
 	if pg.closed {
 		pg.mu.Unlock()
@@ -145,8 +148,8 @@ func (pg *ProcessGroup) issue(req *request, in, out []*tensor.Tensor) error {
 	if rec := pg.w.recorder; rec.Enabled() {
 		// Shapes go through stack buffers: the recorder copies them.
 		var dims [16]int64
-		inSizes, inDtypes, nIn, rest := shapesOf(in, dims[:0:8])
-		outSizes, outDtypes, nOut, _ := shapesOf(out, rest)
+		inSizes, inDtypes, nIn, rest := shapesOf(req.in, dims[:0:8])
+		outSizes, outDtypes, nOut, _ := shapesOf(req.out, rest)
 		r := flightrecorder.OpRecord{
 			Group: pg.id, ProfilingName: pg.profilingName(req.op), OpID: int64(req.ticket + 1),
 			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout,
@@ -172,8 +175,8 @@ func (pg *ProcessGroup) profilingName(op backends.Op) string {
 }
 
 // execute runs req on the caller's goroutine once every op issued before it has finished.
-func (pg *ProcessGroup) execute(ctx context.Context, req *request, in, out []*tensor.Tensor) error {
-	if err := pg.issue(req, in, out); err != nil {
+func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
+	if err := pg.issue(req); err != nil {
 		return err
 	}
 	pg.waitTurn(req.ticket)
@@ -183,9 +186,9 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request, in, out []*te
 }
 
 // enqueue hands req to the group's worker and returns its Work.
-func (pg *ProcessGroup) enqueue(req *request, in, out []*tensor.Tensor) *Work {
+func (pg *ProcessGroup) enqueue(req *request) *Work {
 	req.work = &Work{done: make(chan struct{}), desc: req.op.Kind.String()}
-	if err := pg.issue(req, in, out); err != nil {
+	if err := pg.issue(req); err != nil {
 		req.work.err = err
 		close(req.work.done)
 		return req.work
@@ -243,7 +246,7 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
 	rec.Started(req.record)
 	ctx = pg.deadline(ctx)
-	err := req.run(ctx)
+	err := pg.call(ctx, req)
 	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if err == nil {
 		rec.Completed(req.record)
@@ -251,9 +254,6 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 		rec.Retire(req.record) // retired but not completed: PyTorch's mark of a failed op
 	}
 	if err == nil {
-		if req.after != nil {
-			req.after()
-		}
 		return nil
 	}
 	if timedOut && !errors.Is(err, ErrTimeout) {
@@ -290,19 +290,16 @@ func (pg *ProcessGroup) Close() error {
 	return err
 }
 
-// shapesOf returns the non-nil tensors' shapes (carved out of buf) and dtype names, for the
-// flight recorder, in arrays returned by value so that everything stays on the caller's stack;
-// also how many, and what is left of buf.
-func shapesOf(ts []*tensor.Tensor, buf []int64) (sizes [2][]int64, dtypes [2]string, n int, rest []int64) {
-	for _, t := range ts {
-		if t == nil || n == len(sizes) {
-			continue
-		}
-		start := len(buf)
-		buf = t.AppendShape(buf)
-		sizes[n] = buf[start:len(buf):len(buf)]
-		dtypes[n] = t.DType().TorchName()
-		n++
+// shapesOf returns t's shape (carved out of buf) and dtype name, for the flight recorder, in
+// arrays returned by value so that everything stays on the caller's stack; also how many (0 for
+// a nil tensor, else 1), and what is left of buf.
+func shapesOf(t *tensor.Tensor, buf []int64) (sizes [1][]int64, dtypes [1]string, n int, rest []int64) {
+	if t == nil {
+		return sizes, dtypes, 0, buf
 	}
-	return sizes, dtypes, n, buf
+	start := len(buf)
+	buf = t.AppendShape(buf)
+	sizes[0] = buf[start:len(buf):len(buf)]
+	dtypes[0] = t.DType().TorchName()
+	return sizes, dtypes, 1, buf
 }

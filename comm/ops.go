@@ -2,6 +2,7 @@ package comm
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
@@ -93,8 +94,6 @@ func (pg *ProcessGroup) postDivide(red Reduction, dt tensor.DType, buf []byte) e
 	return nil
 }
 
-func ts(t ...*tensor.Tensor) []*tensor.Tensor { return t }
-
 // --- AllReduce ---
 
 // AllReduce reduces t across the group in place: afterwards every rank holds the same result.
@@ -104,75 +103,65 @@ func (pg *ProcessGroup) AllReduce(ctx context.Context, t *tensor.Tensor, op Redu
 
 // AllReduceWith is AllReduce with a parameterised reduction (PreMulSum).
 func (pg *ProcessGroup) AllReduceWith(ctx context.Context, t *tensor.Tensor, red Reduction) error {
-	req, err := pg.allReduceReq(t, red)
-	if err != nil {
+	var req request
+	if err := pg.allReduceReq(&req, t, red); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(t), ts(t))
+	return pg.execute(ctx, &req)
 }
 
 // AllReduceAsync issues AllReduce and returns at once.
 func (pg *ProcessGroup) AllReduceAsync(t *tensor.Tensor, op ReduceOp) *Work {
-	req, err := pg.allReduceReq(t, Reduction{Op: op})
-	if err != nil {
+	req := new(request)
+	if err := pg.allReduceReq(req, t, Reduction{Op: op}); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(t), ts(t))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) allReduceReq(t *tensor.Tensor, red Reduction) (*request, error) {
+func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reduction) error {
 	const kind = backends.OpAllReduce
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
-		return nil, err
+		return err
 	}
 	low, err := pg.lowerReduce(kind, red, t.DType())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Reduce: low}}
-	req.run = func(ctx context.Context) error {
-		if err := pg.preScale(red, t.DType(), t.Bytes()); err != nil {
-			return err
-		}
-		if err := pg.backend.AllReduce(ctx, req.op, t, t); err != nil {
-			return err
-		}
-		return pg.postDivide(red, t.DType(), t.Bytes())
-	}
-	return req, nil
+	*req = request{red: red, in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Reduce: low}}
+	return nil
 }
 
 // --- Broadcast ---
 
 // Broadcast copies root's t into t on every rank.
 func (pg *ProcessGroup) Broadcast(ctx context.Context, t *tensor.Tensor, root int) error {
-	req, err := pg.broadcastReq(t, root)
-	if err != nil {
+	var req request
+	if err := pg.broadcastReq(&req, t, root); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(t), ts(t))
+	return pg.execute(ctx, &req)
 }
 
 // BroadcastAsync issues Broadcast and returns at once.
 func (pg *ProcessGroup) BroadcastAsync(t *tensor.Tensor, root int) *Work {
-	req, err := pg.broadcastReq(t, root)
-	if err != nil {
+	req := new(request)
+	if err := pg.broadcastReq(req, t, root); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(t), ts(t))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) broadcastReq(t *tensor.Tensor, root int) (*request, error) {
+func (pg *ProcessGroup) broadcastReq(req *request, t *tensor.Tensor, root int) error {
 	const kind = backends.OpBroadcast
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
-		return nil, err
+		return err
 	}
 	if err := pg.checkRoot(kind, "root", root); err != nil {
-		return nil, err
+		return err
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root}}
-	req.run = func(ctx context.Context) error { return pg.backend.Broadcast(ctx, req.op, t) }
-	return req, nil
+	*req = request{in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root}}
+	return nil
 }
 
 // --- Reduce ---
@@ -180,56 +169,36 @@ func (pg *ProcessGroup) broadcastReq(t *tensor.Tensor, root int) (*request, erro
 // Reduce reduces t across the group into t on root (in place, like torch.distributed.reduce).
 // On other ranks t is left unchanged.
 func (pg *ProcessGroup) Reduce(ctx context.Context, t *tensor.Tensor, root int, op ReduceOp) error {
-	req, err := pg.reduceReq(t, root, Reduction{Op: op})
-	if err != nil {
+	var req request
+	if err := pg.reduceReq(&req, t, root, Reduction{Op: op}); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(t), ts(t))
+	return pg.execute(ctx, &req)
 }
 
 // ReduceAsync issues Reduce and returns at once.
 func (pg *ProcessGroup) ReduceAsync(t *tensor.Tensor, root int, op ReduceOp) *Work {
-	req, err := pg.reduceReq(t, root, Reduction{Op: op})
-	if err != nil {
+	req := new(request)
+	if err := pg.reduceReq(req, t, root, Reduction{Op: op}); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(t), ts(t))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) reduceReq(t *tensor.Tensor, root int, red Reduction) (*request, error) {
+func (pg *ProcessGroup) reduceReq(req *request, t *tensor.Tensor, root int, red Reduction) error {
 	const kind = backends.OpReduce
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
-		return nil, err
+		return err
 	}
 	if err := pg.checkRoot(kind, "root", root); err != nil {
-		return nil, err
+		return err
 	}
 	low, err := pg.lowerReduce(kind, red, t.DType())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root, Reduce: low}}
-	req.run = func(ctx context.Context) error {
-		in := t
-		if red.Op == tensor.PreMulSum && pg.rank != root {
-			in = t.Clone() // leave non-root inputs unchanged
-		}
-		if err := pg.preScale(red, t.DType(), in.Bytes()); err != nil {
-			return err
-		}
-		var out *tensor.Tensor
-		if pg.rank == root {
-			out = t
-		}
-		if err := pg.backend.Reduce(ctx, req.op, in, out); err != nil {
-			return err
-		}
-		if out != nil {
-			return pg.postDivide(red, t.DType(), out.Bytes())
-		}
-		return nil
-	}
-	return req, nil
+	*req = request{red: red, in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root, Reduce: low}}
+	return nil
 }
 
 // --- AllGather ---
@@ -238,30 +207,29 @@ func (pg *ProcessGroup) reduceReq(t *tensor.Tensor, root int, red Reduction) (*r
 // all_gather_into_tensor): out has Size() times in's elements. in may be the view of out at
 // this rank's slot (in place).
 func (pg *ProcessGroup) AllGather(ctx context.Context, out, in *tensor.Tensor) error {
-	req, err := pg.allGatherReq(out, in)
-	if err != nil {
+	var req request
+	if err := pg.allGatherReq(&req, out, in); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // AllGatherAsync issues AllGather and returns at once.
 func (pg *ProcessGroup) AllGatherAsync(out, in *tensor.Tensor) *Work {
-	req, err := pg.allGatherReq(out, in)
-	if err != nil {
+	req := new(request)
+	if err := pg.allGatherReq(req, out, in); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(in), ts(out))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) allGatherReq(out, in *tensor.Tensor) (*request, error) {
+func (pg *ProcessGroup) allGatherReq(req *request, out, in *tensor.Tensor) error {
 	const kind = backends.OpAllGather
 	if err := pg.checkPair(kind, out, in, true); err != nil {
-		return nil, err
+		return err
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
-	req.run = func(ctx context.Context) error { return pg.backend.AllGather(ctx, req.op, in, out) }
-	return req, nil
+	*req = request{in: in, out: out, op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
+	return nil
 }
 
 // checkPair validates out and in where one of them (the output when outIsLarge, else the
@@ -298,34 +266,33 @@ func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, 
 
 // AllGatherList gathers every rank's in into outs[r] (torch's all_gather with a list).
 func (pg *ProcessGroup) AllGatherList(ctx context.Context, outs []*tensor.Tensor, in *tensor.Tensor) error {
-	req, flat, err := pg.allGatherListReq(outs, in)
-	if err != nil {
+	var req request
+	if err := pg.allGatherListReq(&req, outs, in); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(flat))
+	return pg.execute(ctx, &req)
 }
 
 // AllGatherListAsync issues AllGatherList and returns at once.
 func (pg *ProcessGroup) AllGatherListAsync(outs []*tensor.Tensor, in *tensor.Tensor) *Work {
-	req, flat, err := pg.allGatherListReq(outs, in)
-	if err != nil {
+	req := new(request)
+	if err := pg.allGatherListReq(req, outs, in); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(in), ts(flat))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) allGatherListReq(outs []*tensor.Tensor, in *tensor.Tensor) (*request, *tensor.Tensor, error) {
+func (pg *ProcessGroup) allGatherListReq(req *request, outs []*tensor.Tensor, in *tensor.Tensor) error {
 	const kind = backends.OpAllGather
 	if err := pg.checkList(kind, "output list", outs, in); err != nil {
-		return nil, nil, err
+		return err
 	}
 	flat := tensor.New(in.DType(), pg.size*in.Numel())
-	req, err := pg.allGatherReq(flat, in)
-	if err != nil {
-		return nil, nil, err
+	if err := pg.allGatherReq(req, flat, in); err != nil {
+		return err
 	}
-	req.after = func() { scatterFlat(flat, outs) }
-	return req, flat, nil
+	req.list = outs
+	return nil
 }
 
 func (pg *ProcessGroup) checkList(kind backends.OpKind, what string, list []*tensor.Tensor, like *tensor.Tensor) error {
@@ -379,79 +346,77 @@ func gatherFlat(list []*tensor.Tensor) *tensor.Tensor {
 // Gather concatenates every rank's in into out on root (out has Size() times in's elements);
 // out is ignored (may be nil) on other ranks.
 func (pg *ProcessGroup) Gather(ctx context.Context, out, in *tensor.Tensor, root int) error {
-	req, err := pg.gatherReq(out, in, root)
-	if err != nil {
+	var req request
+	if err := pg.gatherReq(&req, out, in, root); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // GatherAsync issues Gather and returns at once.
 func (pg *ProcessGroup) GatherAsync(out, in *tensor.Tensor, root int) *Work {
-	req, err := pg.gatherReq(out, in, root)
-	if err != nil {
+	req := new(request)
+	if err := pg.gatherReq(req, out, in, root); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(in), ts(out))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) gatherReq(out, in *tensor.Tensor, root int) (*request, error) {
+func (pg *ProcessGroup) gatherReq(req *request, out, in *tensor.Tensor, root int) error {
 	const kind = backends.OpGather
 	if err := pg.checkRoot(kind, "root", root); err != nil {
-		return nil, err
+		return err
 	}
 	if pg.rank == root {
 		if err := pg.checkPair(kind, out, in, true); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		if err := pg.checkTensor(kind, "input", in); err != nil {
-			return nil, err
+			return err
 		}
 		out = nil
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel(), Root: root}}
-	req.run = func(ctx context.Context) error { return pg.backend.Gather(ctx, req.op, in, out) }
-	return req, nil
+	*req = request{in: in, out: out, op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel(), Root: root}}
+	return nil
 }
 
 // Scatter sends slot r of root's in (Size() times out's elements) to rank r's out; in is
 // ignored (may be nil) on other ranks.
 func (pg *ProcessGroup) Scatter(ctx context.Context, out, in *tensor.Tensor, root int) error {
-	req, err := pg.scatterReq(out, in, root)
-	if err != nil {
+	var req request
+	if err := pg.scatterReq(&req, out, in, root); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // ScatterAsync issues Scatter and returns at once.
 func (pg *ProcessGroup) ScatterAsync(out, in *tensor.Tensor, root int) *Work {
-	req, err := pg.scatterReq(out, in, root)
-	if err != nil {
+	req := new(request)
+	if err := pg.scatterReq(req, out, in, root); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(in), ts(out))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) scatterReq(out, in *tensor.Tensor, root int) (*request, error) {
+func (pg *ProcessGroup) scatterReq(req *request, out, in *tensor.Tensor, root int) error {
 	const kind = backends.OpScatter
 	if err := pg.checkRoot(kind, "root", root); err != nil {
-		return nil, err
+		return err
 	}
 	if pg.rank == root {
 		if err := pg.checkPair(kind, out, in, false); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		if err := pg.checkTensor(kind, "output", out); err != nil {
-			return nil, err
+			return err
 		}
 		in = nil
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: out.DType(), Count: out.Numel(), Root: root}}
-	req.run = func(ctx context.Context) error { return pg.backend.Scatter(ctx, req.op, in, out) }
-	return req, nil
+	*req = request{in: in, out: out, op: backends.Op{Kind: kind, DType: out.DType(), Count: out.Numel(), Root: root}}
+	return nil
 }
 
 // --- ReduceScatter ---
@@ -460,64 +425,42 @@ func (pg *ProcessGroup) scatterReq(out, in *tensor.Tensor, root int) (*request, 
 // the result in rank r's out (torch's reduce_scatter_tensor). out may be the view of in at this
 // rank's slot (in place).
 func (pg *ProcessGroup) ReduceScatter(ctx context.Context, out, in *tensor.Tensor, op ReduceOp) error {
-	req, err := pg.reduceScatterReq(out, in, Reduction{Op: op})
-	if err != nil {
+	var req request
+	if err := pg.reduceScatterReq(&req, out, in, Reduction{Op: op}); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // ReduceScatterWith is ReduceScatter with a parameterised reduction (PreMulSum).
 func (pg *ProcessGroup) ReduceScatterWith(ctx context.Context, out, in *tensor.Tensor, red Reduction) error {
-	req, err := pg.reduceScatterReq(out, in, red)
-	if err != nil {
+	var req request
+	if err := pg.reduceScatterReq(&req, out, in, red); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // ReduceScatterAsync issues ReduceScatter and returns at once.
 func (pg *ProcessGroup) ReduceScatterAsync(out, in *tensor.Tensor, op ReduceOp) *Work {
-	req, err := pg.reduceScatterReq(out, in, Reduction{Op: op})
-	if err != nil {
+	req := new(request)
+	if err := pg.reduceScatterReq(req, out, in, Reduction{Op: op}); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(in), ts(out))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) reduceScatterReq(out, in *tensor.Tensor, red Reduction) (*request, error) {
+func (pg *ProcessGroup) reduceScatterReq(req *request, out, in *tensor.Tensor, red Reduction) error {
 	const kind = backends.OpReduceScatter
 	if err := pg.checkPair(kind, out, in, false); err != nil {
-		return nil, err
+		return err
 	}
 	low, err := pg.lowerReduce(kind, red, in.DType())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel(), Reduce: low}}
-	req.run = func(ctx context.Context) error {
-		src := in
-		if red.Op == tensor.PreMulSum {
-			src = in.Clone()
-			if err := pg.preScale(red, in.DType(), src.Bytes()); err != nil {
-				return err
-			}
-			if in.Overlaps(out) { // in place: the output is a view of the scaled copy's slot
-				per := out.NBytes()
-				tmp, _ := tensor.FromBytes(out.DType(), src.Bytes()[pg.rank*per:(pg.rank+1)*per], out.Shape()...)
-				if err := pg.backend.ReduceScatter(ctx, req.op, src, tmp); err != nil {
-					return err
-				}
-				copy(out.Bytes(), tmp.Bytes())
-				return nil
-			}
-		}
-		if err := pg.backend.ReduceScatter(ctx, req.op, src, out); err != nil {
-			return err
-		}
-		return pg.postDivide(red, out.DType(), out.Bytes())
-	}
-	return req, nil
+	*req = request{red: red, in: in, out: out, op: backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel(), Reduce: low}}
+	return nil
 }
 
 // ReduceScatterList reduces ins[r] across the group into rank r's out (torch's reduce_scatter
@@ -528,11 +471,11 @@ func (pg *ProcessGroup) ReduceScatterList(ctx context.Context, out *tensor.Tenso
 		return err
 	}
 	flat := gatherFlat(ins)
-	req, err := pg.reduceScatterReq(out, flat, Reduction{Op: op})
-	if err != nil {
+	var req request
+	if err := pg.reduceScatterReq(&req, out, flat, Reduction{Op: op}); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(flat), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // --- AllToAll ---
@@ -540,58 +483,57 @@ func (pg *ProcessGroup) ReduceScatterList(ctx context.Context, out *tensor.Tenso
 // AllToAll splits in into Size() equal blocks, sends block r to rank r, and concatenates the
 // blocks received, in rank order, into out (torch's all_to_all_single without split sizes).
 func (pg *ProcessGroup) AllToAll(ctx context.Context, out, in *tensor.Tensor) error {
-	req, err := pg.allToAllReq(out, in, nil, nil)
-	if err != nil {
+	var req request
+	if err := pg.allToAllReq(&req, out, in, nil, nil); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // AllToAllSplits is AllToAll with uneven blocks: inSplits[r] rows (dim-0 slices) of in go to
 // rank r, and outSplits[r] rows of out come from rank r (torch's all_to_all_single with
 // split sizes). The peers' splits must agree: rank a's inSplits[b] == rank b's outSplits[a].
 func (pg *ProcessGroup) AllToAllSplits(ctx context.Context, out, in *tensor.Tensor, outSplits, inSplits []int) error {
-	req, err := pg.allToAllReq(out, in, outSplits, inSplits)
-	if err != nil {
+	var req request
+	if err := pg.allToAllReq(&req, out, in, outSplits, inSplits); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(in), ts(out))
+	return pg.execute(ctx, &req)
 }
 
 // AllToAllAsync issues AllToAllSplits (nil splits: equal blocks) and returns at once.
 func (pg *ProcessGroup) AllToAllAsync(out, in *tensor.Tensor, outSplits, inSplits []int) *Work {
-	req, err := pg.allToAllReq(out, in, outSplits, inSplits)
-	if err != nil {
+	req := new(request)
+	if err := pg.allToAllReq(req, out, in, outSplits, inSplits); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(in), ts(out))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) allToAllReq(out, in *tensor.Tensor, outSplits, inSplits []int) (*request, error) {
+func (pg *ProcessGroup) allToAllReq(req *request, out, in *tensor.Tensor, outSplits, inSplits []int) error {
 	const kind = backends.OpAllToAll
 	if err := pg.checkTensor(kind, "input", in); err != nil {
-		return nil, err
+		return err
 	}
 	if err := pg.checkTensor(kind, "output", out); err != nil {
-		return nil, err
+		return err
 	}
 	if err := pg.checkSameDType(kind, in, out); err != nil {
-		return nil, err
+		return err
 	}
 	if in.Overlaps(out) {
-		return nil, pg.invalid(kind, "the input and output overlap: all-to-all cannot run in place; pass a separate output")
+		return pg.invalid(kind, "the input and output overlap: all-to-all cannot run in place; pass a separate output")
 	}
 	inEl, err := pg.splitElems(kind, "input", in, inSplits)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	outEl, err := pg.splitElems(kind, "output", out, outSplits)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
-	req.run = func(ctx context.Context) error { return pg.backend.AllToAll(ctx, req.op, in, out, inEl, outEl) }
-	return req, nil
+	*req = request{in: in, out: out, inEl: inEl, outEl: outEl, op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
+	return nil
 }
 
 // splitElems turns dim-0 row splits into element counts, checking they cover t exactly. nil
@@ -637,16 +579,13 @@ func (pg *ProcessGroup) splitElems(kind backends.OpKind, what string, t *tensor.
 
 // Barrier returns once every rank of the group has entered it.
 func (pg *ProcessGroup) Barrier(ctx context.Context) error {
-	req := &request{op: backends.Op{Kind: backends.OpBarrier, DType: tensor.Uint8}}
-	req.run = func(ctx context.Context) error { return pg.backend.Barrier(ctx, req.op) }
-	return pg.execute(ctx, req, nil, nil)
+	req := request{op: backends.Op{Kind: backends.OpBarrier, DType: tensor.Uint8}}
+	return pg.execute(ctx, &req)
 }
 
 // BarrierAsync issues Barrier and returns at once.
 func (pg *ProcessGroup) BarrierAsync() *Work {
-	req := &request{op: backends.Op{Kind: backends.OpBarrier, DType: tensor.Uint8}}
-	req.run = func(ctx context.Context) error { return pg.backend.Barrier(ctx, req.op) }
-	return pg.enqueue(req, nil, nil)
+	return pg.enqueue(&request{op: backends.Op{Kind: backends.OpBarrier, DType: tensor.Uint8}})
 }
 
 // --- Send and Recv ---
@@ -654,62 +593,142 @@ func (pg *ProcessGroup) BarrierAsync() *Work {
 // Send sends t to group rank dst with tag. Messages between two ranks with the same tag arrive
 // in order; different tags may be received in any order.
 func (pg *ProcessGroup) Send(ctx context.Context, t *tensor.Tensor, dst, tag int) error {
-	req, err := pg.p2pReq(backends.OpSend, t, dst, tag)
-	if err != nil {
+	var req request
+	if err := pg.p2pReq(&req, backends.OpSend, t, dst, tag); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, ts(t), nil)
+	return pg.execute(ctx, &req)
 }
 
 // SendAsync issues Send and returns at once (torch's isend).
 func (pg *ProcessGroup) SendAsync(t *tensor.Tensor, dst, tag int) *Work {
-	req, err := pg.p2pReq(backends.OpSend, t, dst, tag)
-	if err != nil {
+	req := new(request)
+	if err := pg.p2pReq(req, backends.OpSend, t, dst, tag); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, ts(t), nil)
+	return pg.enqueue(req)
 }
 
 // Recv receives into t the next message from group rank src with tag.
 func (pg *ProcessGroup) Recv(ctx context.Context, t *tensor.Tensor, src, tag int) error {
-	req, err := pg.p2pReq(backends.OpRecv, t, src, tag)
-	if err != nil {
+	var req request
+	if err := pg.p2pReq(&req, backends.OpRecv, t, src, tag); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req, nil, ts(t))
+	return pg.execute(ctx, &req)
 }
 
 // RecvAsync issues Recv and returns at once (torch's irecv).
 func (pg *ProcessGroup) RecvAsync(t *tensor.Tensor, src, tag int) *Work {
-	req, err := pg.p2pReq(backends.OpRecv, t, src, tag)
-	if err != nil {
+	req := new(request)
+	if err := pg.p2pReq(req, backends.OpRecv, t, src, tag); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req, nil, ts(t))
+	return pg.enqueue(req)
 }
 
-func (pg *ProcessGroup) p2pReq(kind backends.OpKind, t *tensor.Tensor, peer, tag int) (*request, error) {
+func (pg *ProcessGroup) p2pReq(req *request, kind backends.OpKind, t *tensor.Tensor, peer, tag int) error {
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
-		return nil, err
+		return err
 	}
 	what := "destination"
 	if kind == backends.OpRecv {
 		what = "source"
 	}
 	if err := pg.checkRoot(kind, what, peer); err != nil {
-		return nil, err
+		return err
 	}
 	if peer == pg.rank {
-		return nil, pg.invalid(kind, "the %s is this rank (%d): a rank cannot send to or receive from itself", what, peer)
+		return pg.invalid(kind, "the %s is this rank (%d): a rank cannot send to or receive from itself", what, peer)
 	}
 	if tag < 0 {
-		return nil, pg.invalid(kind, "tag %d is negative", tag)
+		return pg.invalid(kind, "tag %d is negative", tag)
 	}
-	req := &request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Peer: peer, Tag: tag}}
+	*req = request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Peer: peer, Tag: tag}}
 	if kind == backends.OpSend {
-		req.run = func(ctx context.Context) error { return pg.backend.Send(ctx, req.op, t) }
+		req.in = t
 	} else {
-		req.run = func(ctx context.Context) error { return pg.backend.Recv(ctx, req.op, t) }
+		req.out = t
 	}
-	return req, nil
+	return nil
+}
+
+// call runs a validated request on the backend: the one place where comm's ops meet the
+// backend contract (Avg and PreMulSum lowered around a Sum, list outputs copied back).
+func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
+	op, in, out, red := req.op, req.in, req.out, req.red
+	b := pg.backend
+	switch op.Kind {
+	case backends.OpAllReduce:
+		if err := pg.preScale(red, op.DType, in.Bytes()); err != nil {
+			return err
+		}
+		if err := b.AllReduce(ctx, op, in, out); err != nil {
+			return err
+		}
+		return pg.postDivide(red, op.DType, out.Bytes())
+	case backends.OpBroadcast:
+		return b.Broadcast(ctx, op, in)
+	case backends.OpReduce:
+		src := in
+		if red.Op == tensor.PreMulSum && pg.rank != op.Root {
+			src = in.Clone() // leave non-root inputs unchanged
+		}
+		if err := pg.preScale(red, op.DType, src.Bytes()); err != nil {
+			return err
+		}
+		var dst *tensor.Tensor
+		if pg.rank == op.Root {
+			dst = out
+		}
+		if err := b.Reduce(ctx, op, src, dst); err != nil {
+			return err
+		}
+		if dst != nil {
+			return pg.postDivide(red, op.DType, dst.Bytes())
+		}
+		return nil
+	case backends.OpAllGather:
+		if err := b.AllGather(ctx, op, in, out); err != nil {
+			return err
+		}
+		if req.list != nil {
+			scatterFlat(out, req.list)
+		}
+		return nil
+	case backends.OpGather:
+		return b.Gather(ctx, op, in, out)
+	case backends.OpScatter:
+		return b.Scatter(ctx, op, in, out)
+	case backends.OpReduceScatter:
+		src := in
+		if red.Op == tensor.PreMulSum {
+			src = in.Clone()
+			if err := pg.preScale(red, op.DType, src.Bytes()); err != nil {
+				return err
+			}
+			if in.Overlaps(out) { // in place: the output is a view of the scaled copy's slot
+				per := out.NBytes()
+				tmp, _ := tensor.FromBytes(out.DType(), src.Bytes()[pg.rank*per:(pg.rank+1)*per], out.Shape()...)
+				if err := b.ReduceScatter(ctx, op, src, tmp); err != nil {
+					return err
+				}
+				copy(out.Bytes(), tmp.Bytes())
+				return nil
+			}
+		}
+		if err := b.ReduceScatter(ctx, op, src, out); err != nil {
+			return err
+		}
+		return pg.postDivide(red, op.DType, out.Bytes())
+	case backends.OpAllToAll:
+		return b.AllToAll(ctx, op, in, out, req.inEl, req.outEl)
+	case backends.OpBarrier:
+		return b.Barrier(ctx, op)
+	case backends.OpSend:
+		return b.Send(ctx, op, in)
+	case backends.OpRecv:
+		return b.Recv(ctx, op, out)
+	}
+	return fmt.Errorf("gccl: internal: no dispatch for %s", op.Kind)
 }
