@@ -5,10 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/gccl/gccl/backends"
-	"github.com/gccl/gccl/internal/wait"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -140,16 +138,14 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 // p2pWait runs step until it reports done, spinning, then yielding, then sleeping, checking
 // the peer's liveness, aborts and the deadline.
 func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done bool, err error)) error {
-	var idleSince, lastLiveness time.Time
-	sleep := 20 * time.Microsecond
+	idle := idler{policy: g.policy}
 	for iter := 0; ; iter++ {
 		moved, done, err := step()
 		if err != nil || done {
 			return err
 		}
 		if moved {
-			idleSince = time.Time{}
-			sleep = 20 * time.Microsecond
+			idle.reset()
 			continue
 		}
 		if iter&63 != 63 {
@@ -165,25 +161,9 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
 				backends.ErrTimeout, peer)
 		}
-		t := now()
-		if idleSince.IsZero() {
-			idleSince, lastLiveness = t, t
-			continue
-		}
-		if t.Sub(lastLiveness) >= livenessEvery {
-			lastLiveness = t
-			if !alive(g.pids[peer]) {
-				return &backends.PeerLostError{Rank: peer, GlobalRank: g.globalRank(peer),
-					Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[peer])}
-			}
-		}
-		switch g.policy.At(t.Sub(idleSince)) {
-		case wait.SpinPhase:
-		case wait.YieldPhase:
-			wait.Yield()
-		default:
-			time.Sleep(sleep)
-			sleep = min(2*sleep, time.Millisecond)
+		if idle.pause() && !alive(g.pids[peer]) {
+			return &backends.PeerLostError{Rank: peer, GlobalRank: g.globalRank(peer),
+				Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[peer])}
 		}
 	}
 }

@@ -83,8 +83,7 @@ func (g *Group) sync(ctx context.Context) error {
 func (g *Group) waitPhase(ctx context.Context, phase uint64) error {
 	n := g.cfg.Size
 	next := 0 // members before next are known to have arrived
-	var idleSince, lastLiveness time.Time
-	sleep := 20 * time.Microsecond
+	idle := idler{policy: g.policy}
 	for iter := 0; ; iter++ {
 		for next < n && atomic.LoadUint64(g.seg.ctrl(next, ctrlPhase)) >= phase {
 			next++
@@ -98,26 +97,45 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64) error {
 		if err := g.checkPeers(ctx, next, phase); err != nil {
 			return err
 		}
-		t := now()
-		if idleSince.IsZero() {
-			idleSince, lastLiveness = t, t
-			continue
-		}
-		if t.Sub(lastLiveness) >= livenessEvery {
-			lastLiveness = t
+		if idle.pause() {
 			if err := g.checkAlive(next, phase); err != nil {
 				return err
 			}
 		}
-		switch g.policy.At(t.Sub(idleSince)) {
-		case wait.SpinPhase:
-		case wait.YieldPhase:
-			wait.Yield()
-		default:
-			time.Sleep(sleep)
-			sleep = min(2*sleep, time.Millisecond)
-		}
 	}
+}
+
+// idler paces a wait loop that has nothing to do: spin, then yield, then sleep (backing off up
+// to 1 ms), per the wait policy, and says when the awaited peers' liveness is due a check.
+type idler struct {
+	policy              wait.Policy
+	since, lastLiveness time.Time
+	sleep               time.Duration
+}
+
+// reset: something moved; the wait starts over.
+func (d *idler) reset() { d.since = time.Time{} }
+
+// pause paces one idle round and reports whether a liveness check is due.
+func (d *idler) pause() bool {
+	t := now()
+	if d.since.IsZero() {
+		d.since, d.lastLiveness, d.sleep = t, t, 20*time.Microsecond
+		return false
+	}
+	switch d.policy.At(t.Sub(d.since)) {
+	case wait.SpinPhase:
+	case wait.YieldPhase:
+		wait.Yield()
+	default:
+		time.Sleep(d.sleep)
+		d.sleep = min(2*d.sleep, time.Millisecond)
+	}
+	if t.Sub(d.lastLiveness) >= livenessEvery {
+		d.lastLiveness = t
+		return true
+	}
+	return false
 }
 
 // checkPeers returns an error if this group or a peer aborted, or the deadline passed.
