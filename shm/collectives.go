@@ -73,10 +73,20 @@ func pieces(total, size int, fn func(off, n int, first bool) error) error {
 	return nil
 }
 
-func (g *Group) local(op backends.Op, in, out []byte) {
+// alone runs an op in a one-rank group: the input is the result.
+func (g *Group) alone(ctx context.Context, op backends.Op, in, out []byte) error {
 	if !sameMem(in, out) {
 		copy(out, in)
 	}
+	return g.begin1(ctx, op)
+}
+
+// bytesOf is t's bytes, or nil for a tensor this rank does not have (a non-root's output).
+func bytesOf(t *tensor.Tensor) []byte {
+	if t == nil {
+		return nil
+	}
+	return t.Bytes()
 }
 
 // AllReduce: small buffers are reduced by every rank from all slots in rank order; large ones
@@ -86,8 +96,7 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 	return g.run(func() error {
 		ib, ob := in.Bytes(), out.Bytes()
 		if g.cfg.Size == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+			return g.alone(ctx, op, ib, ob)
 		}
 		if g.singleCopy && singleCopyBytes > 0 && len(ob) >= singleCopyBytes {
 			return g.allReduceSingleCopy(ctx, op, ib, ob)
@@ -176,14 +185,9 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 // Reduce: like AllReduce, with only the root copying results out.
 func (g *Group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
-		ib := in.Bytes()
-		var ob []byte
-		if out != nil {
-			ob = out.Bytes()
-		}
+		ib, ob := bytesOf(in), bytesOf(out)
 		if g.cfg.Size == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+			return g.alone(ctx, op, ib, ob)
 		}
 		return g.reduce(ctx, op, ib, ob, op.Root)
 	})
@@ -213,8 +217,7 @@ func (g *Group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.T
 	return g.run(func() error {
 		ib, ob := in.Bytes(), out.Bytes()
 		if g.cfg.Size == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+			return g.alone(ctx, op, ib, ob)
 		}
 		return g.gather(ctx, op, ib, ob, -1)
 	})
@@ -223,14 +226,9 @@ func (g *Group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.T
 // Gather: like AllGather, with only the root copying out.
 func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
-		ib := in.Bytes()
-		var ob []byte
-		if out != nil {
-			ob = out.Bytes()
-		}
+		ib, ob := bytesOf(in), bytesOf(out)
 		if g.cfg.Size == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+			return g.alone(ctx, op, ib, ob)
 		}
 		return g.gather(ctx, op, ib, ob, op.Root)
 	})
@@ -240,15 +238,10 @@ func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tens
 // region out.
 func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
-		ob := out.Bytes()
-		var ib []byte
-		if in != nil {
-			ib = in.Bytes()
-		}
+		ib, ob := bytesOf(in), bytesOf(out)
 		n, r, per := g.cfg.Size, g.cfg.Rank, len(ob)
-		if n == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+		if g.cfg.Size == 1 {
+			return g.alone(ctx, op, ib, ob)
 		}
 		q := g.pieceSize(op.DType.Size(), n)
 		return pieces(per, q, func(off, pl int, first bool) error {
@@ -274,9 +267,8 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 	return g.run(func() error {
 		ib, ob := in.Bytes(), out.Bytes()
 		n, r, per := g.cfg.Size, g.cfg.Rank, len(ob)
-		if n == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+		if g.cfg.Size == 1 {
+			return g.alone(ctx, op, ib, ob)
 		}
 		q := g.pieceSize(op.DType.Size(), n)
 		srcs := g.srcList()
@@ -305,9 +297,8 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 		n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 		ib, ob := in.Bytes(), out.Bytes()
 		inOff, outOff := offsets(inSplits, es), offsets(outSplits, es)
-		if n == 1 {
-			g.local(op, ib, ob)
-			return g.begin1(ctx, op)
+		if g.cfg.Size == 1 {
+			return g.alone(ctx, op, ib, ob)
 		}
 		largest := 0
 		for p := 0; p < n; p++ {
