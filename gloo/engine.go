@@ -346,17 +346,7 @@ func (c *conn) abortMsg() error {
 }
 
 func peerAbortError(from int, u *unexpected) error {
-	reason := string(u.data)
-	switch u.hdr.Tag {
-	case abortPeerLost:
-		return &backends.PeerLostError{Rank: int(u.hdr.Root), GlobalRank: -1,
-			Cause: fmt.Sprintf("reported by rank %d: %s", from, reason)}
-	case abortTimeout:
-		return fmt.Errorf("%w: rank %d timed out: %s", backends.ErrTimeout, from, reason)
-	case abortMismatch:
-		return fmt.Errorf("%w: reported by rank %d: %s", backends.ErrMismatch, from, reason)
-	}
-	return fmt.Errorf("%w by rank %d: %s", backends.ErrAborted, from, reason)
+	return backends.PeerAbortError(backends.AbortClass(u.hdr.Tag), from, int(u.hdr.Root), -1, string(u.data))
 }
 
 // takeQueued matches a posted receive against messages that arrived early.

@@ -249,13 +249,7 @@ func (g *Group) aborted() error {
 }
 
 func (g *Group) setAbort(cause error) {
-	if cause == nil {
-		cause = errors.New("aborted")
-	}
-	if !errors.Is(cause, backends.ErrAborted) && !errors.Is(cause, backends.ErrPeerLost) &&
-		!errors.Is(cause, backends.ErrTimeout) && !errors.Is(cause, backends.ErrMismatch) {
-		cause = fmt.Errorf("%w: %w", backends.ErrAborted, cause)
-	}
+	cause = backends.AsAbort(cause)
 	g.abort.CompareAndSwap(nil, &cause)
 }
 
@@ -272,16 +266,7 @@ func (g *Group) Abort(cause error) {
 func (g *Group) notifyPeers() {
 	g.notify.Do(func() {
 		err := g.aborted()
-		class, lost := abortOther, -1
-		var pl *backends.PeerLostError
-		switch {
-		case errors.As(err, &pl):
-			class, lost = abortPeerLost, pl.Rank
-		case errors.Is(err, backends.ErrTimeout):
-			class = abortTimeout
-		case errors.Is(err, backends.ErrMismatch):
-			class = abortMismatch
-		}
+		class, lost := backends.ClassifyAbort(err)
 		reason := []byte(err.Error())
 		if len(reason) > 4096 {
 			reason = reason[:4096]

@@ -25,13 +25,7 @@ const (
 	msgAbort      msgKind = 3 // the sender aborted the group; payload is the reason
 )
 
-// Abort classes carried in header.Tag of an abort message.
-const (
-	abortOther    = 0
-	abortPeerLost = 1
-	abortTimeout  = 2
-	abortMismatch = 3
-)
+// An abort message carries its backends.AbortClass in header.Tag and the lost rank in Root.
 
 // header is the fingerprint of the op a message belongs to. Receivers compare it with what they
 // expect, so ranks that issue different ops, sizes or dtypes get an error, never wrong data.

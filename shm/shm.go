@@ -184,50 +184,23 @@ func (g *Group) aborted() error {
 	return nil
 }
 
-// Abort classes in the control block's abort word.
-const (
-	abortOther    = 1
-	abortPeerLost = 2
-	abortTimeout  = 3
-	abortMismatch = 4
-)
-
 // fail records err as the group's abort cause and publishes it to the peers.
+// The abort word: the backends.AbortClass in the high half, the lost rank + 1 in the low half.
 func (g *Group) fail(err error) {
-	if !errors.Is(err, backends.ErrAborted) && !errors.Is(err, backends.ErrPeerLost) &&
-		!errors.Is(err, backends.ErrTimeout) && !errors.Is(err, backends.ErrMismatch) {
-		err = fmt.Errorf("%w: %w", backends.ErrAborted, err)
-	}
+	err = backends.AsAbort(err)
 	if !g.abort.CompareAndSwap(nil, &err) {
 		return
 	}
-	class, lost := uint64(abortOther), uint64(0)
-	var pl *backends.PeerLostError
-	switch {
-	case errors.As(err, &pl):
-		class, lost = abortPeerLost, uint64(pl.Rank+1)
-	case errors.Is(err, backends.ErrTimeout):
-		class = abortTimeout
-	case errors.Is(err, backends.ErrMismatch):
-		class = abortMismatch
-	}
+	class, lost := backends.ClassifyAbort(err)
 	if g.seg != nil && g.seg.mem != nil {
-		atomic.StoreUint64(g.seg.ctrl(g.cfg.Rank, ctrlAbort), class<<32|lost)
+		atomic.StoreUint64(g.seg.ctrl(g.cfg.Rank, ctrlAbort), uint64(class)<<32|uint64(lost+1))
 	}
 }
 
 // peerAbort is the error for a peer's published abort word.
 func (g *Group) peerAbort(p int, word uint64) error {
-	class, lost := word>>32, int(word&0xffffffff)-1
-	switch class {
-	case abortPeerLost:
-		return &backends.PeerLostError{Rank: lost, GlobalRank: g.globalRank(lost), Cause: fmt.Sprintf("reported by rank %d", p)}
-	case abortTimeout:
-		return fmt.Errorf("%w: rank %d timed out", backends.ErrTimeout, p)
-	case abortMismatch:
-		return fmt.Errorf("%w: reported by rank %d", backends.ErrMismatch, p)
-	}
-	return fmt.Errorf("%w by rank %d", backends.ErrAborted, p)
+	lost := int(word&0xffffffff) - 1
+	return backends.PeerAbortError(backends.AbortClass(word>>32), p, lost, g.globalRank(lost), "")
 }
 
 func (g *Group) globalRank(r int) int {
