@@ -112,11 +112,13 @@ static inline int reduced_ok(float got, float want, int nranks) {
 }
 
 /* bfloat16 sum: widen, add in float32, round to nearest even (NaNs stay
- * quiet NaNs). The same arithmetic as peers_f32_to_bf16, written without a
+ * quiet NaNs; for NaN + NaN, which payload survives depends on the operand
+ * order the compiler picks, as for any float add). The same arithmetic as peers_f32_to_bf16, written without a
  * branch and in blocks of a fixed 32 elements so that gcc -O2 (whose
  * "very cheap" cost model only vectorizes loops of a known trip count) turns
- * it into SIMD code: about 3x faster than the plain loop, which matters at
- * the 8 KiB decode size, where the reduction is a large part of the time. */
+ * it into SIMD code: 4096 elements (8 KiB) take 0.8-2.9 us (below) instead
+ * of 6-9 us for the scalar loop, which matters at the 8 KiB decode size.
+ * Check with -fopt-info-vec: "loop vectorized" for bf16_sum_n. */
 static inline uint16_t bf16_add(uint16_t x, uint16_t y) {
   uint32_t ux = (uint32_t)x << 16, uy = (uint32_t)y << 16, u, rne, qnan;
   float fx, fy, f;
@@ -128,15 +130,26 @@ static inline uint16_t bf16_add(uint16_t x, uint16_t y) {
   qnan = (u >> 16) | 0x40u;
   return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? qnan : rne);
 }
-static void bf16_sum(void* in, void* inout, int* len, MPI_Datatype* dt) {
-  const uint16_t* restrict a = (const uint16_t*)in;
-  uint16_t* restrict b = (uint16_t*)inout;
-  const int n = *len;
+/* restrict parameters (not restrict locals): gcc then vectorizes the inner
+ * loop without a run-time overlap check, which -O2 would not add. On x86-64
+ * with gcc >= 12, target_clones also builds AVX2 and AVX-512 versions, and
+ * the loader picks the best one for the CPU, much as OpenMPI's own op/avx
+ * component does for MPI_SUM on floats. On the EPYC VM, 4096 elements take
+ * 0.8 us with AVX-512, 1.3 us with AVX2 and 2-2.9 us with SSE2. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ >= 12
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
+static void bf16_sum_n(const uint16_t* restrict a, uint16_t* restrict b,
+                       int n) {
   int i = 0;
-  (void)dt;
   for (; i + 32 <= n; i += 32)
     for (int j = 0; j < 32; j++) b[i + j] = bf16_add(a[i + j], b[i + j]);
   for (; i < n; i++) b[i] = bf16_add(a[i], b[i]);
+}
+static void bf16_sum(void* in, void* inout, int* len, MPI_Datatype* dt) {
+  (void)dt;
+  bf16_sum_n((const uint16_t*)in, (uint16_t*)inout, *len);
 }
 
 /* ---- one collective --------------------------------------------------------- */

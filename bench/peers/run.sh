@@ -20,15 +20,25 @@
 #                     list has no allreduce.
 #   PEERS_DTYPE       float32 (default) or bfloat16 (OpenMPI only; gloo is
 #                     skipped for bfloat16).
-#   MPI_VARIANTS      space separated subset of "default yield0 yield1".
+#   MPI_VARIANTS      space separated subset of "default yield0 yield1", plus
+#                     for shm "stock" (OpenMPI's own settings: no MPI_SHM_TUNE,
+#                     --bind-to none; impl openmpi-shm-stock) and "collsm"
+#                     (adds --mca coll_sm_priority 100; impl openmpi-shm-collsm).
 #                     Default: "default" when NRANKS <= nproc, otherwise
 #                     "default yield0 yield1" (oversubscribed: compare
 #                     OpenMPI's busy polling against yielding).
-#   MPI_BIND          mpirun --bind-to value for TCP (default "none", the same
-#                     as the unpinned gloo and gccl processes; "core" =
-#                     mpirun's own default for NRANKS <= 2).
-#   MPI_SHM_BIND      mpirun --bind-to value for shm (default "none"; see
-#                     README.md for what binding does to shared memory).
+#   MPI_BIND          mpirun --bind-to value for TCP (default "none", like
+#                     the unpinned gloo processes; "core" = mpirun's own
+#                     default for NRANKS <= 2, and what gccl bench does when
+#                     ranks <= cores).
+#   MPI_SHM_BIND      mpirun --bind-to value for shm (default "core" when
+#                     NRANKS <= nproc, else "none"; see README.md).
+#   MPI_SHM_TUNE      extra mpirun arguments for shm, word split. Default
+#                     "--mca btl_vader_eager_limit 32768 --mca
+#                     btl_vader_max_send_size 65536" (btl_sm_... on OpenMPI
+#                     5), which gave OpenMPI's best times from 8 to 256 KiB
+#                     on the 2-core VM (README.md). MPI_SHM_TUNE= (empty)
+#                     keeps OpenMPI's defaults.
 #   MPI_EXTRA         extra mpirun arguments for every OpenMPI run (word
 #                     split), e.g. "--mca btl_vader_single_copy_mechanism none".
 #   PEERS_TARGET_SEC  timed seconds per size (default 0.2)
@@ -130,10 +140,10 @@ run_mpi() {
   fi
   # Running as root in a container: OpenMPI refuses unless told otherwise.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  local extra_user=()
+  local extra_user=() tune=()
   [[ -n ${MPI_EXTRA:-} ]] && read -r -a extra_user <<<"$MPI_EXTRA"
   local mpiargs=(--op "$OPS" --dtype "$DTYPE")
-  local rc=0 t v extra impl base btl
+  local rc=0 t v extra impl base btl bind
   for t in "${TRANSPORTS[@]}"; do
     # pml ob1 in both cases: Debian's OpenMPI also ships the UCX pml, which
     # would pick its own transports and ignore the btl list.
@@ -143,15 +153,38 @@ run_mpi() {
         --mca oob_tcp_if_include lo)
     else
       btl=$(shm_btl)
-      base=(mpirun --oversubscribe -np "$NRANKS" --bind-to "${MPI_SHM_BIND:-none}"
+      bind=${MPI_SHM_BIND:-}
+      if [[ -z $bind ]]; then
+        if ((NRANKS <= NCPU)); then bind=core; else bind=none; fi
+      fi
+      base=(mpirun --oversubscribe -np "$NRANKS"
         --mca pml ob1 --mca btl "self,$btl" --mca oob_tcp_if_include lo)
+      tune=()
+      if [[ -n ${MPI_SHM_TUNE+set} ]]; then
+        [[ -n $MPI_SHM_TUNE ]] && read -r -a tune <<<"$MPI_SHM_TUNE"
+      else
+        tune=(--mca "btl_${btl}_eager_limit" 32768 --mca "btl_${btl}_max_send_size" 65536)
+      fi
     fi
     [[ $(id -u) -eq 0 ]] && base+=(--allow-run-as-root)
     for v in $variants; do
+      extra=()
+      if [[ $t == shm && $v == stock ]]; then
+        extra=(--bind-to none)
+      elif [[ $t == shm ]]; then
+        extra=(--bind-to "$bind" "${tune[@]}")
+      fi
       case $v in
-        default) extra=(); impl=openmpi-$t ;;
-        yield0) extra=(--mca mpi_yield_when_idle 0); impl=openmpi-$t-yield0 ;;
-        yield1) extra=(--mca mpi_yield_when_idle 1); impl=openmpi-$t-yield1 ;;
+        default) impl=openmpi-$t ;;
+        yield0) extra+=(--mca mpi_yield_when_idle 0); impl=openmpi-$t-yield0 ;;
+        yield1) extra+=(--mca mpi_yield_when_idle 1); impl=openmpi-$t-yield1 ;;
+        stock|collsm)
+          if [[ $t != shm ]]; then log "MPI variant $v is for MPI_TRANSPORT=shm; skipped for $t"; continue; fi
+          if [[ $v == stock ]]; then
+            impl=openmpi-shm-stock
+          else
+            extra+=(--mca coll_sm_priority 100); impl=openmpi-shm-collsm
+          fi ;;
         *) log "unknown MPI variant $v"; return 2 ;;
       esac
       extra+=("${extra_user[@]}")
