@@ -197,6 +197,20 @@ func (c *conn) progressRead() (bool, error) {
 	}
 }
 
+// stagedHeader decodes the next message's header if the stage holds all of it (ok), leaving it
+// staged; a corrupt header is the connection's error.
+func (c *conn) stagedHeader() (header, bool, error) {
+	if c.end-c.start < headerSize {
+		return header{}, false, nil
+	}
+	h, err := decodeHeader(c.stage[c.start : c.start+headerSize])
+	if err != nil {
+		c.err = err
+		return header{}, false, err
+	}
+	return h, true, nil
+}
+
 // readStage moves the unparsed bytes to the front of the stage and reads more after them.
 func (c *conn) readStage() (int, error) {
 	if c.start > 0 {
@@ -269,12 +283,8 @@ func (c *conn) dispatch() error {
 			}
 			continue
 		}
-		if c.end-c.start < headerSize {
-			return nil
-		}
-		h, err := decodeHeader(c.stage[c.start : c.start+headerSize])
-		if err != nil {
-			c.err = err
+		h, ok, err := c.stagedHeader()
+		if !ok {
 			return err
 		}
 		if !c.wantsRead() && h.Kind != msgAbort {
@@ -625,12 +635,8 @@ func (c *conn) inspectIdle() error {
 			return nil
 		}
 	}
-	if c.end-c.start < headerSize {
-		return nil
-	}
-	h, err := decodeHeader(c.stage[c.start : c.start+headerSize])
-	if err != nil {
-		c.err = err
+	h, ok, err := c.stagedHeader()
+	if !ok {
 		return err
 	}
 	if h.Kind != msgAbort {
