@@ -74,6 +74,34 @@ type Tensor struct {
 	offset  int   // in elements, into data
 	data    []byte
 	device  Device
+	// Derived from the layout, which never changes after construction (see makeTensor): every
+	// collective asks for them, so they are computed once.
+	numel      int
+	contiguous bool
+}
+
+// makeTensor builds a tensor with the given layout; shape and strides are taken, not copied.
+func makeTensor(dt DType, shape, strides []int, offset int, data []byte, dev Device) *Tensor {
+	t := &Tensor{dtype: dt, shape: shape, strides: strides, offset: offset, data: data, device: dev}
+	t.numel = 1
+	for _, n := range shape {
+		t.numel *= n
+	}
+	t.contiguous = t.numel == 0 || stridesContiguous(shape, strides)
+	return t
+}
+
+// stridesContiguous reports whether strides lay shape out row-major without gaps (dims of
+// extent 1 may have any stride).
+func stridesContiguous(shape, strides []int) bool {
+	want := 1
+	for i := len(shape) - 1; i >= 0; i-- {
+		if shape[i] != 1 && strides[i] != want {
+			return false
+		}
+		want *= shape[i]
+	}
+	return true
 }
 
 // Element is the set of Go element types FromSlice accepts, with their dtypes: float32 (Float32),
@@ -127,13 +155,7 @@ func newTensor(fn string, dt DType, shape []int) (*Tensor, error) {
 	if n > math.MaxInt/dt.Size() {
 		return nil, fmt.Errorf("tensor: %s: shape %v of %s needs too many bytes", fn, shape, dt)
 	}
-	return &Tensor{
-		dtype:   dt,
-		shape:   cloneShape(shape),
-		strides: contiguousStrides(shape),
-		data:    alloc(n * dt.Size()),
-		device:  CPU,
-	}, nil
+	return makeTensor(dt, cloneShape(shape), contiguousStrides(shape), 0, alloc(n*dt.Size()), CPU), nil
 }
 
 // New returns a zeroed, contiguous tensor of dtype dt and the given shape. With no shape it
@@ -173,13 +195,7 @@ func FromBytes(dt DType, data []byte, shape ...int) (*Tensor, error) {
 	if data == nil {
 		data = []byte{}
 	}
-	return &Tensor{
-		dtype:   dt,
-		shape:   cloneShape(shape),
-		strides: contiguousStrides(shape),
-		data:    data,
-		device:  CPU,
-	}, nil
+	return makeTensor(dt, cloneShape(shape), contiguousStrides(shape), 0, data, CPU), nil
 }
 
 // dtypeFor returns the dtype of a FromSlice element type.
@@ -367,13 +383,7 @@ func (t *Tensor) Strides() []int { return cloneShape(t.strides) }
 func (t *Tensor) Dim() int { return len(t.shape) }
 
 // Numel returns the number of elements: the product of the shape, 1 for a 0-dim tensor.
-func (t *Tensor) Numel() int {
-	n := 1
-	for _, s := range t.shape {
-		n *= s
-	}
-	return n
-}
+func (t *Tensor) Numel() int { return t.numel }
 
 // NBytes returns the size of the elements in bytes: Numel times the dtype's size.
 func (t *Tensor) NBytes() int { return t.Numel() * t.dtype.Size() }
@@ -381,19 +391,7 @@ func (t *Tensor) NBytes() int { return t.Numel() * t.dtype.Size() }
 // IsContiguous reports whether the elements lie in row-major order without gaps, so that Bytes
 // can return them. As in PyTorch, strides of dims of size 1 do not matter, and a tensor without
 // elements is contiguous.
-func (t *Tensor) IsContiguous() bool {
-	if t.Numel() == 0 {
-		return true
-	}
-	want := 1
-	for i := len(t.shape) - 1; i >= 0; i-- {
-		if t.shape[i] != 1 && t.strides[i] != want {
-			return false
-		}
-		want *= t.shape[i]
-	}
-	return true
-}
+func (t *Tensor) IsContiguous() bool { return t.contiguous }
 
 // Contiguous returns t itself if it is contiguous, and otherwise a contiguous copy (see Clone).
 func (t *Tensor) Contiguous() *Tensor {
@@ -417,15 +415,15 @@ func (t *Tensor) Clone() *Tensor {
 // Bytes panics if t is not contiguous: calling it on a strided view is a programming error; call
 // Contiguous first, or check IsContiguous.
 func (t *Tensor) Bytes() []byte {
-	if !t.IsContiguous() {
+	if !t.contiguous {
 		panic(fmt.Sprintf("tensor: Bytes on non-contiguous %s (strides %v); call Contiguous first", t, t.strides))
+	}
+	if t.numel == 0 {
+		return []byte{}
 	}
 	size := t.dtype.Size()
 	lo := t.offset * size
-	hi := lo + t.NBytes()
-	if t.Numel() == 0 {
-		return []byte{}
-	}
+	hi := lo + t.numel*size
 	return t.data[lo:hi:hi]
 }
 

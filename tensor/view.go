@@ -9,7 +9,7 @@ import (
 
 // view returns a tensor over t's storage with the given layout.
 func (t *Tensor) view(shape, strides []int, offset int) *Tensor {
-	return &Tensor{dtype: t.dtype, shape: shape, strides: strides, offset: offset, data: t.data, device: t.device}
+	return makeTensor(t.dtype, shape, strides, offset, t.data, t.device)
 }
 
 // normDim resolves dim, which may count from the end when negative, against t's dims.
