@@ -89,6 +89,30 @@ func TestSlotReuseWithDifferentShapes(t *testing.T) {
 	assert.Equal(t, []string{"Float", "Float"}, e.OutputDtypes)
 }
 
+// An op recorded as started (a synchronous op that runs as it is issued) skips "scheduled":
+// it was discovered started at its creation, and completes with a duration.
+func TestRecordStarted(t *testing.T) {
+	rec := flightrecorder.New(8)
+	op := allReduce(3)
+	op.Started = true
+	id := rec.Record(op)
+
+	d := rec.Snapshot()
+	e := d.Entries[0]
+	assert.Equal(t, flightrecorder.StateStarted, e.State)
+	require.NotNil(t, e.TimeDiscoveredStartedNs)
+	assert.Equal(t, e.TimeCreatedNs, *e.TimeDiscoveredStartedNs)
+	assert.Nil(t, e.TimeDiscoveredCompletedNs)
+	assert.Equal(t, flightrecorder.PGStatus{LastEnqueuedCollective: 3, LastStartedCollective: 3, LastCompletedCollective: -1}, d.PGStatus["0"])
+
+	time.Sleep(time.Millisecond)
+	rec.Completed(id)
+	e = rec.Snapshot().Entries[0]
+	assert.Equal(t, flightrecorder.StateCompleted, e.State)
+	require.NotNil(t, e.DurationMs)
+	assert.GreaterOrEqual(t, *e.DurationMs, 1.0, "the duration runs from creation")
+}
+
 func TestStateTransitions(t *testing.T) {
 	rec := flightrecorder.New(8)
 	before := time.Now().UnixNano()
