@@ -127,12 +127,13 @@ func failedWork(err error) *Work {
 	return w
 }
 
-// issue assigns the op its sequence number and ticket and records it.
-func (pg *ProcessGroup) issue(req *request) error {
+// issue assigns the op its sequence number and ticket and records it. A synchronous op (sync)
+// whose turn has come already is recorded as started; issue reports whether it may run now.
+func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 	pg.mu.Lock()
 	if pg.closed {
 		pg.mu.Unlock()
-		return pg.opError(req.op.Kind, 0, ErrClosed)
+		return false, pg.opError(req.op.Kind, 0, ErrClosed)
 	}
 	if req.op.Kind.IsP2P() {
 		pg.p2pSeq++
@@ -144,6 +145,7 @@ func (pg *ProcessGroup) issue(req *request) error {
 	collSeq, p2pSeq := pg.collSeq, pg.p2pSeq
 	req.ticket = pg.issued
 	pg.issued++
+	ready = sync && pg.turn == req.ticket
 	pg.mu.Unlock()
 	if rec := pg.w.recorder; rec.Enabled() {
 		// Shapes go through stack buffers: the recorder copies them.
@@ -152,13 +154,13 @@ func (pg *ProcessGroup) issue(req *request) error {
 		outSizes, outDtypes, nOut, _ := shapesOf(req.out, rest)
 		r := flightrecorder.OpRecord{
 			Group: pg.id, ProfilingName: pg.profilingName(req.op), OpID: int64(req.ticket + 1),
-			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout,
+			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout, Started: ready,
 		}
 		// Like PyTorch, every entry carries both counters as they stand after this op.
 		r.CollectiveSeqID, r.P2PSeqID = int64(collSeq), int64(p2pSeq)
 		req.record = rec.RecordShapes(r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
 	}
-	return nil
+	return ready, nil
 }
 
 func (pg *ProcessGroup) profilingName(op backends.Op) string {
@@ -176,11 +178,15 @@ func (pg *ProcessGroup) profilingName(op backends.Op) string {
 
 // execute runs req on the caller's goroutine once every op issued before it has finished.
 func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
-	if err := pg.issue(req); err != nil {
+	ready, err := pg.issue(req, true)
+	if err != nil {
 		return err
 	}
-	pg.waitTurn(req.ticket)
-	err := pg.runNow(ctx, req)
+	if !ready {
+		pg.waitTurn(req.ticket)
+		pg.w.recorder.Started(req.record)
+	}
+	err = pg.runNow(ctx, req)
 	pg.finishTurn()
 	return err
 }
@@ -188,7 +194,7 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
 // enqueue hands req to the group's worker and returns its Work.
 func (pg *ProcessGroup) enqueue(req *request) *Work {
 	req.work = &Work{done: make(chan struct{}), desc: req.op.Kind.String()}
-	if err := pg.issue(req); err != nil {
+	if _, err := pg.issue(req, false); err != nil {
 		req.work.err = err
 		close(req.work.done)
 		return req.work
@@ -219,6 +225,7 @@ func (pg *ProcessGroup) work() {
 			pg.cond.Wait()
 		}
 		pg.mu.Unlock()
+		pg.w.recorder.Started(req.record)
 		req.work.err = pg.runNow(context.Background(), req)
 		close(req.work.done)
 		pg.finishTurn()
@@ -240,11 +247,11 @@ func (pg *ProcessGroup) finishTurn() {
 	pg.mu.Unlock()
 }
 
-// runNow calls the backend with the op's timeout and turns failures into errors that name the
-// op; on a timeout or failure the group is aborted so that no rank waits forever.
+// runNow calls the backend with the op's timeout (its flight-recorder entry is marked started
+// already) and turns failures into errors that name the op; on a timeout or failure the group is
+// aborted so that no rank waits forever.
 func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
-	rec.Started(req.record)
 	ctx = pg.deadline(ctx)
 	err := pg.call(ctx, req)
 	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)

@@ -79,17 +79,17 @@ func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, dt tens
 	return red.Op, nil
 }
 
-// scaleIn and divideOut implement PreMulSum and Avg around a Sum.
-func (pg *ProcessGroup) preScale(red Reduction, dt tensor.DType, buf []byte) error {
+// preScale and postDivide implement PreMulSum and Avg around a Sum (in place on t).
+func (pg *ProcessGroup) preScale(red Reduction, t *tensor.Tensor) error {
 	if red.Op == tensor.PreMulSum {
-		return tensor.Scale(dt, buf, red.Factor)
+		return tensor.Scale(t.DType(), t.Bytes(), red.Factor)
 	}
 	return nil
 }
 
-func (pg *ProcessGroup) postDivide(red Reduction, dt tensor.DType, buf []byte) error {
+func (pg *ProcessGroup) postDivide(red Reduction, t *tensor.Tensor) error {
 	if red.Op == tensor.Avg {
-		return tensor.DivideBy(dt, buf, pg.size)
+		return tensor.DivideBy(t.DType(), t.Bytes(), pg.size)
 	}
 	return nil
 }
@@ -660,13 +660,13 @@ func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
 	b := pg.backend
 	switch op.Kind {
 	case backends.OpAllReduce:
-		if err := pg.preScale(red, op.DType, in.Bytes()); err != nil {
+		if err := pg.preScale(red, in); err != nil {
 			return err
 		}
 		if err := b.AllReduce(ctx, op, in, out); err != nil {
 			return err
 		}
-		return pg.postDivide(red, op.DType, out.Bytes())
+		return pg.postDivide(red, out)
 	case backends.OpBroadcast:
 		return b.Broadcast(ctx, op, in)
 	case backends.OpReduce:
@@ -674,7 +674,7 @@ func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
 		if red.Op == tensor.PreMulSum && pg.rank != op.Root {
 			src = in.Clone() // leave non-root inputs unchanged
 		}
-		if err := pg.preScale(red, op.DType, src.Bytes()); err != nil {
+		if err := pg.preScale(red, src); err != nil {
 			return err
 		}
 		var dst *tensor.Tensor
@@ -685,7 +685,7 @@ func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
 			return err
 		}
 		if dst != nil {
-			return pg.postDivide(red, op.DType, dst.Bytes())
+			return pg.postDivide(red, dst)
 		}
 		return nil
 	case backends.OpAllGather:
@@ -704,7 +704,7 @@ func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
 		src := in
 		if red.Op == tensor.PreMulSum {
 			src = in.Clone()
-			if err := pg.preScale(red, op.DType, src.Bytes()); err != nil {
+			if err := pg.preScale(red, src); err != nil {
 				return err
 			}
 			if in.Overlaps(out) { // in place: the output is a view of the scaled copy's slot
@@ -720,7 +720,7 @@ func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
 		if err := b.ReduceScatter(ctx, op, src, out); err != nil {
 			return err
 		}
-		return pg.postDivide(red, op.DType, out.Bytes())
+		return pg.postDivide(red, out)
 	case backends.OpAllToAll:
 		return b.AllToAll(ctx, op, in, out, req.inEl, req.outEl)
 	case backends.OpBarrier:
