@@ -24,13 +24,15 @@ const (
 	magic      = 0x4d485347434347 // "GCCGSHM"
 )
 
-// Offsets inside a control block.
+// Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
+// line, next to the op's fingerprint, so a peer that sees the phase finds the fingerprint in the
+// same cache line: one cache miss per peer per sync. Ops alternate between the two lines: a
+// rank rewrites a line two ops later, once every member has passed a sync of the op between.
 const (
-	ctrlPhase = 0        // uint64: the last sync phase this rank reached
-	ctrlFP    = line     // 2 x fingerprint (alternating by op)
+	ctrlOp    = 0        // 2 x op line: uint64 phase (the last sync phase this rank reached), then the fingerprint
+	fpOff     = 8        // the fingerprint's offset in an op line
 	ctrlPid   = 2 * line // int64: the rank's pid (liveness)
 	ctrlAbort = 3 * line // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
-	fpSize    = 48
 )
 
 // fingerprint is what a rank says it is doing at the first sync of an op; every rank checks
@@ -45,6 +47,9 @@ type fingerprint struct {
 	MaxBlock int64  // all-to-all: the largest block this rank sends or receives (bytes)
 	Addr     uint64 // single-copy ops: the address of this rank's buffer
 }
+
+// The phase and the fingerprint fit in one 64-byte cache line (the build fails otherwise).
+var _ [64 - fpOff - int(unsafe.Sizeof(fingerprint{}))]struct{}
 
 // layout computes a group's segment geometry.
 type layout struct {
@@ -138,9 +143,17 @@ func (s *segment) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[
 
 func (s *segment) ctrl(rank, field int) *uint64 { return s.u64(s.l.ctrlOff + rank*ctrlSize + field) }
 
+// opLine is the offset of rank's control line for op number opSeq.
+func (s *segment) opLine(rank int, opSeq uint64) int {
+	return s.l.ctrlOff + rank*ctrlSize + ctrlOp + int(opSeq%2)*line
+}
+
+// phase is the sync phase rank published during op number opSeq.
+func (s *segment) phase(rank int, opSeq uint64) *uint64 { return s.u64(s.opLine(rank, opSeq)) }
+
+// fp is rank's fingerprint for op number opSeq.
 func (s *segment) fp(rank int, opSeq uint64) *fingerprint {
-	off := s.l.ctrlOff + rank*ctrlSize + ctrlFP + int(opSeq%2)*fpSize
-	return (*fingerprint)(unsafe.Pointer(&s.mem[off]))
+	return (*fingerprint)(unsafe.Pointer(&s.mem[s.opLine(rank, opSeq)+fpOff]))
 }
 
 // slot is rank's buffer b (0 or 1).

@@ -74,7 +74,7 @@ func fpMismatch(got, want fingerprint) string {
 // sync publishes that this rank reached the next phase and waits until every member has.
 func (g *Group) sync(ctx context.Context) error {
 	g.phase++
-	atomic.StoreUint64(g.seg.ctrl(g.cfg.Rank, ctrlPhase), g.phase)
+	atomic.StoreUint64(g.seg.phase(g.cfg.Rank, g.opSeq), g.phase)
 	return g.waitPhase(ctx, g.phase)
 }
 
@@ -85,7 +85,7 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64) error {
 	next := 0 // members before next are known to have arrived
 	idle := idler{policy: g.policy}
 	for iter := 0; ; iter++ {
-		for next < n && atomic.LoadUint64(g.seg.ctrl(next, ctrlPhase)) >= phase {
+		for next < n && atomic.LoadUint64(g.seg.phase(next, g.opSeq)) >= phase {
 			next++
 		}
 		if next == n {
@@ -162,7 +162,8 @@ func (g *Group) checkPeers(ctx context.Context, next int, phase uint64) error {
 func (g *Group) behind(from int, phase uint64) []int {
 	var out []int
 	for p := from; p < g.cfg.Size; p++ {
-		if atomic.LoadUint64(g.seg.ctrl(p, ctrlPhase)) < phase {
+		// The newest of its two op lines says how far p got.
+		if max(atomic.LoadUint64(g.seg.phase(p, 0)), atomic.LoadUint64(g.seg.phase(p, 1))) < phase {
 			out = append(out, p)
 		}
 	}
