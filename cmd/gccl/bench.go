@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 func benchCmd() *cobra.Command {
 	var (
 		backend, op, dtype, redop, minB, maxB string
+		cpuProfile                            string
 		nproc, iters, warmup                  int
 		step                                  int64
 		check, asJSON                         bool
@@ -55,7 +57,7 @@ run and reports the number of wrong elements. Outside gccl run it starts --nproc
 			if _, inJob := os.LookupEnv("RANK"); !inJob {
 				return launchSelf(cmd.Context(), nproc, backend)
 			}
-			return benchRank(cmd.Context(), backend, cfg)
+			return benchRank(cmd.Context(), backend, cfg, cpuProfile)
 		},
 	}
 	f := cmd.Flags()
@@ -71,6 +73,7 @@ run and reports the number of wrong elements. Outside gccl run it starts --nproc
 	f.IntVar(&warmup, "warmup", 5, "untimed iterations per size")
 	f.BoolVar(&check, "check", false, "verify every element and report #wrong")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per size")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write each rank's CPU profile to FILE.<rank> (for go tool pprof)")
 	return cmd
 }
 
@@ -90,12 +93,23 @@ func launchSelf(ctx context.Context, nproc int, backend string) error {
 	return jobError(res)
 }
 
-func benchRank(ctx context.Context, backend string, cfg bench.Config) error {
+func benchRank(ctx context.Context, backend string, cfg bench.Config, cpuProfile string) error {
 	pg, err := comm.Init(ctx, comm.Options{Backend: backend, Timeout: benchTimeout()})
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile + "." + strconv.Itoa(pg.Rank()))
+		if err != nil {
+			return fmt.Errorf("bench: rank %d: --cpuprofile: %w", pg.Rank(), err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: rank %d: --cpuprofile: %w", pg.Rank(), err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	_, err = bench.Run(ctx, pg, cfg, os.Stdout)
 	if err != nil {
 		return fmt.Errorf("bench: rank %d: %w", pg.Rank(), err)
