@@ -62,6 +62,13 @@ type OpRecord struct {
 
 type opState uint8
 
+// Bits of slot.converted.
+const (
+	convCreated uint8 = 1 << iota
+	convStarted
+	convCompleted
+)
+
 const (
 	opScheduled opState = iota
 	opStarted
@@ -92,13 +99,15 @@ type slot struct {
 	collSeq, p2pSeq, opID  int64
 	isP2P, retired         bool
 	state                  opState
-	hasDuration            bool
-	durationMs             float64
+	hasDuration            bool // completed after a separate start: duration_ms is known
 	timeoutMs              int64
-	createdNs              int64 // wall clock at Record
-	startedNs, completedNs int64 // valid from the state reached
-	createdMono            time.Duration
-	startedMono            time.Duration
+	createdTick            int64 // clock ticks (see clock.go) at Record
+	startedTick            int64 // valid from the state reached
+	completedTick          int64
+	converted              uint8 // which of the times below Snapshot has computed (conv*)
+	createdNs              int64 // wall clock, from the ticks: kept once computed, so
+	startedNs, completedNs int64 // that successive dumps agree
+	durationMs             float64
 
 	// Shapes are flattened as in PyTorch: dims[i] is the rank of tensor i
 	// (inputs, then outputs) and sizes holds all extents back to back.
@@ -112,9 +121,6 @@ type slot struct {
 // use. A Recorder of capacity 0, and a nil *Recorder, is disabled: every
 // method is a cheap no-op and Snapshot returns an empty Dump.
 type Recorder struct {
-	epoch   time.Time // monotonic base for every timestamp
-	epochNs int64     // epoch as wall-clock ns since the Unix epoch
-
 	mu             sync.Mutex
 	slots          []slot
 	nextID         uint64
@@ -125,8 +131,7 @@ type Recorder struct {
 // New returns a Recorder keeping the newest capacity ops. capacity <= 0
 // returns a disabled Recorder.
 func New(capacity int) *Recorder {
-	now := time.Now()
-	r := &Recorder{epoch: now, epochNs: now.UnixNano()}
+	r := &Recorder{}
 	if capacity > 0 {
 		r.slots = make([]slot, capacity)
 		r.groups = make(map[int]*groupState)
@@ -214,10 +219,7 @@ func (r *Recorder) RecordShapes(op OpRecord, inSizes, outSizes [][]int64, inDtyp
 		stack = stackPool.Get().(*[MaxFrames]uintptr)
 		depth = runtime.Callers(2, stack[:])
 	}
-	// One monotonic reading, anchored at the recorder's creation: half the cost of time.Now,
-	// and entries stay ordered whatever the wall clock does meanwhile.
-	mono := time.Since(r.epoch)
-	wall := r.epochNs + int64(mono)
+	now := ticks()
 
 	r.mu.Lock()
 	g := r.groupLocked(op.Group)
@@ -238,13 +240,9 @@ func (r *Recorder) RecordShapes(op OpRecord, inSizes, outSizes [][]int64, inDtyp
 		s.state = opStarted
 	}
 	s.hasDuration = false
-	s.durationMs = 0
 	s.timeoutMs = op.Timeout.Milliseconds()
-	s.createdNs, s.createdMono = wall, mono
-	s.startedNs, s.completedNs, s.startedMono = 0, 0, 0
-	if op.Started {
-		s.startedNs, s.startedMono = wall, mono
-	}
+	s.createdTick, s.startedTick, s.completedTick = now, now, 0
+	s.converted = 0
 	s.inDims, s.sizes = appendShapes(s.inDims[:0], s.sizes[:0], inSizes)
 	s.outDims, s.sizes = appendShapes(s.outDims[:0], s.sizes, outSizes)
 	s.inDtypes = append(s.inDtypes[:0], inDtypes...)
@@ -284,12 +282,33 @@ func (s *slot) seq() int64 {
 	return s.collSeq
 }
 
-// wallAt converts a monotonic reading (time since r.epoch) taken after
-// Record into wall-clock ns, anchored at the entry's creation: discovery
-// times never precede time_created_ns, whatever the wall clock does
-// meanwhile, and reading only the monotonic clock costs half of time.Now.
-func (s *slot) wallAt(mono time.Duration) int64 {
-	return s.createdNs + int64(mono-s.createdMono)
+// convert computes the slot's wall-clock times and duration that are known and not yet
+// computed. r.mu must be held.
+func (s *slot) convert(c converter) {
+	if s.converted&convCreated == 0 {
+		s.createdNs = c.wallNs(s.createdTick)
+		s.converted |= convCreated
+	}
+	if s.state >= opStarted && s.converted&convStarted == 0 {
+		// An op recorded started, or started from Completed, shares the other's reading.
+		switch s.startedTick {
+		case s.createdTick:
+			s.startedNs = s.createdNs
+		default:
+			s.startedNs = c.wallNs(s.startedTick)
+		}
+		s.converted |= convStarted
+	}
+	if s.state == opCompleted && s.converted&convCompleted == 0 {
+		s.completedNs = c.wallNs(s.completedTick)
+		if s.startedTick == s.completedTick {
+			s.completedNs = s.startedNs
+		}
+		if s.hasDuration {
+			s.durationMs = c.ms(s.completedTick - s.startedTick)
+		}
+		s.converted |= convCompleted
+	}
 }
 
 // lookupLocked returns the slot holding record id, or nil if that entry was
@@ -309,11 +328,11 @@ func (r *Recorder) Started(id uint64) {
 	if !r.Enabled() {
 		return
 	}
-	mono := time.Since(r.epoch)
+	now := ticks()
 	r.mu.Lock()
 	if s := r.lookupLocked(id); s != nil && s.state == opScheduled {
 		s.state = opStarted
-		s.startedNs, s.startedMono = s.wallAt(mono), mono
+		s.startedTick = now
 		s.group.status.LastStartedCollective = s.seq()
 	}
 	r.mu.Unlock()
@@ -329,20 +348,18 @@ func (r *Recorder) Completed(id uint64) {
 	if !r.Enabled() {
 		return
 	}
-	mono := time.Since(r.epoch)
+	now := ticks()
 	r.mu.Lock()
 	if s := r.lookupLocked(id); s != nil && s.state != opCompleted {
 		seq := s.seq()
-		wall := s.wallAt(mono)
 		if s.state == opScheduled {
-			s.startedNs, s.startedMono = wall, mono
+			s.startedTick = now
 			s.group.status.LastStartedCollective = seq
 		} else {
 			s.hasDuration = true
-			s.durationMs = float64(mono-s.startedMono) / float64(time.Millisecond)
 		}
 		s.state = opCompleted
-		s.completedNs = wall
+		s.completedTick = now
 		s.retired = true
 		s.group.status.LastCompletedCollective = seq
 	}
@@ -375,6 +392,7 @@ func (r *Recorder) Snapshot() Dump {
 	if !r.Enabled() {
 		return d
 	}
+	conv := newConverter()
 
 	r.mu.Lock()
 	d.CommLibVersion = r.commLibVersion
@@ -442,6 +460,7 @@ func (r *Recorder) Snapshot() Dump {
 		e.ThreadName, e.ThreadID = s.threadName, s.threadID
 		e.CollectiveSeqID, e.P2PSeqID, e.OpID = s.collSeq, s.p2pSeq, s.opID
 		e.ProfilingName = s.profilingName
+		s.convert(conv)
 		e.TimeCreatedNs = s.createdNs
 		var at int
 		e.InputSizes, at = take(s.inDims, s.sizes, 0)

@@ -672,3 +672,15 @@ func BenchmarkSnapshot(b *testing.B) {
 		_ = rec.Snapshot()
 	}
 }
+
+// BenchmarkRecordSyncOp is what comm records per synchronous op: the entry recorded started,
+// then completed.
+func BenchmarkRecordSyncOp(b *testing.B) {
+	rec := flightrecorder.New(flightrecorder.DefaultCapacity)
+	op := allReduce(1)
+	op.Started = true
+	b.ReportAllocs()
+	for b.Loop() {
+		rec.Completed(rec.Record(op))
+	}
+}
