@@ -32,9 +32,10 @@ import (
 // host sends across hosts. Gather, scatter and all-to-all run on flat, after a check inside
 // each host and between the leaders that every member runs the same op (so that a rank that
 // calls something else fails with ErrMismatch rather than leaving the others waiting for it).
-// Send and Recv run on flat: one transport for every pair keeps gloo's guarantee that ranks
-// sending to each other in a cycle cannot deadlock, which mixing shm and gloo links in one
-// cycle would lose.
+// Send and Recv run on flat, so that ranks sending to each other in a cycle all wait on one
+// transport: with shm for same-host pairs and gloo for the others, a rank stuck sending on shm
+// reads none of its sockets, and a ring of large sends across hosts deadlocks (seen with 4
+// ranks on 2 hosts sending 64 MiB around a ring). Same-host messages pay TCP for it.
 //
 // Each sub-group numbers its own ops. A failed sub-op aborts all three sub-groups, so that
 // every member, whichever sub-group it waits in, fails promptly; a lost member is named in
