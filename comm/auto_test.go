@@ -328,3 +328,17 @@ func autoMismatchChild(name string) {
 	}
 	_ = pg.Close()
 }
+
+// Backend "auto" picks shm when every member of a group is on one host, gloo when each is
+// alone on its host, and the hierarchical mode (shm inside hosts, gloo between them) otherwise.
+func ExampleProcessGroup_AutoMode() {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1, Backend: "auto"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pg.Close()
+	fmt.Println(pg.Backend(), "runs as", pg.AutoMode())
+	// Output: auto runs as shm
+}
