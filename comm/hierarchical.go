@@ -49,6 +49,7 @@ type hierarchical struct {
 	leaders *subGroup // nil unless this rank leads its host
 	flat    *subGroup
 	records store.Store // the group's store, for the lost-member record
+	settled atomic.Bool // this rank has recorded a lost member or read the record
 	abort   atomic.Pointer[error]
 	scratch [3][]byte // reusable temporary buffers, only touched by the running op
 }
@@ -281,6 +282,7 @@ func (g *hierarchical) recordLost(m lostMember) lostMember {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	mine := fmt.Sprintf("%d %d|%s", m.rank, m.global, m.cause)
+	g.settled.Store(true)
 	v, err := g.records.CompareAndSet(ctx, lostRecordKey, nil, []byte(mine))
 	if err != nil || string(v) == mine {
 		return m
@@ -297,6 +299,7 @@ func (g *hierarchical) lookupLost() lostMember {
 	defer cancel()
 	if v, err := g.records.Get(ctx, lostRecordKey); err == nil {
 		if rec, ok := parseLost(v); ok {
+			g.settled.Store(true)
 			return rec
 		}
 	}
@@ -318,8 +321,8 @@ func parseLost(v []byte) (lostMember, bool) {
 // up whom.
 func (g *hierarchical) abortAll(cause error) {
 	cause = backends.AsAbort(cause)
-	if g.abort.CompareAndSwap(nil, &cause) {
-		var pl *backends.PeerLostError
+	if g.abort.CompareAndSwap(nil, &cause) && !g.settled.Load() {
+		var pl *backends.PeerLostError // from Abort: a lost member that no sub-group reported here
 		if errors.As(cause, &pl) && pl.GlobalRank >= 0 {
 			g.recordLost(lostMember{rank: g.groupRank(pl.GlobalRank), global: pl.GlobalRank, cause: pl.Cause})
 		}
