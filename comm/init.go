@@ -27,7 +27,8 @@ const DefaultBackend = "gloo"
 
 // Options configure Init. Zero values mean "from the environment, else the default".
 type Options struct {
-	// Backend names the backend ("gloo", "shm", "xccl"). Default: GCCL_BACKEND, else "gloo".
+	// Backend names the backend ("gloo", "shm", "auto", "xccl"). Default: GCCL_BACKEND, else
+	// "gloo". "auto" picks shm, gloo or both (hierarchically) from where the ranks run.
 	Backend string
 	// Rank and WorldSize place this process in the job. WorldSize 0 means: discover both from
 	// the environment (torchrun, OpenMPI, PMI, Slurm; see DiscoverEnv). A job with no

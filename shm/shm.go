@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +90,7 @@ func (g *Group) setup(ctx context.Context) error {
 	cfg := g.cfg
 	l := newLayout(cfg.Size, envBytes("GCCL_SHM_SLOT_BYTES", defaultSlotBytes), envBytes("GCCL_SHM_MAILBOX_BYTES", defaultMailboxBytes))
 	st := cfg.Store
-	host := hostID(cfg.Hostname)
+	host := backends.HostID(cfg.Hostname)
 	// Every member must be on this host.
 	if err := st.Set(ctx, "shm/host/"+strconv.Itoa(cfg.Rank), []byte(host)); err != nil {
 		return err
@@ -164,16 +163,6 @@ func (g *Group) setup(ctx context.Context) error {
 		return g.probeSingleCopy(ctx)
 	}
 	return nil
-}
-
-// hostID identifies the host: GCCL_HOST_ID when set (tests use it to pretend ranks are on
-// different hosts), else the hostname and the boot id.
-func hostID(hostname string) string {
-	if v := os.Getenv("GCCL_HOST_ID"); v != "" {
-		return v
-	}
-	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return hostname + "/" + strings.TrimSpace(string(boot))
 }
 
 // aborted returns the error that aborted the group, or nil.

@@ -39,6 +39,11 @@ type Config struct {
 	Timeout    time.Duration // per world size (default 5 minutes)
 	// Run, if set, is a regexp: only cases whose name matches run (also GCCL_CONFORMANCE_RUN).
 	Run string
+	// RankEnv, if set, gives rank `rank` of a world of `size` ranks extra KEY=VALUE
+	// environment variables, added after the suite's own (so they win). For example, a
+	// different GCCL_HOST_ID per rank makes ranks of one machine look like ranks of several
+	// hosts to backend "auto".
+	RankEnv func(rank, size int) []string
 }
 
 const (
@@ -100,6 +105,9 @@ func runWorld(t *testing.T, cfg Config, n int, large bool) {
 			"GCCL_BACKEND="+cfg.Backend, envLarge+"="+strconv.FormatBool(large), envRun+"="+cfg.Run,
 			"GCCL_TIMEOUT=90s", "GOMAXPROCS=2",
 		)
+		if cfg.RankEnv != nil {
+			cmd.Env = append(cmd.Env, cfg.RankEnv(r, n)...)
+		}
 		outs[r] = &out{}
 		cmd.Stdout = &outs[r].buf
 		cmd.Stderr = &outs[r].buf

@@ -49,9 +49,29 @@ type peerLossOutcome struct {
 // all-reduces; "barrier": barriers and 8-byte all-reduces), SIGKILLs rank kill once every rank
 // is busy, and checks what the others report.
 func PeerLoss(t *testing.T, backend, mode string, kill int) {
+	PeerLossWith(t, PeerLossConfig{Backend: backend, Mode: mode, Kill: kill})
+}
+
+// PeerLossConfig configures PeerLossWith.
+type PeerLossConfig struct {
+	Backend string // backend name (sets GCCL_BACKEND)
+	Mode    string // "allreduce" or "barrier", as for PeerLoss
+	Kill    int    // the rank to SIGKILL
+	// RankEnv, if set, gives rank `rank` of `size` extra KEY=VALUE environment variables (for
+	// example its own GCCL_HOST_ID), as Config.RankEnv does for Run.
+	RankEnv func(rank, size int) []string
+}
+
+// PeerLossWith is PeerLoss with every option.
+func PeerLossWith(t *testing.T, cfg PeerLossConfig) {
+	backend, mode, kill := cfg.Backend, cfg.Mode, cfg.Kill
 	if ranktest.Child(t) {
 		peerLossChild(mode)
 		return
+	}
+	var rankEnv func(r int) []string
+	if cfg.RankEnv != nil {
+		rankEnv = func(r int) []string { return cfg.RankEnv(r, peerLossRanks) }
 	}
 	dir := t.TempDir()
 	var startedAt, killAt time.Time
@@ -63,6 +83,7 @@ func PeerLoss(t *testing.T, backend, mode string, kill int) {
 		// measure.
 		Env: []string{"GCCL_TIMEOUT=20s", "GCCL_BACKEND=" + backend, peerLossReadyEnv + "=" + dir,
 			"GORACE=" + strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0")},
+		RankEnv: rankEnv,
 		Started: func(procs []*os.Process) {
 			startedAt = time.Now()
 			go func() {
