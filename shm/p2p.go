@@ -162,6 +162,10 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 				backends.ErrTimeout, peer)
 		}
 		if idle.pause() && !alive(g.pids[peer]) {
+			// It may have aborted, then exited, while we paused: its abort word says why.
+			if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
+				return g.peerAbort(peer, w)
+			}
 			return &backends.PeerLostError{Rank: peer, GlobalRank: g.globalRank(peer),
 				Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[peer])}
 		}

@@ -98,6 +98,11 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64) error {
 			return err
 		}
 		if idle.pause() {
+			// Pausing may have slept: a peer that aborted and exited meanwhile must be
+			// reported with its abort cause, not as lost.
+			if err := g.checkPeers(ctx, next, phase); err != nil {
+				return err
+			}
 			if err := g.checkAlive(next, phase); err != nil {
 				return err
 			}
