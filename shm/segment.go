@@ -81,7 +81,13 @@ type segment struct {
 // It is never linked into /dev/shm, so nothing can be left behind, even after a crash; peers
 // open it through /proc/<pid>/fd/<fd> while the creator keeps fd open.
 func createSegment(name string, l layout) (*segment, int, error) {
-	fd, err := unix.MemfdCreate("gccl-"+name, unix.MFD_CLOEXEC)
+	// The name only labels the file in /proc/<pid>/fd; Linux takes at most 249 bytes, and
+	// sub-group names list their ranks.
+	label := "gccl-" + name
+	if len(label) > 200 {
+		label = label[:200]
+	}
+	fd, err := unix.MemfdCreate(label, unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, -1, fmt.Errorf("memfd_create: %w", err)
 	}
