@@ -170,3 +170,10 @@ type Group interface {
 	// Close releases the group's resources. Pending ops fail.
 	Close() error
 }
+
+// DeviceGroup is implemented by a Group that moves tensors in device memory (an Intel GPU's,
+// say). comm gives a Group that does not implement it host tensors only.
+type DeviceGroup interface {
+	// SupportsDevice reports whether the group can move tensors on dev.
+	SupportsDevice(dev tensor.Device) bool
+}

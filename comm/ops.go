@@ -46,8 +46,10 @@ func (pg *ProcessGroup) checkTensor(kind backends.OpKind, what string, t *tensor
 	if !t.IsContiguous() {
 		return pg.invalid(kind, "%s (%v) is not contiguous: pass t.Contiguous() (and copy the result back)", what, t.Shape())
 	}
-	if !t.Device().IsCPU() && pg.backendName == "gloo" {
-		return pg.invalid(kind, "%s is on device %v; the gloo backend moves host tensors only", what, t.Device())
+	if dev := t.Device(); !dev.IsCPU() {
+		if dg, ok := pg.backend.(backends.DeviceGroup); !ok || !dg.SupportsDevice(dev) {
+			return pg.invalid(kind, "%s is on device %v; the %s backend cannot move it: copy it to the host first, or use a backend for the device (xccl for xpu)", what, dev, pg.backendName)
+		}
 	}
 	return nil
 }
