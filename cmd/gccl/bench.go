@@ -61,7 +61,7 @@ run and reports the number of wrong elements. Outside gccl run it starts --nproc
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&backend, "backend", "gloo", "backend: gloo, shm, xccl")
+	f.StringVar(&backend, "backend", "gloo", "backend: gloo, shm, auto (shm within a host, gloo across), xccl")
 	f.IntVar(&nproc, "nproc", 2, "ranks to start (when not already inside gccl run)")
 	f.StringVar(&op, "op", "allreduce", "collective: allreduce, allgather, reducescatter, broadcast, reduce, alltoall, gather, scatter, sendrecv")
 	f.StringVar(&dtype, "dtype", "float32", "element type: float32, float64, float16, bfloat16, int8, uint8, int32, int64, bool, ...")

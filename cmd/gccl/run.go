@@ -39,7 +39,7 @@ others are stopped and gccl run exits non-zero, naming the rank and its exit sta
 		},
 	}
 	cmd.Flags().IntVar(&nproc, "nproc-per-node", 1, "number of ranks to start")
-	cmd.Flags().StringVar(&backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, xccl")
+	cmd.Flags().StringVar(&backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, auto, xccl")
 	cmd.Flags().StringVar(&bindTo, "bind-to", "core", "core: pin rank r to core r when ranks <= cores (like mpirun); none: let the OS place them")
 	return cmd
 }

@@ -86,10 +86,6 @@ func (c *ctx) i(format string, args ...any) {
 
 func (c *ctx) label(name string) { fmt.Fprintf(c.w, "%s:\n", name) }
 
-func (c *ctx) comment(format string, args ...any) {
-	fmt.Fprintf(c.w, "\t// "+format+"\n", args...)
-}
-
 // Register plan. AVX-512: accumulators Z0-Z7, masked-load scratch Z8-Z9, temporaries Z12-Z23
 // (three per unrolled vector), constants Z24-Z31, NaN flag K3, tail mask K1, compare scratch K2.
 // AVX2: accumulators Y0-Y3, temporaries Y4-Y9 (shared round-robin by the unrolled vectors),
