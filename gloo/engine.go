@@ -73,6 +73,10 @@ type conn struct {
 	// itself be blocked sending to us, so while it lasts this rank drains the connection even
 	// beyond its posted receives: that is what makes paired sends deadlock-free.
 	sendStuck bool
+	// drain: some send of this rank, to any peer, is stuck, and this connection is drained too.
+	// The peer a send waits on may be blocked sending to a third rank, which waits on us (a
+	// ring of large sends): only reading every connection breaks the cycle.
+	drain bool
 	// parked: idle, with bytes of a later message waiting in the kernel; not polled again in
 	// this wait (it would wake us at once, for nothing).
 	parked bool
@@ -105,7 +109,7 @@ func (c *conn) waitsOn() bool { return len(c.sends) > 0 || len(c.recvs) > 0 || c
 // read, or a stuck send needs the connection drained. Otherwise bytes stay in the kernel until
 // their receive is posted (a peer already in the next op), instead of being copied twice
 // through the unexpected queue.
-func (c *conn) wantsRead() bool { return len(c.recvs) > 0 || c.curN > 0 || c.sendStuck }
+func (c *conn) wantsRead() bool { return len(c.recvs) > 0 || c.curN > 0 || c.sendStuck || c.drain }
 
 // progressWrite writes as much of the send queue as the socket takes.
 func (c *conn) progressWrite() (bool, error) {
@@ -449,6 +453,7 @@ func (c *conn) matchQueued() error {
 // progress does one round of non-blocking I/O on every busy connection (all connections when
 // all is set). It reports whether anything moved.
 func (e *engine) progress(all bool) (bool, error) {
+	e.updateDrain()
 	moved := false
 	for _, c := range e.conns {
 		if c == nil || (!all && !c.busy()) {
@@ -473,6 +478,22 @@ func (e *engine) progress(all bool) (bool, error) {
 		}
 	}
 	return moved, nil
+}
+
+// updateDrain sets every connection's drain flag: while any send is stuck, all are read.
+func (e *engine) updateDrain() {
+	stuck := false
+	for _, c := range e.conns {
+		if c != nil && c.sendStuck {
+			stuck = true
+			break
+		}
+	}
+	for _, c := range e.conns {
+		if c != nil {
+			c.drain = stuck
+		}
+	}
 }
 
 // failure is the error to report for err on a connection: the abort message the peer sent

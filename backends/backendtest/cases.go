@@ -195,6 +195,11 @@ func cases(n int, large bool) []tcase {
 		add("send_recv/tags_reversed", sendRecvTagsCase(1001, next()))
 		add("send_recv/async_both_ways_1MiB", sendRecvAsyncCase(mib(tensor.Float32, 1), next()))
 		add("send_recv/bfloat16/n0", sendRecvTagsCase(0, next()))
+		if large {
+			// Larger than a socket's buffers: every send blocks until its receiver drains it,
+			// and each receiver is itself blocked sending around the ring.
+			add("send_recv/async_ring_16MiB", sendRecvAsyncCase(mib(tensor.Float32, 16), next()))
+		}
 	}
 	add("objects/all_gather_and_broadcast", objectsCase)
 	add("groups/new_group_even_ranks", newGroupCase(next()))
