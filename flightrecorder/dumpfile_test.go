@@ -19,7 +19,7 @@ import (
 // sampleDump records a little of everything: two groups, a completed op with
 // a stack and a duration, a started one, a scheduled one, a retired timeout,
 // p2p, an op without tensors, and a communicator state map.
-func sampleDump(t *testing.T) flightrecorder.Dump {
+func sampleDump(t testing.TB) flightrecorder.Dump {
 	t.Helper()
 	rec := flightrecorder.New(64)
 	rec.SetCommLibVersion("gccl-test 1.0")
