@@ -2,6 +2,7 @@ package flightrecorder_test
 
 import (
 	"bytes"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -11,12 +12,21 @@ import (
 	"github.com/gccl/gccl/flightrecorder"
 )
 
-// checkLoad is the property both fuzz targets check: Load never panics, and
-// whatever it loads survives a write and a load again, in both formats.
+// checkLoad is the property both fuzz targets check: Load never panics,
+// Analyze takes whatever it loads, and that survives a write and a load
+// again, in both formats.
 func checkLoad(t *testing.T, data []byte) {
 	d, err := flightrecorder.Load(bytes.NewReader(data))
 	if err != nil {
 		return
+	}
+	// Whatever loads, Analyze and both report forms take without panicking.
+	rep := flightrecorder.Analyze(map[int]flightrecorder.Dump{0: d, 1: d, 3: d}, flightrecorder.AnalyzeOptions{})
+	if err := rep.WriteText(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteJSON(io.Discard); err != nil {
+		t.Fatal(err)
 	}
 	for _, f := range []flightrecorder.Format{flightrecorder.FormatPickle, flightrecorder.FormatJSON} {
 		if f == flightrecorder.FormatJSON && !finiteDurations(d) {
