@@ -43,6 +43,8 @@ lint:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReduceInto$$' -fuzztime 30s ./tensor/
 	$(GO) test -run '^$$' -fuzz '^FuzzFloat16RoundTrip$$' -fuzztime 30s ./tensor/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadPickle$$' -fuzztime 30s -fuzzminimizetime 5s ./flightrecorder/
+	$(GO) test -run '^$$' -fuzz '^FuzzLoadJSON$$' -fuzztime 30s -fuzzminimizetime 5s ./flightrecorder/
 
 peers:
 	bash bench/peers/run.sh 2

@@ -55,6 +55,37 @@
 // disabled and every method returns at once. An id whose entry the ring has
 // since overwritten is ignored by Started, Completed and Retire.
 //
-// Writing dumps to files (JSON and PyTorch's pickle), dump triggers and the
-// cross-rank analysis live elsewhere; this package is the recorder itself.
+// # Dump files
+//
+// Each rank writes its dump to its own file, <prefix><rank>, with
+// Dump.WriteFile (atomically: a temporary file renamed into place). The prefix
+// comes from DumpPrefixFromEnv: GCCL_FR_DUMP_PREFIX, else PyTorch's
+// TORCH_FR_DUMP_TEMP_FILE, else /tmp/gccl_trace_rank_. The format comes from
+// DumpFormatFromEnv: GCCL_FR_DUMP_FORMAT=pickle (the default, PyTorch's
+// format, which torchfrtrace reads) or json (PyTorch's JSON dump shape).
+//
+//	path := flightrecorder.DumpPath(flightrecorder.DumpPrefixFromEnv(), rank)
+//	err := rec.Snapshot().WriteFile(path, flightrecorder.DumpFormatFromEnv())
+//
+// Load, LoadFile and LoadDir read gccl's dumps and PyTorch's, in either
+// format, telling them apart by their first byte. The pickle decoder is
+// restricted to plain data: it never imports or calls anything but the few
+// list-building helpers PyTorch's pickler may emit.
+//
+// # Analysis
+//
+// Analyze matches every group's ops across the ranks' dumps and reports what
+// does not line up: a rank that never joined a collective the others are in
+// (and where it is instead), op type, size, dtype and state mismatches,
+// missing dumps and mixed schema versions. The first line of its report is
+// the verdict:
+//
+//	dumps, errs := flightrecorder.LoadDir("/tmp/job-dumps", "") // prefix inferred
+//	report := flightrecorder.Analyze(dumps, flightrecorder.AnalyzeOptions{})
+//	report.WriteText(os.Stdout)
+//	// rank 3 never joined all_reduce #57 on group "0" (default_pg); it is at: ...
+//
+// `gccl fr analyze DIR` and `gccl fr show DIR` are the command-line front.
+// Dump triggers (on a timeout, on request) live in the packages that own the
+// process; this package records, writes, reads and analyzes.
 package flightrecorder

@@ -3,6 +3,8 @@ package flightrecorder_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/gccl/gccl/flightrecorder"
@@ -69,4 +71,47 @@ func ExampleNew_disabled() {
 	rec.Completed(id)
 	fmt.Println(rec.Enabled(), len(rec.Snapshot().Entries))
 	// Output: false 0
+}
+
+func ExampleDump_WriteFile() {
+	rec := flightrecorder.New(16)
+	rec.RegisterGroup(flightrecorder.GroupInfo{ID: 0, Desc: "default_pg", Ranks: []int{0, 1}})
+	rec.Completed(rec.Record(flightrecorder.OpRecord{ProfilingName: "gloo:all_reduce", CollectiveSeqID: 1, OpID: 1}))
+
+	dir, err := os.MkdirTemp("", "fr")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	// Each rank writes <prefix><rank>; the prefix usually comes from
+	// flightrecorder.DumpPrefixFromEnv() (GCCL_FR_DUMP_PREFIX).
+	path := flightrecorder.DumpPath(filepath.Join(dir, "gccl_trace_rank_"), 0)
+	if err := rec.Snapshot().WriteFile(path, flightrecorder.FormatPickle); err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	dumps, errs := flightrecorder.LoadDir(dir, "") // the prefix is inferred
+	fmt.Println(len(dumps), len(errs), dumps[0].Entries[0].ProfilingName)
+	// Output: 1 0 gloo:all_reduce
+}
+
+func ExampleAnalyze() {
+	// Two ranks' recorders (in a real job, two processes' dumps).
+	ranks := []*flightrecorder.Recorder{flightrecorder.New(16), flightrecorder.New(16)}
+	for _, rec := range ranks {
+		rec.RegisterGroup(flightrecorder.GroupInfo{ID: 0, Desc: "default_pg", Ranks: []int{0, 1}})
+		rec.Completed(rec.Record(flightrecorder.OpRecord{ProfilingName: "gloo:all_reduce", CollectiveSeqID: 1, OpID: 1}))
+	}
+	// Rank 0 enters all_reduce #2; rank 1 never does.
+	ranks[0].Started(ranks[0].Record(flightrecorder.OpRecord{ProfilingName: "gloo:all_reduce", CollectiveSeqID: 2, OpID: 2}))
+
+	dumps := map[int]flightrecorder.Dump{0: ranks[0].Snapshot(), 1: ranks[1].Snapshot()}
+	report := flightrecorder.Analyze(dumps, flightrecorder.AnalyzeOptions{})
+	fmt.Println(report.OK())
+	fmt.Println(report.Verdict)
+	// Output:
+	// false
+	// rank 1 never joined all_reduce #2 on group "0" (default_pg); it is at: in no op; last completed: all_reduce #1 on group "0" (default_pg)
 }

@@ -1,5 +1,5 @@
-// Command gccl launches multi-rank jobs (gccl run), measures collectives (gccl bench) and
-// prints its version (gccl version).
+// Command gccl launches multi-rank jobs (gccl run), measures collectives (gccl bench), inspects
+// flight-recorder dumps (gccl fr analyze, gccl fr show) and prints its version (gccl version).
 package main
 
 import (
@@ -36,7 +36,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(versionCmd(), runCmd(), benchCmd())
+	root.AddCommand(versionCmd(), runCmd(), benchCmd(), frCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return
