@@ -154,7 +154,7 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 		outSizes, outDtypes, nOut, _ := shapesOf(req.out, rest)
 		r := flightrecorder.OpRecord{
 			Group: pg.id, ProfilingName: pg.profilingName(req.op), OpID: int64(req.ticket + 1),
-			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout, Started: ready,
+			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout, Started: ready, CaptureStack: pg.w.frStacks,
 		}
 		// Like PyTorch, every entry carries both counters as they stand after this op.
 		r.CollectiveSeqID, r.P2PSeqID = int64(collSeq), int64(p2pSeq)
@@ -268,6 +268,7 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	}
 	err = pg.opError(req.op.Kind, req.op.Seq, err)
 	pg.backend.Abort(err)
+	pg.w.dumper.onFailure(err)
 	return err
 }
 

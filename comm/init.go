@@ -66,6 +66,8 @@ type world struct {
 	server               *store.Server
 	client               *store.Client
 	recorder             *flightrecorder.Recorder
+	dumper               *dumper
+	frStacks             bool // record each op's stack (GCCL_FR_STACKS=1)
 	timeout              time.Duration
 	log                  *slog.Logger
 	backend              string
@@ -259,6 +261,9 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		w.close()
 		return nil, err
 	}
+	w.frStacks = os.Getenv("GCCL_FR_STACKS") == "1"
+	w.dumper = newDumper(w)
+	w.dumper.start(w.size)
 	return w, nil
 }
 
@@ -302,6 +307,9 @@ func (w *world) checkMembership(ctx context.Context) error {
 }
 
 func (w *world) close() {
+	if w.dumper != nil {
+		w.dumper.close()
+	}
 	if w.client != nil {
 		_ = w.client.Close()
 	}
