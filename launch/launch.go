@@ -15,7 +15,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +27,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/comm/store"
+	"github.com/gccl/gccl/flightrecorder"
 )
 
 // Config describes a single-host job.
@@ -45,8 +49,17 @@ type Config struct {
 	// Bind pins worker r to core r (like mpirun's --bind-to core) when there are no more
 	// workers than cores. Ranks that wait for each other by spinning need a core each: two
 	// ranks the scheduler puts on one core turn every wait into a context switch.
-	Bind   bool
-	Logger *slog.Logger
+	Bind bool
+	// DumpDir receives the workers' flight-recorder dumps when the job fails: workers write
+	// them to DumpDir/rank_<r> (GCCL_FR_DUMP_PREFIX, unless Env or the environment sets a
+	// prefix), and when a worker fails the launcher asks every other one to dump, through the
+	// store, before stopping them. "" means a new temporary directory, removed when the job
+	// succeeds.
+	DumpDir string
+	// DumpWait bounds how long the launcher waits for the dumps before stopping the workers
+	// (default 3s).
+	DumpWait time.Duration
+	Logger   *slog.Logger
 }
 
 // RankResult is how one worker ended.
@@ -78,6 +91,10 @@ type Result struct {
 	Ranks []RankResult
 	// First is the first rank that failed on its own (nil when the job succeeded).
 	First *RankResult
+	// DumpDir holds the workers' flight-recorder dumps of a failed job ("" when the job
+	// succeeded or the workers write their dumps elsewhere), Dumps the files found there.
+	DumpDir string
+	Dumps   []string
 }
 
 // Err summarises a failed job, naming the first failed rank and its exit status.
@@ -88,6 +105,9 @@ func (r *Result) Err() error {
 	msg := "job failed: " + r.First.String()
 	if len(r.First.Tail) > 0 {
 		msg += "; its last output:\n  " + strings.Join(r.First.Tail, "\n  ")
+	}
+	if r.DumpDir != "" {
+		msg += fmt.Sprintf("\nflight-recorder dumps of %d rank(s) are in %s: run gccl fr analyze %s", len(r.Dumps), r.DumpDir, r.DumpDir)
 	}
 	return errors.New(msg)
 }
@@ -111,6 +131,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	dumpDir, dumpPrefix, cleanup, err := prepareDumps(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	token := newToken()
 	srv, err := store.NewServer(store.ServerOptions{Addr: "127.0.0.1:0", Token: token, Logger: log})
 	if err != nil {
@@ -128,6 +152,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	)
 	if cfg.Backend != "" {
 		base = append(base, "GCCL_BACKEND="+cfg.Backend)
+	}
+	if dumpPrefix != "" {
+		base = append(base, "GCCL_FR_DUMP_PREFIX="+dumpPrefix)
 	}
 	base = append(base, threadDefaults(cfg.NProcs, cfg.Env)...)
 
@@ -198,6 +225,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				}
 				res.First = rr
 				log.Debug("launch: rank failed; stopping the others", "rank", e.rank, "status", rr.String())
+				if dumpPrefix != "" {
+					collectDumps(srv.Addr(), token, rr.String(), dumpPrefix, exited, cfg.DumpWait, log)
+				}
 				stop()
 			}
 		case <-ctx.Done():
@@ -206,7 +236,91 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	wg.Wait()
+	if dumpPrefix != "" {
+		res.Dumps = foundDumps(dumpPrefix, cfg.NProcs)
+	}
+	if res.First == nil {
+		cleanup()
+	} else if len(res.Dumps) > 0 {
+		res.DumpDir = dumpDir
+	}
 	return res, nil
+}
+
+// prepareDumps picks where the workers' flight-recorder dumps go: the prefix to give them, ""
+// when the environment sets one already (the launcher then leaves dumps alone), and a cleanup
+// for a successful job.
+func prepareDumps(cfg *Config) (dir, prefix string, cleanup func(), err error) {
+	cleanup = func() {}
+	for _, kv := range append(os.Environ(), cfg.Env...) {
+		name, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(flightrecorder.DumpPrefixEnvVars, name) {
+			return "", "", cleanup, nil
+		}
+	}
+	if cfg.DumpWait == 0 {
+		cfg.DumpWait = 3 * time.Second
+	}
+	dir = cfg.DumpDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "gccl-run-"); err != nil {
+			return "", "", cleanup, fmt.Errorf("launch: a directory for flight-recorder dumps: %w", err)
+		}
+		cleanup = func() { _ = os.RemoveAll(dir) }
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", cleanup, fmt.Errorf("launch: the dump directory: %w", err)
+	}
+	return dir, filepath.Join(dir, "rank_"), cleanup, nil
+}
+
+// collectDumps asks every worker to dump its flight recorder (a request in the store, which
+// each worker watches) and waits until every worker still running has written its dump, or
+// wait passed.
+func collectDumps(addr, token, reason, prefix string, exited []atomic.Bool, wait time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	start := time.Now()
+	c, err := store.Dial(ctx, addr, store.ClientOptions{Token: token, Logger: log})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	n, err := c.Add(ctx, comm.DumpGenerationKey, 1)
+	if err == nil {
+		err = c.Set(ctx, comm.DumpRequestKey(n), []byte("launcher: "+reason))
+	}
+	if err != nil {
+		log.Debug("launch: requesting flight-recorder dumps", "err", err)
+		return
+	}
+	for ctx.Err() == nil {
+		missing := 0
+		for r := range exited {
+			if fi, err := os.Stat(flightrecorder.DumpPath(prefix, r)); (err != nil || fi.ModTime().Before(start)) && !exited[r].Load() {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// foundDumps lists the dump files of the job's ranks.
+func foundDumps(prefix string, n int) []string {
+	var out []string
+	for r := 0; r < n; r++ {
+		if p := flightrecorder.DumpPath(prefix, r); fileExists(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func fillExit(rr *RankResult, cmd *exec.Cmd, err error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -11,14 +12,16 @@ import (
 
 func runCmd() *cobra.Command {
 	var nproc int
-	var backend, bindTo string
+	var backend, bindTo, logDir string
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- PROGRAM [ARGS...]",
 		Short: "Launch PROGRAM as N ranks on this machine (like torchrun)",
 		Long: `gccl run hosts the rendezvous store and starts --nproc-per-node copies of PROGRAM with
 torchrun's environment (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
 plus GCCL_TOKEN. Every output line is prefixed with its rank. As soon as one rank fails, the
-others are stopped and gccl run exits non-zero, naming the rank and its exit status.`,
+others are asked for their flight-recorder dumps, then stopped, and gccl run exits non-zero,
+naming the rank, its exit status and the directory of the dumps (--log-dir/fr, else a temporary
+directory kept only when the job failed): inspect them with gccl fr analyze.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if nproc < 1 {
@@ -28,10 +31,14 @@ others are stopped and gccl run exits non-zero, naming the rank and its exit sta
 			if err != nil {
 				return err
 			}
-			res, err := launch.Run(cmd.Context(), launch.Config{
+			cfg := launch.Config{
 				NProcs: nproc, Program: args[0], Args: args[1:], Backend: backend,
 				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Bind: bind,
-			})
+			}
+			if logDir != "" {
+				cfg.DumpDir = filepath.Join(logDir, "fr")
+			}
+			res, err := launch.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -40,6 +47,7 @@ others are stopped and gccl run exits non-zero, naming the rank and its exit sta
 	}
 	cmd.Flags().IntVar(&nproc, "nproc-per-node", 1, "number of ranks to start")
 	cmd.Flags().StringVar(&backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, auto, xccl")
+	cmd.Flags().StringVar(&logDir, "log-dir", "", "directory for the job's logs: flight-recorder dumps of a failed job go to DIR/fr")
 	cmd.Flags().StringVar(&bindTo, "bind-to", "core", "core: pin rank r to core r when ranks <= cores (like mpirun); none: let the OS place them")
 	return cmd
 }
