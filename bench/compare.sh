@@ -10,7 +10,8 @@
 # --backend shm: gccl's shared-memory backend against OpenMPI's shared-memory transport
 #   (impl openmpi-shm: --mca pml ob1 --mca btl self,vader); there is no Gloo column, since Gloo
 #   has no shared-memory transport.
-# --op: allreduce (default), allgather, reducescatter or broadcast; Gloo only runs for allreduce.
+# --op: allreduce (default), allgather, reducescatter, broadcast or barrier (the sync floor, one
+#   row at 0 bytes); Gloo only runs for allreduce.
 # --dtype: float32 (default) or bfloat16; Gloo only runs for float32.
 # --min-bytes/--max-bytes: the size range (default 8 to 64M, times 8 per step, plus the maximum),
 #   the same list for gccl bench and the peers.
@@ -45,7 +46,7 @@ case $BACKEND in
   shm) TRANSPORT=shm WHAT=mpi ;;
   *) echo "bench/compare.sh: --backend must be gloo or shm" >&2; exit 2 ;;
 esac
-case $OP in allreduce|allgather|reducescatter|broadcast) ;; *) usage ;; esac
+case $OP in allreduce|allgather|reducescatter|broadcast|barrier) ;; *) usage ;; esac
 
 # The size list gccl bench walks for --min-bytes/--max-bytes/--step-factor 8 (min, min*8, ...,
 # and max when the series steps over it), for the peers.

@@ -19,7 +19,7 @@ import (
 )
 
 // Ops lists the benchmarked collectives.
-var Ops = []string{"allreduce", "allgather", "reducescatter", "broadcast", "reduce", "alltoall", "gather", "scatter", "sendrecv"}
+var Ops = []string{"allreduce", "allgather", "reducescatter", "broadcast", "reduce", "alltoall", "gather", "scatter", "sendrecv", "barrier"}
 
 // Config selects what to measure.
 type Config struct {
@@ -120,7 +120,11 @@ func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) 
 		fmt.Fprintf(out, "#%12s %12s %9s %14s %8s %12s %10s %10s %7s\n", "", "(elements)", "", "", "", "(median)", "(GB/s)", "(GB/s)", "")
 	}
 	var rows []Row
-	for _, size := range sizes(cfg.MinBytes, cfg.MaxBytes, cfg.StepFactor) {
+	list := sizes(cfg.MinBytes, cfg.MaxBytes, cfg.StepFactor)
+	if cfg.Op == "barrier" {
+		list = []int64{0} // no data: the sync floor
+	}
+	for _, size := range list {
 		count := size / es
 		if needsDivisible(cfg.Op) {
 			count = count / int64(n) * int64(n)
@@ -202,6 +206,8 @@ func makeBuffers(cfg Config, n, rank, count int) buffers {
 		return buffers{in: tensor.New(dt, count), out: tensor.New(dt, count/n)}
 	case "alltoall":
 		return buffers{in: tensor.New(dt, count), out: tensor.New(dt, count)}
+	case "barrier":
+		return buffers{}
 	}
 	panic("bench: unknown op " + cfg.Op)
 }
@@ -235,6 +241,8 @@ func runOnce(ctx context.Context, pg *comm.ProcessGroup, cfg Config, b buffers) 
 			return err
 		}
 		return w.Wait(ctx)
+	case "barrier":
+		return pg.Barrier(ctx)
 	}
 	return fmt.Errorf("bench: unknown op %q", cfg.Op)
 }
