@@ -38,8 +38,7 @@ func (g *Group) nextBuf() int {
 // enter is a piece's sync: the op's first piece checks the fingerprint.
 func (g *Group) enter(ctx context.Context, op backends.Op, first bool) error {
 	if first {
-		_, err := g.begin(ctx, op, 0)
-		return err
+		return g.begin(ctx, op)
 	}
 	return g.sync(ctx)
 }
@@ -107,14 +106,27 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 
 // begin1 keeps a one-rank group's sequence in step (nothing to check).
 func (g *Group) begin1(ctx context.Context, op backends.Op) error {
-	_, err := g.begin(ctx, op, 0)
-	return err
+	return g.begin(ctx, op)
 }
 
 // reduce reduces ib over the group into ob on root (every rank when root < 0).
 func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 	srcs := g.srcList()
+	if len(ib) <= inlineMax {
+		// Tiny: the data rides in the op's control line, with the phase and the fingerprint.
+		copy(g.seg.inline(r, g.opSeq+1), ib)
+		if err := g.begin(ctx, op); err != nil {
+			return err
+		}
+		if root >= 0 && r != root {
+			return nil
+		}
+		for p := range srcs {
+			srcs[p] = g.seg.inline(p, g.opSeq)[:len(ib)]
+		}
+		return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
+	}
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib)
@@ -318,9 +330,12 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 				copy(slot[p*q:], ib[lo:hi])
 			}
 			if k == 0 {
-				var err error
-				if largest, err = g.begin(ctx, op, largest); err != nil {
+				all, err := g.beginExtra(ctx, op, opExtra{MaxBlock: int64(largest)})
+				if err != nil {
 					return err
+				}
+				for _, e := range all {
+					largest = max(largest, int(e.MaxBlock))
 				}
 			} else if err := g.sync(ctx); err != nil {
 				return err

@@ -25,12 +25,17 @@ const (
 )
 
 // Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
-// line, next to the op's fingerprint, so a peer that sees the phase finds the fingerprint in the
-// same cache line: one cache miss per peer per sync. Ops alternate between the two lines: a
-// rank rewrites a line two ops later, once every member has passed a sync of the op between.
+// line, next to the op's fingerprint and, for a tiny all-reduce, the data itself, so that a peer
+// that sees the phase finds the rest in the same 64-byte cache line: one cache miss per peer per
+// sync. Ops alternate between two such lines (128 bytes apart): a rank rewrites one two ops
+// later, once every member has passed a sync of the op between. The op's rarely used extra
+// fields (all-to-all's block size, single-copy's address) follow in the next cache line.
 const (
-	ctrlOp    = 0        // 2 x op line: uint64 phase (the last sync phase this rank reached), then the fingerprint
-	fpOff     = 8        // the fingerprint's offset in an op line
+	ctrlOp    = 0        // 2 x op span (line bytes each): the op line, then the extra line
+	fpOff     = 8        // the fingerprint's offset in an op line, after the uint64 phase
+	inlineOff = 32       // the inline payload's offset in an op line
+	inlineMax = 32       // the largest inline payload: all-reduces up to this size skip the slots
+	extraOff  = 64       // the extra fields' offset in an op span
 	ctrlPid   = 2 * line // int64: the rank's pid (liveness)
 	ctrlAbort = 3 * line // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
 )
@@ -38,18 +43,27 @@ const (
 // fingerprint is what a rank says it is doing at the first sync of an op; every rank checks
 // every other's, so a mismatch is an error on all of them.
 type fingerprint struct {
-	Seq      uint64
-	Kind     uint32
-	DType    uint32
-	Reduce   uint32
-	Root     int32
-	Count    int64
+	Seq    uint64
+	Count  int64
+	Root   int32
+	Kind   uint8
+	DType  uint8
+	Reduce uint8
+	_      uint8
+}
+
+// opExtra holds what only some ops publish, in the op span's second cache line.
+type opExtra struct {
 	MaxBlock int64  // all-to-all: the largest block this rank sends or receives (bytes)
 	Addr     uint64 // single-copy ops: the address of this rank's buffer
 }
 
-// The phase and the fingerprint fit in one 64-byte cache line (the build fails otherwise).
-var _ [64 - fpOff - int(unsafe.Sizeof(fingerprint{}))]struct{}
+// The phase, the fingerprint and the inline payload share one 64-byte cache line (the build
+// fails otherwise).
+var (
+	_ [inlineOff - fpOff - int(unsafe.Sizeof(fingerprint{}))]struct{}
+	_ [64 - inlineOff - inlineMax]struct{}
+)
 
 // layout computes a group's segment geometry.
 type layout struct {
@@ -160,6 +174,17 @@ func (s *segment) phase(rank int, opSeq uint64) *uint64 { return s.u64(s.opLine(
 // fp is rank's fingerprint for op number opSeq.
 func (s *segment) fp(rank int, opSeq uint64) *fingerprint {
 	return (*fingerprint)(unsafe.Pointer(&s.mem[s.opLine(rank, opSeq)+fpOff]))
+}
+
+// inline is rank's inline payload for op number opSeq.
+func (s *segment) inline(rank int, opSeq uint64) []byte {
+	off := s.opLine(rank, opSeq) + inlineOff
+	return s.mem[off : off+inlineMax : off+inlineMax]
+}
+
+// extra is rank's extra fields for op number opSeq.
+func (s *segment) extra(rank int, opSeq uint64) *opExtra {
+	return (*opExtra)(unsafe.Pointer(&s.mem[s.opLine(rank, opSeq)+extraOff]))
 }
 
 // slot is rank's buffer b (0 or 1).

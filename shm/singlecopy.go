@@ -103,20 +103,13 @@ func (g *Group) allReduceSingleCopy(ctx context.Context, op backends.Op, ib, ob 
 	if !sameMem(ib, ob) {
 		copy(ob, ib)
 	}
-	g.opSeq++
-	fp := opFingerprint(op, 0)
-	fp.Addr = uint64(uintptr(unsafe.Pointer(&ob[0])))
-	*g.seg.fp(r, g.opSeq) = fp
-	if err := g.sync(ctx); err != nil {
+	all, err := g.beginExtra(ctx, op, opExtra{Addr: uint64(uintptr(unsafe.Pointer(&ob[0])))})
+	if err != nil {
 		return err
 	}
 	addrs := make([]uintptr, n)
-	for p := 0; p < n; p++ {
-		other := *g.seg.fp(p, g.opSeq)
-		if why := fpMismatch(other, fp); why != "" {
-			return fmt.Errorf("%w: rank %d runs %s, this rank %s: %s", backends.ErrMismatch, p, describe(other), describe(fp), why)
-		}
-		addrs[p] = uintptr(other.Addr)
+	for p, e := range all {
+		addrs[p] = uintptr(e.Addr)
 	}
 	// Reduce-scatter: our share of every peer's buffer, reduced in rank order into ours.
 	lo, hi := part(len(ob), n, r, es)

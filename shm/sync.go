@@ -19,9 +19,9 @@ import (
 const livenessEvery = 100 * time.Millisecond
 
 // opFingerprint describes op for the mismatch check.
-func opFingerprint(op backends.Op, maxBlock int) fingerprint {
-	fp := fingerprint{Seq: op.Seq, Kind: uint32(op.Kind), DType: uint32(op.DType), Reduce: uint32(op.Reduce),
-		Root: int32(op.Root), Count: int64(op.Count), MaxBlock: int64(maxBlock)}
+func opFingerprint(op backends.Op) fingerprint {
+	fp := fingerprint{Seq: op.Seq, Kind: uint8(op.Kind), DType: uint8(op.DType), Reduce: uint8(op.Reduce),
+		Root: int32(op.Root), Count: int64(op.Count)}
 	if op.Kind == backends.OpAllToAll {
 		fp.Count = 0 // split sizes legitimately differ per rank
 	}
@@ -29,23 +29,48 @@ func opFingerprint(op backends.Op, maxBlock int) fingerprint {
 }
 
 // begin is an op's first sync: it publishes the op's fingerprint, waits for every member and
-// checks that they all run the same op. It returns the largest MaxBlock any member published.
-func (g *Group) begin(ctx context.Context, op backends.Op, maxBlock int) (int, error) {
+// checks that they all run the same op.
+func (g *Group) begin(ctx context.Context, op backends.Op) error {
 	g.opSeq++
-	fp := opFingerprint(op, maxBlock)
+	fp := opFingerprint(op)
 	*g.seg.fp(g.cfg.Rank, g.opSeq) = fp
 	if err := g.sync(ctx); err != nil {
-		return 0, err
+		return err
 	}
-	largest := maxBlock
+	return g.checkFingerprints(fp)
+}
+
+// beginExtra is begin for an op that also publishes extra fields; it returns every member's.
+func (g *Group) beginExtra(ctx context.Context, op backends.Op, extra opExtra) ([]opExtra, error) {
+	g.opSeq++
+	fp := opFingerprint(op)
+	*g.seg.fp(g.cfg.Rank, g.opSeq) = fp
+	*g.seg.extra(g.cfg.Rank, g.opSeq) = extra
+	if err := g.sync(ctx); err != nil {
+		return nil, err
+	}
+	if err := g.checkFingerprints(fp); err != nil {
+		return nil, err
+	}
+	all := make([]opExtra, g.cfg.Size)
+	for p := range all {
+		all[p] = *g.seg.extra(p, g.opSeq)
+	}
+	return all, nil
+}
+
+// checkFingerprints compares every peer's fingerprint for the current op with this rank's.
+func (g *Group) checkFingerprints(fp fingerprint) error {
 	for p := 0; p < g.cfg.Size; p++ {
+		if p == g.cfg.Rank {
+			continue
+		}
 		other := *g.seg.fp(p, g.opSeq)
 		if why := fpMismatch(other, fp); why != "" {
-			return 0, fmt.Errorf("%w: rank %d runs %s, this rank %s: %s", backends.ErrMismatch, p, describe(other), describe(fp), why)
+			return fmt.Errorf("%w: rank %d runs %s, this rank %s: %s", backends.ErrMismatch, p, describe(other), describe(fp), why)
 		}
-		largest = max(largest, int(other.MaxBlock))
 	}
-	return largest, nil
+	return nil
 }
 
 func describe(fp fingerprint) string {
