@@ -158,7 +158,7 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 		}
 		// Like PyTorch, every entry carries both counters as they stand after this op.
 		r.CollectiveSeqID, r.P2PSeqID = int64(collSeq), int64(p2pSeq)
-		req.record = rec.RecordShapes(r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
+		req.record = rec.RecordShapes(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
 	}
 	return ready, nil
 }

@@ -125,6 +125,7 @@ type Recorder struct {
 	slots          []slot
 	nextID         uint64
 	groups         map[int]*groupState
+	byID           []*groupState // groups with small non-negative ids, indexed by id (no map lookup per op)
 	commLibVersion string
 }
 
@@ -185,12 +186,21 @@ func (r *Recorder) RegisterGroup(g GroupInfo) {
 // groupLocked returns the state of group id, creating an unregistered one if
 // needed. r.mu must be held.
 func (r *Recorder) groupLocked(id int) *groupState {
+	if id >= 0 && id < len(r.byID) && r.byID[id] != nil {
+		return r.byID[id]
+	}
 	if gs, ok := r.groups[id]; ok {
 		return gs
 	}
 	gs := &groupState{id: id, name: strconv.Itoa(id), desc: UndefinedDesc}
 	gs.status = PGStatus{-1, -1, -1}
 	r.groups[id] = gs
+	if id >= 0 && id < 1<<16 {
+		if id >= len(r.byID) {
+			r.byID = append(r.byID, make([]*groupState, id+1-len(r.byID))...)
+		}
+		r.byID[id] = gs
+	}
 	return gs
 }
 
@@ -203,13 +213,13 @@ var stackPool = sync.Pool{New: func() any { return new([MaxFrames]uintptr) }}
 // overwritten. It sets the group's last_enqueued_collective. A disabled
 // Recorder returns 0.
 func (r *Recorder) Record(op OpRecord) uint64 {
-	return r.RecordShapes(op, op.InputSizes, op.OutputSizes, op.InputDtypes, op.OutputDtypes)
+	return r.RecordShapes(&op, op.InputSizes, op.OutputSizes, op.InputDtypes, op.OutputDtypes)
 }
 
 // RecordShapes is Record with the tensors' sizes and dtypes given apart from op (whose own
-// are ignored). Record copies them, so a caller on a hot path can keep them in stack buffers:
-// passed inside op they would escape with op's strings.
-func (r *Recorder) RecordShapes(op OpRecord, inSizes, outSizes [][]int64, inDtypes, outDtypes []string) uint64 {
+// are ignored), and op by pointer (it is not kept). Record copies them, so a caller on a hot
+// path can keep them in stack buffers: passed inside op they would escape with op's strings.
+func (r *Recorder) RecordShapes(op *OpRecord, inSizes, outSizes [][]int64, inDtypes, outDtypes []string) uint64 {
 	if !r.Enabled() {
 		return 0
 	}
