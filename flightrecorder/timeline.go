@@ -129,7 +129,8 @@ type timeline struct {
 	opts    TimelineOptions
 	rep     Report
 	rows    []*tlRow
-	t0, t1  int64 // the trace's first and last times, ns
+	t0, t1  int64 // the first and last times in the dumps, ns
+	end     int64 // the plot's right edge: t1 and a margin, where ops in flight end
 	drawn   int
 	missing []tlMissingMark
 }
@@ -219,6 +220,12 @@ func buildTimeline(dumps map[int]Dump, rep Report, opts TimelineOptions) *timeli
 	if t.t0 > t.t1 { // no time anywhere
 		t.t0, t.t1 = 0, 0
 	}
+	// Ops in flight run past the last record, so that one started last
+	// still shows.
+	t.end = t.t1 + max((t.t1-t.t0)/20, int64(time.Microsecond))
+	if t.t1 == t.t0 {
+		t.end = t.t1 + int64(time.Millisecond)
+	}
 
 	// Spans and classes.
 	for _, row := range t.rows {
@@ -295,10 +302,10 @@ func (t *timeline) place(op *tlOp, prev int64) {
 			end = begin + dur
 		}
 	case tlStarted:
-		end = t.t1
+		end = t.end
 	case tlFailed:
 		if op.started > 0 || e.State == StateStarted {
-			end = t.t1
+			end = t.end
 			if e.TimeoutMs > 0 && begin > 0 && e.TimeoutMs <= (end-begin)/int64(time.Millisecond) {
 				end = begin + e.TimeoutMs*int64(time.Millisecond)
 			}
@@ -317,7 +324,7 @@ func (t *timeline) place(op *tlOp, prev int64) {
 
 // x maps a time to the plot's x coordinate.
 func (t *timeline) x(ns int64) float64 {
-	span := t.t1 - t.t0
+	span := t.end - t.t0
 	if span <= 0 {
 		return tlLabelWidth
 	}
@@ -431,22 +438,16 @@ func (t *timeline) writeChart(w *bufio.Writer) {
 	bottom := tlAxisHeight + len(t.rows)*tlRowHeight
 	w.WriteString("<g class=\"axis\">\n")
 	fmt.Fprintf(w, "<text class=\"axis-title\" x=\"%d\" y=\"12\">ms</text>\n", tlLabelWidth-24)
-	spanMs := float64(t.t1-t.t0) / 1e6
+	spanMs := float64(t.end-t.t0) / 1e6
 	step := niceStep(spanMs / 10)
 	for i := 0; ; i++ {
 		v := float64(i) * step
 		if v > spanMs*(1+1e-9) || i > 100 {
 			break
 		}
-		x := tlLabelWidth + float64(t.opts.Width)*v/max(spanMs, 1e-300)
-		if spanMs == 0 {
-			x = tlLabelWidth
-		}
+		x := tlLabelWidth + float64(t.opts.Width)*v/spanMs
 		fmt.Fprintf(w, "<g class=\"tick\"><line x1=\"%s\" y1=\"%d\" x2=\"%s\" y2=\"%d\"/><text x=\"%s\" y=\"%d\">%s</text></g>\n",
 			num(x), tlAxisHeight-6, num(x), bottom, num(x), tlAxisHeight-10, tickLabel(v, step))
-		if spanMs == 0 {
-			break
-		}
 	}
 	w.WriteString("</g>\n")
 
@@ -486,6 +487,11 @@ func (t *timeline) writeChart(w *bufio.Writer) {
 			}
 		}
 		w.WriteString("</g>\n")
+	}
+	if t.drawn > 0 {
+		x := num(t.x(t.t1))
+		fmt.Fprintf(w, "<line class=\"trace-end\" x1=\"%s\" y1=\"%d\" x2=\"%s\" y2=\"%d\"><title>%s: the last time in the dumps; ops still in flight run past it to the edge</title></line>\n",
+			x, tlAxisHeight-6, x, bottom, t.ms(t.t1))
 	}
 	w.WriteString("</svg>\n</div>\n")
 }
@@ -671,6 +677,7 @@ h2{font-size:15px;margin:12px 0 4px}
 .tick line{stroke:#d5d8de;stroke-width:1}
 .tick text{font-size:11px;fill:#555;text-anchor:middle}
 .axis-title{font-size:11px;fill:#555}
+.trace-end{stroke:#555;stroke-width:1;stroke-dasharray:3 3}
 .op{stroke:none}
 .state-completed{fill:#4e9a4a}
 .state-started{fill:#f0a030}
@@ -690,7 +697,7 @@ h2{font-size:15px;margin:12px 0 4px}
 
 const tlLegend = `<div class="legend">
 <span><svg width="26" height="14"><rect class="swatch state-completed" width="26" height="14"/></svg> completed</span>
-<span><svg width="26" height="14"><rect class="swatch state-started" width="26" height="14"/></svg> started, in flight (to the end of the trace)</span>
+<span><svg width="26" height="14"><rect class="swatch state-started" width="26" height="14"/></svg> started, in flight (past the last record, dashed, to the edge)</span>
 <span><svg width="26" height="14"><rect class="swatch state-scheduled" x="12" width="2" height="14"/></svg> scheduled, never started (marker at creation)</span>
 <span><svg width="26" height="14"><rect class="swatch state-failed" width="26" height="14"/></svg> failed (given up without completing)</span>
 <span><svg width="26" height="14"><rect class="swatch state-completed" width="26" height="14" rx="5"/></svg> rounded: send/recv</span>

@@ -21,6 +21,10 @@ const (
 	plotRight = 170.0 + 1200
 )
 
+// plotX is the x coordinate of a time, in ms, on a plot of the given span:
+// the times in the dumps and 5% more, where ops in flight end.
+func plotX(ms, lastMs float64) float64 { return plotLeft + 1200*ms/(lastMs*1.05) }
+
 // t0 is the synthetic dumps' time 0, in ns since the epoch.
 const t0 = int64(1_700_000_000_000_000_000)
 
@@ -257,8 +261,8 @@ func TestWriteTimelineStructure(t *testing.T) {
 		assert.Equal(t, "0", attr(op, "data-group"))
 		assert.Equal(t, strconv.Itoa(nj), attr(op, "data-finding"))
 		assert.True(t, hasClass(op, "state-started"))
-		// In flight: from its start (61 of 62 ms) to the end of the trace.
-		assert.InDelta(t, plotLeft+1200*61.0/62, fattr(t, op, "x"), 0.1)
+		// In flight: from its start (61 of 62 ms) past the last record (62 ms) to the edge.
+		assert.InDelta(t, plotX(61, 62), fattr(t, op, "x"), 0.1)
 		assert.InDelta(t, plotRight, fattr(t, op, "x")+fattr(t, op, "width"), 0.1)
 		assert.Contains(t, text(op), "never joined")
 	}
@@ -271,7 +275,7 @@ func TestWriteTimelineStructure(t *testing.T) {
 	assert.Equal(t, "0", attr(m, "data-group"))
 	assert.Same(t, rs["3"], m.Parent)
 	mr := findAll(m, "rect")[0]
-	assert.InDelta(t, plotLeft+1200*61.0/62, fattr(t, mr, "x")+fattr(t, mr, "width")/2, 0.1)
+	assert.InDelta(t, plotX(61, 62), fattr(t, mr, "x")+fattr(t, mr, "width")/2, 0.1)
 	assert.Contains(t, text(m), "missing all_reduce #6")
 
 	// Rank 3's op in flight carries its details, stack included.
@@ -286,8 +290,11 @@ func TestWriteTimelineStructure(t *testing.T) {
 	done := findAll(rs["0"], "rect", "op", "state-completed")[0]
 	assert.Contains(t, text(done), "duration 4.000 ms")
 	// Completed all_reduce #1: 1 to 5 ms.
-	assert.InDelta(t, plotLeft+1200*1.0/62, fattr(t, done, "x"), 0.1)
-	assert.InDelta(t, 1200*4.0/62, fattr(t, done, "width"), 0.1)
+	assert.InDelta(t, plotX(1, 62), fattr(t, done, "x"), 0.1)
+	assert.InDelta(t, plotX(5, 62)-plotX(1, 62), fattr(t, done, "width"), 0.1)
+	end := findAll(doc, "line", "trace-end")
+	require.Len(t, end, 1)
+	assert.InDelta(t, plotX(62, 62), fattr(t, end[0], "x1"), 0.1)
 
 	// The axis: ticks every 10 ms from 0, labelled.
 	ticks := findAll(doc, "g", "tick")
@@ -319,7 +326,7 @@ func TestWriteTimelineStatesAndMissingTimes(t *testing.T) {
 	require.Len(t, rs, 1)
 	got := findAll(rs["0"], "rect", "op")
 	require.Len(t, got, len(ops))
-	x := func(ms float64) float64 { return plotLeft + 1200*ms/40 }
+	x := func(ms float64) float64 { return plotX(ms, 40) }
 	tests := []struct {
 		classes []string
 		x, w    float64
@@ -328,8 +335,8 @@ func TestWriteTimelineStatesAndMissingTimes(t *testing.T) {
 		{[]string{"state-scheduled", "marker"}, x(10), 2},
 		{[]string{"state-failed"}, x(20), x(25) - x(20)},
 		{[]string{"state-completed", "marker", "untimed"}, x(20), 2},
-		{[]string{"state-started"}, x(30), x(40) - x(30)},
-		{[]string{"state-completed", "marker"}, x(40) - 2, 2}, // kept inside the plot
+		{[]string{"state-started"}, x(30), plotRight - x(30)},
+		{[]string{"state-completed", "marker"}, x(40), 2},
 	}
 	for i, tt := range tests {
 		op := got[i]
@@ -354,7 +361,10 @@ func TestWriteTimelineEmpty(t *testing.T) {
 		assert.Contains(t, text(rs["0"]), "no ops")
 		assert.Contains(t, text(rs["1"]), "no dump")
 		assert.Empty(t, findAll(doc, "rect", "op"))
-		assert.Len(t, findAll(doc, "g", "tick"), 1)
+		ticks := findAll(doc, "g", "tick")
+		require.NotEmpty(t, ticks, "an axis all the same")
+		assert.Equal(t, "0.0", text(ticks[0]))
+		assert.Empty(t, findAll(doc, "line", "trace-end"))
 	})
 	t.Run("nothing", func(t *testing.T) {
 		doc, _ := render(t, nil, flightrecorder.Report{}, flightrecorder.TimelineOptions{})
