@@ -82,10 +82,11 @@ type tlRow struct {
 // (by global rank) on a time axis: a row per rank, each op a box from when
 // it started to when it completed, coloured by state (completed, started and
 // still in flight, scheduled only, failed: retired without completing). An
-// op in flight runs to the end of the trace, the latest time in any dump; a
-// failed op to its timeout (or the end of the trace); a scheduled-only op,
-// or one whose dump holds only its creation time, is a thin marker at its
-// creation. Times are milliseconds since the earliest time across the ranks.
+// op in flight runs past the last time in any dump (a dashed line) to the
+// plot's right edge, 5% of the trace further; a failed op to its timeout (or
+// that edge); a scheduled-only op, or one whose dump holds only its creation
+// or completion time, is a thin marker there. Times are milliseconds since
+// the earliest time across the ranks.
 // An op without any time (some PyTorch dumps hold 0) is drawn as a dashed
 // marker just after the previous op of its row.
 //
