@@ -393,6 +393,9 @@ func TestWriteTimelineOptions(t *testing.T) {
 }
 
 func TestWriteTimelineLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("24000 entries: not in -short (the race pass; nothing here is concurrent)")
+	}
 	const n = 6000
 	groups := map[string][2]string{"0": {"default_pg", "[0, 1, 2, 3]"}}
 	dumps := map[int]flightrecorder.Dump{}
