@@ -320,7 +320,10 @@ func (t *timeline) place(op *tlOp, prev int64) {
 			begin, end = prev, prev
 		}
 	}
-	op.begin, op.end = begin, max(end, begin)
+	// A begin derived from a duration may precede the earliest record, an
+	// end derived from one pass the edge: keep both in the plot.
+	begin = min(max(begin, t.t0), t.end)
+	op.begin, op.end = begin, min(max(end, begin), t.end)
 }
 
 // x maps a time to the plot's x coordinate.

@@ -318,6 +318,10 @@ func TestWriteTimelineStatesAndMissingTimes(t *testing.T) {
 		coll("reduce", 5, flightrecorder.StateStarted, 30, 30, -1),
 		// Completed with only its completion time.
 		coll("scatter", 6, flightrecorder.StateCompleted, -1, -1, 40),
+		// Completed at 39 ms after 50 ms, by its duration: it starts at time 0, the earliest record.
+		{name: "gloo:gather", group: [2]string{"0", "default_pg"}, seq: 7, state: flightrecorder.StateCompleted, created: -1, started: -1, done: 39, durationMs: 50},
+		// Created at 38 ms, lasting 10 ms by its duration: it ends at the plot's edge.
+		{name: "gloo:all_to_all", group: [2]string{"0", "default_pg"}, seq: 8, state: flightrecorder.StateCompleted, created: 38, started: -1, done: -1, durationMs: 10},
 	}
 	dumps := map[int]flightrecorder.Dump{0: synthDump(one, ops...)}
 	rep := flightrecorder.Analyze(dumps, flightrecorder.AnalyzeOptions{})
@@ -337,6 +341,8 @@ func TestWriteTimelineStatesAndMissingTimes(t *testing.T) {
 		{[]string{"state-completed", "marker", "untimed"}, x(20), 2},
 		{[]string{"state-started"}, x(30), plotRight - x(30)},
 		{[]string{"state-completed", "marker"}, x(40), 2},
+		{[]string{"state-completed"}, x(0), x(39) - x(0)},
+		{[]string{"state-completed"}, x(38), plotRight - x(38)},
 	}
 	for i, tt := range tests {
 		op := got[i]
