@@ -85,7 +85,20 @@
 //	report.WriteText(os.Stdout)
 //	// rank 3 never joined all_reduce #57 on group "0" (default_pg); it is at: ...
 //
-// `gccl fr analyze DIR` and `gccl fr show DIR` are the command-line front.
+// # Timeline
+//
+// WriteTimeline draws the dumps for a person: one self-contained HTML page
+// (inline SVG, nothing fetched) with a row per rank and each op a box on a
+// time axis, coloured by state, the ops of the report's findings outlined
+// and a "missing" marker where a rank never joined; hovering an op shows its
+// details and stack frames:
+//
+//	f, err := os.Create("timeline.html")
+//	...
+//	err = flightrecorder.WriteTimeline(f, dumps, report, flightrecorder.TimelineOptions{})
+//
+// `gccl fr analyze DIR`, `gccl fr show DIR` and `gccl fr view DIR` are the
+// command-line front.
 // Dump triggers (on a timeout, on request) live in the packages that own the
 // process; this package records, writes, reads and analyzes.
 package flightrecorder

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gccl/gccl/flightrecorder"
@@ -114,4 +115,26 @@ func ExampleAnalyze() {
 	// Output:
 	// false
 	// rank 1 never joined all_reduce #2 on group "0" (default_pg); it is at: in no op; last completed: all_reduce #1 on group "0" (default_pg)
+}
+
+func ExampleWriteTimeline() {
+	ranks := []*flightrecorder.Recorder{flightrecorder.New(16), flightrecorder.New(16)}
+	for _, rec := range ranks {
+		rec.RegisterGroup(flightrecorder.GroupInfo{ID: 0, Desc: "default_pg", Ranks: []int{0, 1}})
+		rec.Completed(rec.Record(flightrecorder.OpRecord{ProfilingName: "gloo:all_reduce", CollectiveSeqID: 1, OpID: 1}))
+	}
+	ranks[0].Started(ranks[0].Record(flightrecorder.OpRecord{ProfilingName: "gloo:all_reduce", CollectiveSeqID: 2, OpID: 2}))
+	dumps := map[int]flightrecorder.Dump{0: ranks[0].Snapshot(), 1: ranks[1].Snapshot()}
+
+	var page strings.Builder // usually a file: gccl fr view DIR -o timeline.html
+	report := flightrecorder.Analyze(dumps, flightrecorder.AnalyzeOptions{})
+	if err := flightrecorder.WriteTimeline(&page, dumps, report, flightrecorder.TimelineOptions{}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	html := page.String()
+	fmt.Println(strings.Count(html, `<rect class="op state-completed`), "completed,",
+		strings.Count(html, `<rect class="op state-started`), "in flight,",
+		strings.Count(html, `<g class="missing" data-rank="1"`), "missing on rank 1")
+	// Output: 2 completed, 1 in flight, 1 missing on rank 1
 }

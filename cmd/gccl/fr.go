@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -22,12 +24,12 @@ const exitProblemFound = 3
 func frCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fr",
-		Short: "Inspect flight-recorder dumps (analyze a hang, show entries)",
+		Short: "Inspect flight-recorder dumps (analyze a hang, show entries, view a timeline)",
 		Long: `gccl fr reads flight-recorder dumps, one file per rank named <prefix><rank>, in gccl's or
 PyTorch's format (pickle or JSON, told apart by their first byte). Ranks write them to
 GCCL_FR_DUMP_PREFIX<rank> (default /tmp/gccl_trace_rank_<rank>).`,
 	}
-	cmd.AddCommand(frAnalyzeCmd(), frShowCmd())
+	cmd.AddCommand(frAnalyzeCmd(), frShowCmd(), frViewCmd())
 	return cmd
 }
 
@@ -65,12 +67,7 @@ could not be analyzed at all (bad usage, no dump in DIR, none readable).`,
 				return fmt.Errorf("fr analyze: %w", err)
 			}
 			if !rep.OK() {
-				n := 0
-				for _, f := range rep.Findings {
-					if f.Severity == flightrecorder.SeverityError {
-						n++
-					}
-				}
+				n := problems(rep)
 				return &exitError{code: exitProblemFound, err: fmt.Errorf("fr analyze: %d %s found in %s", n, plural(n, "problem", "problems"), args[0])}
 			}
 			return nil
@@ -131,6 +128,81 @@ dtypes, state, creation time (UTC) and duration. It exits 1 if a dump could not 
 	cmd.Flags().StringVar(&prefix, "prefix", "", "dump file prefix: files are <prefix><rank> (default: inferred)")
 	cmd.Flags().IntSliceVar(&ranks, "rank", nil, "only show this rank (repeatable)")
 	return cmd
+}
+
+func frViewCmd() *cobra.Command {
+	var prefix, out string
+	var opts flightrecorder.AnalyzeOptions
+	cmd := &cobra.Command{
+		Use:   "view DIR",
+		Short: "Write an HTML timeline of the dumps in DIR: a row per rank, each op a box, problems highlighted",
+		Long: `gccl fr view loads every dump in DIR as gccl fr analyze does, analyzes them, and writes one
+self-contained HTML page (inline SVG, nothing fetched from the network) to FILE (-o, default
+timeline.html): a row per rank (an empty one for a member that left no dump), each op a box on a
+time axis in ms from the earliest time in the dumps, coloured by state (completed, started and in
+flight, scheduled, failed), the ops cited by the analysis outlined in red and a "missing" marker
+where a rank never joined an op. Hovering an op shows its details and stack frames. The verdict and
+the findings head the page. --rank draws only those ranks and keeps the findings that involve them;
+--group draws and analyzes only those groups.
+
+Exit status: 0 when the page was written, problems found or not; 1 when it could not be (bad
+usage, no dump in DIR, none readable, FILE not writable).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dumps, err := loadDumps(cmd.ErrOrStderr(), args[0], prefix)
+			if err != nil {
+				return err
+			}
+			rep := flightrecorder.Analyze(dumps, opts)
+			topts := flightrecorder.TimelineOptions{Title: "gccl fr view " + args[0], Ranks: opts.Ranks, Groups: opts.Groups}
+			if err := writeTimelineFile(out, dumps, rep, topts); err != nil {
+				return fmt.Errorf("fr view: %w", err)
+			}
+			path, err := filepath.Abs(out)
+			if err != nil {
+				path = out
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "wrote %s\n", path)
+			if n := problems(rep); n > 0 {
+				fmt.Fprintf(w, "%d %s found: %s\n", n, plural(n, "problem", "problems"), rep.Verdict)
+			} else {
+				fmt.Fprintln(w, rep.Verdict)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&out, "output", "o", "timeline.html", "the HTML file to write")
+	f.StringVar(&prefix, "prefix", "", "dump file prefix: files are <prefix><rank> (default: inferred)")
+	f.BoolVar(&opts.AllowIncompleteRanks, "allow-incomplete-ranks", false, "analyze what there is when some ranks' dumps are missing")
+	f.IntSliceVar(&opts.Ranks, "rank", nil, "only draw this rank, and only report findings that involve it (repeatable)")
+	f.StringArrayVar(&opts.Groups, "group", nil, "only draw and analyze the group with this name or description (repeatable)")
+	return cmd
+}
+
+// writeTimelineFile writes the timeline page to path.
+func writeTimelineFile(path string, dumps map[int]flightrecorder.Dump, rep flightrecorder.Report, opts flightrecorder.TimelineOptions) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := flightrecorder.WriteTimeline(f, dumps, rep, opts); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// problems counts the error-level findings.
+func problems(rep flightrecorder.Report) int {
+	n := 0
+	for _, f := range rep.Findings {
+		if f.Severity == flightrecorder.SeverityError {
+			n++
+		}
+	}
+	return n
 }
 
 // loadDumps loads DIR's dumps, reporting unreadable files on w. It fails only

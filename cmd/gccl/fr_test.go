@@ -157,6 +157,62 @@ func TestFRCLI(t *testing.T) {
 		_, _, code := run(t, "fr", "analyze", "--prefix", "gccl_trace_rank_", mixed)
 		assert.Equal(t, 0, code, "--prefix picks one set")
 	})
+	t.Run("view", func(t *testing.T) {
+		page := filepath.Join(t.TempDir(), "stuck.html")
+		out, errOut, code := run(t, "fr", "view", stuck, "-o", page)
+		assert.Equal(t, 0, code, "a page with problems is still a success: %s", errOut)
+		assert.Equal(t, "wrote "+page, firstLine(out))
+		assert.Contains(t, out, `1 problem found: rank 3 never joined all_reduce #3 on group "0" (default_pg)`)
+		b, err := os.ReadFile(page)
+		require.NoError(t, err)
+		html := string(b)
+		assert.True(t, strings.HasPrefix(html, "<!DOCTYPE html>"))
+		assert.Contains(t, html, "<title>gccl fr view "+stuck+"</title>")
+		assert.Equal(t, 4, strings.Count(html, `<g class="row" data-rank=`))
+		assert.Equal(t, 3*3+2, strings.Count(html, `<rect class="op `))
+		assert.Equal(t, 3, strings.Count(html, ` finding" `), "ranks 0-2's all_reduce #3")
+		assert.Equal(t, 1, strings.Count(html, `<g class="missing" data-rank="3"`))
+		assert.Equal(t, 1, strings.Count(html, "://"), "no URL but the SVG namespace")
+		assert.NotRegexp(t, `(src|href)=`, html, "nothing fetched")
+
+		// --rank draws only those rows; --group only those groups.
+		out, _, code = run(t, "fr", "view", stuck, "-o", page, "--rank", "3", "--rank", "1", "--group", "default_pg")
+		assert.Equal(t, 0, code, out)
+		b, err = os.ReadFile(page)
+		require.NoError(t, err)
+		assert.Equal(t, 2, strings.Count(string(b), `<g class="row" data-rank=`))
+
+		// Default output: timeline.html in the current directory.
+		dir := t.TempDir()
+		cmd := exec.Command(bin, "fr", "view", healthy)
+		cmd.Dir = dir
+		o, err := cmd.Output()
+		require.NoError(t, err)
+		assert.Contains(t, string(o), "wrote "+filepath.Join(dir, "timeline.html"))
+		assert.Contains(t, string(o), "no problem found in the dumps of ranks 0, 1 and 2")
+		assert.FileExists(t, filepath.Join(dir, "timeline.html"))
+
+		// Unreadable dumps are reported and skipped; nothing to load, or nowhere to write, exits 1.
+		corrupt := t.TempDir()
+		writeJob(t, corrupt, 3, false)
+		require.NoError(t, os.WriteFile(filepath.Join(corrupt, "gccl_trace_rank_1"), []byte("\x80\x02}(X"), 0o644))
+		out, errOut, code = run(t, "fr", "view", corrupt, "-o", page)
+		assert.Equal(t, 0, code, errOut)
+		assert.Contains(t, errOut, "skipping a dump: rank 1:")
+		assert.Contains(t, out, "no dump from rank 1")
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"fr", "view", t.TempDir(), "-o", page}, "no dump files"},
+			{[]string{"fr", "view", healthy, "-o", filepath.Join(t.TempDir(), "nope", "t.html")}, "no such file"},
+			{[]string{"fr", "view"}, "accepts 1 arg"},
+		} {
+			_, errOut, code := run(t, tt.args...)
+			assert.Equal(t, 1, code, "%v", tt.args)
+			assert.Contains(t, errOut, tt.want, "%v", tt.args)
+		}
+	})
 	t.Run("show", func(t *testing.T) {
 		out, errOut, code := run(t, "fr", "show", pytorch)
 		assert.Equal(t, 0, code, errOut)

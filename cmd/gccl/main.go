@@ -1,5 +1,6 @@
 // Command gccl launches multi-rank jobs (gccl run), measures collectives (gccl bench), inspects
-// flight-recorder dumps (gccl fr analyze, gccl fr show) and prints its version (gccl version).
+// flight-recorder dumps (gccl fr analyze, gccl fr show, gccl fr view) and prints its version
+// (gccl version).
 package main
 
 import (
