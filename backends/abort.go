@@ -60,3 +60,12 @@ func PeerAbortError(class AbortClass, from, lost, lostGlobal int, reason string)
 	}
 	return fmt.Errorf("%w by rank %d%s", ErrAborted, from, reason)
 }
+
+// AbortedEarlier is the error for an op issued on a group that cause aborted earlier: cause
+// itself if it already says ErrAborted, else ErrAborted wrapping it.
+func AbortedEarlier(cause error) error {
+	if errors.Is(cause, ErrAborted) {
+		return cause
+	}
+	return fmt.Errorf("%w by an earlier failure: %w", ErrAborted, cause)
+}

@@ -206,10 +206,7 @@ func (g *hierarchical) aborted() error {
 // run runs one op; on error every sub-group is aborted.
 func (g *hierarchical) run(fn func() error) error {
 	if err := g.aborted(); err != nil {
-		if errors.Is(err, backends.ErrAborted) {
-			return err
-		}
-		return fmt.Errorf("%w by an earlier failure: %w", backends.ErrAborted, err)
+		return backends.AbortedEarlier(err)
 	}
 	err := fn()
 	if err != nil {

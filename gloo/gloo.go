@@ -321,10 +321,7 @@ func (g *Group) run(op backends.Op, fn func() error) error {
 	g.opMu.Lock()
 	defer g.opMu.Unlock()
 	if err := g.aborted(); err != nil {
-		if errors.Is(err, backends.ErrAborted) {
-			return err
-		}
-		return fmt.Errorf("%w by an earlier failure: %w", backends.ErrAborted, err)
+		return backends.AbortedEarlier(err)
 	}
 	g.eng.bulk = op.Count*op.DType.Size() > smallGatherBytes
 	err := fn()

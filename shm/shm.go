@@ -230,10 +230,7 @@ func (g *Group) run(fn func() error) error {
 	g.opMu.Lock()
 	defer g.opMu.Unlock()
 	if err := g.aborted(); err != nil {
-		if errors.Is(err, backends.ErrAborted) {
-			return err
-		}
-		return fmt.Errorf("%w by an earlier failure: %w", backends.ErrAborted, err)
+		return backends.AbortedEarlier(err)
 	}
 	err := fn()
 	if err != nil {
