@@ -1225,3 +1225,41 @@ func TestBadInputAliasingThatIsFine(t *testing.T) {
 		})
 	}
 }
+
+// TestNewGroupSetupFailure: one rank fails to set a new group up (its shm settings differ from
+// rank 0's, so it cannot map rank 0's segment) while rank 0 waits for it to map. Rank 0 must
+// fail at once with the other's reason, not sit out the 60 s timeout.
+func TestNewGroupSetupFailure(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
+		require.NoError(t, err)
+		defer pg.Close()
+		start := time.Now()
+		sub, err := pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: "shm"})
+		if sub != nil {
+			_ = sub.Close()
+		}
+		fmt.Printf("SETUP ms=%d err=%v\n", time.Since(start).Milliseconds(), err)
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 90 * time.Second,
+		Env: []string{"GCCL_TIMEOUT=60s"},
+		RankEnv: func(r int) []string {
+			if r == 1 {
+				return []string{"GCCL_SHM_SLOT_BYTES=8192"}
+			}
+			return nil
+		}})
+	re := regexp.MustCompile(`SETUP ms=(\d+) err=(.*)`)
+	for _, r := range res {
+		m := re.FindStringSubmatch(r.Output)
+		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
+		ms, _ := strconv.Atoi(m[1])
+		t.Logf("rank %d: NewGroup failed after %d ms: %s", r.Rank, ms, m[2])
+		assert.NotEqual(t, "<nil>", m[2], "rank %d: NewGroup must fail", r.Rank)
+		assert.Less(t, ms, 30_000, "rank %d must not wait for the 60 s timeout", r.Rank)
+	}
+	assert.Contains(t, res[0].Output, "another rank failed to set up group", "rank 0 must say its peer failed, and why")
+	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
+}

@@ -90,7 +90,7 @@ func Init(ctx context.Context, opts Options) (*ProcessGroup, error) {
 	ctx, cancel := context.WithDeadline(ctx, w.initDeadline)
 	defer cancel()
 	// A rank that fails to initialize poisons the job's store, so the others stop waiting for it.
-	wctx, stop := w.watchInitFailure(ctx)
+	wctx, stop := watchFailure(ctx, w.store, initFailedKey, w.size, "initialize")
 	pg, err := w.newGroup(wctx, "0", "default_pg", ranks, w.backend, w.timeout)
 	stop()
 	if err != nil {
@@ -104,18 +104,20 @@ func Init(ctx context.Context, opts Options) (*ProcessGroup, error) {
 	return pg, nil
 }
 
-var errPeerInitFailed = errors.New("another rank failed to initialize")
+var errPeerInitFailed = errors.New("a peer failed")
 
-// watchInitFailure returns a context cancelled when a rank reports an init failure in the store.
-func (w *world) watchInitFailure(ctx context.Context) (context.Context, func()) {
+// watchFailure returns a context cancelled when a member of a group of size ranks reports,
+// under key in st, that it failed to set the group up (see poison): the others stop waiting for
+// it at once instead of at the timeout.
+func watchFailure(ctx context.Context, st store.Store, key string, size int, what string) (context.Context, func()) {
 	wctx, cancel := context.WithCancelCause(ctx)
-	if w.size == 1 {
+	if size == 1 {
 		return wctx, func() { cancel(nil) }
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		v, err := w.store.Get(wctx, initFailedKey)
+		v, err := st.Get(wctx, key)
 		if err == nil {
 			class, reason, _ := strings.Cut(string(v), "|")
 			sentinel := errPeerInitFailed
@@ -125,7 +127,7 @@ func (w *world) watchInitFailure(ctx context.Context) (context.Context, func()) 
 			case "invalid":
 				sentinel = ErrInvalidArgument
 			}
-			cancel(fmt.Errorf("%w: another rank failed to initialize: %s", sentinel, reason))
+			cancel(fmt.Errorf("%w: another rank failed to %s: %s", sentinel, what, reason))
 		}
 	}()
 	return wctx, func() {
@@ -136,11 +138,21 @@ func (w *world) watchInitFailure(ctx context.Context) (context.Context, func()) 
 	}
 }
 
-const initFailedKey = "init/failed"
+const (
+	initFailedKey  = "init/failed"
+	groupFailedKey = "setup/failed" // in the group's store
+)
 
 // poisonInit tells the other ranks that this one cannot join.
 func (w *world) poisonInit(reason error) {
-	if w.store == nil || w.size == 1 {
+	if w.size > 1 {
+		poison(w.store, initFailedKey, reason)
+	}
+}
+
+// poison records under key in st why this rank failed to set a group up, for watchFailure.
+func poison(st store.Store, key string, reason error) {
+	if st == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -152,7 +164,7 @@ func (w *world) poisonInit(reason error) {
 	case errors.Is(reason, ErrInvalidArgument):
 		class = "invalid"
 	}
-	_ = w.store.Set(ctx, initFailedKey, []byte(class+"|"+reason.Error()))
+	_ = st.Set(ctx, key, []byte(class+"|"+reason.Error()))
 }
 
 func newWorld(ctx context.Context, opts *Options) (*world, error) {
@@ -351,8 +363,17 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		Timeout: timeout, Logger: w.log, LocalRank: w.localRank, LocalSize: w.localSize,
 		Hostname: w.hostname, MasterAddr: w.masterAddr,
 	}
-	bg, err := b.NewGroup(ctx, cfg)
+	// A member that fails to set the group up says so in the group's store, so that the others
+	// fail at once instead of waiting for it until the timeout.
+	gctx, stop := watchFailure(ctx, pg.store, groupFailedKey, len(ranks), fmt.Sprintf("set up group %q", name))
+	bg, err := b.NewGroup(gctx, cfg)
+	stop()
 	if err != nil {
+		if cause := context.Cause(gctx); cause != nil && cause != context.Canceled && cause != context.DeadlineExceeded {
+			err = cause
+		} else {
+			poison(pg.store, groupFailedKey, err)
+		}
 		return nil, fmt.Errorf("gccl: creating group %q (rank %d of %d) on backend %s: %w", name, rank, len(ranks), backendName, err)
 	}
 	pg.backend = bg
