@@ -65,6 +65,7 @@ type autoModeReport struct {
 	Sum     int    `json:"sum"`      // an all-reduce of 1s
 	Err     string `json:"err"`      // the first error
 	DebugOK bool   `json:"debug_ok"` // the debug log named the mode
+	Named   string `json:"named"`    // the profiling name the world's all-reduce was recorded under
 }
 
 // TestAutoMode: shm on one host, gloo with one rank per host, hierarchical otherwise, the same
@@ -107,6 +108,11 @@ func TestAutoMode(t *testing.T) {
 				require.True(t, ok, "rank %d reported nothing; output:\n%s", r, rr.Output)
 				assert.Empty(t, rep.Err, "rank %d", r)
 				assert.Equal(t, tc.world, rep.World, "rank %d: the world's mode", r)
+				wantName := "auto:all_reduce" // hierarchical: no single backend moves the bytes
+				if tc.world != "hierarchical" {
+					wantName = tc.world + ":all_reduce"
+				}
+				assert.Equal(t, wantName, rep.Named, "rank %d: the flight recorder names the backend that ran", r)
 				want := tc.even
 				if r%2 == 1 {
 					want = "-"
@@ -145,6 +151,9 @@ func autoModeChild() {
 		return
 	}
 	rep.Sum = int(x.Float(0))
+	if es := pg.Recorder().Snapshot().Entries; len(es) > 0 {
+		rep.Named = es[len(es)-1].ProfilingName
+	}
 	var evens []int
 	for r := 0; r < pg.Size(); r += 2 {
 		evens = append(evens, r)

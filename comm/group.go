@@ -24,9 +24,12 @@ type ProcessGroup struct {
 	globalRanks []int
 	backendName string
 	backend     backends.Group
-	store       store.Store
-	timeout     time.Duration
-	ownsWorld   bool
+	// recordedBackend prefixes flight-recorder profiling names: backendName, or for backend
+	// "auto" the backend it picked (shm, gloo), as PyTorch names the backend that runs the op.
+	recordedBackend string
+	store           store.Store
+	timeout         time.Duration
+	ownsWorld       bool
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -166,14 +169,14 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 func (pg *ProcessGroup) profilingName(op backends.Op) string {
 	switch op.Kind {
 	case backends.OpSend:
-		return fmt.Sprintf("%s:send %d->%d", pg.backendName, pg.rank, op.Peer)
+		return fmt.Sprintf("%s:send %d->%d", pg.recordedBackend, pg.rank, op.Peer)
 	case backends.OpRecv:
-		return fmt.Sprintf("%s:recv %d<-%d", pg.backendName, pg.rank, op.Peer)
+		return fmt.Sprintf("%s:recv %d<-%d", pg.recordedBackend, pg.rank, op.Peer)
 	}
 	if int(op.Kind) < len(pg.names) && pg.names[op.Kind] != "" {
 		return pg.names[op.Kind]
 	}
-	return pg.backendName + ":" + op.Kind.String()
+	return pg.recordedBackend + ":" + op.Kind.String()
 }
 
 // execute runs req on the caller's goroutine once every op issued before it has finished.

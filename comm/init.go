@@ -352,9 +352,6 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		store: store.WithPrefix(w.store, "pg/"+name),
 	}
 	pg.cond.L = &pg.mu
-	for k := backends.OpAllReduce; k <= backends.OpRecv; k++ {
-		pg.names[k] = backendName + ":" + k.String()
-	}
 	w.nextGroupID++
 	pg.id = w.nextGroupID - 1
 	w.recorder.RegisterGroup(flightrecorder.GroupInfo{ID: pg.id, Name: name, Desc: desc, Ranks: ranks})
@@ -377,5 +374,14 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		return nil, fmt.Errorf("gccl: creating group %q (rank %d of %d) on backend %s: %w", name, rank, len(ranks), backendName, err)
 	}
 	pg.backend = bg
+	// Flight-recorder entries name the backend that moves the bytes: backend "auto" records as
+	// shm or gloo when it picked one of them.
+	pg.recordedBackend = backendName
+	if m := pg.AutoMode(); m == autoShm || m == autoGloo {
+		pg.recordedBackend = m
+	}
+	for k := backends.OpAllReduce; k <= backends.OpRecv; k++ {
+		pg.names[k] = pg.recordedBackend + ":" + k.String()
+	}
 	return pg, nil
 }
