@@ -20,6 +20,10 @@ type DimOptions struct {
 	Timeout time.Duration // default: the parent group's timeout
 }
 
+func (o DimOptions) String() string {
+	return fmt.Sprintf("{backend %q, timeout %v}", o.Backend, o.Timeout)
+}
+
 // Options configure New.
 type Options struct {
 	// Dims overrides the group options of some dimensions, by name: for example shm for "tp"
@@ -89,7 +93,7 @@ func New(ctx context.Context, pg *comm.ProcessGroup, shape []int, names []string
 	}
 	sp := spec{Op: "New", Shape: shape, Names: names}
 	for name, o := range opts.Dims {
-		sp.Dims = append(sp.Dims, fmt.Sprintf("%s=%s/%v", name, o.Backend, o.Timeout))
+		sp.Dims = append(sp.Dims, fmt.Sprintf("%s: %s", name, o))
 	}
 	sort.Strings(sp.Dims)
 	// Agree first, so that a rank with other arguments fails everywhere instead of hanging.
@@ -143,7 +147,7 @@ func agree(ctx context.Context, pg *comm.ProcessGroup, op string, sp spec) error
 
 func describe(sp spec) string {
 	if sp.Op == "Flatten" {
-		return fmt.Sprintf("name %q over root dimensions %v with options %v", sp.Names, sp.Flatten, sp.Dims)
+		return fmt.Sprintf("name %q over root dimensions %v with options %v", strings.Join(sp.Names, ""), sp.Flatten, sp.Dims)
 	}
 	return fmt.Sprintf("shape %v, names %q, options %v", sp.Shape, sp.Names, sp.Dims)
 }
@@ -399,12 +403,12 @@ func (m *Mesh) Flatten(ctx context.Context, name string, opts DimOptions) (*Mesh
 	if c, ok := r.flat[name]; ok {
 		d := c.dims[0]
 		if !slices.Equal(d.roots, roots) || d.opts != opts {
-			return nil, m.invalid("Flatten", "the name %q is taken by a flattened mesh over dimensions %q with options %+v; pick another name, or flatten the same dimensions with the same options",
+			return nil, m.invalid("Flatten", "the name %q is taken by a flattened mesh over dimensions %q with options %v; pick another name, or flatten the same dimensions with the same options",
 				name, r.rootNames(d.roots), d.opts)
 		}
 		return c, nil
 	}
-	sp := spec{Op: "Flatten", Names: []string{name}, Flatten: roots, Dims: []string{fmt.Sprintf("%s/%v", opts.Backend, opts.Timeout)}}
+	sp := spec{Op: "Flatten", Names: []string{name}, Flatten: roots, Dims: []string{opts.String()}}
 	if err := agree(ctx, r.pg, "mesh.Flatten", sp); err != nil {
 		return nil, err
 	}
