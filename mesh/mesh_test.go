@@ -27,6 +27,7 @@ type layoutCase struct {
 	Backends map[string]string // Options.Dims[name].Backend
 	World    string            // the world's backend (GCCL_BACKEND), "" for the default
 	Want     map[string]string // the backend each dimension's group must have
+	Long     bool              // skipped with -short (the race target): other cases cover it
 }
 
 const meshCaseEnv = "GCCL_MESH_TEST_CASE"
@@ -47,10 +48,10 @@ func TestLayout(t *testing.T) {
 	cases := []layoutCase{
 		{Name: "1d_4", Ranks: 4, Shape: []int{4}, Names: []string{"tp"}},
 		{Name: "2x2", Ranks: 4, Shape: []int{2, 2}, Names: []string{"dp", "tp"}},
-		{Name: "1d_8", Ranks: 8, Shape: []int{8}, Names: []string{"dp"}},
-		{Name: "2x4", Ranks: 8, Shape: []int{2, 4}, Names: []string{"dp", "tp"}},
-		{Name: "4x2", Ranks: 8, Shape: []int{4, 2}, Names: []string{"dp", "tp"}},
-		{Name: "2x2x2", Ranks: 8, Shape: []int{2, 2, 2}, Names: []string{"pp", "dp", "tp"}},
+		{Name: "1d_8", Long: true, Ranks: 8, Shape: []int{8}, Names: []string{"dp"}},
+		{Name: "2x4", Long: true, Ranks: 8, Shape: []int{2, 4}, Names: []string{"dp", "tp"}},
+		{Name: "4x2", Long: true, Ranks: 8, Shape: []int{4, 2}, Names: []string{"dp", "tp"}},
+		{Name: "2x2x2", Long: true, Ranks: 8, Shape: []int{2, 2, 2}, Names: []string{"pp", "dp", "tp"}},
 		{Name: "backends_2x2x2", Ranks: 8, Shape: []int{2, 2, 2}, Names: []string{"pp", "dp", "tp"},
 			World: "shm", Backends: map[string]string{"tp": "shm", "dp": "gloo"},
 			Want: map[string]string{"pp": "shm", "dp": "gloo", "tp": "shm"}},
@@ -59,6 +60,9 @@ func TestLayout(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
+			if tc.Long && testing.Short() {
+				t.Skip("-short: 3-D and 8 ranks are covered by backends_2x2x2")
+			}
 			js, err := json.Marshal(tc)
 			require.NoError(t, err)
 			env := []string{meshCaseEnv + "=" + string(js), "GCCL_TIMEOUT=60s"}
