@@ -116,7 +116,7 @@ func New(ctx context.Context, pg *comm.ProcessGroup, shape []int, names []string
 		}
 		g, err := pg.Split(ctx, color, coord[i], groupOptions(name, d.opts))
 		if err != nil {
-			r.closeGroups()
+			_ = r.closeGroups() // the groups made so far; the Split error says what went wrong
 			return nil, fmt.Errorf("gccl: mesh.New on group %q (rank %d): creating the group of dimension %q: %w", pg.Name(), pg.Rank(), name, err)
 		}
 		d.group = g
@@ -386,7 +386,9 @@ func (m *Mesh) Sub(names ...string) (*Mesh, error) {
 // with one Split over the root's parent group, described "mesh_<name>", with opts' backend and
 // timeout (zero: the parent's); the root mesh caches it, and later calls with the same name, on
 // m or any view over the same dimensions, return the cached mesh without creating anything. The
-// root's Close closes it. Flattening a one-dimensional mesh reuses its group.
+// root's Close closes it. Flattening a one-dimensional mesh reuses its group (opts do not
+// apply). While a Flatten creates its group, other Flatten and Close calls on the same root
+// wait for it.
 //
 // Flatten is collective over the root's parent group: every rank calls it, with the same name
 // and dimensions, in the same order relative to its other collectives. Calling it on some ranks
