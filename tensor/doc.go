@@ -50,6 +50,27 @@
 //	_ = tensor.ReduceInto(tensor.Sum, tensor.Float32, c.Bytes(), c.Bytes())
 //	fmt.Println(c.Float64s())            // [6 12]
 //
+// # Matrix products
+//
+// MatMul (like torch.matmul, with batch dims), MatMulInto (BLAS's GEMM: dst = alpha·op(a)·op(b) +
+// beta·dst, with optional transposes), Linear and LinearInto (x·wᵀ + bias with w stored [out in],
+// like torch.nn.Linear) work on float32 and float64, and on bfloat16 and float16 by converting to
+// float32 and rounding the result once. Views whose rows or columns have unit stride (Transpose,
+// Narrow) are read in place; MatMulInto and LinearInto on 2-D float32/float64 tensors allocate
+// nothing. Single rows (decode steps) run as matrix-vector products.
+//
+// They run on OpenBLAS, loaded on first use with purego (no cgo): GCCL_BLAS_LIBRARY, else
+// libopenblas.so.0 or libopenblas.so, else Debian's /usr/lib/<triplet>/openblas-*/ copies. Without
+// it they fall back to gonum's pure-Go BLAS, several times slower; GCCL_BLAS=gonum forces that, and
+// BLASBackend says which is in use. OpenBLAS gets GOMAXPROCS threads (the caller's share of the
+// cores under gccl run) unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set; SetBLASThreads
+// changes it. A linear layer on a decode step:
+//
+//	y := tensor.New(tensor.Float32, 1, 5632)
+//	if err := tensor.LinearInto(y, x, w, nil); err != nil { // x [1 2048], w [5632 2048]
+//		return err
+//	}
+//
 // Methods panic only on programming errors that indexing would also catch (an index out of range,
 // a typed accessor on the wrong dtype, Bytes on a strided view); everything computed from run-time
 // sizes returns an error that names the method and the values.

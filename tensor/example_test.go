@@ -116,3 +116,42 @@ func ExampleTensor_Narrow() {
 	// [0 1 -1 -1 -1 5]
 	// tensor: Narrow: start 5 + length 3 > size 6 of dim 0
 }
+
+func ExampleMatMul() {
+	a := tensor.FromSlice([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
+	b := tensor.FromSlice([]float32{1, 0, 0, 1, 1, 1}, 3, 2)
+	c, err := tensor.MatMul(a, b) // [2 3]·[3 2] = [2 2], through OpenBLAS or gonum (tensor.BLASBackend())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(c, c.Float32s())
+	_, err = tensor.MatMul(a, a)
+	fmt.Println(err)
+	// Output:
+	// tensor(float32, [2 2]) [4 5 10 11]
+	// tensor: MatMul: inner dims differ: a [2 3] has 3 columns but b [2 3] has 2 rows
+}
+
+func ExampleLinear() {
+	// A linear layer with 3 inputs and 2 outputs, its weight stored [out in] like torch.nn.Linear's.
+	w := tensor.FromSlice([]float32{1, 1, 1, 0, 1, 0}, 2, 3)
+	bias := tensor.FromSlice([]float32{10, 20})
+	x := tensor.FromSlice([]float32{1, 2, 3, 4, 5, 6}, 2, 3) // two tokens
+	y, err := tensor.Linear(x, w, bias)                      // x·wᵀ + bias
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(y.Float32s())
+	// The same into a preallocated output: no allocation on the decode path.
+	out := tensor.New(tensor.Float32, 2, 2)
+	if err := tensor.LinearInto(out, x, w, bias); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(out.Float32s())
+	// Output:
+	// [16 22 25 25]
+	// [16 22 25 25]
+}
