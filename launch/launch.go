@@ -46,9 +46,11 @@ type Config struct {
 	NoPrefix bool
 	// GracePeriod between SIGTERM and SIGKILL when stopping workers (default 5s).
 	GracePeriod time.Duration
-	// Bind pins worker r to core r (like mpirun's --bind-to core) when there are no more
-	// workers than cores. Ranks that wait for each other by spinning need a core each: two
-	// ranks the scheduler puts on one core turn every wait into a context switch.
+	// Bind pins worker r to core r mod cores (like mpirun's --bind-to core, round-robin when
+	// oversubscribed). Ranks that wait for each other by spinning need a core each: two ranks the
+	// scheduler puts on one core turn every wait into a context switch. With more workers than
+	// cores, fixed pairs that take turns on one core beat migrating workers (4 ranks on 2 cores,
+	// 8-byte all-reduce on shm: 7.7-9.2 µs pinned against 9.4-14.7 µs unpinned).
 	Bind bool
 	// DumpDir receives the workers' flight-recorder dumps when the job fails: workers write
 	// them to DumpDir/rank_<r> (GCCL_FR_DUMP_PREFIX, unless Env or the environment sets a
@@ -178,7 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		stdout, _ := cmd.StdoutPipe()
 		stderr, _ := cmd.StderrPipe()
 		res.Ranks[r].Rank = r
-		if err := startBound(cmd, r, cfg.Bind && cfg.NProcs <= runtime.NumCPU()); err != nil {
+		if err := startBound(cmd, r%runtime.NumCPU(), cfg.Bind); err != nil {
 			res.Ranks[r].Err = err
 			res.First = &res.Ranks[r]
 			stopAll(cmds, exited, cfg.GracePeriod)

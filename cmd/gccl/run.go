@@ -48,7 +48,7 @@ directory kept only when the job failed): inspect them with gccl fr analyze.`,
 	cmd.Flags().IntVar(&nproc, "nproc-per-node", 1, "number of ranks to start")
 	cmd.Flags().StringVar(&backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, auto, xccl")
 	cmd.Flags().StringVar(&logDir, "log-dir", "", "directory for the job's logs: flight-recorder dumps of a failed job go to DIR/fr")
-	cmd.Flags().StringVar(&bindTo, "bind-to", "core", "core: pin rank r to core r when ranks <= cores (like mpirun); none: let the OS place them")
+	cmd.Flags().StringVar(&bindTo, "bind-to", "core", "core: pin rank r to core r mod cores (like mpirun --bind-to core); none: let the OS place them")
 	return cmd
 }
 
