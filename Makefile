@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFloat16RoundTrip$$' -fuzztime 30s ./tensor/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadPickle$$' -fuzztime 30s -fuzzminimizetime 5s ./flightrecorder/
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadJSON$$' -fuzztime 30s -fuzzminimizetime 5s ./flightrecorder/
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime 30s -fuzzminimizetime 5s ./tensor/safetensors/
 
 peers:
 	bash bench/peers/run.sh 2

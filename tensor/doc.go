@@ -71,6 +71,24 @@
 //		return err
 //	}
 //
+// # Neural-network ops
+//
+// The local compute of a Llama-style decoder, named after torch.nn.functional, on contiguous
+// float32 tensors whose last dim is the row: RMSNorm, LayerNorm, Softmax (max-subtracted; with
+// MaskCausal for attention scores), SiLU, SwiGLU (silu(gate)·up), Add and Mul (b the same shape as
+// a or a suffix of it, broadcast), Embedding (rows of a [vocab hidden] table of any dtype), Argmax,
+// rotary position embeddings (Rotary: precomputed cos/sin tables, Llama's "rotate half", applied to
+// [heads head_dim] at one position or [... seq heads head_dim] from one), and Attention, one query
+// position of grouped-query attention over a [maxSeq kvHeads head_dim] KV cache. Each has an
+// ...Into form that allocates nothing and may write in place, for the per-token path:
+//
+//	if err := tensor.RMSNormInto(h, x, normWeight, 1e-5); err != nil { // h, x [1 2048]
+//		return err
+//	}
+//	_ = rot.Apply(q, pos) // q [32 64], rot from tensor.NewRotary(64, 4096, 10000)
+//
+// Package tensor/safetensors reads and writes weights in the safetensors format.
+//
 // Methods panic only on programming errors that indexing would also catch (an index out of range,
 // a typed accessor on the wrong dtype, Bytes on a strided view); everything computed from run-time
 // sizes returns an error that names the method and the values.
