@@ -83,7 +83,7 @@ func normalizePlacements(ps []Placement, meshDims, tdim int) ([]Placement, error
 			out[i] = p
 		case Partial:
 			if !p.Op.Valid() {
-				return nil, fmt.Errorf("placement %d, %s, has an unknown reduce op; use comm.Sum, comm.Avg, comm.Max, ...", i, p)
+				return nil, fmt.Errorf("placement %d, %s, has an unknown reduce op; use comm.Sum, comm.Avg, comm.Max or another op of comm", i, p)
 			}
 			if p.Op == tensor.PreMulSum {
 				return nil, fmt.Errorf("placement %d, %s: PreMulSum needs a factor that a placement cannot carry; use Partial{Op: comm.Sum} and scale", i, p)

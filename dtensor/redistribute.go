@@ -214,15 +214,22 @@ func slot(stacked *tensor.Tensor, r int) *tensor.Tensor {
 	return v
 }
 
-// copyInto copies src into dst's region [0, src's size) along dim (dst is as large or larger
-// there, and equal elsewhere).
+// copyInto copies src into the region of dst that starts at start along dim and at 0 along
+// the other dims (dst is as large as src or larger along every dim).
 func copyInto(dst *tensor.Tensor, dim, start int, src *tensor.Tensor) error {
 	if src.Numel() == 0 {
 		return nil
 	}
-	v, err := dst.Narrow(dim, start, src.Shape()[dim])
-	if err != nil {
-		return err
+	v := dst
+	for k, n := range src.Shape() {
+		from := 0
+		if k == dim {
+			from = start
+		}
+		var err error
+		if v, err = v.Narrow(k, from, n); err != nil {
+			return err
+		}
 	}
 	return v.CopyFrom(src)
 }
