@@ -2,9 +2,9 @@ package dtensor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/mesh"
@@ -194,8 +194,8 @@ func FromLocal(ctx context.Context, local *tensor.Tensor, m *mesh.Mesh, placemen
 		} else if slices.ContainsFunc(global, func(n int) bool { return n < 0 }) {
 			problem = fmt.Sprintf("GlobalShape %v has a negative size", global)
 		} else if want, _ := localShape(global, m.Shape(), m.Coordinate(), ps, len(ps)); !slices.Equal(want, local.Shape()) {
-			problem = fmt.Sprintf("the local tensor has shape %v but global shape %v with placements %s gives this rank (mesh coordinate %v) %v; pass this rank's torch.chunk shard",
-				local.Shape(), global, formatPlacements(ps), m.Coordinate(), want)
+			problem = fmt.Sprintf("the local tensor has shape %v but global shape %v with placements %s gives rank %d (mesh coordinate %v) %v; pass that rank's torch.chunk shard",
+				local.Shape(), global, formatPlacements(ps), globalRank(m), m.Coordinate(), want)
 		}
 	}
 	if problem == "" {
@@ -244,18 +244,18 @@ func checkAcrossMesh(ctx context.Context, m *mesh.Mesh, mine localInfo) error {
 	}
 	slices.SortFunc(all, func(a, b localInfo) int { return a.Rank - b.Rank })
 	ref := all[0]
-	var errs []error
+	var errs []string
 	for _, o := range all {
 		switch {
 		case o.Problem != "":
-			errs = append(errs, fmt.Errorf("rank %d: %s", o.Rank, o.Problem))
+			errs = append(errs, fmt.Sprintf("rank %d: %s", o.Rank, o.Problem))
 		case o.DType != ref.DType || o.Placements != ref.Placements || !slices.Equal(o.Global, ref.Global):
-			errs = append(errs, fmt.Errorf("rank %d has a %s tensor of global shape %v with placements %s but rank %d a %s tensor of global shape %v with %s; pass the same dtype, global shape and placements on every rank",
+			errs = append(errs, fmt.Sprintf("rank %d has dtype %s, global shape %v and placements %s but rank %d dtype %s, global shape %v and placements %s; pass the same dtype, global shape and placements on every rank",
 				o.Rank, o.DType, o.Global, o.Placements, ref.Rank, ref.DType, ref.Global, ref.Placements))
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("gccl: dtensor.FromLocal (rank %d): Check found ranks that disagree: %w: %w", mine.Rank, errors.Join(errs...), comm.ErrInvalidArgument)
+		return fmt.Errorf("gccl: dtensor.FromLocal (rank %d): Check found ranks that disagree: %s: %w", mine.Rank, strings.Join(errs, "; "), comm.ErrInvalidArgument)
 	}
 	return nil
 }

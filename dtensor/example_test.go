@@ -73,5 +73,5 @@ func ExampleDTensor_Redistribute_badPlacements() {
 	d, _ := dtensor.FromLocal(ctx, tensor.New(tensor.Float32, 4), m, []dtensor.Placement{dtensor.Replicate{}}, dtensor.FromLocalOptions{})
 	_, err := d.Redistribute(ctx, []dtensor.Placement{dtensor.Shard{Dim: 0}, dtensor.Replicate{}})
 	fmt.Println(err)
-	// Output: gccl: dtensor.Redistribute (rank 0): placements [S(0), R] have 2 entries but the mesh has 1 dimensions; pass one placement per mesh dimension: invalid argument
+	// Output: gccl: dtensor.Redistribute (rank 0): placements [S(0), R]: 2 placements for a mesh of 1 dimension; pass one placement per mesh dimension: invalid argument
 }

@@ -99,7 +99,7 @@ func TestLocalShapeErrors(t *testing.T) {
 		placements []Placement
 		want       string
 	}{
-		{"wrong_length", []int{4}, []int{2, 2}, []int{0, 0}, []Placement{Shard{0}}, "have 1 entries but the mesh has 2 dimensions"},
+		{"wrong_length", []int{4}, []int{2, 2}, []int{0, 0}, []Placement{Shard{0}}, "1 placement for a mesh of 2 dimensions"},
 		{"dim_out_of_range", []int{4}, []int{2}, []int{0}, []Placement{Shard{1}}, "shards dimension 1 of a 1-d tensor; pass a dim in [-1, 1)"},
 		{"nil_placement", []int{4}, []int{2}, []int{0}, []Placement{nil}, "placement 0 is nil"},
 		{"coord_length", []int{4}, []int{2}, []int{0, 0}, []Placement{Shard{0}}, "one coordinate per mesh dimension"},

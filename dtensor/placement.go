@@ -63,8 +63,8 @@ func shardDim(p Placement) int {
 // errors ("" in the message's op position is filled by the caller).
 func normalizePlacements(ps []Placement, meshDims, tdim int) ([]Placement, error) {
 	if len(ps) != meshDims {
-		return nil, fmt.Errorf("placements %s have %d entries but the mesh has %d dimensions; pass one placement per mesh dimension",
-			formatPlacements(ps), len(ps), meshDims)
+		return nil, fmt.Errorf("placements %s: %s for a mesh of %s; pass one placement per mesh dimension",
+			formatPlacements(ps), plural(len(ps), "placement"), plural(meshDims, "dimension"))
 	}
 	out := make([]Placement, len(ps))
 	for i, p := range ps {
@@ -96,4 +96,12 @@ func normalizePlacements(ps []Placement, meshDims, tdim int) ([]Placement, error
 		}
 	}
 	return out, nil
+}
+
+// plural is "1 placement", "2 placements".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
