@@ -97,7 +97,11 @@ func Distribute(ctx context.Context, t *tensor.Tensor, m *mesh.Mesh, placements 
 	}
 	full := &DTensor{mesh: m, placements: replicated(m.NDim()), shape: t.Shape(), dtype: t.DType(), local: t.Contiguous()}
 	if opts.LocalIsFull {
-		return full.redistribute(ctx, op, ps)
+		d, err := full.redistribute(ctx, op, ps)
+		if err == nil && d == full { // all Replicate: do not share t's storage
+			d = &DTensor{mesh: m, placements: ps, shape: t.Shape(), dtype: t.DType(), local: t.Clone()}
+		}
+		return d, err
 	}
 	srcIdx := slices.Index(m.Ranks(), opts.Src)
 	if srcIdx < 0 {

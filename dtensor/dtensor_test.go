@@ -144,6 +144,7 @@ func redistributeChild(t *testing.T, tc meshCase) {
 				d, err := dtensor.Distribute(ctx, g, m, src, dtensor.DistributeOptions{LocalIsFull: true})
 				require.NoError(t, err, what)
 				require.True(t, tensor.Equal(reference(t, g, tc.Shape, coord, src), d.Local()), "%s: Distribute's local %v", what, d.Local())
+				require.False(t, d.Local().SharesStorage(g), "%s: Distribute shares its input's storage", what)
 				for _, dst := range sets {
 					what := fmt.Sprintf("%s %v: %v -> %v at %v", dt, shape, src, dst, coord)
 					checked++
