@@ -1,0 +1,216 @@
+package tp
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/dtensor"
+	"github.com/gccl/gccl/mesh"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Parameter is a named weight of a module. Until Parallelize it holds the full (dense) tensor
+// and the layers that read it compute densely, without communication; Parallelize replaces it
+// with a DTensor over the tensor-parallel mesh whose placement tells the layers what to do.
+type Parameter struct {
+	Name  string
+	Value *dtensor.DTensor // nil until Parallelize (or set directly from FromLocal)
+	full  *tensor.Tensor
+}
+
+// NewParameter returns a dense parameter holding full (not copied).
+func NewParameter(name string, full *tensor.Tensor) *Parameter {
+	return &Parameter{Name: name, full: full}
+}
+
+// Local returns this rank's part of the parameter: the full tensor before Parallelize, the
+// local shard after.
+func (p *Parameter) Local() *tensor.Tensor {
+	if p.Value != nil {
+		return p.Value.Local()
+	}
+	return p.full
+}
+
+// Shape returns the global shape.
+func (p *Parameter) Shape() []int {
+	if p.Value != nil {
+		return p.Value.Shape()
+	}
+	return p.full.Shape()
+}
+
+// shard returns the tensor dim p is sharded on (-1 when dense or replicated), the tp group,
+// and this rank's offset along that dim.
+func (p *Parameter) shard() (dim int, g *comm.ProcessGroup, offset int, err error) {
+	if p == nil || p.Value == nil {
+		return -1, nil, 0, nil
+	}
+	s, ok := p.Value.Placements()[0].(dtensor.Shard)
+	if !ok {
+		return -1, nil, 0, nil
+	}
+	m := p.Value.Mesh()
+	g, err = m.GroupAt(0)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	off, _ := dtensor.ChunkRange(p.Value.Shape()[s.Dim], m.Shape()[0], m.Coordinate()[0])
+	return s.Dim, g, off, nil
+}
+
+// Module is anything with named parameters: a layer or a whole model. Parameters shared by
+// several layers (a tied embedding and LM head) appear once per layer; Parallelize shards each
+// once.
+type Module interface {
+	Parameters() []*Parameter
+}
+
+// Style is how Parallelize lays out a parameter over the tensor-parallel mesh.
+type Style int
+
+const (
+	// Replicate keeps the whole parameter on every rank (norm weights, row-parallel biases).
+	Replicate Style = iota
+	// Colwise shards a linear layer's weight [out in] (torch's layout) and its bias [out] on
+	// out: Shard(0). The output of the layer stays sharded; nothing is communicated.
+	Colwise
+	// Rowwise shards a weight [out in] on in: Shard(1); a 1-D parameter (the bias) stays
+	// replicated and is added once, after the all-reduce.
+	Rowwise
+	// Vocab shards an embedding table [vocab hidden] on vocab: Shard(0).
+	Vocab
+)
+
+func (s Style) String() string {
+	switch s {
+	case Replicate:
+		return "replicate"
+	case Colwise:
+		return "colwise"
+	case Rowwise:
+		return "rowwise"
+	case Vocab:
+		return "vocab"
+	}
+	return fmt.Sprintf("Style(%d)", int(s))
+}
+
+// Plan maps parameter-name patterns (path.Match syntax, "*" matches any run of characters
+// without a '/', so "layers.*.mlp.gate.weight" matches every layer's) to styles. A parameter no
+// pattern matches is replicated; one that patterns of different styles match is an error.
+type Plan map[string]Style
+
+// ParallelChecker is implemented by modules with constraints on the tensor-parallel degree
+// (attention: tp must divide the head counts). Parallelize calls it before sharding anything.
+type ParallelChecker interface {
+	CheckParallel(tp int) error
+}
+
+// Parallelize shards model's parameters over the 1-D mesh m (a mesh's tensor-parallel
+// dimension, from m.Dim("tp")) per plan. Every rank holds the same full weights before
+// (generated from the same seed or read from the same file); each keeps its own shard, and
+// nothing is sent. It is collective only in that every rank must call it with the same plan.
+func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) error {
+	if m == nil || m.NDim() != 1 {
+		return fmt.Errorf("gccl: tp.Parallelize: want a 1-D mesh (the tensor-parallel dimension, such as m.Dim(\"tp\")); got %v: %w", m, comm.ErrInvalidArgument)
+	}
+	n := m.Shape()[0]
+	if c, ok := model.(ParallelChecker); ok {
+		if err := c.CheckParallel(n); err != nil {
+			return fmt.Errorf("gccl: tp.Parallelize: %w: %w", err, comm.ErrInvalidArgument)
+		}
+	}
+	patterns := make([]string, 0, len(plan))
+	for pat := range plan {
+		if _, err := path.Match(pat, ""); err != nil {
+			return fmt.Errorf("gccl: tp.Parallelize: bad pattern %q: %v: %w", pat, err, comm.ErrInvalidArgument)
+		}
+		patterns = append(patterns, pat)
+	}
+	sort.Strings(patterns)
+	params := model.Parameters()
+	done := make(map[*Parameter]bool, len(params))
+	type todo struct {
+		p  *Parameter
+		ps []dtensor.Placement
+	}
+	var work []todo
+	for _, p := range params {
+		if done[p] {
+			continue
+		}
+		done[p] = true
+		if p.Value != nil {
+			return fmt.Errorf("gccl: tp.Parallelize: parameter %q is already distributed; parallelize a model once: %w", p.Name, comm.ErrInvalidArgument)
+		}
+		style, matched := Replicate, ""
+		for _, pat := range patterns {
+			if ok, _ := path.Match(pat, p.Name); !ok {
+				continue
+			}
+			if matched != "" && plan[pat] != style {
+				return fmt.Errorf("gccl: tp.Parallelize: parameter %q matches %q (%s) and %q (%s); make the plan unambiguous: %w",
+					p.Name, matched, style, pat, plan[pat], comm.ErrInvalidArgument)
+			}
+			style, matched = plan[pat], pat
+		}
+		var pl dtensor.Placement = dtensor.Replicate{}
+		dims := p.full.Dim()
+		switch {
+		case style == Colwise || style == Vocab:
+			if dims < 1 || (style == Vocab && dims != 2) {
+				return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be %s-sharded: %w", p.Name, p.full.Shape(), style, comm.ErrInvalidArgument)
+			}
+			pl = dtensor.Shard{Dim: 0}
+		case style == Rowwise && dims == 2:
+			pl = dtensor.Shard{Dim: 1}
+		case style == Rowwise && dims == 1: // bias: added once after the all-reduce
+		case style == Rowwise:
+			return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be rowwise-sharded (want [out in] or a bias): %w", p.Name, p.full.Shape(), comm.ErrInvalidArgument)
+		}
+		work = append(work, todo{p, []dtensor.Placement{pl}})
+	}
+	for _, w := range work {
+		d, err := dtensor.Distribute(ctx, w.p.full, m, w.ps, dtensor.DistributeOptions{LocalIsFull: true})
+		if err != nil {
+			return fmt.Errorf("gccl: tp.Parallelize: parameter %q: %w", w.p.Name, err)
+		}
+		w.p.Value, w.p.full = d, nil
+	}
+	return nil
+}
+
+// Stats counts the all-reduces the layers run and the time spent in them. Layers that share a
+// *Stats add to it; a nil *Stats counts nothing.
+type Stats struct {
+	AllReduces    int
+	AllReduceTime time.Duration
+}
+
+func (s *Stats) allReduce(ctx context.Context, g *comm.ProcessGroup, t *tensor.Tensor) error {
+	if s == nil {
+		return g.AllReduce(ctx, t, comm.Sum)
+	}
+	start := time.Now()
+	err := g.AllReduce(ctx, t, comm.Sum)
+	s.AllReduceTime += time.Since(start)
+	s.AllReduces++
+	return err
+}
+
+// collect gathers the parameters of several modules, in order.
+func collect(ms ...Module) []*Parameter {
+	var out []*Parameter
+	for _, m := range ms {
+		if m != nil {
+			out = slices.Concat(out, m.Parameters())
+		}
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+package tp_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/dtensor"
+	"github.com/gccl/gccl/dtensor/tp"
+	"github.com/gccl/gccl/internal/ranktest"
+	"github.com/gccl/gccl/mesh"
+	"github.com/gccl/gccl/tensor"
+)
+
+const rtol, atol = 1e-5, 1e-5
+
+// randn returns a tensor of the given shape with values from seed (the same on every rank).
+func randn(seed uint64, shape ...int) *tensor.Tensor {
+	r := rand.New(rand.NewPCG(seed, 7))
+	t := tensor.New(tensor.Float32, shape...)
+	s := t.Float32s()
+	for i := range s {
+		s[i] = float32(r.NormFloat64() * 0.3)
+	}
+	return t
+}
+
+// TestLayers: at tp = 2, 3 and 4 (real processes over shm), every layer equals the dense layer
+// on the same full weights, and the MLP and the attention block each run exactly one all-reduce
+// on the tp group per call.
+func TestLayers(t *testing.T) {
+	if ranktest.Child(t) {
+		layersChild(t)
+		return
+	}
+	for _, n := range []int{2, 3, 4} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: n, Timeout: time.Minute,
+				Env: []string{"GCCL_TIMEOUT=30s", "GCCL_BACKEND=shm"}})
+			for _, r := range res {
+				assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
+			}
+		})
+	}
+}
+
+// sliceLast returns columns [off, off+n) of the last dim of a [rows cols] or [cols] tensor.
+func sliceLast(t *tensor.Tensor, off, n int) *tensor.Tensor {
+	v, err := t.Narrow(t.Dim()-1, off, n)
+	if err != nil {
+		panic(err)
+	}
+	return v.Contiguous()
+}
+
+func layersChild(t *testing.T) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{})
+	require.NoError(t, err)
+	defer pg.Close()
+	n, me := pg.Size(), pg.Rank()
+	require.Equal(t, os.Getenv("WORLD_SIZE"), strconv.Itoa(n))
+	m, err := mesh.New(ctx, pg, []int{n}, []string{"tp"}, mesh.Options{})
+	require.NoError(t, err)
+	defer m.Close()
+	allReduces := func(f func()) int {
+		before := pg.Recorder().Snapshot().Entries
+		last := int64(-1)
+		if len(before) > 0 {
+			last = int64(before[len(before)-1].RecordID)
+		}
+		f()
+		count := 0
+		for _, e := range pg.Recorder().Snapshot().Entries {
+			if int64(e.RecordID) > last && e.ProcessGroup[1] == "mesh_tp" && strings.HasSuffix(e.ProfilingName, ":all_reduce") {
+				count++
+			}
+		}
+		return count
+	}
+	const hidden, inter = 32, 48
+
+	// Column- and row-parallel linear layers with biases (out 36: uneven at tp=4 is 9 each;
+	// in 30 at tp=4: 8, 8, 8, 6).
+	w, b := randn(1, 36, hidden), randn(2, 36)
+	x := randn(3, 2, hidden)
+	dense := &tp.ColumnParallelLinear{Weight: tp.NewParameter("col.weight", w), Bias: tp.NewParameter("col.bias", b)}
+	want, err := dense.Forward(x)
+	require.NoError(t, err)
+	col := &tp.ColumnParallelLinear{Weight: tp.NewParameter("col.weight", w.Clone()), Bias: tp.NewParameter("col.bias", b.Clone())}
+	require.NoError(t, tp.Parallelize(ctx, col, m, tp.Plan{"col.*": tp.Colwise}))
+	got, err := col.Forward(x)
+	require.NoError(t, err)
+	off, l := dtensor.ChunkRange(36, n, me)
+	assert.Equal(t, []int{2, l}, got.Shape())
+	assert.True(t, tensor.AllClose(sliceLast(want, off, l), got, rtol, atol), "column-parallel")
+
+	w, b, x = randn(4, hidden, 30), randn(5, hidden), randn(6, 2, 30)
+	rowDense := &tp.RowParallelLinear{Weight: tp.NewParameter("row.weight", w), Bias: tp.NewParameter("row.bias", b)}
+	want, err = rowDense.Forward(ctx, x)
+	require.NoError(t, err)
+	row := &tp.RowParallelLinear{Weight: tp.NewParameter("row.weight", w.Clone()), Bias: tp.NewParameter("row.bias", b.Clone())}
+	require.NoError(t, tp.Parallelize(ctx, row, m, tp.Plan{"row.*": tp.Rowwise}))
+	assert.Equal(t, []dtensor.Placement{dtensor.Replicate{}}, row.Bias.Value.Placements())
+	off, l = dtensor.ChunkRange(30, n, me)
+	assert.Equal(t, 1, allReduces(func() { got, err = row.Forward(ctx, sliceLast(x, off, l)) }))
+	require.NoError(t, err)
+	assert.True(t, tensor.AllClose(want, got, rtol, atol), "row-parallel")
+
+	// MLP: one all-reduce.
+	mlp := func(seed uint64) *tp.ParallelMLP {
+		return &tp.ParallelMLP{
+			Gate: &tp.ColumnParallelLinear{Weight: tp.NewParameter("mlp.gate.weight", randn(seed, inter, hidden))},
+			Up:   &tp.ColumnParallelLinear{Weight: tp.NewParameter("mlp.up.weight", randn(seed+1, inter, hidden))},
+			Down: &tp.RowParallelLinear{Weight: tp.NewParameter("mlp.down.weight", randn(seed+2, hidden, inter))},
+		}
+	}
+	plan := tp.Plan{"*.gate.weight": tp.Colwise, "*.up.weight": tp.Colwise, "*.down.weight": tp.Rowwise,
+		"*.q.weight": tp.Colwise, "*.k.weight": tp.Colwise, "*.v.weight": tp.Colwise, "*.o.weight": tp.Rowwise}
+	x = randn(7, hidden)
+	want, err = mlp(10).Forward(ctx, x)
+	require.NoError(t, err)
+	pm := mlp(10)
+	require.NoError(t, tp.Parallelize(ctx, pm, m, plan))
+	assert.Equal(t, 1, allReduces(func() { got, err = pm.Forward(ctx, x) }))
+	require.NoError(t, err)
+	assert.True(t, tensor.AllClose(want, got, rtol, atol), "mlp")
+
+	// Attention, 24 heads over 12 kv heads (divisible by 2, 3 and 4): one all-reduce per step.
+	attn := func(heads, kvHeads int) *tp.ParallelAttention {
+		const hd = 4
+		lin := func(name string, seed uint64, out, in int) *tp.ColumnParallelLinear {
+			return &tp.ColumnParallelLinear{Weight: tp.NewParameter(name, randn(seed, out, in))}
+		}
+		a, err := tp.NewParallelAttention(tp.AttentionConfig{Heads: heads, KVHeads: kvHeads, HeadDim: hd, MaxSeq: 8},
+			lin("attn.q.weight", 20, heads*hd, hidden), lin("attn.k.weight", 21, kvHeads*hd, hidden), lin("attn.v.weight", 22, kvHeads*hd, hidden),
+			&tp.RowParallelLinear{Weight: tp.NewParameter("attn.o.weight", randn(23, hidden, heads*hd))})
+		require.NoError(t, err)
+		return a
+	}
+	da, pa := attn(24, 12), attn(24, 12)
+	require.NoError(t, tp.Parallelize(ctx, pa, m, plan))
+	for pos := range 4 {
+		x := randn(30+uint64(pos), hidden)
+		want, err := da.Forward(ctx, x, pos)
+		require.NoError(t, err)
+		var got *tensor.Tensor
+		assert.Equal(t, 1, allReduces(func() { got, err = pa.Forward(ctx, x, pos) }), "pos %d", pos)
+		require.NoError(t, err)
+		assert.True(t, tensor.AllClose(want, got, rtol, atol), "attention at pos %d", pos)
+	}
+	// A tp degree that does not divide the kv heads: a clear error, nothing sharded.
+	bad := attn(2*(n+1), n+1)
+	err = tp.Parallelize(ctx, bad, m, plan)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, comm.ErrInvalidArgument)
+	assert.Contains(t, err.Error(), "does not divide")
+	assert.Nil(t, bad.Q.Weight.Value)
+
+	// Vocab-parallel embedding (vocab 50: uneven at 3 and 4) and the LM head.
+	table := randn(40, 50, hidden)
+	ids := []int{0, 49, 17, 13, 12, 25, 37, 38, 3}
+	emb := &tp.VocabParallelEmbedding{Weight: tp.NewParameter("embed.weight", table.Clone())}
+	head := &tp.LMHead{Weight: emb.Weight} // tied
+	want, err = tensor.Embedding(ids, table)
+	require.NoError(t, err)
+	require.NoError(t, tp.Parallelize(ctx, emb, m, tp.Plan{"embed.weight": tp.Vocab}))
+	assert.Equal(t, 1, allReduces(func() { got, err = emb.Forward(ctx, ids) }))
+	require.NoError(t, err)
+	assert.True(t, tensor.Equal(want, got), "embedding")
+	for i := range 5 {
+		x := randn(50+uint64(i), hidden)
+		logits, err := tensor.Linear(x, table, nil)
+		require.NoError(t, err)
+		wantIdx, err := tensor.Argmax(logits)
+		require.NoError(t, err)
+		gotIdx, err := head.Argmax(ctx, x)
+		require.NoError(t, err)
+		assert.Equal(t, wantIdx[0], gotIdx, "argmax %d", i)
+		full, err := head.Logits(ctx, x)
+		require.NoError(t, err)
+		assert.True(t, tensor.AllClose(logits, full, rtol, atol), "logits %d", i)
+	}
+}
