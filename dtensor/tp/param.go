@@ -45,7 +45,7 @@ func (p *Parameter) Shape() []int {
 	return p.full.Shape()
 }
 
-// shard returns the tensor dim p is sharded on (-1 when dense or replicated), the tp group,
+// shard returns the tensor dim p is sharded on (-1 when dense, replicated or on one rank), the tp group,
 // and this rank's offset along that dim.
 func (p *Parameter) shard() (dim int, g *comm.ProcessGroup, offset int, err error) {
 	if p == nil || p.Value == nil {
@@ -56,6 +56,9 @@ func (p *Parameter) shard() (dim int, g *comm.ProcessGroup, offset int, err erro
 		return -1, nil, 0, nil
 	}
 	m := p.Value.Mesh()
+	if m.Shape()[0] == 1 { // one rank holds everything: compute densely
+		return -1, nil, 0, nil
+	}
 	g, err = m.GroupAt(0)
 	if err != nil {
 		return 0, nil, 0, err

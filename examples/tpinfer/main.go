@@ -1,0 +1,207 @@
+// Command tpinfer is tensor-parallel greedy generation with a Llama-style decoder (RMSNorm,
+// rotary embeddings, grouped-query attention with a KV cache, SwiGLU MLP, tied or separate LM
+// head) over package dtensor/tp: every rank holds the same full weights (from --seed, or read
+// from --weights FILE, a safetensors file with Hugging Face Llama names), keeps its shard, and
+// the ranks generate together. Run it with gccl run; the tensor-parallel degree is the number
+// of ranks, and TP=1, 2 and 4 produce the same tokens:
+//
+//	go build -o tpinfer ./examples/tpinfer
+//	gccl run --nproc-per-node 2 -- ./tpinfer --hidden 256 --layers 4 --heads 8 --kv-heads 4 --prompt 1,2,3 --new-tokens 32
+//
+// Rank 0 prints the tokens, tokens/s, the time per decode step and the share of it spent in
+// all-reduce; with --json it ends with one JSON line with the keys tp, tokens, tokens_per_s,
+// step_ms and allreduce_share.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/dtensor/tp"
+	"github.com/gccl/gccl/mesh"
+	"github.com/gccl/gccl/tensor"
+	"github.com/gccl/gccl/tensor/safetensors"
+)
+
+type result struct {
+	TP             int       `json:"tp"`
+	Tokens         []int     `json:"tokens"`
+	TokensPerS     float64   `json:"tokens_per_s"`
+	StepMS         float64   `json:"step_ms"`
+	AllReduceShare float64   `json:"allreduce_share"`
+	Logits         []float32 `json:"logits,omitempty"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tpinfer:", err)
+		os.Exit(1)
+	}
+}
+
+func parseIDs(s string) ([]int, error) {
+	var ids []int
+	for f := range strings.SplitSeq(s, ",") {
+		id, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("--prompt %q: %q is not a token id; pass comma-separated ids such as 1,2,3", s, f)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func run() error {
+	var c Config
+	var (
+		seed                        uint64
+		prompt, weights, backend    string
+		saveWeights                 string
+		newTokens                   int
+		asJSON, printLogits, dryRun bool
+	)
+	flag.IntVar(&c.Hidden, "hidden", 256, "hidden size")
+	flag.IntVar(&c.Layers, "layers", 4, "decoder layers")
+	flag.IntVar(&c.Heads, "heads", 8, "attention heads")
+	flag.IntVar(&c.KVHeads, "kv-heads", 4, "key/value heads (grouped-query attention)")
+	flag.IntVar(&c.Vocab, "vocab", 1024, "vocabulary size")
+	flag.IntVar(&c.Intermediate, "intermediate", 0, "MLP size (default 3 × hidden)")
+	flag.BoolVar(&c.Tied, "tied", false, "tie the LM head to the embedding table")
+	flag.Float64Var(&c.RopeTheta, "rope-theta", 10000, "rotary base")
+	flag.Float64Var(&c.Eps, "eps", 1e-5, "RMSNorm epsilon")
+	flag.Uint64Var(&seed, "seed", 1, "seed of the generated weights (the same on every rank)")
+	flag.StringVar(&prompt, "prompt", "1,2,3,4", "prompt token ids, comma-separated")
+	flag.IntVar(&newTokens, "new-tokens", 16, "tokens to generate")
+	flag.StringVar(&weights, "weights", "", "read the weights from this safetensors file (Hugging Face Llama names) instead of generating them")
+	flag.StringVar(&saveWeights, "save-weights", "", "rank 0 writes the generated weights to this safetensors file")
+	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
+	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: tp, tokens, tokens_per_s, step_ms, allreduce_share")
+	flag.BoolVar(&printLogits, "logits", false, "with --json, add the full logits of the last step (for checks)")
+	flag.BoolVar(&dryRun, "check-only", false, "load and shard the model, then exit")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; every option is a flag (see -h)", flag.Args())
+	}
+	if c.Intermediate == 0 {
+		c.Intermediate = 3 * c.Hidden
+	}
+	ids, err := parseIDs(prompt)
+	if err != nil {
+		return err
+	}
+	if newTokens < 1 {
+		return fmt.Errorf("--new-tokens %d must be at least 1", newTokens)
+	}
+	for _, id := range ids {
+		if id < 0 || id >= c.Vocab {
+			return fmt.Errorf("--prompt: token id %d is outside the vocabulary of %d (--vocab)", id, c.Vocab)
+		}
+	}
+	c.MaxSeq = len(ids) + newTokens
+	if err := c.check(); err != nil {
+		return err
+	}
+	if backend == "" {
+		backend = os.Getenv("GCCL_BACKEND")
+	}
+	if backend == "" {
+		backend = "shm"
+	}
+
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Backend: backend})
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	n := pg.Size()
+	if c.Heads%n != 0 || c.KVHeads%n != 0 {
+		return fmt.Errorf("tensor-parallel degree %d (the number of ranks) does not divide --heads %d and --kv-heads %d; run with a number of ranks that divides both", n, c.Heads, c.KVHeads)
+	}
+	m, err := mesh.New(ctx, pg, []int{n}, []string{"tp"}, mesh.Options{})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	var full map[string]*tensor.Tensor
+	if weights != "" {
+		if full, err = loadWeights(c, weights); err != nil {
+			return err
+		}
+	} else {
+		full = seedWeights(c, seed)
+		if saveWeights != "" && pg.Rank() == 0 {
+			if err := safetensors.WriteFile(saveWeights, full, map[string]string{"format": "pt"}); err != nil {
+				return err
+			}
+		}
+	}
+	model, err := NewModel(c, full)
+	if err != nil {
+		return err
+	}
+	if err := tp.Parallelize(ctx, model, m, plan); err != nil {
+		return err
+	}
+	if dryRun {
+		return nil
+	}
+
+	// The prompt, one token at a time (this model has no batched prefill), then greedy decoding.
+	// A decode step is one token through the model; the timed steps are the ones that produce
+	// the new tokens (the last prompt token's, then each generated token's but the last).
+	var tokens []int
+	next := 0
+	var decode time.Duration
+	var arBefore time.Duration
+	for pos := 0; len(tokens) < newTokens; pos++ {
+		id := next
+		if pos < len(ids) {
+			id = ids[pos]
+		}
+		if pos == len(ids)-1 {
+			arBefore = model.Stats.AllReduceTime
+		}
+		start := time.Now()
+		if next, err = model.Step(ctx, id, pos); err != nil {
+			return err
+		}
+		if pos >= len(ids)-1 {
+			decode += time.Since(start)
+			tokens = append(tokens, next)
+		}
+	}
+	res := result{TP: n, Tokens: tokens}
+	res.StepMS = float64(decode) / float64(time.Millisecond) / float64(len(tokens))
+	res.TokensPerS = float64(len(tokens)) / decode.Seconds()
+	res.AllReduceShare = float64(model.Stats.AllReduceTime-arBefore) / float64(decode)
+	if printLogits {
+		// The logits of the last step again, at its position: rerun it on a fresh cache.
+		if res.Logits, err = model.lastLogits(ctx, ids, tokens); err != nil {
+			return err
+		}
+	}
+	if pg.Rank() != 0 {
+		return nil
+	}
+	fmt.Printf("tp=%d backend=%s hidden=%d layers=%d heads=%d kv-heads=%d vocab=%d\n", n, backend, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.Vocab)
+	fmt.Printf("tokens: %v\n", tokens)
+	fmt.Printf("%.1f tokens/s, %.3f ms per decode step, %.1f%% of it in all-reduce\n", res.TokensPerS, res.StepMS, 100*res.AllReduceShare)
+	if asJSON {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return errors.Join(err)
+		}
+		fmt.Println(string(b))
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gccl/gccl/tensor"
+	"github.com/gccl/gccl/tensor/safetensors"
+)
+
+type tpResult struct {
+	TP             int       `json:"tp"`
+	Tokens         []int     `json:"tokens"`
+	TokensPerS     float64   `json:"tokens_per_s"`
+	StepMS         float64   `json:"step_ms"`
+	AllReduceShare float64   `json:"allreduce_share"`
+	Logits         []float32 `json:"logits"`
+}
+
+// buildTPInfer compiles the gccl CLI and examples/tpinfer.
+func buildTPInfer(t *testing.T) (gccl, job string) {
+	t.Helper()
+	dir := t.TempDir()
+	gccl, job = filepath.Join(dir, "gccl"), filepath.Join(dir, "tpinfer")
+	for bin, pkg := range map[string]string{gccl: "../cmd/gccl", job: "../examples/tpinfer"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		require.NoError(t, err, "go build %s: %s", pkg, out)
+	}
+	return gccl, job
+}
+
+// tiny is the agreement test's model: 8 heads over 4 kv heads, so tp 1, 2 and 4 all divide.
+var tiny = []string{"--hidden", "64", "--layers", "2", "--heads", "8", "--kv-heads", "4", "--vocab", "128",
+	"--prompt", "3,1,4,1,5", "--new-tokens", "8", "--seed", "7"}
+
+func runTPInfer(gccl, job string, n int, args ...string) (string, error) {
+	cmd := exec.Command(gccl, append([]string{"run", "--nproc-per-node", strconv.Itoa(n), "--backend", "shm", "--", job}, args...)...)
+	cmd.Env = append(os.Environ(), "GCCL_TIMEOUT=30s")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func lastJSON(t *testing.T, out string) tpResult {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	last := strings.TrimPrefix(lines[len(lines)-1], "[rank 0] ")
+	var r tpResult
+	require.NoError(t, json.Unmarshal([]byte(last), &r), "last line of:\n%s", out)
+	return r
+}
+
+// TestTPInferAgreement runs examples/tpinfer through gccl run at TP=1, 2 and 4 on a tiny
+// model: the same tokens, and final logits within float32 tolerance; then TP=2 again from the
+// weights saved as safetensors by the TP=1 run; and the bad inputs fail with clear errors.
+func TestTPInferAgreement(t *testing.T) {
+	gccl, job := buildTPInfer(t)
+	weights := filepath.Join(t.TempDir(), "tiny.safetensors")
+	var ref tpResult
+	for _, n := range []int{1, 2, 4} {
+		args := append([]string{"--json", "--logits"}, tiny...)
+		if n == 1 {
+			args = append(args, "--save-weights", weights)
+		}
+		out, err := runTPInfer(gccl, job, n, args...)
+		require.NoError(t, err, "tp=%d:\n%s", n, out)
+		r := lastJSON(t, out)
+		assert.Equal(t, n, r.TP)
+		assert.Len(t, r.Tokens, 8)
+		assert.Positive(t, r.TokensPerS)
+		assert.Positive(t, r.StepMS)
+		if n == 1 {
+			ref = r
+			assert.Zero(t, r.AllReduceShare, "one rank: no all-reduce")
+			continue
+		}
+		assert.Positive(t, r.AllReduceShare)
+		assert.Equal(t, ref.Tokens, r.Tokens, "tp=%d", n)
+		assert.True(t, tensor.AllClose(tensor.FromSlice(ref.Logits), tensor.FromSlice(r.Logits), 1e-4, 1e-4), "tp=%d logits", n)
+	}
+
+	out, err := runTPInfer(gccl, job, 2, append([]string{"--json", "--weights", weights}, tiny...)...)
+	require.NoError(t, err, out)
+	assert.Equal(t, ref.Tokens, lastJSON(t, out).Tokens, "from the safetensors file")
+
+	t.Run("bad_input", func(t *testing.T) {
+		dir := t.TempDir()
+		data, err := os.ReadFile(weights)
+		require.NoError(t, err)
+		truncated := filepath.Join(dir, "truncated.safetensors")
+		require.NoError(t, os.WriteFile(truncated, data[:len(data)-100], 0o644))
+		f, err := safetensors.Open(weights)
+		require.NoError(t, err)
+		ts, err := f.Tensors()
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		ts["model.norm.weight"] = ts["model.norm.weight"].To(tensor.Int32)
+		wrongDType := filepath.Join(dir, "int32.safetensors")
+		require.NoError(t, safetensors.WriteFile(wrongDType, ts, nil))
+		for _, c := range []struct {
+			name string
+			n    int
+			args []string
+			want string
+		}{
+			{"tp_does_not_divide_heads", 2, []string{"--heads", "6", "--kv-heads", "3", "--hidden", "48"}, "does not divide"},
+			{"truncated", 1, append(tiny[:len(tiny):len(tiny)], "--weights", truncated), "truncated"},
+			{"wrong_dtype", 1, append(tiny[:len(tiny):len(tiny)], "--weights", wrongDType), "model.norm.weight"},
+		} {
+			out, err := runTPInfer(gccl, job, c.n, c.args...)
+			assert.Error(t, err, c.name)
+			assert.Contains(t, strings.ToLower(out), strings.ToLower(c.want), c.name)
+		}
+	})
+}
