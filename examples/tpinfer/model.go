@@ -182,7 +182,9 @@ func NewModel(c Config, w map[string]*tensor.Tensor) (*Model, error) {
 	for i := range c.Layers {
 		pre := fmt.Sprintf("model.layers.%d.", i)
 		col := func(n string) *tp.ColumnParallelLinear { return &tp.ColumnParallelLinear{Weight: p(pre + n)} }
-		row := func(n string) *tp.RowParallelLinear { return &tp.RowParallelLinear{Weight: p(pre + n), Stats: &m.Stats} }
+		row := func(n string) *tp.RowParallelLinear {
+			return &tp.RowParallelLinear{Weight: p(pre + n), Stats: &m.Stats}
+		}
 		attn, err := tp.NewParallelAttention(tp.AttentionConfig{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.headDim(), MaxSeq: c.MaxSeq, RopeTheta: c.RopeTheta},
 			col("self_attn.q_proj.weight"), col("self_attn.k_proj.weight"), col("self_attn.v_proj.weight"), row("self_attn.o_proj.weight"))
 		if err != nil {
