@@ -1,18 +1,24 @@
-# gccl: make demo runs a 4-rank job; make test runs every test.
+# gccl: make demo runs tensor-parallel inference at TP=2; make test runs every test.
 GO       ?= go
 BIN      := bin
 PKGS     := ./...
 RACEPKGS := ./comm/... ./gloo/... ./shm/... ./launch/... ./flightrecorder/... ./internal/ranktest/... ./mesh/...
 
-.PHONY: all build test test-race bench demo lint fuzz clean peers
+.PHONY: all build test test-race bench demo demo-collectives lint fuzz clean peers
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/gccl ./cmd/gccl
 	$(GO) build -o $(BIN)/demo ./examples/demo
+	$(GO) build -o $(BIN)/tpinfer ./examples/tpinfer
 
+# Greedy generation with a small Llama-style model, tensor-parallel over 2 ranks on shm.
 demo: build
+	$(BIN)/gccl run --nproc-per-node 2 --backend shm -- $(BIN)/tpinfer --hidden 256 --layers 4 --heads 8 --kv-heads 4 --vocab 1024 --prompt 1,2,3,4 --new-tokens 32
+
+# The first demo: a 4-rank job that all-reduces, all-gathers and broadcasts and checks the results.
+demo-collectives: build
 	$(BIN)/gccl run --nproc-per-node 4 -- $(BIN)/demo
 
 # The whole suite: unit tests, the conformance suite on gloo at world sizes 1-8, bad-input and
