@@ -189,6 +189,9 @@ func reshapeRule(in, out []int, x []Placement, meshShape []int) ([]Placement, er
 			return ok(ps[0])
 		}
 		g := groupOf(d)
+		if g.in1-g.in0 == 1 && g.out1-g.out0 == 1 { // the dim is kept as it is
+			return ok(Shard{Dim: g.out0})
+		}
 		for k, p := range x {
 			if e := shardDim(p); k != i && e >= g.in0 && e < g.in1 {
 				return none(fmt.Sprintf("mesh dimensions %d and %d both shard dims %d-%d of %v, which the reshape merges or splits; redistribute one of them to Replicate", min(i, k), max(i, k), g.in0, g.in1-1, in))
