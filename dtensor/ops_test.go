@@ -399,3 +399,48 @@ func nested(ps []dtensor.Placement, dims []int) bool {
 	}
 	return false
 }
+
+// TestOpsBadInput: on a one-rank mesh, bad arguments are errors wrapping
+// comm.ErrInvalidArgument that name the op: nil inputs, inputs on different meshes, shapes that
+// do not fit, ids out of range, dims out of range.
+func TestOpsBadInput(t *testing.T) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1})
+	require.NoError(t, err)
+	defer pg.Close()
+	m1, err := mesh.New(ctx, pg, []int{1}, []string{"tp"}, mesh.Options{})
+	require.NoError(t, err)
+	defer m1.Close()
+	m2, err := mesh.New(ctx, pg, []int{1}, []string{"dp"}, mesh.Options{})
+	require.NoError(t, err)
+	defer m2.Close()
+	R := []dtensor.Placement{rep}
+	mk := func(m *mesh.Mesh, shape ...int) *dtensor.DTensor {
+		d, err := dtensor.Distribute(ctx, f32(shape...), m, R, dtensor.DistributeOptions{LocalIsFull: true})
+		require.NoError(t, err)
+		return d
+	}
+	a, b, other := mk(m1, 2, 3), mk(m1, 3, 4), mk(m2, 3, 4)
+	cases := []struct {
+		op  string
+		err error
+	}{
+		{"MatMul", func() error { _, err := dtensor.MatMul(ctx, nil, b); return err }()},
+		{"MatMul", func() error { _, err := dtensor.MatMul(ctx, a, nil); return err }()},
+		{"MatMul", func() error { _, err := dtensor.MatMul(ctx, a, other); return err }()},
+		{"MatMul", func() error { _, err := dtensor.MatMul(ctx, a, a); return err }()},
+		{"Linear", func() error { _, err := dtensor.Linear(ctx, a, b, nil); return err }()},
+		{"Add", func() error { _, err := dtensor.Add(ctx, a, b); return err }()},
+		{"SwiGLU", func() error { _, err := dtensor.SwiGLU(ctx, a, mk(m1, 3)); return err }()},
+		{"Embedding", func() error { _, err := dtensor.Embedding(ctx, []int{0, 3}, b); return err }()},
+		{"Embedding", func() error { _, err := dtensor.Embedding(ctx, []int{0}, mk(m1, 3)); return err }()},
+		{"Transpose", func() error { _, err := dtensor.Transpose(ctx, a, 0, 2); return err }()},
+		{"Reshape", func() error { _, err := dtensor.Reshape(ctx, a, 4, -1); return err }()},
+		{"View", func() error { _, err := dtensor.View(ctx, a, 5); return err }()},
+	}
+	for i, tc := range cases {
+		require.Error(t, tc.err, "case %d", i)
+		assert.ErrorIs(t, tc.err, comm.ErrInvalidArgument, "case %d", i)
+		assert.Contains(t, tc.err.Error(), "dtensor."+tc.op, "case %d", i)
+	}
+}
