@@ -57,4 +57,30 @@
 // wrong length, shard dims out of range, reduce ops the dtype does not support) are found on
 // every rank before anything is sent, and the error, which wraps comm.ErrInvalidArgument, names
 // the op, the rank and the fix. A DTensor is immutable: Redistribute returns a new one.
+//
+// # Ops
+//
+// MatMul, Linear, Add, Mul, SiLU, SwiGLU, Softmax, RMSNorm, LayerNorm, Embedding, Transpose,
+// Reshape and View run the tensor package's op on the local tensors and give the result the
+// placements that a small rule table per op derives from the inputs' placements, one mesh
+// dimension at a time (like torch's sharding strategies). They never communicate: a rule that
+// leaves a Partial (matmul of S(1) by S(0), a vocab-parallel Embedding) says so in the result's
+// placements, and the caller redistributes when it needs the value. An op with no rule for the
+// given placements returns an error wrapping ErrNoRule and comm.ErrInvalidArgument that names
+// the op and the placements and says what to redistribute, on every rank; it never gathers
+// implicitly. Nonlinear ops (Mul of two Partials, SiLU, Softmax, the norms) refuse Partial
+// inputs; Softmax and the norms refuse a sharded last dim. A column-parallel then row-parallel
+// MLP on a 1-D "tp" mesh (each Linear's rule table is in its documentation):
+//
+//	// w1 [hidden in] split by output features, w2 [out hidden] by input features.
+//	w1, _ := dtensor.Distribute(ctx, w1Full, m, []dtensor.Placement{dtensor.Shard{Dim: 0}}, opts)
+//	w2, _ := dtensor.Distribute(ctx, w2Full, m, []dtensor.Placement{dtensor.Shard{Dim: 1}}, opts)
+//	h, err := dtensor.Linear(ctx, x, w1, nil) // x [R] -> h [S(1)]: each rank's hidden units
+//	a, err := dtensor.SiLU(ctx, h)            // [S(1)]
+//	y, err := dtensor.Linear(ctx, a, w2, nil) // [S(1)] x [S(1)] -> [P(sum)], no communication
+//	y, err = y.Redistribute(ctx, []dtensor.Placement{dtensor.Replicate{}}) // the one all-reduce
+//	// (or to Shard{Dim: 0}: a reduce-scatter, for sequence parallelism)
+//
+// With plain matrices the same is MatMul(x, w1t) with w1t [in hidden] S(1), then MatMul with
+// w2t [hidden out] S(0): [R] x [S(1)] -> [S(1)], then [S(1)] x [S(0)] -> [P(sum)].
 package dtensor
