@@ -58,9 +58,9 @@ func shardDim(p Placement) int {
 	return -1
 }
 
-// normalizePlacements checks placements against a mesh of ndim dimensions and a tensor of
-// rank tdim, and returns them with negative shard dims made positive. what names the op for
-// errors ("" in the message's op position is filled by the caller).
+// normalizePlacements checks placements against a mesh of meshDims dimensions and a tensor of
+// rank tdim, and returns them with negative shard dims made positive. Its errors leave naming the
+// op to the caller.
 func normalizePlacements(ps []Placement, meshDims, tdim int) ([]Placement, error) {
 	if len(ps) != meshDims {
 		return nil, fmt.Errorf("placements %s: %s for a mesh of %s; pass one placement per mesh dimension",

@@ -588,8 +588,8 @@ func (a *analysis) analyzeCollectives(g *analyzedGroup) GroupSummary {
 			f := Finding{
 				Kind: FindingStuck, Severity: SeverityWarning,
 				Group: g.key.name, GroupDesc: g.desc, Op: opName, Seq: s, Ranks: present,
-				Message: fmt.Sprintf("all %d members are in %s #%d on %s and none completed it (%s): no rank diverged; the op itself is slow or hung, or the dumps were taken while it ran",
-					len(present), opName, s, groupText(g.key.name, g.desc), stateSummary(bySeq, present, s)),
+				Message: fmt.Sprintf("%s in %s #%d on %s and none completed it (%s): no rank diverged; the op itself is slow or hung, or the dumps were taken while it ran",
+					allMembers(len(present)), opName, s, groupText(g.key.name, g.desc), stateSummary(bySeq, present, s)),
 			}
 			a.add(f)
 		}
@@ -1190,4 +1190,12 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// allMembers says "the only member is" or "all N members are".
+func allMembers(n int) string {
+	if n == 1 {
+		return "the only member is"
+	}
+	return fmt.Sprintf("all %d members are", n)
 }
