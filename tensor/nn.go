@@ -36,6 +36,15 @@ func f32(fn, arg string, t *Tensor) ([]float32, error) {
 	return as[float32](b), nil
 }
 
+// newOutput allocates the float32 result of op fn shaped like its input arg, after checking
+// the input, so that bad input is an error before anything is allocated (and nil no panic).
+func newOutput(fn, arg string, t *Tensor) (*Tensor, error) {
+	if _, err := f32(fn, arg, t); err != nil {
+		return nil, err
+	}
+	return New(Float32, t.shape...), nil
+}
+
 // lastDim returns the size of t's last dim (1 for a 0-dim tensor).
 func lastDim(t *Tensor) int {
 	if len(t.shape) == 0 {
@@ -88,7 +97,10 @@ func checkVec(fn, arg string, v *Tensor, n int, optional bool) ([]float32, error
 // and Llama's RMSNorm: x [... n] and weight [n] float32, contiguous. The sum of squares is
 // accumulated in float64.
 func RMSNorm(x, weight *Tensor, eps float64) (*Tensor, error) {
-	dst := New(Float32, x.shape...)
+	dst, err := newOutput("RMSNorm", "x", x)
+	if err != nil {
+		return nil, err
+	}
 	if err := rmsNormInto("RMSNorm", dst, x, weight, eps); err != nil {
 		return nil, err
 	}
@@ -146,7 +158,10 @@ func rmsNormInto(fn string, dst, x, weight *Tensor, eps float64) error {
 // torch.nn.functional.layer_norm with normalized_shape [n]: x [... n], weight and bias [n] or nil
 // (nil means 1 and 0). The variance is the biased one, as in torch; sums are in float64.
 func LayerNorm(x, weight, bias *Tensor, eps float64) (*Tensor, error) {
-	dst := New(Float32, x.shape...)
+	dst, err := newOutput("LayerNorm", "x", x)
+	if err != nil {
+		return nil, err
+	}
 	if err := layerNormInto("LayerNorm", dst, x, weight, bias, eps); err != nil {
 		return nil, err
 	}
@@ -211,7 +226,10 @@ func layerNormInto(fn string, dst, x, weight, bias *Tensor, eps float64) error {
 // -Inf entries (masked out, see MaskCausal) get probability 0; a row that is -Inf throughout
 // becomes all zeros (torch gives NaN there).
 func Softmax(x *Tensor) (*Tensor, error) {
-	dst := New(Float32, x.shape...)
+	dst, err := newOutput("Softmax", "x", x)
+	if err != nil {
+		return nil, err
+	}
 	if err := softmaxInto("Softmax", dst, x); err != nil {
 		return nil, err
 	}
@@ -309,7 +327,10 @@ func silu(x float32) float32 {
 
 // SiLU returns x·sigmoid(x) elementwise, like torch.nn.functional.silu.
 func SiLU(x *Tensor) (*Tensor, error) {
-	dst := New(Float32, x.shape...)
+	dst, err := newOutput("SiLU", "x", x)
+	if err != nil {
+		return nil, err
+	}
 	if err := siluInto("SiLU", dst, x); err != nil {
 		return nil, err
 	}
@@ -341,7 +362,10 @@ func siluInto(fn string, dst, x *Tensor) error {
 // SwiGLU returns silu(gate) * up elementwise, the gating of Llama's MLP
 // (down_proj(silu(gate_proj(x)) * up_proj(x))): gate and up have the same shape.
 func SwiGLU(gate, up *Tensor) (*Tensor, error) {
-	dst := New(Float32, gate.shape...)
+	dst, err := newOutput("SwiGLU", "gate", gate)
+	if err != nil {
+		return nil, err
+	}
 	if err := swiGLUInto("SwiGLU", dst, gate, up); err != nil {
 		return nil, err
 	}
@@ -381,7 +405,10 @@ func swiGLUInto(fn string, dst, gate, up *Tensor) error {
 // Add returns a + b elementwise. b has a's shape, or a suffix of it, which is broadcast over a's
 // leading dims (a bias [n] added to every row of [... n]), as torch broadcasts.
 func Add(a, b *Tensor) (*Tensor, error) {
-	dst := New(Float32, a.shape...)
+	dst, err := newOutput("Add", "a", a)
+	if err != nil {
+		return nil, err
+	}
 	if err := binaryInto("Add", dst, a, b, false); err != nil {
 		return nil, err
 	}
@@ -394,7 +421,10 @@ func AddInto(dst, a, b *Tensor) error { return binaryInto("AddInto", dst, a, b, 
 
 // Mul returns a * b elementwise, with b broadcast as in Add.
 func Mul(a, b *Tensor) (*Tensor, error) {
-	dst := New(Float32, a.shape...)
+	dst, err := newOutput("Mul", "a", a)
+	if err != nil {
+		return nil, err
+	}
 	if err := binaryInto("Mul", dst, a, b, true); err != nil {
 		return nil, err
 	}
