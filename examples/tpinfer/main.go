@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -152,6 +153,10 @@ func run() error {
 	if err := tp.Parallelize(ctx, model, m, plan); err != nil {
 		return err
 	}
+	// Every rank built the full weights; it keeps only its shards now. Hand the rest back to the
+	// OS at once rather than when the runtime gets round to it.
+	full = nil
+	debug.FreeOSMemory()
 	if dryRun {
 		return nil
 	}
