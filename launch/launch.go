@@ -366,8 +366,14 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 			started <- nil
 			var copies sync.WaitGroup
 			copies.Add(2)
-			go func() { defer copies.Done(); pump(stdout, outs.stdout, fileWriter(outs.stdoutFile), prefix, &outMu, nil) }()
-			go func() { defer copies.Done(); pump(stderr, outs.stderr, fileWriter(outs.stderrFile), prefix, &outMu, tails[r]) }()
+			go func() {
+				defer copies.Done()
+				pump(stdout, outs.stdout, fileWriter(outs.stdoutFile), prefix, &outMu, nil)
+			}()
+			go func() {
+				defer copies.Done()
+				pump(stderr, outs.stderr, fileWriter(outs.stderrFile), prefix, &outMu, tails[r])
+			}()
 			copies.Wait()
 			err := cmd.Wait()
 			exited[r].Store(true)
