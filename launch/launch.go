@@ -392,10 +392,13 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 		rr.Pid = cmd.Process.Pid
 	}
 
+	// A rank that ends after the launcher began stopping the job was stopped; one that ended
+	// before, even while the launcher was collecting dumps, failed on its own.
 	stopping := false
+	var stopAt time.Time
 	stop := func(sig syscall.Signal) {
 		if !stopping {
-			stopping = true
+			stopping, stopAt = true, time.Now()
 			go stopAll(cmds, exited, sig, cfg.GracePeriod)
 		}
 	}
@@ -405,13 +408,13 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 			done++
 			rr := &res.Ranks[r]
 			rr.Tail = tails[r].lines()
-			if stopping && !rr.Failed() {
-				continue
-			}
 			if rr.ExitCode != 0 || rr.Signal != "" {
-				if stopping {
+				if stopping && rr.Time.After(stopAt) {
 					rr.Stopped = true
 					continue
+				}
+				if res.First != nil || stopping {
+					continue // failed on its own, after the root cause
 				}
 				res.First = rr
 				log.Debug("launch: rank failed; stopping the others", "rank", r, "status", rr.String())
