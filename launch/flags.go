@@ -40,8 +40,10 @@ type Flags struct {
 }
 
 // Register adds the flags to fs. Underscores in flag names are accepted as dashes, as torchrun
-// accepts both (--nproc_per_node).
+// accepts both (--nproc_per_node), and as with torchrun the first argument that is not a flag is
+// the program: the flags after it are the program's (no "--" needed).
 func (f *Flags) Register(fs *pflag.FlagSet) {
+	fs.SetInterspersed(false)
 	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
 	})
