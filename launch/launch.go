@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -55,24 +56,92 @@ type Config struct {
 	// DumpDir receives the workers' flight-recorder dumps when the job fails: workers write
 	// them to DumpDir/rank_<r> (GCCL_FR_DUMP_PREFIX, unless Env or the environment sets a
 	// prefix), and when a worker fails the launcher asks every other one to dump, through the
-	// store, before stopping them. "" means a new temporary directory, removed when the job
-	// succeeds.
+	// store, before stopping them. "" means LogDir/fr when LogDir is set, else a new temporary
+	// directory, removed when the job succeeds.
 	DumpDir string
 	// DumpWait bounds how long the launcher waits for the dumps before stopping the workers
 	// (default 3s).
 	DumpWait time.Duration
-	Logger   *slog.Logger
+
+	// MasterAddr is the address the store listens on and the workers get as MASTER_ADDR
+	// (default 127.0.0.1); MasterPort its port (0: a free port).
+	MasterAddr string
+	MasterPort int
+	// Token is the job token (default: a random one).
+	Token string
+	// RunID is TORCHELASTIC_RUN_ID (default: the first 8 characters of the token).
+	RunID string
+	// Role is ROLE_NAME (default "default").
+	Role string
+	// MaxRestarts restarts the whole job, as a new generation with a new store, up to this many
+	// times after a worker failure (torchrun's --max-restarts).
+	MaxRestarts int
+	// Timeout stops the job and reports a timeout when it runs longer (0: no limit).
+	Timeout time.Duration
+	// LogDir receives, per attempt, one directory per rank (LogDir/attempt_<n>/<rank>) with
+	// stdout.log, stderr.log and error.json (the worker's TORCHELASTIC_ERROR_FILE), and
+	// failure.json when the job fails. "" writes no log files.
+	LogDir string
+	// Redirects sends a rank's streams to its log files only, not to the console; Tee to both
+	// (torchrun's --redirects and --tee). With LogDir set, gccl writes the log files either way.
+	Redirects, Tee StdSpec
+	// ConsoleRanks, when not nil, shows only these local ranks' output on the console
+	// (torchrun's --local-ranks-filter).
+	ConsoleRanks []int
+	// ForwardSignals makes Run catch SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 and forward them
+	// to every worker's process group. SIGINT, SIGTERM and SIGHUP also stop the job: workers still
+	// running after GracePeriod get SIGKILL.
+	ForwardSignals bool
+	Logger         *slog.Logger
+}
+
+// Std selects a worker's output streams, as torchrun's Std: 0 none, 1 stdout, 2 stderr, 3 both.
+type Std int
+
+// The streams.
+const (
+	StdNone Std = 0
+	StdOut  Std = 1
+	StdErr  Std = 2
+	StdAll  Std = 3
+)
+
+// StdSpec is a Std for all local ranks, or one per local rank (torchrun's "3" and "0:1,1:2").
+type StdSpec struct {
+	All     Std
+	PerRank map[int]Std
+}
+
+// For returns the streams selected for a local rank.
+func (s StdSpec) For(rank int) Std {
+	if s.PerRank != nil {
+		return s.PerRank[rank]
+	}
+	return s.All
+}
+
+func (s StdSpec) none() bool {
+	for _, v := range s.PerRank {
+		if v != StdNone {
+			return false
+		}
+	}
+	return s.All == StdNone
 }
 
 // RankResult is how one worker ended.
 type RankResult struct {
-	Rank     int
-	Pid      int
-	ExitCode int    // -1 when killed by a signal
-	Signal   string // e.g. "killed", "terminated"
-	Err      error  // start failure
-	Stopped  bool   // stopped by the launcher because another rank failed
-	Tail     []string
+	Rank      int
+	LocalRank int
+	Pid       int
+	ExitCode  int    // -1 when killed by a signal
+	Signal    string // e.g. "killed", "terminated"
+	Err       error  // start failure
+	Stopped   bool   // stopped by the launcher because another rank failed
+	Tail      []string
+	Time      time.Time // when it ended
+	// ErrorFile is the worker's TORCHELASTIC_ERROR_FILE ("" without a log directory).
+	ErrorFile string
 }
 
 // Failed reports whether the worker ended unsuccessfully on its own.
@@ -88,37 +157,50 @@ func (r RankResult) String() string {
 	return fmt.Sprintf("rank %d (pid %d) exited with status %d", r.Rank, r.Pid, r.ExitCode)
 }
 
-// Result is the outcome of a job.
+// Result is the outcome of a job (of its last attempt, when it was restarted).
 type Result struct {
 	Ranks []RankResult
-	// First is the first rank that failed on its own (nil when the job succeeded).
+	// First is the first rank that failed on its own (nil when none did).
 	First *RankResult
+	// RestartCount is the number of restarts (the last attempt's TORCHELASTIC_RESTART_COUNT).
+	RestartCount int
+	// TimedOut says the job ran longer than Config.Timeout and was stopped.
+	TimedOut bool
+	// Signal names the signal that stopped the job, when one did (ForwardSignals).
+	Signal string
 	// DumpDir holds the workers' flight-recorder dumps of a failed job ("" when the job
 	// succeeded or the workers write their dumps elsewhere), Dumps the files found there.
 	DumpDir string
 	Dumps   []string
+	// Report describes a failed job (nil when it succeeded); it is also in LogDir/failure.json.
+	Report *FailureReport
 }
 
-// Err summarises a failed job, naming the first failed rank and its exit status.
+// Err summarises a failed job: the failure report as text, root cause first.
 func (r *Result) Err() error {
-	if r.First == nil {
+	if r.Report == nil {
 		return nil
 	}
-	msg := "job failed: " + r.First.String()
-	if len(r.First.Tail) > 0 {
-		msg += "; its last output:\n  " + strings.Join(r.First.Tail, "\n  ")
-	}
-	if r.DumpDir != "" {
-		msg += fmt.Sprintf("\nflight-recorder dumps of %d rank(s) are in %s: run gccl fr analyze %s", len(r.Dumps), r.DumpDir, r.DumpDir)
-	}
-	return errors.New(msg)
+	var b strings.Builder
+	r.Report.WriteText(&b)
+	return errors.New(strings.TrimRight(b.String(), "\n"))
 }
 
+func (r *Result) failed() bool { return r.First != nil || r.TimedOut || r.Signal != "" }
+
+// forwarded are the signals Run forwards to the workers with ForwardSignals; the first three
+// stop the job.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2}
+
 // Run hosts a store, starts cfg.NProcs workers and waits for them. When one fails, the others
-// are sent SIGTERM, then SIGKILL after the grace period. Cancelling ctx stops every worker.
+// are sent SIGTERM, then SIGKILL after the grace period, and the job restarts as a new
+// generation while restarts are left. Cancelling ctx stops every worker.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.NProcs < 1 {
 		return nil, fmt.Errorf("launch: %d processes requested: need at least 1", cfg.NProcs)
+	}
+	if cfg.MaxRestarts < 0 {
+		return nil, fmt.Errorf("launch: max restarts %d: must not be negative", cfg.MaxRestarts)
 	}
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stdout
@@ -129,28 +211,103 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.GracePeriod == 0 {
 		cfg.GracePeriod = 5 * time.Second
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
+	if cfg.MasterAddr == "" {
+		cfg.MasterAddr = "127.0.0.1"
+	}
+	if cfg.Token == "" {
+		cfg.Token = newToken()
+	}
+	if cfg.RunID == "" {
+		cfg.RunID = cfg.Token[:min(8, len(cfg.Token))]
+	}
+	if cfg.Role == "" {
+		cfg.Role = "default"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LogDir == "" && (!cfg.Redirects.none() || !cfg.Tee.none()) {
+		dir, err := os.MkdirTemp("", "gccl-run-logs-")
+		if err != nil {
+			return nil, fmt.Errorf("launch: a log directory: %w", err)
+		}
+		cfg.LogDir = dir
+		cfg.Logger.Warn("launch: no log directory given: the workers' logs go to "+dir, "dir", dir)
+	}
+	if cfg.DumpDir == "" && cfg.LogDir != "" {
+		cfg.DumpDir = filepath.Join(cfg.LogDir, "fr")
 	}
 	dumpDir, dumpPrefix, cleanup, err := prepareDumps(&cfg)
 	if err != nil {
 		return nil, err
 	}
-	token := newToken()
-	srv, err := store.NewServer(store.ServerOptions{Addr: "127.0.0.1:0", Token: token, Logger: log})
+	var sigs chan os.Signal
+	if cfg.ForwardSignals {
+		sigs = make(chan os.Signal, 8)
+		signal.Notify(sigs, forwarded...)
+		defer signal.Stop(sigs)
+	}
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, cfg.Timeout, errJobTimeout)
+		defer cancel()
+	}
+	var res *Result
+	for gen := 0; ; gen++ {
+		res, err = runGeneration(ctx, &cfg, gen, dumpPrefix, sigs)
+		if err != nil {
+			return nil, err
+		}
+		if !res.failed() || res.TimedOut || res.Signal != "" || ctx.Err() != nil || gen >= cfg.MaxRestarts {
+			break
+		}
+		cfg.Logger.Warn("launch: restarting the job", "failure", res.First.String(), "restart", gen+1, "max_restarts", cfg.MaxRestarts)
+	}
+	if dumpPrefix != "" {
+		res.Dumps = foundDumps(dumpPrefix, cfg.NProcs)
+	}
+	if !res.failed() {
+		cleanup()
+		return res, nil
+	}
+	if len(res.Dumps) > 0 {
+		res.DumpDir = dumpDir
+	}
+	res.Report = newFailureReport(&cfg, res)
+	if cfg.LogDir != "" {
+		path := filepath.Join(cfg.LogDir, "failure.json")
+		if err := res.Report.writeJSONFile(path); err != nil {
+			cfg.Logger.Warn("launch: writing the failure report", "path", path, "err", err)
+		} else {
+			res.Report.Path = path
+		}
+	}
+	return res, nil
+}
+
+var errJobTimeout = errors.New("job timed out")
+
+// runGeneration runs one attempt of the job, with its own store.
+func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string, sigs <-chan os.Signal) (*Result, error) {
+	log := cfg.Logger
+	srv, err := store.NewServer(store.ServerOptions{
+		Addr: net.JoinHostPort(cfg.MasterAddr, strconv.Itoa(cfg.MasterPort)), Token: cfg.Token, Logger: log,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("launch: starting the store: %w", err)
 	}
 	defer srv.Close()
-	host, port, _ := net.SplitHostPort(srv.Addr())
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	world := strconv.Itoa(cfg.NProcs)
 
 	base := append(os.Environ(), cfg.Env...)
 	base = append(base,
-		"MASTER_ADDR="+host, "MASTER_PORT="+port,
-		"WORLD_SIZE="+strconv.Itoa(cfg.NProcs), "LOCAL_WORLD_SIZE="+strconv.Itoa(cfg.NProcs),
-		"GROUP_RANK=0", "GCCL_STORE_HOSTED=1", "GCCL_TOKEN="+token,
-		"TORCHELASTIC_RUN_ID="+token[:8], "TORCHELASTIC_RESTART_COUNT=0",
+		"MASTER_ADDR="+cfg.MasterAddr, "MASTER_PORT="+port,
+		"WORLD_SIZE="+world, "LOCAL_WORLD_SIZE="+world, "ROLE_WORLD_SIZE="+world,
+		"GROUP_RANK=0", "GROUP_WORLD_SIZE=1", "ROLE_NAME="+cfg.Role,
+		"GCCL_STORE_HOSTED=1", "GCCL_TOKEN="+cfg.Token,
+		"TORCHELASTIC_RUN_ID="+cfg.RunID, "TORCHELASTIC_RESTART_COUNT="+strconv.Itoa(gen),
+		"TORCHELASTIC_MAX_RESTARTS="+strconv.Itoa(cfg.MaxRestarts),
 	)
 	if cfg.Backend != "" {
 		base = append(base, "GCCL_BACKEND="+cfg.Backend)
@@ -160,17 +317,33 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	base = append(base, threadDefaults(cfg.NProcs, cfg.Env)...)
 
-	res := &Result{Ranks: make([]RankResult, cfg.NProcs)}
+	res := &Result{Ranks: make([]RankResult, cfg.NProcs), RestartCount: gen}
 	cmds := make([]*exec.Cmd, cfg.NProcs)
 	exited := make([]atomic.Bool, cfg.NProcs)
 	tails := make([]*tail, cfg.NProcs)
 	var outMu sync.Mutex // one line at a time on the console
 	var wg sync.WaitGroup
-	type exit struct{ rank int }
-	exits := make(chan exit, cfg.NProcs)
+	exits := make(chan int, cfg.NProcs)
 	for r := 0; r < cfg.NProcs; r++ {
+		rr := &res.Ranks[r]
+		rr.Rank, rr.LocalRank = r, r
 		cmd := exec.Command(cfg.Program, cfg.Args...)
-		cmd.Env = append(append([]string(nil), base...), "RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r))
+		env := append(append([]string(nil), base...),
+			"RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r), "ROLE_RANK="+strconv.Itoa(r))
+		outs, err := rankOutputs(cfg, gen, r)
+		if err != nil {
+			stopAll(cmds, exited, syscall.SIGTERM, cfg.GracePeriod)
+			wg.Wait()
+			return nil, err
+		}
+		if outs.errorFile != "" {
+			env = append(env, "TORCHELASTIC_ERROR_FILE="+outs.errorFile)
+			rr.ErrorFile = outs.errorFile
+		}
+		cmd.Env = env
+		// The worker is its own process group (the launcher signals the group) and gets
+		// SIGKILL when the thread that started it ends: that thread stays locked to the
+		// goroutine below until the worker has been reaped, and ends with the launcher.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		tails[r] = &tail{max: 20}
 		prefix := fmt.Sprintf("[rank %d] ", r)
@@ -179,73 +352,100 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		stdout, _ := cmd.StdoutPipe()
 		stderr, _ := cmd.StderrPipe()
-		res.Ranks[r].Rank = r
-		if err := startBound(cmd, r%runtime.NumCPU(), cfg.Bind); err != nil {
-			res.Ranks[r].Err = err
-			res.First = &res.Ranks[r]
-			stopAll(cmds, exited, cfg.GracePeriod)
+		started := make(chan error, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			defer outs.close()
+			if err := startBound(cmd, r%runtime.NumCPU(), cfg.Bind); err != nil {
+				started <- err
+				return
+			}
+			started <- nil
+			var copies sync.WaitGroup
+			copies.Add(2)
+			go func() {
+				defer copies.Done()
+				pump(stdout, outs.stdout, fileWriter(outs.stdoutFile), prefix, &outMu, nil)
+			}()
+			go func() {
+				defer copies.Done()
+				pump(stderr, outs.stderr, fileWriter(outs.stderrFile), prefix, &outMu, tails[r])
+			}()
+			copies.Wait()
+			err := cmd.Wait()
+			exited[r].Store(true)
+			rr.Time = time.Now()
+			fillExit(rr, cmd, err)
+			exits <- r
+		}()
+		if err := <-started; err != nil {
+			rr.Err, rr.ExitCode, rr.Time = err, -1, time.Now()
+			res.First = rr
+			stopAll(cmds, exited, syscall.SIGTERM, cfg.GracePeriod)
 			wg.Wait()
 			return res, nil
 		}
 		cmds[r] = cmd
-		res.Ranks[r].Pid = cmd.Process.Pid
-		var copies sync.WaitGroup
-		copies.Add(2)
-		go func() { defer copies.Done(); pump(stdout, cfg.Stdout, prefix, &outMu, nil) }()
-		go func() { defer copies.Done(); pump(stderr, cfg.Stderr, prefix, &outMu, tails[r]) }()
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			copies.Wait()
-			err := cmd.Wait()
-			exited[r].Store(true)
-			fillExit(&res.Ranks[r], cmd, err)
-			exits <- exit{r}
-		}(r)
+		rr.Pid = cmd.Process.Pid
 	}
 
+	// A rank that ends after the launcher began stopping the job was stopped; one that ended
+	// before, even while the launcher was collecting dumps, failed on its own.
 	stopping := false
-	stop := func() {
+	var stopAt time.Time
+	stop := func(sig syscall.Signal) {
 		if !stopping {
-			stopping = true
-			go stopAll(cmds, exited, cfg.GracePeriod)
+			stopping, stopAt = true, time.Now()
+			go stopAll(cmds, exited, sig, cfg.GracePeriod)
 		}
 	}
 	for done := 0; done < cfg.NProcs; {
 		select {
-		case e := <-exits:
+		case r := <-exits:
 			done++
-			rr := &res.Ranks[e.rank]
-			rr.Tail = tails[e.rank].lines()
-			if stopping && !rr.Failed() {
-				continue
-			}
+			rr := &res.Ranks[r]
+			rr.Tail = tails[r].lines()
 			if rr.ExitCode != 0 || rr.Signal != "" {
-				if stopping {
+				if stopping && rr.Time.After(stopAt) {
 					rr.Stopped = true
 					continue
 				}
-				res.First = rr
-				log.Debug("launch: rank failed; stopping the others", "rank", e.rank, "status", rr.String())
-				if dumpPrefix != "" {
-					collectDumps(srv.Addr(), token, rr.String(), dumpPrefix, exited, cfg.DumpWait, log)
+				if res.First != nil || stopping {
+					continue // failed on its own, after the root cause
 				}
-				stop()
+				res.First = rr
+				log.Debug("launch: rank failed; stopping the others", "rank", r, "status", rr.String())
+				if dumpPrefix != "" {
+					collectDumps(srv.Addr(), cfg.Token, rr.String(), dumpPrefix, exited, cfg.DumpWait, log)
+				}
+				stop(syscall.SIGTERM)
 			}
+		case sig := <-sigs:
+			s := sig.(syscall.Signal)
+			if s == syscall.SIGUSR1 || s == syscall.SIGUSR2 {
+				signalAll(cmds, exited, s)
+				continue
+			}
+			if res.Signal == "" {
+				res.Signal = unix.SignalName(s)
+			}
+			log.Debug("launch: forwarding a signal and stopping the job", "signal", res.Signal)
+			stop(s)
 		case <-ctx.Done():
-			stop()
+			if errors.Is(context.Cause(ctx), errJobTimeout) {
+				res.TimedOut = true
+				if dumpPrefix != "" {
+					collectDumps(srv.Addr(), cfg.Token, fmt.Sprintf("the job timed out after %v", cfg.Timeout), dumpPrefix, exited, cfg.DumpWait, log)
+				}
+			}
+			stop(syscall.SIGTERM)
 			ctx = context.Background() // keep collecting exits
 		}
 	}
 	wg.Wait()
-	if dumpPrefix != "" {
-		res.Dumps = foundDumps(dumpPrefix, cfg.NProcs)
-	}
-	if res.First == nil {
-		cleanup()
-	} else if len(res.Dumps) > 0 {
-		res.DumpDir = dumpDir
-	}
 	return res, nil
 }
 
@@ -343,10 +543,10 @@ func fillExit(rr *RankResult, cmd *exec.Cmd, err error) {
 	rr.ExitCode = -1
 }
 
-// stopAll sends SIGTERM to every running worker's process group, then SIGKILL to those still
+// stopAll sends sig to every running worker's process group, then SIGKILL to those still
 // running after the grace period.
-func stopAll(cmds []*exec.Cmd, exited []atomic.Bool, grace time.Duration) {
-	if signalAll(cmds, exited, syscall.SIGTERM) == 0 {
+func stopAll(cmds []*exec.Cmd, exited []atomic.Bool, sig syscall.Signal, grace time.Duration) {
+	if signalAll(cmds, exited, sig) == 0 {
 		return
 	}
 	deadline := time.Now().Add(grace)
@@ -377,8 +577,9 @@ func signalAll(cmds []*exec.Cmd, exited []atomic.Bool, sig syscall.Signal) int {
 	return n
 }
 
-// pump copies lines from r to w with a prefix, one whole line at a time.
-func pump(r io.Reader, w io.Writer, prefix string, mu *sync.Mutex, t *tail) {
+// pump copies lines from r to the console w (nil: not to the console) with a prefix, one whole
+// line at a time, and to file (nil: no file) without it.
+func pump(r io.Reader, w io.Writer, file io.Writer, prefix string, mu *sync.Mutex, t *tail) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -386,11 +587,73 @@ func pump(r io.Reader, w io.Writer, prefix string, mu *sync.Mutex, t *tail) {
 		if t != nil {
 			t.add(line)
 		}
-		mu.Lock()
-		fmt.Fprintf(w, "%s%s\n", prefix, line)
-		mu.Unlock()
+		if file != nil {
+			_, _ = fmt.Fprintf(file, "%s\n", line)
+		}
+		if w != nil {
+			mu.Lock()
+			fmt.Fprintf(w, "%s%s\n", prefix, line)
+			mu.Unlock()
+		}
 	}
 	_, _ = io.Copy(io.Discard, r)
+}
+
+// outputs are where one rank's streams go.
+type outputs struct {
+	stdout, stderr         io.Writer // console, or nil
+	stdoutFile, stderrFile *os.File  // log files, or nil
+	errorFile              string    // TORCHELASTIC_ERROR_FILE, or ""
+}
+
+// fileWriter is f as a writer, nil (not a typed nil) when f is.
+func fileWriter(f *os.File) io.Writer {
+	if f == nil {
+		return nil
+	}
+	return f
+}
+
+func (o *outputs) close() {
+	for _, f := range []*os.File{o.stdoutFile, o.stderrFile} {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+}
+
+// rankOutputs opens local rank r's log files of attempt gen, LogDir/attempt_<gen>/<r>/, and picks
+// which streams reach the console.
+func rankOutputs(cfg *Config, gen, r int) (*outputs, error) {
+	o := &outputs{stdout: cfg.Stdout, stderr: cfg.Stderr}
+	redirect := cfg.Redirects.For(r)
+	if cfg.ConsoleRanks != nil && !slices.Contains(cfg.ConsoleRanks, r) {
+		redirect = StdAll
+	}
+	if redirect&StdOut != 0 {
+		o.stdout = nil
+	}
+	if redirect&StdErr != 0 {
+		o.stderr = nil
+	}
+	if cfg.LogDir == "" {
+		return o, nil
+	}
+	dir := filepath.Join(cfg.LogDir, fmt.Sprintf("attempt_%d", gen), strconv.Itoa(r))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("launch: the log directory of rank %d: %w", r, err)
+	}
+	o.errorFile = filepath.Join(dir, "error.json")
+	_ = os.Remove(o.errorFile)
+	var err error
+	if o.stdoutFile, err = os.Create(filepath.Join(dir, "stdout.log")); err == nil {
+		o.stderrFile, err = os.Create(filepath.Join(dir, "stderr.log"))
+	}
+	if err != nil {
+		o.close()
+		return nil, fmt.Errorf("launch: the log files of rank %d: %w", r, err)
+	}
+	return o, nil
 }
 
 // tail keeps the last lines of a stream.

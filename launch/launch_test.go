@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
@@ -27,7 +28,8 @@ func TestMain(m *testing.M) {
 	case "":
 		os.Exit(m.Run())
 	case "env":
-		for _, k := range []string{"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GCCL_TOKEN", "GCCL_BACKEND"} {
+		for _, k := range []string{"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GCCL_TOKEN", "GCCL_BACKEND",
+			"GROUP_RANK", "ROLE_RANK", "ROLE_NAME", "ROLE_WORLD_SIZE", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID"} {
 			fmt.Printf("%s=%s\n", k, os.Getenv(k))
 		}
 		fmt.Fprintln(os.Stderr, "to stderr")
@@ -51,6 +53,58 @@ func TestMain(m *testing.M) {
 			}
 		}
 		fmt.Printf("cores=%v\n", cores)
+		os.Exit(0)
+	case "restart": // rank 1 fails in the first two generations
+		fmt.Printf("generation %s\n", os.Getenv("TORCHELASTIC_RESTART_COUNT"))
+		if os.Getenv("RANK") == "1" && os.Getenv("TORCHELASTIC_RESTART_COUNT") != "2" {
+			os.Exit(5)
+		}
+		if os.Getenv("RANK") == "1" {
+			os.Exit(0)
+		}
+		time.Sleep(200 * time.Millisecond) // rank 1's failure stops the others first
+		os.Exit(0)
+	case "errorfile": // rank 2 writes a torchrun error file and fails; rank 0 fails later
+		switch os.Getenv("RANK") {
+		case "2":
+			fmt.Fprintln(os.Stderr, "loading the checkpoint")
+			_ = os.WriteFile(os.Getenv("TORCHELASTIC_ERROR_FILE"), []byte(`{"message": {"message": "RuntimeError: checkpoint missing", "extraInfo": {"timestamp": "1"}}}`), 0o644)
+			os.Exit(4)
+		case "0":
+			time.Sleep(100 * time.Millisecond)
+			fmt.Fprintln(os.Stderr, "rank 0 also fails")
+			os.Exit(6)
+		}
+		fmt.Println("rank 1 output")
+		time.Sleep(60 * time.Second)
+		os.Exit(0)
+	case "sleep", "trap": // print the pid, then sleep; trap: say which signal arrived and exit 0
+		sigs := make(chan os.Signal, 1)
+		if os.Getenv(envMode) == "trap" {
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR1)
+		}
+		fmt.Printf("pid=%d\n", os.Getpid())
+		for {
+			select {
+			case s := <-sigs:
+				fmt.Printf("caught %v\n", s)
+				if s == syscall.SIGTERM {
+					os.Exit(0)
+				}
+			case <-time.After(60 * time.Second):
+				os.Exit(0)
+			}
+		}
+	case "launcher": // a launcher of 2 trapping workers, to be signalled by the test
+		res, err := launch.Run(context.Background(), launch.Config{
+			NProcs: 2, Program: os.Args[0], Env: []string{envMode + "=" + os.Getenv("GCCL_LAUNCH_TEST_WORKERS")},
+			ForwardSignals: true, GracePeriod: 2 * time.Second,
+		})
+		if err != nil || res.Err() != nil {
+			fmt.Println("launcher:", err, res.Err())
+			os.Exit(1)
+		}
+		fmt.Println("launcher: job succeeded")
 		os.Exit(0)
 	case "kill2":
 		if os.Getenv("RANK") == "2" {
@@ -86,6 +140,12 @@ func TestRunGivesTorchrunEnvironmentAndPrefixes(t *testing.T) {
 		assert.Contains(t, out, p+"MASTER_ADDR=127.0.0.1\n")
 		assert.Contains(t, out, p+"GCCL_BACKEND=gloo\n")
 		assert.Contains(t, errOut, p+"to stderr\n")
+		assert.Contains(t, out, p+"GROUP_RANK=0\n")
+		assert.Contains(t, out, p+fmt.Sprintf("ROLE_RANK=%d\n", r))
+		assert.Contains(t, out, p+"ROLE_NAME=default\n")
+		assert.Contains(t, out, p+"ROLE_WORLD_SIZE=3\n")
+		assert.Contains(t, out, p+"TORCHELASTIC_RESTART_COUNT=0\n")
+		assert.Contains(t, out, p+"TORCHELASTIC_MAX_RESTARTS=0\n")
 	}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		assert.Regexp(t, `^\[rank \d\] [A-Z_]+=`, line, "every line is whole and prefixed")

@@ -61,6 +61,21 @@ func TestFlightRecorderScenarios(t *testing.T) {
 			require.Error(t, err, "the job must fail; output:\n%s", out)
 			dumps := filepath.Join(logDir, "fr")
 			assert.Contains(t, string(out), "run gccl fr analyze "+dumps)
+			// The failure report, printed last, carries the flight recorder's verdict and
+			// findings, and is in the log directory as JSON.
+			assert.Regexp(t, `flight recorder \(\d dump\(s\)\): `, string(out))
+			assert.Contains(t, string(out), "error: ", "the findings are listed")
+			var failure struct {
+				FlightRecorder struct {
+					Verdict  string   `json:"verdict"`
+					Findings []string `json:"findings"`
+				} `json:"flight_recorder"`
+			}
+			data, err := os.ReadFile(filepath.Join(logDir, "failure.json"))
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(data, &failure))
+			assert.NotEmpty(t, failure.FlightRecorder.Verdict)
+			assert.NotEmpty(t, failure.FlightRecorder.Findings)
 			for r := 0; r < 4; r++ {
 				_, err := os.Stat(filepath.Join(dumps, "rank_"+string(rune('0'+r))))
 				if r == c.dead {

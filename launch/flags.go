@@ -1,0 +1,203 @@
+package launch
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Flags are gccl run's command-line flags: torchrun's names and meanings (single node for now),
+// plus gccl's own. Register adds them to a flag set; Config turns them into a Config.
+type Flags struct {
+	NProcPerNode     string
+	NNodes           string
+	NodeRank         int
+	MasterAddr       string
+	MasterPort       int
+	RdzvEndpoint     string
+	RdzvID           string
+	RdzvBackend      string
+	Standalone       bool
+	MaxRestarts      int
+	MonitorInterval  time.Duration
+	LogDir           string
+	Tee              string
+	Redirects        string
+	LocalRanksFilter string
+	Role             string
+	RunPath          bool
+	NoPython         bool
+	Backend          string
+	BindTo           string
+	Timeout          time.Duration
+	TokenFile        string
+}
+
+// Register adds the flags to fs. Underscores in flag names are accepted as dashes, as torchrun
+// accepts both (--nproc_per_node), and as with torchrun the first argument that is not a flag is
+// the program: the flags after it are the program's (no "--" needed).
+func (f *Flags) Register(fs *pflag.FlagSet) {
+	fs.SetInterspersed(false)
+	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
+	})
+	fs.StringVar(&f.NProcPerNode, "nproc-per-node", "1", "number of ranks to start: N, or auto (one per CPU)")
+	fs.StringVar(&f.NNodes, "nnodes", "1", "number of nodes, N or MIN:MAX (only 1 for now)")
+	fs.IntVar(&f.NodeRank, "node-rank", 0, "rank of this node (only 0 for now)")
+	fs.StringVar(&f.MasterAddr, "master-addr", "127.0.0.1", "address the store listens on, given to the ranks as MASTER_ADDR")
+	fs.IntVar(&f.MasterPort, "master-port", 0, "port of the store, MASTER_PORT (0: a free port)")
+	fs.StringVar(&f.RdzvEndpoint, "rdzv-endpoint", "", "HOST:PORT of the store (instead of --master-addr and --master-port)")
+	fs.StringVar(&f.RdzvID, "rdzv-id", "", "job id, TORCHELASTIC_RUN_ID (default: random)")
+	fs.StringVar(&f.RdzvBackend, "rdzv-backend", "static", "rendezvous backend (accepted for torchrun's scripts; gccl hosts its own store)")
+	fs.BoolVar(&f.Standalone, "standalone", false, "single-node job with a store on a free local port (the default here)")
+	fs.IntVar(&f.MaxRestarts, "max-restarts", 0, "restart the whole job up to this many times after a worker fails")
+	fs.DurationVar(&f.MonitorInterval, "monitor-interval", 100*time.Millisecond, "accepted for torchrun's scripts: gccl notices a worker's exit at once")
+	fs.StringVar(&f.LogDir, "log-dir", "", "directory for the job's logs: DIR/attempt_N/RANK/{stdout,stderr}.log and error.json, DIR/failure.json, flight-recorder dumps in DIR/fr")
+	fs.StringVar(&f.Tee, "tee", "0", "also write these streams to the log files: 0 none, 1 stdout, 2 stderr, 3 both, or per local rank 0:1,1:2 (with --log-dir they are always written)")
+	fs.StringVar(&f.Redirects, "redirects", "0", "send these streams to the log files only, not to the console: 0 none, 1 stdout, 2 stderr, 3 both, or per local rank 0:1,1:2")
+	fs.StringVar(&f.LocalRanksFilter, "local-ranks-filter", "", "show only these local ranks' output on the console, e.g. 0 or 0,2")
+	fs.StringVar(&f.Role, "role", "default", "role of the workers, ROLE_NAME")
+	fs.BoolVar(&f.RunPath, "run-path", false, "accepted for torchrun's scripts: gccl always runs PROGRAM as a program")
+	fs.BoolVar(&f.NoPython, "no-python", false, "run PROGRAM as it is even when it ends in .py (else: python3 -u PROGRAM)")
+	fs.StringVar(&f.Backend, "backend", "", "backend for the ranks (sets GCCL_BACKEND): gloo, shm, auto, xccl")
+	fs.StringVar(&f.BindTo, "bind-to", "core", "core: pin rank r to core r mod cores (like mpirun --bind-to core); none: let the OS place them")
+	fs.DurationVar(&f.Timeout, "timeout", 0, "stop the job and report a timeout after this long (0: no limit)")
+	fs.StringVar(&f.TokenFile, "token-file", "", "read the job token from this file instead of generating one")
+}
+
+// Config checks the flags and returns the job's Config for PROGRAM ARGS (args).
+func (f *Flags) Config(args []string) (Config, error) {
+	var cfg Config
+	if len(args) == 0 {
+		return cfg, fmt.Errorf("run: no program given")
+	}
+	n, err := ParseNProcs(f.NProcPerNode)
+	if err != nil {
+		return cfg, err
+	}
+	if err := checkSingleNode(f.NNodes, f.NodeRank); err != nil {
+		return cfg, err
+	}
+	cfg.NProcs, cfg.Program, cfg.Args = n, args[0], args[1:]
+	if strings.HasSuffix(cfg.Program, ".py") && !f.NoPython {
+		cfg.Program, cfg.Args = "python3", append([]string{"-u", args[0]}, args[1:]...)
+	}
+	cfg.MasterAddr, cfg.MasterPort = f.MasterAddr, f.MasterPort
+	if f.RdzvEndpoint != "" && !f.Standalone {
+		host, port, err := net.SplitHostPort(f.RdzvEndpoint)
+		if err != nil {
+			return cfg, fmt.Errorf("run: --rdzv-endpoint %q: want HOST:PORT", f.RdzvEndpoint)
+		}
+		if cfg.MasterPort, err = strconv.Atoi(port); err != nil {
+			return cfg, fmt.Errorf("run: --rdzv-endpoint %q: the port is not a number", f.RdzvEndpoint)
+		}
+		cfg.MasterAddr = host
+	}
+	if cfg.MasterPort < 0 || cfg.MasterPort > 65535 {
+		return cfg, fmt.Errorf("run: port %d: want 0..65535", cfg.MasterPort)
+	}
+	if f.MaxRestarts < 0 {
+		return cfg, fmt.Errorf("run: --max-restarts %d: must not be negative", f.MaxRestarts)
+	}
+	if f.Timeout < 0 {
+		return cfg, fmt.Errorf("run: --timeout %v: must not be negative", f.Timeout)
+	}
+	cfg.RunID, cfg.Role, cfg.MaxRestarts, cfg.Timeout = f.RdzvID, f.Role, f.MaxRestarts, f.Timeout
+	cfg.Backend, cfg.LogDir = f.Backend, f.LogDir
+	switch f.BindTo {
+	case "core":
+		cfg.Bind = true
+	case "none":
+	default:
+		return cfg, fmt.Errorf("run: --bind-to %q: use core or none", f.BindTo)
+	}
+	if cfg.Redirects, err = ParseStd(f.Redirects); err != nil {
+		return cfg, fmt.Errorf("run: --redirects: %w", err)
+	}
+	if cfg.Tee, err = ParseStd(f.Tee); err != nil {
+		return cfg, fmt.Errorf("run: --tee: %w", err)
+	}
+	if f.LocalRanksFilter != "" {
+		cfg.ConsoleRanks = []int{}
+		for _, s := range strings.Split(f.LocalRanksFilter, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || r < 0 || r >= n {
+				return cfg, fmt.Errorf("run: --local-ranks-filter %q: want local ranks in 0..%d separated by commas", f.LocalRanksFilter, n-1)
+			}
+			cfg.ConsoleRanks = append(cfg.ConsoleRanks, r)
+		}
+	}
+	if f.TokenFile != "" {
+		data, err := os.ReadFile(f.TokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("run: --token-file: %w", err)
+		}
+		if cfg.Token = strings.TrimSpace(string(data)); cfg.Token == "" {
+			return cfg, fmt.Errorf("run: --token-file %s is empty", f.TokenFile)
+		}
+	}
+	cfg.ForwardSignals = true
+	return cfg, nil
+}
+
+// ParseNProcs reads --nproc-per-node: a positive number, or auto (the number of CPUs, as torchrun
+// does without GPUs).
+func ParseNProcs(s string) (int, error) {
+	if s == "auto" || s == "cpu" {
+		return runtime.NumCPU(), nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("run: --nproc-per-node %q: need a number, at least 1, or auto", s)
+	}
+	return n, nil
+}
+
+// checkSingleNode accepts --nnodes 1 or 1:1 and --node-rank 0.
+func checkSingleNode(nnodes string, nodeRank int) error {
+	lo, hi, ranged := strings.Cut(nnodes, ":")
+	if !ranged {
+		hi = lo
+	}
+	if lo != "1" || hi != "1" {
+		return fmt.Errorf("run: --nnodes %s: multi-node jobs are not yet supported; use --nnodes 1", nnodes)
+	}
+	if nodeRank != 0 {
+		return fmt.Errorf("run: --node-rank %d: multi-node jobs are not yet supported; this node is rank 0", nodeRank)
+	}
+	return nil
+}
+
+// ParseStd reads torchrun's --redirects / --tee value: 0-3 for every local rank, or
+// LOCAL_RANK:STD pairs separated by commas (0:1,1:2) for some.
+func ParseStd(s string) (StdSpec, error) {
+	one := func(v string) (Std, error) {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > 3 {
+			return 0, fmt.Errorf("%q: want 0 (none), 1 (stdout), 2 (stderr) or 3 (both)", v)
+		}
+		return Std(n), nil
+	}
+	if !strings.Contains(s, ":") {
+		v, err := one(s)
+		return StdSpec{All: v}, err
+	}
+	spec := StdSpec{PerRank: map[int]Std{}}
+	for _, pair := range strings.Split(s, ",") {
+		rs, vs, ok := strings.Cut(pair, ":")
+		r, err := strconv.Atoi(strings.TrimSpace(rs))
+		if !ok || err != nil || r < 0 {
+			return spec, fmt.Errorf("%q: want LOCAL_RANK:STD pairs such as 0:1,1:2", s)
+		}
+		if spec.PerRank[r], err = one(vs); err != nil {
+			return spec, err
+		}
+	}
+	return spec, nil
+}

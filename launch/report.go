@@ -1,0 +1,218 @@
+package launch
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gccl/gccl/flightrecorder"
+)
+
+// FailureReport describes a failed job: the root cause (the earliest failure), every rank that
+// failed on its own, and what the flight-recorder dumps say. Run writes it to
+// LogDir/failure.json; Result.Err holds it as text.
+type FailureReport struct {
+	// Reason is "worker failed", "timeout" or "signal".
+	Reason string `json:"reason"`
+	// Message says what happened in one line.
+	Message      string `json:"message"`
+	RunID        string `json:"run_id"`
+	RestartCount int    `json:"restart_count"`
+	MaxRestarts  int    `json:"max_restarts"`
+	// RootCause is the earliest failed rank (nil when no rank failed: a timeout or a signal).
+	RootCause *RankFailure `json:"root_cause"`
+	// Failures lists every rank that failed on its own, earliest first.
+	Failures []RankFailure `json:"failures"`
+	// DumpDir holds the flight-recorder dumps, FlightRecorder the summary of their analysis.
+	DumpDir        string          `json:"dump_dir,omitempty"`
+	FlightRecorder *FlightRecorder `json:"flight_recorder,omitempty"`
+	// Path is where the report was written ("" when it was not).
+	Path string `json:"-"`
+}
+
+// RankFailure is one failed rank.
+type RankFailure struct {
+	Host      string    `json:"host"`
+	Rank      int       `json:"rank"`
+	LocalRank int       `json:"local_rank"`
+	Pid       int       `json:"pid"`
+	ExitCode  int       `json:"exit_code"`
+	Signal    string    `json:"signal,omitempty"`
+	Error     string    `json:"error,omitempty"` // why it could not start
+	Time      time.Time `json:"time"`
+	// StderrTail holds the last 20 lines of its stderr.
+	StderrTail []string `json:"stderr_tail"`
+	// ErrorFile is the worker's TORCHELASTIC_ERROR_FILE and ErrorFileData what it wrote there
+	// (JSON, as torchrun's @record writes it), when it wrote anything.
+	ErrorFile     string          `json:"error_file,omitempty"`
+	ErrorFileData json.RawMessage `json:"error_file_data,omitempty"`
+	// Status says how it ended in words.
+	Status string `json:"status"`
+}
+
+// FlightRecorder summarises flightrecorder.Analyze on the job's dumps.
+type FlightRecorder struct {
+	Verdict  string   `json:"verdict"`
+	Findings []string `json:"findings"`
+	Ranks    []int    `json:"ranks"`
+	Errors   []string `json:"errors,omitempty"` // dumps that could not be read
+}
+
+func newFailureReport(cfg *Config, res *Result) *FailureReport {
+	host, _ := os.Hostname()
+	rep := &FailureReport{RunID: cfg.RunID, RestartCount: res.RestartCount, MaxRestarts: cfg.MaxRestarts, DumpDir: res.DumpDir, Failures: []RankFailure{}}
+	for _, rr := range res.Ranks {
+		if !rr.Failed() || (rr.Pid == 0 && rr.Err == nil) {
+			continue
+		}
+		f := RankFailure{
+			Host: host, Rank: rr.Rank, LocalRank: rr.LocalRank, Pid: rr.Pid, ExitCode: rr.ExitCode,
+			Signal: rr.Signal, Time: rr.Time, StderrTail: rr.Tail, Status: rr.String(),
+		}
+		if f.StderrTail == nil {
+			f.StderrTail = []string{}
+		}
+		if rr.Err != nil {
+			f.Error = rr.Err.Error()
+		}
+		if data, err := os.ReadFile(rr.ErrorFile); rr.ErrorFile != "" && err == nil && len(data) > 0 {
+			f.ErrorFile = rr.ErrorFile
+			if json.Valid(data) {
+				f.ErrorFileData = data
+			} else {
+				f.ErrorFileData, _ = json.Marshal(string(data))
+			}
+		}
+		rep.Failures = append(rep.Failures, f)
+	}
+	slices.SortStableFunc(rep.Failures, func(a, b RankFailure) int { return a.Time.Compare(b.Time) })
+	if res.First != nil {
+		for i := range rep.Failures {
+			if rep.Failures[i].Rank == res.First.Rank {
+				rep.RootCause = &rep.Failures[i]
+			}
+		}
+	}
+	switch {
+	case res.TimedOut:
+		rep.Reason, rep.Message = "timeout", fmt.Sprintf("job timed out after %v and was stopped", cfg.Timeout)
+	case res.Signal != "":
+		rep.Reason, rep.Message = "signal", fmt.Sprintf("job stopped by %s", res.Signal)
+	default:
+		rep.Reason, rep.Message = "worker failed", "job failed: "+res.First.String()
+	}
+	if res.DumpDir != "" {
+		rep.FlightRecorder = analyzeDumps(res.DumpDir)
+	}
+	return rep
+}
+
+// analyzeDumps runs flightrecorder.Analyze on the dumps in dir.
+func analyzeDumps(dir string) *FlightRecorder {
+	dumps, errs := flightrecorder.LoadDir(dir, "rank_")
+	fr := &FlightRecorder{Findings: []string{}}
+	for _, err := range errs {
+		fr.Errors = append(fr.Errors, err.Error())
+	}
+	if len(dumps) == 0 {
+		fr.Verdict = "no readable flight-recorder dump"
+		return fr
+	}
+	rep := flightrecorder.Analyze(dumps, flightrecorder.AnalyzeOptions{})
+	fr.Verdict, fr.Ranks = rep.Verdict, rep.Ranks
+	for _, f := range rep.Findings {
+		fr.Findings = append(fr.Findings, fmt.Sprintf("%s: %s", f.Severity, f.Message))
+	}
+	return fr
+}
+
+// describe writes how the rank failed, its error file and its last stderr lines.
+func (f *RankFailure) describe(w io.Writer, indent string) {
+	when := ""
+	if !f.Time.IsZero() {
+		when = " at " + f.Time.Format("15:04:05.000")
+	}
+	fmt.Fprintf(w, "%s%s on %s (local rank %d)%s\n", indent, f.Status, f.Host, f.LocalRank, when)
+	if len(f.ErrorFileData) > 0 {
+		fmt.Fprintf(w, "%s  error file %s: %s\n", indent, f.ErrorFile, errorFileMessage(f.ErrorFileData))
+	}
+	if len(f.StderrTail) > 0 {
+		fmt.Fprintf(w, "%s  last stderr lines:\n", indent)
+		for _, l := range f.StderrTail {
+			fmt.Fprintf(w, "%s    %s\n", indent, l)
+		}
+	}
+}
+
+// errorFileMessage pulls the message out of a torchrun error file ({"message": {"message": ...}}
+// or {"message": "..."}), else returns the JSON as it is.
+func errorFileMessage(data json.RawMessage) string {
+	var v struct {
+		Message json.RawMessage `json:"message"`
+	}
+	if json.Unmarshal(data, &v) == nil && v.Message != nil {
+		var s string
+		if json.Unmarshal(v.Message, &s) == nil {
+			return s
+		}
+		var inner struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(v.Message, &inner) == nil && inner.Message != "" {
+			return inner.Message
+		}
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// WriteText writes the report for a person: what happened, the root cause, the other failed
+// ranks, then the flight recorder's verdict and findings.
+func (r *FailureReport) WriteText(w io.Writer) {
+	fmt.Fprintln(w, r.Message)
+	if r.MaxRestarts > 0 {
+		fmt.Fprintf(w, "restarts: %d of %d\n", r.RestartCount, r.MaxRestarts)
+	}
+	if r.RootCause != nil {
+		fmt.Fprintln(w, "root cause:")
+		r.RootCause.describe(w, "  ")
+	}
+	var others []RankFailure
+	for _, f := range r.Failures {
+		if r.RootCause == nil || f.Rank != r.RootCause.Rank {
+			others = append(others, f)
+		}
+	}
+	if len(others) > 0 {
+		fmt.Fprintln(w, "other failed ranks:")
+		for i := range others {
+			others[i].describe(w, "  ")
+		}
+	}
+	if fr := r.FlightRecorder; fr != nil {
+		fmt.Fprintf(w, "flight recorder (%d dump(s)): %s\n", len(fr.Ranks), fr.Verdict)
+		for _, f := range fr.Findings {
+			fmt.Fprintf(w, "  %s\n", f)
+		}
+		for _, e := range fr.Errors {
+			fmt.Fprintf(w, "  unreadable: %s\n", e)
+		}
+	}
+	if r.DumpDir != "" {
+		fmt.Fprintf(w, "flight-recorder dumps are in %s: run gccl fr analyze %s\n", r.DumpDir, r.DumpDir)
+	}
+	if r.Path != "" {
+		fmt.Fprintf(w, "failure report: %s\n", r.Path)
+	}
+}
+
+func (r *FailureReport) writeJSONFile(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
