@@ -1,6 +1,7 @@
 package comm
 
 import (
+	"log/slog"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -224,4 +225,16 @@ func TestDiscoverEnvReadsTheProcessEnvironment(t *testing.T) {
 	got, err := DiscoverEnv()
 	require.NoError(t, err)
 	assert.Equal(t, Env{Rank: 1, WorldSize: 3, LocalRank: 1, LocalWorldSize: 3, MasterAddr: "127.0.0.1", MasterPort: 29501, Source: "torchrun"}, got)
+}
+
+func TestParseLogLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "INFO": slog.LevelInfo, " warn ": slog.LevelWarn, "warning": slog.LevelWarn, "error": slog.LevelError} {
+		got, ok := ParseLogLevel(in)
+		assert.True(t, ok, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "loud", "3"} {
+		_, ok := ParseLogLevel(in)
+		assert.False(t, ok, in)
+	}
 }

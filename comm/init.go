@@ -53,7 +53,7 @@ type Options struct {
 	Timeout time.Duration
 	// Recorder receives flight-recorder entries (default: a ring of CapacityFromEnv entries).
 	Recorder *flightrecorder.Recorder
-	// Logger (default slog.Default()).
+	// Logger (default slog.Default(), filtered by GCCL_LOG_LEVEL when set).
 	Logger *slog.Logger
 }
 
@@ -170,7 +170,7 @@ func poison(st store.Store, key string, reason error) {
 func newWorld(ctx context.Context, opts *Options) (*world, error) {
 	w := &world{log: opts.Logger, recorder: opts.Recorder, timeout: opts.Timeout, backend: opts.Backend}
 	if w.log == nil {
-		w.log = slog.Default()
+		w.log = defaultLogger()
 	}
 	if w.recorder == nil {
 		w.recorder = flightrecorder.New(flightrecorder.CapacityFromEnv())

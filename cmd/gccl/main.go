@@ -10,10 +10,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gccl/gccl/comm"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -64,13 +65,8 @@ func versionCmd() *cobra.Command {
 
 // logLevel reads GCCL_LOG_LEVEL (debug, info, warn, error); the default is warn.
 func logLevel() slog.Level {
-	switch strings.ToLower(os.Getenv("GCCL_LOG_LEVEL")) {
-	case "debug":
-		return slog.LevelDebug
-	case "info":
-		return slog.LevelInfo
-	case "error":
-		return slog.LevelError
+	if lvl, ok := comm.ParseLogLevel(os.Getenv("GCCL_LOG_LEVEL")); ok {
+		return lvl
 	}
 	return slog.LevelWarn
 }
