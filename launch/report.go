@@ -59,6 +59,9 @@ type FlightRecorder struct {
 	Verdict  string   `json:"verdict"`
 	Findings []string `json:"findings"`
 	Ranks    []int    `json:"ranks"`
+	// Culprits are the ranks the analysis blames (its errors' culprits), in rank order: in a
+	// hang, the first rank to fail is usually a victim that timed out waiting for one of them.
+	Culprits []int `json:"culprits"`
 	Errors   []string `json:"errors,omitempty"` // dumps that could not be read
 }
 
@@ -114,7 +117,7 @@ func newFailureReport(cfg *Config, res *Result) *FailureReport {
 // analyzeDumps runs flightrecorder.Analyze on the dumps in dir.
 func analyzeDumps(dir string) *FlightRecorder {
 	dumps, errs := flightrecorder.LoadDir(dir, "rank_")
-	fr := &FlightRecorder{Findings: []string{}}
+	fr := &FlightRecorder{Findings: []string{}, Culprits: []int{}}
 	for _, err := range errs {
 		fr.Errors = append(fr.Errors, err.Error())
 	}
@@ -126,7 +129,15 @@ func analyzeDumps(dir string) *FlightRecorder {
 	fr.Verdict, fr.Ranks = rep.Verdict, rep.Ranks
 	for _, f := range rep.Findings {
 		fr.Findings = append(fr.Findings, fmt.Sprintf("%s: %s", f.Severity, f.Message))
+		if f.Severity == flightrecorder.SeverityError {
+			for _, c := range f.Culprits {
+				if !slices.Contains(fr.Culprits, c) {
+					fr.Culprits = append(fr.Culprits, c)
+				}
+			}
+		}
 	}
+	slices.Sort(fr.Culprits)
 	return fr
 }
 
@@ -176,8 +187,15 @@ func (r *FailureReport) WriteText(w io.Writer) {
 	if r.MaxRestarts > 0 {
 		fmt.Fprintf(w, "restarts: %d of %d\n", r.RestartCount, r.MaxRestarts)
 	}
+	if fr := r.FlightRecorder; fr != nil && len(fr.Culprits) > 0 {
+		fmt.Fprintf(w, "the flight recorder blames rank(s) %v: %s\n", fr.Culprits, fr.Verdict)
+	}
 	if r.RootCause != nil {
-		fmt.Fprintln(w, "root cause:")
+		if fr := r.FlightRecorder; fr != nil && len(fr.Culprits) > 0 && !slices.Contains(fr.Culprits, r.RootCause.Rank) {
+			fmt.Fprintln(w, "first to fail (a victim of the above, by the flight recorder):")
+		} else {
+			fmt.Fprintln(w, "root cause:")
+		}
 		r.RootCause.describe(w, "  ")
 	}
 	var others []RankFailure

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,7 @@ func TestFlightRecorderScenarios(t *testing.T) {
 				FlightRecorder struct {
 					Verdict  string   `json:"verdict"`
 					Findings []string `json:"findings"`
+					Culprits []int    `json:"culprits"`
 				} `json:"flight_recorder"`
 			}
 			data, err := os.ReadFile(filepath.Join(logDir, "failure.json"))
@@ -76,6 +78,10 @@ func TestFlightRecorderScenarios(t *testing.T) {
 			require.NoError(t, json.Unmarshal(data, &failure))
 			assert.NotEmpty(t, failure.FlightRecorder.Verdict)
 			assert.NotEmpty(t, failure.FlightRecorder.Findings)
+			// The report leads with the rank the flight recorder blames, not only with the first
+			// rank to exit (in a hang, a victim that timed out).
+			assert.Contains(t, failure.FlightRecorder.Culprits, c.culprit, "failure.json names the culprit")
+			assert.Contains(t, string(out), fmt.Sprintf("the flight recorder blames rank(s) %v", failure.FlightRecorder.Culprits))
 			for r := 0; r < 4; r++ {
 				_, err := os.Stat(filepath.Join(dumps, "rank_"+string(rune('0'+r))))
 				if r == c.dead {
