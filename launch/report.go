@@ -61,7 +61,7 @@ type FlightRecorder struct {
 	Ranks    []int    `json:"ranks"`
 	// Culprits are the ranks the analysis blames (its errors' culprits), in rank order: in a
 	// hang, the first rank to fail is usually a victim that timed out waiting for one of them.
-	Culprits []int `json:"culprits"`
+	Culprits []int    `json:"culprits"`
 	Errors   []string `json:"errors,omitempty"` // dumps that could not be read
 }
 
