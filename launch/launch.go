@@ -166,8 +166,10 @@ type Result struct {
 	RestartCount int
 	// TimedOut says the job ran longer than Config.Timeout and was stopped.
 	TimedOut bool
-	// Signal names the signal that stopped the job, when one did (ForwardSignals).
-	Signal string
+	// Signal names the signal that stopped the job, when one did (ForwardSignals), and SignalNum
+	// is its number (a launcher exits with 128 + it, as shells do).
+	Signal    string
+	SignalNum syscall.Signal
 	// DumpDir holds the workers' flight-recorder dumps of a failed job ("" when the job
 	// succeeded or the workers write their dumps elsewhere), Dumps the files found there.
 	DumpDir string
@@ -430,7 +432,7 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 				continue
 			}
 			if res.Signal == "" {
-				res.Signal = unix.SignalName(s)
+				res.Signal, res.SignalNum = unix.SignalName(s), s
 			}
 			log.Debug("launch: forwarding a signal and stopping the job", "signal", res.Signal)
 			stop(s)

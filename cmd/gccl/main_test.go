@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -112,5 +114,24 @@ func TestCLI(t *testing.T) {
 		assert.Contains(t, string(out), "[rank 2] rank two failed")
 		assert.Contains(t, string(out), "rank 2")
 		assert.Contains(t, string(out), "exited with status 7")
+	})
+
+	t.Run("run/stopped_by_signal_exits_128_plus_it", func(t *testing.T) {
+		cmd := exec.Command(bin, "run", "--nproc-per-node", "2", "--", "sh", "-c", `echo up; sleep 30`)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		sc := bufio.NewScanner(stdout)
+		for up := 0; up < 2 && sc.Scan(); { // both ranks are running
+			if strings.HasSuffix(sc.Text(), "up") {
+				up++
+			}
+		}
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		_, _ = io.Copy(io.Discard, stdout)
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, 128+int(syscall.SIGTERM), ee.ExitCode())
 	})
 }

@@ -53,7 +53,10 @@ func jobError(res *launch.Result) error {
 		return nil
 	}
 	code := 1
-	if res.First != nil && res.First.ExitCode > 0 {
+	switch {
+	case res.SignalNum != 0: // stopped by a signal: 128 + its number, as shells report it
+		code = 128 + int(res.SignalNum)
+	case res.First != nil && res.First.ExitCode > 0:
 		code = res.First.ExitCode
 	}
 	_ = os.Stdout.Sync()
