@@ -36,13 +36,17 @@ func f32(fn, arg string, t *Tensor) ([]float32, error) {
 	return as[float32](b), nil
 }
 
-// newOutput allocates the float32 result of op fn shaped like its input arg, after checking
-// the input, so that bad input is an error before anything is allocated (and nil no panic).
-func newOutput(fn, arg string, t *Tensor) (*Tensor, error) {
+// withOutput runs into on a new float32 result shaped like op fn's input arg t, after checking
+// t, so that bad input is an error before anything is allocated (and nil no panic).
+func withOutput(fn, arg string, t *Tensor, into func(dst *Tensor) error) (*Tensor, error) {
 	if _, err := f32(fn, arg, t); err != nil {
 		return nil, err
 	}
-	return New(Float32, t.shape...), nil
+	dst := New(Float32, t.shape...)
+	if err := into(dst); err != nil {
+		return nil, err
+	}
+	return dst, nil
 }
 
 // lastDim returns the size of t's last dim (1 for a 0-dim tensor).
@@ -97,14 +101,7 @@ func checkVec(fn, arg string, v *Tensor, n int, optional bool) ([]float32, error
 // and Llama's RMSNorm: x [... n] and weight [n] float32, contiguous. The sum of squares is
 // accumulated in float64.
 func RMSNorm(x, weight *Tensor, eps float64) (*Tensor, error) {
-	dst, err := newOutput("RMSNorm", "x", x)
-	if err != nil {
-		return nil, err
-	}
-	if err := rmsNormInto("RMSNorm", dst, x, weight, eps); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("RMSNorm", "x", x, func(dst *Tensor) error { return rmsNormInto("RMSNorm", dst, x, weight, eps) })
 }
 
 // RMSNormInto is RMSNorm into dst, which has x's shape (dst may be x). It allocates nothing.
@@ -158,14 +155,7 @@ func rmsNormInto(fn string, dst, x, weight *Tensor, eps float64) error {
 // torch.nn.functional.layer_norm with normalized_shape [n]: x [... n], weight and bias [n] or nil
 // (nil means 1 and 0). The variance is the biased one, as in torch; sums are in float64.
 func LayerNorm(x, weight, bias *Tensor, eps float64) (*Tensor, error) {
-	dst, err := newOutput("LayerNorm", "x", x)
-	if err != nil {
-		return nil, err
-	}
-	if err := layerNormInto("LayerNorm", dst, x, weight, bias, eps); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("LayerNorm", "x", x, func(dst *Tensor) error { return layerNormInto("LayerNorm", dst, x, weight, bias, eps) })
 }
 
 // LayerNormInto is LayerNorm into dst, which has x's shape (dst may be x). It allocates nothing.
@@ -226,14 +216,7 @@ func layerNormInto(fn string, dst, x, weight, bias *Tensor, eps float64) error {
 // -Inf entries (masked out, see MaskCausal) get probability 0; a row that is -Inf throughout
 // becomes all zeros (torch gives NaN there).
 func Softmax(x *Tensor) (*Tensor, error) {
-	dst, err := newOutput("Softmax", "x", x)
-	if err != nil {
-		return nil, err
-	}
-	if err := softmaxInto("Softmax", dst, x); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("Softmax", "x", x, func(dst *Tensor) error { return softmaxInto("Softmax", dst, x) })
 }
 
 // SoftmaxInto is Softmax into dst, which has x's shape (dst may be x). It allocates nothing.
@@ -327,14 +310,7 @@ func silu(x float32) float32 {
 
 // SiLU returns x·sigmoid(x) elementwise, like torch.nn.functional.silu.
 func SiLU(x *Tensor) (*Tensor, error) {
-	dst, err := newOutput("SiLU", "x", x)
-	if err != nil {
-		return nil, err
-	}
-	if err := siluInto("SiLU", dst, x); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("SiLU", "x", x, func(dst *Tensor) error { return siluInto("SiLU", dst, x) })
 }
 
 // SiLUInto is SiLU into dst, which has x's shape (dst may be x). It allocates nothing.
@@ -362,14 +338,7 @@ func siluInto(fn string, dst, x *Tensor) error {
 // SwiGLU returns silu(gate) * up elementwise, the gating of Llama's MLP
 // (down_proj(silu(gate_proj(x)) * up_proj(x))): gate and up have the same shape.
 func SwiGLU(gate, up *Tensor) (*Tensor, error) {
-	dst, err := newOutput("SwiGLU", "gate", gate)
-	if err != nil {
-		return nil, err
-	}
-	if err := swiGLUInto("SwiGLU", dst, gate, up); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("SwiGLU", "gate", gate, func(dst *Tensor) error { return swiGLUInto("SwiGLU", dst, gate, up) })
 }
 
 // SwiGLUInto is SwiGLU into dst, which has gate's shape (dst may be gate or up). It allocates
@@ -405,14 +374,7 @@ func swiGLUInto(fn string, dst, gate, up *Tensor) error {
 // Add returns a + b elementwise. b has a's shape, or a suffix of it, which is broadcast over a's
 // leading dims (a bias [n] added to every row of [... n]), as torch broadcasts.
 func Add(a, b *Tensor) (*Tensor, error) {
-	dst, err := newOutput("Add", "a", a)
-	if err != nil {
-		return nil, err
-	}
-	if err := binaryInto("Add", dst, a, b, false); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("Add", "a", a, func(dst *Tensor) error { return binaryInto("Add", dst, a, b, false) })
 }
 
 // AddInto is Add into dst, which has a's shape (dst may be a, as in a residual x += y). It
@@ -421,14 +383,7 @@ func AddInto(dst, a, b *Tensor) error { return binaryInto("AddInto", dst, a, b, 
 
 // Mul returns a * b elementwise, with b broadcast as in Add.
 func Mul(a, b *Tensor) (*Tensor, error) {
-	dst, err := newOutput("Mul", "a", a)
-	if err != nil {
-		return nil, err
-	}
-	if err := binaryInto("Mul", dst, a, b, true); err != nil {
-		return nil, err
-	}
-	return dst, nil
+	return withOutput("Mul", "a", a, func(dst *Tensor) error { return binaryInto("Mul", dst, a, b, true) })
 }
 
 // MulInto is Mul into dst, which has a's shape (dst may be a). It allocates nothing.
