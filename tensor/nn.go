@@ -49,6 +49,17 @@ func withOutput(fn, arg string, t *Tensor, into func(dst *Tensor) error) (*Tenso
 	return dst, nil
 }
 
+// f32Pair is f32 of an op's dst and its main input x.
+func f32Pair(fn string, dst, x *Tensor) (ds, xs []float32, err error) {
+	if xs, err = f32(fn, "x", x); err != nil {
+		return nil, nil, err
+	}
+	if ds, err = f32(fn, "dst", dst); err != nil {
+		return nil, nil, err
+	}
+	return ds, xs, nil
+}
+
 // lastDim returns the size of t's last dim (1 for a 0-dim tensor).
 func lastDim(t *Tensor) int {
 	if len(t.shape) == 0 {
@@ -110,11 +121,7 @@ func RMSNormInto(dst, x, weight *Tensor, eps float64) error {
 }
 
 func rmsNormInto(fn string, dst, x, weight *Tensor, eps float64) error {
-	xs, err := f32(fn, "x", x)
-	if err != nil {
-		return err
-	}
-	ds, err := f32(fn, "dst", dst)
+	ds, xs, err := f32Pair(fn, dst, x)
 	if err != nil {
 		return err
 	}
@@ -164,11 +171,7 @@ func LayerNormInto(dst, x, weight, bias *Tensor, eps float64) error {
 }
 
 func layerNormInto(fn string, dst, x, weight, bias *Tensor, eps float64) error {
-	xs, err := f32(fn, "x", x)
-	if err != nil {
-		return err
-	}
-	ds, err := f32(fn, "dst", dst)
+	ds, xs, err := f32Pair(fn, dst, x)
 	if err != nil {
 		return err
 	}
@@ -223,11 +226,7 @@ func Softmax(x *Tensor) (*Tensor, error) {
 func SoftmaxInto(dst, x *Tensor) error { return softmaxInto("SoftmaxInto", dst, x) }
 
 func softmaxInto(fn string, dst, x *Tensor) error {
-	xs, err := f32(fn, "x", x)
-	if err != nil {
-		return err
-	}
-	ds, err := f32(fn, "dst", dst)
+	ds, xs, err := f32Pair(fn, dst, x)
 	if err != nil {
 		return err
 	}
@@ -317,11 +316,7 @@ func SiLU(x *Tensor) (*Tensor, error) {
 func SiLUInto(dst, x *Tensor) error { return siluInto("SiLUInto", dst, x) }
 
 func siluInto(fn string, dst, x *Tensor) error {
-	xs, err := f32(fn, "x", x)
-	if err != nil {
-		return err
-	}
-	ds, err := f32(fn, "dst", dst)
+	ds, xs, err := f32Pair(fn, dst, x)
 	if err != nil {
 		return err
 	}
@@ -582,11 +577,7 @@ func (r *Rotary) ApplyInto(dst, x *Tensor, pos int) error {
 }
 
 func (r *Rotary) apply(fn string, dst, x *Tensor, pos int) error {
-	xs, err := f32(fn, "x", x)
-	if err != nil {
-		return err
-	}
-	ds, err := f32(fn, "dst", dst)
+	ds, xs, err := f32Pair(fn, dst, x)
 	if err != nil {
 		return err
 	}
