@@ -158,6 +158,34 @@ func (u *unpickler) popMark() ([]any, error) {
 	return items, nil
 }
 
+// memoID reads the memo index of a PUT or GET opcode: a decimal line for the text form (text),
+// one byte for the short binary form (short), four little-endian bytes for the long one.
+func (u *unpickler) memoID(op, text, short byte, name string) (uint64, error) {
+	switch op {
+	case text:
+		s, err := u.line()
+		if err != nil {
+			return 0, err
+		}
+		id, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return 0, u.errorf("%s %q", name, s)
+		}
+		return id, nil
+	case short:
+		b, err := u.read(1)
+		if err != nil {
+			return 0, err
+		}
+		return uint64(b[0]), nil
+	}
+	b, err := u.read(4)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(binary.LittleEndian.Uint32(b)), nil
+}
+
 func (u *unpickler) memoPut(id uint64) error {
 	v, err := u.top()
 	if err != nil {
@@ -530,52 +558,20 @@ func (u *unpickler) step(op byte) error {
 		}
 		return u.setItems(t, items)
 
-	case opPut:
-		s, err := u.line()
+	case opPut, opBinPut, opLongBinPut:
+		id, err := u.memoID(op, opPut, opBinPut, "PUT")
 		if err != nil {
 			return err
-		}
-		id, err := strconv.ParseUint(s, 10, 32)
-		if err != nil {
-			return u.errorf("PUT %q", s)
 		}
 		return u.memoPut(id)
-	case opBinPut:
-		b, err := u.read(1)
-		if err != nil {
-			return err
-		}
-		return u.memoPut(uint64(b[0]))
-	case opLongBinPut:
-		b, err := u.read(4)
-		if err != nil {
-			return err
-		}
-		return u.memoPut(uint64(binary.LittleEndian.Uint32(b)))
 	case opMemoize:
 		return u.memoPut(uint64(len(u.memo)))
-	case opGet:
-		s, err := u.line()
+	case opGet, opBinGet, opLongBinGet:
+		id, err := u.memoID(op, opGet, opBinGet, "GET")
 		if err != nil {
 			return err
-		}
-		id, err := strconv.ParseUint(s, 10, 32)
-		if err != nil {
-			return u.errorf("GET %q", s)
 		}
 		return u.memoGet(id)
-	case opBinGet:
-		b, err := u.read(1)
-		if err != nil {
-			return err
-		}
-		return u.memoGet(uint64(b[0]))
-	case opLongBinGet:
-		b, err := u.read(4)
-		if err != nil {
-			return err
-		}
-		return u.memoGet(uint64(binary.LittleEndian.Uint32(b)))
 
 	case opGlobal:
 		module, err := u.line()
