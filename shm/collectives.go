@@ -109,13 +109,39 @@ func (g *Group) begin1(ctx context.Context, op backends.Op) error {
 	return g.begin(ctx, op)
 }
 
+// smallInput is where the members put a small reduction's input: tiny ones ride in the op's
+// control line, with the phase and the fingerprint (one cache line per peer); the others go to
+// the next slot buffer.
+type smallInput struct {
+	seg    *segment
+	inline bool
+	opSeq  uint64 // the op's number (inline)
+	buf, n int    // the slot buffer (not inline) and the input's size
+}
+
+// smallInput picks the place for an input of n bytes of the op about to begin.
+func (g *Group) smallInput(n int) smallInput {
+	if n <= inlineMax {
+		return smallInput{seg: g.seg, inline: true, opSeq: g.opSeq + 1, n: n}
+	}
+	return smallInput{seg: g.seg, buf: g.nextBuf(), n: n}
+}
+
+// of is member p's input.
+func (in smallInput) of(p int) []byte {
+	if in.inline {
+		return in.seg.inline(p, in.opSeq)[:in.n]
+	}
+	return in.seg.slot(p, in.buf)[:in.n]
+}
+
 // reduce reduces ib over the group into ob on root (every rank when root < 0).
 func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 	srcs := g.srcList()
-	if len(ib) <= inlineMax {
-		// Tiny: the data rides in the op's control line, with the phase and the fingerprint.
-		copy(g.seg.inline(r, g.opSeq+1), ib)
+	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
+		in := g.smallInput(len(ib))
+		copy(in.of(r), ib)
 		if err := g.begin(ctx, op); err != nil {
 			return err
 		}
@@ -123,21 +149,7 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 			return nil
 		}
 		for p := range srcs {
-			srcs[p] = g.seg.inline(p, g.opSeq)[:len(ib)]
-		}
-		return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
-	}
-	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
-		b := g.nextBuf()
-		copy(g.seg.slot(r, b), ib)
-		if err := g.enter(ctx, op, true); err != nil {
-			return err
-		}
-		if root >= 0 && r != root {
-			return nil
-		}
-		for p := range srcs {
-			srcs[p] = g.seg.slot(p, b)[:len(ib)]
+			srcs[p] = in.of(p)
 		}
 		return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
 	}
