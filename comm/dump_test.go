@@ -76,9 +76,7 @@ func TestDumpTriggers(t *testing.T) {
 		"DUMP_TEST_DIR=" + dir, "GCCL_FR_DUMP_PREFIX=" + filepath.Join(dir, "rank_"),
 		"GCCL_FR_DUMP_PIPE=1", "GCCL_FR_DUMP_FORMAT=json",
 	}})
-	for _, r := range res {
-		assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
-	}
+	ranktest.AssertExitedZero(t, res)
 	for r := 0; r < 2; r++ {
 		_, err := os.Stat(filepath.Join(dir, "rank_"+strconv.Itoa(r)+".pipe"))
 		assert.True(t, os.IsNotExist(err), "rank %d's pipe is removed at Close", r)

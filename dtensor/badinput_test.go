@@ -29,9 +29,7 @@ func TestBadInput(t *testing.T) {
 	start := time.Now()
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 4, Timeout: time.Minute,
 		Env: []string{"GCCL_TIMEOUT=20s", "GCCL_BACKEND=gloo"}})
-	for _, r := range res {
-		assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
-	}
+	ranktest.AssertExitedZero(t, res)
 	assert.Less(t, time.Since(start), 30*time.Second, "bad input must fail fast, not wait for a timeout")
 	t.Log(res[0].Output)
 }

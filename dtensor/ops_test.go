@@ -47,9 +47,7 @@ func TestOps(t *testing.T) {
 			start := time.Now()
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: time.Minute,
 				Env: []string{caseEnv + "=" + string(js), "GCCL_TIMEOUT=30s", "GCCL_BACKEND=gloo"}})
-			for _, r := range res {
-				assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
-			}
+			ranktest.AssertExitedZero(t, res)
 			t.Logf("%s: %d ranks in %v; rank 0: %s", tc.Name, tc.Ranks, time.Since(start).Round(time.Millisecond), strings.TrimSpace(res[0].Output))
 		})
 	}

@@ -24,9 +24,7 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 4, Timeout: time.Minute,
 		Env: []string{"GCCL_TIMEOUT=30s", "GCCL_BACKEND=gloo"}})
-	for _, r := range res {
-		assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
-	}
+	ranktest.AssertExitedZero(t, res)
 }
 
 func concurrentChild(t *testing.T) {

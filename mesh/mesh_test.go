@@ -72,9 +72,7 @@ func TestLayout(t *testing.T) {
 				env = append(env, "GCCL_BACKEND=gloo")
 			}
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute, Env: env})
-			for _, r := range res {
-				assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
-			}
+			ranktest.AssertExitedZero(t, res)
 		})
 	}
 }

@@ -45,9 +45,7 @@ func TestLayers(t *testing.T) {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: n, Timeout: time.Minute,
 				Env: []string{"GCCL_TIMEOUT=30s", "GCCL_BACKEND=shm"}})
-			for _, r := range res {
-				assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
-			}
+			ranktest.AssertExitedZero(t, res)
 		})
 	}
 }

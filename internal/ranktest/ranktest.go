@@ -28,6 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+
 	"github.com/gccl/gccl/comm/store"
 )
 
@@ -131,4 +133,12 @@ func Spawn(t *testing.T, cfg Config) []Result {
 		t.Errorf("ranktest: ranks still running after %v were killed", cfg.Timeout)
 	}
 	return res
+}
+
+// AssertExitedZero fails t for every rank that did not exit with status 0, showing its output.
+func AssertExitedZero(t *testing.T, res []Result) {
+	t.Helper()
+	for _, r := range res {
+		assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
+	}
 }
