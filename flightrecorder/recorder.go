@@ -300,11 +300,9 @@ func (s *slot) convert(c converter) {
 		s.converted |= convCreated
 	}
 	if s.state >= opStarted && s.converted&convStarted == 0 {
-		// An op recorded started, or started from Completed, shares the other's reading.
-		switch s.startedTick {
-		case s.createdTick:
-			s.startedNs = s.createdNs
-		default:
+		// An op recorded started shares its creation's reading.
+		s.startedNs = s.createdNs
+		if s.startedTick != s.createdTick {
 			s.startedNs = c.wallNs(s.startedTick)
 		}
 		s.converted |= convStarted
