@@ -361,6 +361,67 @@ func (f *File) ReadInto(name string, dst *tensor.Tensor) error {
 	return f.readInto(in, dst.Bytes())
 }
 
+// ReadRegion reads the block of the named tensor that starts at offset and has the given shape
+// (one entry of each per dim) into a new contiguous tensor of the tensor's dtype: a rank's shard
+// of a weight, without reading the rest. The block is read in contiguous runs: one read when it
+// spans every dim after its first narrowed one (a row shard), one read per row when it narrows
+// the last dim (a column shard).
+func (f *File) ReadRegion(name string, offset, shape []int) (*tensor.Tensor, error) {
+	i, ok := f.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("safetensors: no tensor %q in the file", name)
+	}
+	in := f.infos[i]
+	full := in.Shape
+	if len(offset) != len(full) || len(shape) != len(full) {
+		return nil, fmt.Errorf("safetensors: ReadRegion %q: offset %v and shape %v must have one entry per dim of the tensor's shape %v", name, offset, shape, full)
+	}
+	for d := range full {
+		if offset[d] < 0 || shape[d] < 0 || offset[d]+shape[d] > full[d] {
+			return nil, fmt.Errorf("safetensors: ReadRegion %q: the block at %v of shape %v leaves the tensor's shape %v in dim %d", name, offset, shape, full, d)
+		}
+	}
+	t := tensor.New(in.DType, shape...)
+	if t.Numel() == 0 {
+		return t, nil
+	}
+	// Byte strides of the stored tensor; the run is the block's innermost contiguous part.
+	size := in.DType.Size()
+	strides := make([]int64, len(full))
+	stride := int64(size)
+	for d := len(full) - 1; d >= 0; d-- {
+		strides[d] = stride
+		stride *= int64(full[d])
+	}
+	inner := len(full) - 1 // the first dim of the run: every dim after it is whole
+	for inner >= 0 && shape[inner] == full[inner] {
+		inner--
+	}
+	if inner < 0 {
+		inner = 0
+	}
+	run := int64(shape[inner]) * strides[inner]
+	b := t.Bytes()
+	idx := make([]int, inner) // index within the block of the dims before the run
+	for pos := int64(0); pos < int64(len(b)); pos += run {
+		at := in.Begin + int64(offset[inner])*strides[inner]
+		for d, k := range idx {
+			at += int64(offset[d]+k) * strides[d]
+		}
+		part := TensorInfo{Name: in.Name, DType: in.DType, Begin: at}
+		if err := f.readInto(part, b[pos:pos+run]); err != nil {
+			return nil, err
+		}
+		for d := inner - 1; d >= 0; d-- { // next index, last dim fastest
+			if idx[d]++; idx[d] < shape[d] {
+				break
+			}
+			idx[d] = 0
+		}
+	}
+	return t, nil
+}
+
 func (f *File) readInto(in TensorInfo, b []byte) error {
 	if err := readFull(f.r, b, f.dataOff+in.Begin); err != nil {
 		return fmt.Errorf("%w: reading tensor %q (%d bytes at %d): %v; the file is truncated or changed since it was opened",

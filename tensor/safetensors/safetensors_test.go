@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -219,4 +220,81 @@ func writeTemp(t *testing.T, b []byte) string {
 	path := filepath.Join(t.TempDir(), "bad.safetensors")
 	require.NoError(t, os.WriteFile(path, b, 0o600))
 	return path
+}
+
+// countingReader counts the reads and bytes read through it.
+type countingReader struct {
+	r            *bytes.Reader
+	reads, bytes int
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	c.bytes += len(p)
+	return c.r.ReadAt(p, off)
+}
+
+// TestReadRegion: random blocks of 1-, 2- and 3-D tensors of several dtypes equal the same block
+// cut from the whole tensor; a row block is one read and a column block one read per row, of
+// exactly the block's bytes; blocks outside the tensor are errors naming it.
+func TestReadRegion(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	shapes := [][]int{{11}, {6, 9}, {4, 5, 6}}
+	in := map[string]*tensor.Tensor{}
+	for _, dt := range []tensor.DType{tensor.Float32, tensor.BFloat16, tensor.Int64, tensor.Bool} {
+		for _, s := range shapes {
+			in[fmt.Sprintf("%s%v", dt, s)] = randTensor(rng, dt, s...)
+		}
+	}
+	var buf bytes.Buffer
+	require.NoError(t, Write(&buf, in, nil))
+	cr := &countingReader{r: bytes.NewReader(buf.Bytes())}
+	f, err := Read(cr, int64(buf.Len()))
+	require.NoError(t, err)
+	for name, want := range in {
+		full := want.Shape()
+		for range 20 {
+			off, shape := make([]int, len(full)), make([]int, len(full))
+			block := want
+			for d, n := range full {
+				off[d] = rng.IntN(n + 1)
+				shape[d] = rng.IntN(n - off[d] + 1)
+				block, err = block.Narrow(d, off[d], shape[d])
+				require.NoError(t, err)
+			}
+			got, err := f.ReadRegion(name, off, shape)
+			require.NoError(t, err, "%s at %v shape %v", name, off, shape)
+			assert.Equal(t, shape, got.Shape())
+			assert.True(t, tensor.Equal(block.Contiguous(), got), "%s at %v shape %v", name, off, shape)
+		}
+	}
+
+	// A row shard of a [6 9] float32 matrix: one read of its bytes; a column shard: one per row.
+	name := "float32[6 9]"
+	cr.reads, cr.bytes = 0, 0
+	_, err = f.ReadRegion(name, []int{2, 0}, []int{3, 9})
+	require.NoError(t, err)
+	assert.Equal(t, 1, cr.reads)
+	assert.Equal(t, 3*9*4, cr.bytes)
+	cr.reads, cr.bytes = 0, 0
+	_, err = f.ReadRegion(name, []int{0, 3}, []int{6, 4})
+	require.NoError(t, err)
+	assert.Equal(t, 6, cr.reads)
+	assert.Equal(t, 6*4*4, cr.bytes)
+
+	for _, c := range []struct{ off, shape []int }{{[]int{0}, []int{6}}, {[]int{5, 0}, []int{2, 9}}, {[]int{-1, 0}, []int{1, 1}}, {[]int{0, 0}, []int{1, -1}}} {
+		_, err := f.ReadRegion(name, c.off, c.shape)
+		require.Error(t, err, "%v %v", c.off, c.shape)
+		assert.Contains(t, err.Error(), name)
+	}
+	_, err = f.ReadRegion("nope", []int{0}, []int{1})
+	assert.ErrorContains(t, err, `no tensor "nope"`)
+
+	// A file cut short: the block's read fails with ErrFormat, naming the tensor.
+	short := buf.Bytes()[:buf.Len()-8]
+	g, err := Read(bytes.NewReader(short), int64(buf.Len()))
+	require.NoError(t, err)
+	last := g.Infos()[len(g.Infos())-1]
+	_, err = g.ReadRegion(last.Name, make([]int, len(last.Shape)), last.Shape)
+	assert.ErrorIs(t, err, ErrFormat)
 }
