@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,9 +87,23 @@ func TestTPInferAgreement(t *testing.T) {
 		assert.True(t, tensor.AllClose(tensor.FromSlice(ref.Logits), tensor.FromSlice(r.Logits), 1e-4, 1e-4), "tp=%d logits", n)
 	}
 
-	out, err := runTPInfer(gccl, job, 2, append([]string{"--json", "--weights", weights}, tiny...)...)
-	require.NoError(t, err, out)
-	assert.Equal(t, ref.Tokens, lastJSON(t, out).Tokens, "from the safetensors file")
+	// From the file, each rank reading only its shards.
+	for _, n := range []int{2, 4} {
+		out, err := runTPInfer(gccl, job, n, append([]string{"--json", "--weights", weights}, tiny...)...)
+		require.NoError(t, err, out)
+		assert.Equal(t, ref.Tokens, lastJSON(t, out).Tokens, "tp=%d from the safetensors file", n)
+	}
+
+	// More ranks than kv heads (tp 4 over 2 kv heads): k and v replicated, same tokens and logits.
+	kv2 := append(slices.Clone(tiny), "--kv-heads", "2")
+	var results [2]tpResult
+	for i, n := range []int{1, 4} {
+		out, err := runTPInfer(gccl, job, n, append([]string{"--json", "--logits"}, kv2...)...)
+		require.NoError(t, err, "tp=%d over 2 kv heads:\n%s", n, out)
+		results[i] = lastJSON(t, out)
+	}
+	assert.Equal(t, results[0].Tokens, results[1].Tokens, "tp=4 over 2 kv heads")
+	assert.True(t, tensor.AllClose(tensor.FromSlice(results[0].Logits), tensor.FromSlice(results[1].Logits), 1e-4, 1e-4), "tp=4 over 2 kv heads: logits")
 
 	t.Run("bad_input", func(t *testing.T) {
 		dir := t.TempDir()
@@ -111,6 +126,7 @@ func TestTPInferAgreement(t *testing.T) {
 			want string
 		}{
 			{"tp_does_not_divide_heads", 2, []string{"--heads", "6", "--kv-heads", "3", "--hidden", "48"}, "does not divide"},
+			{"tp_not_a_multiple_of_kv_heads", 4, []string{"--heads", "12", "--kv-heads", "3", "--hidden", "48"}, "multiple of"},
 			{"truncated", 1, append(tiny[:len(tiny):len(tiny)], "--weights", truncated), "truncated"},
 			{"wrong_dtype", 1, append(tiny[:len(tiny):len(tiny)], "--weights", wrongDType), "model.norm.weight"},
 		} {

@@ -9,8 +9,9 @@
 //   - ParallelMLP: SwiGLU with gate and up column-parallel and down row-parallel: one
 //     all-reduce.
 //   - ParallelAttention: grouped-query attention for one token over a per-rank KV cache, heads
-//     and kv heads split across ranks (tp must divide both), rotary embeddings, o row-parallel:
-//     one all-reduce.
+//     and kv heads split across ranks (tp divides the heads, and divides the kv heads or is a
+//     multiple of them: then k and v are replicated and each rank uses its own kv head), rotary
+//     embeddings, o row-parallel: one all-reduce.
 //   - VocabParallelEmbedding: the table sharded on vocab (style Vocab); a masked local lookup
 //     and an all-reduce.
 //   - LMHead: column-parallel over vocab; a local argmax and an all-gather of one (value,

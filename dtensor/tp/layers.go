@@ -112,15 +112,19 @@ type AttentionConfig struct {
 
 // ParallelAttention is Llama's attention block for one token at a time (decode), with grouped-
 // query attention, rotary embeddings and a KV cache: q, k and v are column-parallel (heads, and
-// kv heads, split across the ranks: tp must divide both counts), each rank attends with its own
-// heads over its own cache, and o is row-parallel: one all-reduce per call.
+// kv heads, split across the ranks), each rank attends with its own heads over its own cache,
+// and o is row-parallel: one all-reduce per call. tp must divide the head count, and either
+// divide the kv-head count or be a multiple of it: with more ranks than kv heads (tp 8 over 2
+// kv heads, say), k and v stay whole on every rank (see ReplicatedParameters) and each rank
+// uses the one kv head its query heads read, as vLLM and Megatron replicate kv heads.
 type ParallelAttention struct {
 	Q, K, V *ColumnParallelLinear // [heads·head_dim hidden], [kv_heads·head_dim hidden] ×2
 	O       *RowParallelLinear    // [hidden heads·head_dim]
 	cfg     AttentionConfig
 	rotary  *tensor.Rotary
 
-	heads, kvHeads int // local
+	heads, kvHeads int        // local
+	k, v           projection // the k and v rows this rank projects with
 	kCache, vCache *tensor.Tensor
 	attn           *tensor.Tensor
 	scratch        []float32
@@ -157,13 +161,23 @@ func NewParallelAttention(cfg AttentionConfig, q, k, v *ColumnParallelLinear, o 
 // Parameters returns q's, k's, v's and o's.
 func (a *ParallelAttention) Parameters() []*Parameter { return collect(a.Q, a.K, a.V, a.O) }
 
-// CheckParallel reports whether tp ranks can split the heads: tp must divide both the query
-// and the key/value head counts.
+// CheckParallel reports whether tp ranks can split the heads: tp must divide the query head
+// count, and divide the key/value head count or be a multiple of it (kv heads replicated).
 func (a *ParallelAttention) CheckParallel(tp int) error {
-	if tp <= 0 || a.cfg.Heads%tp != 0 || a.cfg.KVHeads%tp != 0 {
-		return fmt.Errorf("tensor-parallel degree %d does not divide the %d attention heads and %d kv heads; use a tp degree that divides both", tp, a.cfg.Heads, a.cfg.KVHeads)
+	if tp <= 0 || a.cfg.Heads%tp != 0 || (a.cfg.KVHeads%tp != 0 && tp%a.cfg.KVHeads != 0) {
+		return fmt.Errorf("tensor-parallel degree %d does not divide the %d attention heads and %d kv heads; use a tp degree that divides the heads and divides the kv heads or is a multiple of them", tp, a.cfg.Heads, a.cfg.KVHeads)
 	}
 	return nil
+}
+
+// ReplicatedParameters returns k's and v's parameters when tp exceeds the kv heads: then they
+// are not split (a kv head cannot be) but kept whole on every rank, whatever the plan says, and
+// each rank reads the rows of its own kv head.
+func (a *ParallelAttention) ReplicatedParameters(tp int) []*Parameter {
+	if tp <= a.cfg.KVHeads {
+		return nil
+	}
+	return collect(a.K, a.V)
 }
 
 // Reset empties the KV cache (a new sequence).
@@ -173,12 +187,17 @@ func (a *ParallelAttention) Reset() {
 
 func (a *ParallelAttention) setup() error {
 	hd := a.cfg.HeadDim
-	qRows, kRows := a.Q.Weight.Local().Shape()[0], a.K.Weight.Local().Shape()[0]
+	tp, rank := 1, 0
+	if v := a.Q.Weight.Value; v != nil {
+		tp, rank = v.Mesh().Shape()[0], v.Mesh().Coordinate()[0]
+	}
+	k, v, err := a.kvProjections(tp, rank)
+	if err != nil {
+		return err
+	}
+	a.k, a.v = k, v
+	qRows, kRows := a.Q.Weight.Local().Shape()[0], k.weight.Shape()[0]
 	if qRows%hd != 0 || kRows%hd != 0 || kRows == 0 || (qRows/hd)%(kRows/hd) != 0 {
-		tp := 1
-		if a.Q.Weight.Value != nil {
-			tp = a.Q.Weight.Value.Mesh().Shape()[0]
-		}
 		return fmt.Errorf("gccl: tp.ParallelAttention: %v: %w", a.CheckParallel(tp), comm.ErrInvalidArgument)
 	}
 	a.heads, a.kvHeads = qRows/hd, kRows/hd
@@ -187,6 +206,41 @@ func (a *ParallelAttention) setup() error {
 	a.attn = tensor.New(tensor.Float32, a.heads, hd)
 	a.scratch = make([]float32, a.cfg.MaxSeq)
 	return nil
+}
+
+// projection is the weight rows (and bias) a rank projects with.
+type projection struct{ weight, bias *tensor.Tensor }
+
+func (p projection) forward(x *tensor.Tensor) (*tensor.Tensor, error) {
+	return tensor.Linear(x, p.weight, p.bias)
+}
+
+// kvProjections returns the k and v rows this rank projects with: its local shards, or, when
+// k and v are replicated because tp exceeds the kv heads, the rows of the one kv head that
+// rank's query heads read (rank r of tp holds query heads from r·heads/tp, which read kv head
+// r/(tp/kv)). The rows are views of the weights, not copies.
+func (a *ParallelAttention) kvProjections(tp, rank int) (k, v projection, err error) {
+	k = projection{a.K.Weight.Local(), local(a.K.Bias)}
+	v = projection{a.V.Weight.Local(), local(a.V.Bias)}
+	hd := a.cfg.HeadDim
+	if tp <= a.cfg.KVHeads || tp%a.cfg.KVHeads != 0 || k.weight.Shape()[0] != a.cfg.KVHeads*hd {
+		return k, v, nil
+	}
+	if v.weight.Shape()[0] != k.weight.Shape()[0] {
+		return k, v, fmt.Errorf("gccl: tp.ParallelAttention: k is replicated but v is not (%v vs %v); give both the same style: %w", k.weight.Shape(), v.weight.Shape(), comm.ErrInvalidArgument)
+	}
+	head := rank / (tp / a.cfg.KVHeads)
+	for _, p := range []*projection{&k, &v} {
+		if p.weight, err = p.weight.Narrow(0, head*hd, hd); err != nil {
+			return k, v, err
+		}
+		if p.bias != nil {
+			if p.bias, err = p.bias.Narrow(0, head*hd, hd); err != nil {
+				return k, v, err
+			}
+		}
+	}
+	return k, v, nil
 }
 
 // Forward runs the block for the token x [hidden] at position pos (0, 1, 2, ... in order; pos
@@ -206,13 +260,13 @@ func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos i
 	if err != nil {
 		return nil, err
 	}
-	k, err := a.K.Forward(x)
+	k, err := a.k.forward(x)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gccl: tp.ParallelAttention: k: %w", err)
 	}
-	v, err := a.V.Forward(x)
+	v, err := a.v.forward(x)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gccl: tp.ParallelAttention: v: %w", err)
 	}
 	q2, err := q.Reshape(a.heads, hd)
 	if err != nil {

@@ -17,19 +17,62 @@ import (
 // Parameter is a named weight of a module. Until Parallelize it holds the full (dense) tensor
 // and the layers that read it compute densely, without communication; Parallelize replaces it
 // with a DTensor over the tensor-parallel mesh whose placement tells the layers what to do.
+//
+// A parameter made by NewParameterFrom holds nothing at first: Parallelize reads only this
+// rank's shard from its Source (a file, say), so no rank ever holds the whole model.
 type Parameter struct {
 	Name  string
 	Value *dtensor.DTensor // nil until Parallelize (or set directly from FromLocal)
 	full  *tensor.Tensor
+	shape []int  // the global shape, for a parameter read from src
+	src   Source // reads blocks of the parameter; nil once read
 }
+
+// Source reads the block of a parameter that starts at offset and has the given shape, both in
+// the parameter's global coordinates. safetensors' File.ReadRegion is one (wrapped to convert
+// the dtype if needed).
+type Source func(offset, shape []int) (*tensor.Tensor, error)
 
 // NewParameter returns a dense parameter holding full (not copied).
 func NewParameter(name string, full *tensor.Tensor) *Parameter {
 	return &Parameter{Name: name, full: full}
 }
 
+// NewParameterFrom returns a parameter of the given global shape whose values src reads when
+// they are needed: Parallelize reads this rank's shard only; Load reads the whole tensor, for
+// dense use without Parallelize. Until one of them runs, Local returns nil.
+func NewParameterFrom(name string, shape []int, src Source) *Parameter {
+	return &Parameter{Name: name, shape: slices.Clone(shape), src: src}
+}
+
+// Load reads the whole parameter from its Source, for dense use (before or without
+// Parallelize). It does nothing for a parameter that holds its values already.
+func (p *Parameter) Load() error {
+	if p.Value != nil || p.full != nil || p.src == nil {
+		return nil
+	}
+	t, err := p.read(make([]int, len(p.shape)), p.shape)
+	if err != nil {
+		return err
+	}
+	p.full, p.src = t, nil
+	return nil
+}
+
+// read reads a block from src and checks it has the asked shape.
+func (p *Parameter) read(offset, shape []int) (*tensor.Tensor, error) {
+	t, err := p.src(offset, shape)
+	if err != nil {
+		return nil, fmt.Errorf("gccl: tp: reading parameter %q (block at %v of shape %v): %w", p.Name, offset, shape, err)
+	}
+	if t == nil || !slices.Equal(t.Shape(), shape) {
+		return nil, fmt.Errorf("gccl: tp: reading parameter %q: the source returned %v for a block of shape %v; a Source must return exactly the block asked for: %w", p.Name, t, shape, comm.ErrInvalidArgument)
+	}
+	return t, nil
+}
+
 // Local returns this rank's part of the parameter: the full tensor before Parallelize, the
-// local shard after.
+// local shard after (nil for a parameter from NewParameterFrom not read yet).
 func (p *Parameter) Local() *tensor.Tensor {
 	if p.Value != nil {
 		return p.Value.Local()
@@ -39,10 +82,13 @@ func (p *Parameter) Local() *tensor.Tensor {
 
 // Shape returns the global shape.
 func (p *Parameter) Shape() []int {
-	if p.Value != nil {
+	switch {
+	case p.Value != nil:
 		return p.Value.Shape()
+	case p.full != nil:
+		return p.full.Shape()
 	}
-	return p.full.Shape()
+	return slices.Clone(p.shape)
 }
 
 // shard returns the tensor dim p is sharded on (-1 when dense, replicated or on one rank), the tp group,
@@ -115,10 +161,18 @@ type ParallelChecker interface {
 	CheckParallel(tp int) error
 }
 
+// Replicator is implemented by modules some of whose parameters must stay whole at some
+// tensor-parallel degrees, whatever the plan says (attention's k and v when tp exceeds the kv
+// heads: a kv head cannot be split, so every rank keeps them and uses its own head's rows).
+type Replicator interface {
+	ReplicatedParameters(tp int) []*Parameter
+}
+
 // Parallelize shards model's parameters over the 1-D mesh m (a mesh's tensor-parallel
 // dimension, from m.Dim("tp")) per plan. Every rank holds the same full weights before
-// (generated from the same seed or read from the same file); each keeps its own shard, and
-// nothing is sent. It is collective only in that every rank must call it with the same plan.
+// (generated from the same seed or read from the same file) and keeps its own shard, or reads
+// just its shard from the parameter's Source (NewParameterFrom); nothing is sent. It is
+// collective only in that every rank must call it with the same plan.
 func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) error {
 	if m == nil || m.NDim() != 1 {
 		return fmt.Errorf("gccl: tp.Parallelize: want a 1-D mesh (the tensor-parallel dimension, such as m.Dim(\"tp\")); got %v: %w", m, comm.ErrInvalidArgument)
@@ -127,6 +181,12 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 	if c, ok := model.(ParallelChecker); ok {
 		if err := c.CheckParallel(n); err != nil {
 			return fmt.Errorf("gccl: tp.Parallelize: %w: %w", err, comm.ErrInvalidArgument)
+		}
+	}
+	replicated := map[*Parameter]bool{}
+	if r, ok := model.(Replicator); ok {
+		for _, p := range r.ReplicatedParameters(n) {
+			replicated[p] = true
 		}
 	}
 	patterns := make([]string, 0, len(plan))
@@ -164,29 +224,51 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 			style, matched = plan[pat], pat
 		}
 		var pl dtensor.Placement = dtensor.Replicate{}
-		dims := p.full.Dim()
+		shape := p.Shape()
+		dims := len(shape)
 		switch {
+		case replicated[p]:
 		case style == Colwise || style == Vocab:
 			if dims < 1 || (style == Vocab && dims != 2) {
-				return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be %s-sharded: %w", p.Name, p.full.Shape(), style, comm.ErrInvalidArgument)
+				return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be %s-sharded: %w", p.Name, shape, style, comm.ErrInvalidArgument)
 			}
 			pl = dtensor.Shard{Dim: 0}
 		case style == Rowwise && dims == 2:
 			pl = dtensor.Shard{Dim: 1}
 		case style == Rowwise && dims == 1: // bias: added once after the all-reduce
 		case style == Rowwise:
-			return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be rowwise-sharded (want [out in] or a bias): %w", p.Name, p.full.Shape(), comm.ErrInvalidArgument)
+			return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be rowwise-sharded (want [out in] or a bias): %w", p.Name, shape, comm.ErrInvalidArgument)
 		}
 		work = append(work, todo{p, []dtensor.Placement{pl}})
 	}
 	for _, w := range work {
-		d, err := dtensor.Distribute(ctx, w.p.full, m, w.ps, dtensor.DistributeOptions{LocalIsFull: true})
+		d, err := shardOf(ctx, w.p, m, w.ps)
 		if err != nil {
 			return fmt.Errorf("gccl: tp.Parallelize: parameter %q: %w", w.p.Name, err)
 		}
-		w.p.Value, w.p.full = d, nil
+		w.p.Value, w.p.full, w.p.src = d, nil, nil
 	}
 	return nil
+}
+
+// shardOf returns p laid out over m by ps: cut from the full tensor, or read from p's source
+// (this rank's block only).
+func shardOf(ctx context.Context, p *Parameter, m *mesh.Mesh, ps []dtensor.Placement) (*dtensor.DTensor, error) {
+	if p.full != nil {
+		return dtensor.Distribute(ctx, p.full, m, ps, dtensor.DistributeOptions{LocalIsFull: true})
+	}
+	if p.src == nil {
+		return nil, fmt.Errorf("it holds no tensor and no source; make it with NewParameter or NewParameterFrom: %w", comm.ErrInvalidArgument)
+	}
+	shape, offset, err := dtensor.LocalShape(p.shape, m.Shape(), m.Coordinate(), ps)
+	if err != nil {
+		return nil, err
+	}
+	local, err := p.read(offset, shape)
+	if err != nil {
+		return nil, err
+	}
+	return dtensor.FromLocal(ctx, local, m, ps, dtensor.FromLocalOptions{GlobalShape: p.shape})
 }
 
 // Stats counts the all-reduces the layers run and the time spent in them. Layers that share a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/gccl/gccl/internal/ranktest"
 	"github.com/gccl/gccl/mesh"
 	"github.com/gccl/gccl/tensor"
+	"github.com/gccl/gccl/tensor/safetensors"
 )
 
 const rtol, atol = 1e-5, 1e-5
@@ -132,6 +134,57 @@ func layersChild(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, tensor.AllClose(want, got, rtol, atol), "mlp")
 
+	// The same MLP from parameters read from a safetensors file (NewParameterFrom): each rank
+	// reads only its own shard, and the result is the same.
+	file := filepath.Join(t.TempDir(), "mlp.safetensors")
+	dm := mlp(10)
+	weights := map[string]*tensor.Tensor{}
+	for _, p := range dm.Parameters() {
+		weights[p.Name] = p.Local()
+	}
+	require.NoError(t, safetensors.WriteFile(file, weights, nil))
+	sf, err := safetensors.Open(file)
+	require.NoError(t, err)
+	defer sf.Close()
+	read := 0
+	lazy := func(name string) *tp.Parameter {
+		return tp.NewParameterFrom(name, weights[name].Shape(), func(off, shape []int) (*tensor.Tensor, error) {
+			t, err := sf.ReadRegion(name, off, shape)
+			if err == nil {
+				read += t.Numel()
+			}
+			return t, err
+		})
+	}
+	fm := &tp.ParallelMLP{
+		Gate: &tp.ColumnParallelLinear{Weight: lazy("mlp.gate.weight")},
+		Up:   &tp.ColumnParallelLinear{Weight: lazy("mlp.up.weight")},
+		Down: &tp.RowParallelLinear{Weight: lazy("mlp.down.weight")},
+	}
+	assert.Nil(t, fm.Gate.Weight.Local())
+	assert.Equal(t, []int{inter, hidden}, fm.Gate.Weight.Shape())
+	require.NoError(t, tp.Parallelize(ctx, fm, m, plan))
+	held := 0
+	for _, p := range fm.Parameters() {
+		held += p.Local().Numel()
+	}
+	assert.Equal(t, held, read, "a rank reads exactly its shards")
+	assert.Less(t, read, 3*inter*hidden/n+3*hidden, "a rank reads about 1/%d of the weights", n)
+	assert.Equal(t, 1, allReduces(func() { got, err = fm.Forward(ctx, x) }))
+	require.NoError(t, err)
+	assert.True(t, tensor.AllClose(want, got, rtol, atol), "mlp read from a file")
+	// Dense use of a parameter from a source: Load reads it whole.
+	whole := lazy("mlp.up.weight")
+	require.NoError(t, whole.Load())
+	assert.True(t, tensor.Equal(weights["mlp.up.weight"], whole.Local()))
+	// A source that returns the wrong block is an error naming the parameter.
+	liar := &tp.ColumnParallelLinear{Weight: tp.NewParameterFrom("liar.weight", []int{8, 4}, func(off, shape []int) (*tensor.Tensor, error) {
+		return tensor.New(tensor.Float32, 8, 4), nil
+	})}
+	err = tp.Parallelize(ctx, liar, m, tp.Plan{"liar.weight": tp.Colwise})
+	require.Error(t, err)
+	assert.ErrorContains(t, err, `"liar.weight"`)
+
 	// Attention, 24 heads over 12 kv heads (divisible by 2, 3 and 4): one all-reduce per step.
 	attn := func(heads, kvHeads int) *tp.ParallelAttention {
 		const hd = 4
@@ -155,7 +208,31 @@ func layersChild(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, tensor.AllClose(want, got, rtol, atol), "attention at pos %d", pos)
 	}
-	// A tp degree that does not divide the kv heads: a clear error, nothing sharded.
+	// More ranks than kv heads (2n heads over 1 kv head, and over 2 at even tp > 2): k and v
+	// stay whole on every rank, each rank uses its query heads' kv head, and the block still
+	// equals the dense one with one all-reduce per step.
+	kvs := []int{1}
+	if n > 2 && n%2 == 0 {
+		kvs = append(kvs, 2)
+	}
+	for _, kv := range kvs {
+		da, pa := attn(2*n, kv), attn(2*n, kv)
+		require.NoError(t, tp.Parallelize(ctx, pa, m, plan))
+		assert.Equal(t, []dtensor.Placement{dtensor.Replicate{}}, pa.K.Weight.Value.Placements(), "kv %d", kv)
+		assert.Equal(t, []dtensor.Placement{dtensor.Shard{Dim: 0}}, pa.Q.Weight.Value.Placements(), "kv %d", kv)
+		for pos := range 4 {
+			x := randn(60+uint64(pos), hidden)
+			want, err := da.Forward(ctx, x, pos)
+			require.NoError(t, err)
+			var got *tensor.Tensor
+			assert.Equal(t, 1, allReduces(func() { got, err = pa.Forward(ctx, x, pos) }), "kv %d pos %d", kv, pos)
+			require.NoError(t, err)
+			assert.True(t, tensor.AllClose(want, got, rtol, atol), "attention over %d kv heads at pos %d", kv, pos)
+		}
+	}
+
+	// A tp degree that neither divides the kv heads nor is a multiple of them: a clear error,
+	// nothing sharded.
 	bad := attn(2*(n+1), n+1)
 	err = tp.Parallelize(ctx, bad, m, plan)
 	require.Error(t, err)

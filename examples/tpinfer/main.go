@@ -1,8 +1,8 @@
 // Command tpinfer is tensor-parallel greedy generation with a Llama-style decoder (RMSNorm,
 // rotary embeddings, grouped-query attention with a KV cache, SwiGLU MLP, tied or separate LM
-// head) over package dtensor/tp: every rank holds the same full weights (from --seed, or read
-// from --weights FILE, a safetensors file with Hugging Face Llama names), keeps its shard, and
-// the ranks generate together. Run it with gccl run; the tensor-parallel degree is the number
+// head) over package dtensor/tp: every rank generates the same full weights from --seed and keeps
+// its shard, or reads only its shard from --weights FILE (a safetensors file with Hugging Face
+// Llama names), and the ranks generate together. Run it with gccl run; the tensor-parallel degree is the number
 // of ranks, and TP=1, 2 and 4 produce the same tokens:
 //
 //	go build -o tpinfer ./examples/tpinfer
@@ -28,7 +28,6 @@ import (
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/dtensor/tp"
 	"github.com/gccl/gccl/mesh"
-	"github.com/gccl/gccl/tensor"
 	"github.com/gccl/gccl/tensor/safetensors"
 )
 
@@ -124,8 +123,8 @@ func run() error {
 	}
 	defer pg.Close()
 	n := pg.Size()
-	if c.Heads%n != 0 || c.KVHeads%n != 0 {
-		return fmt.Errorf("tensor-parallel degree %d (the number of ranks) does not divide --heads %d and --kv-heads %d; run with a number of ranks that divides both", n, c.Heads, c.KVHeads)
+	if c.Heads%n != 0 || (c.KVHeads%n != 0 && n%c.KVHeads != 0) {
+		return fmt.Errorf("tensor-parallel degree %d (the number of ranks) does not divide --heads %d, or neither divides nor is a multiple of --kv-heads %d; run with a number of ranks that divides the heads and divides the kv heads or is a multiple of them", n, c.Heads, c.KVHeads)
 	}
 	m, err := mesh.New(ctx, pg, []int{n}, []string{"tp"}, mesh.Options{})
 	if err != nil {
@@ -133,29 +132,32 @@ func run() error {
 	}
 	defer m.Close()
 
-	var full map[string]*tensor.Tensor
+	// From a file, each rank reads only its shards. From a seed, every rank generates the full
+	// weights and keeps its shards; the rest goes back to the OS at once after Parallelize.
+	var params map[string]*tp.Parameter
 	if weights != "" {
-		if full, err = loadWeights(c, weights); err != nil {
+		var f *safetensors.File
+		if params, f, err = openWeights(c, weights); err != nil {
 			return err
 		}
+		defer f.Close()
 	} else {
-		full = seedWeights(c, seed)
+		full := seedWeights(c, seed)
 		if saveWeights != "" && pg.Rank() == 0 {
 			if err := safetensors.WriteFile(saveWeights, full, map[string]string{"format": "pt"}); err != nil {
 				return err
 			}
 		}
+		params = denseParameters(full)
 	}
-	model, err := NewModel(c, full)
+	model, err := NewModel(c, params)
 	if err != nil {
 		return err
 	}
 	if err := tp.Parallelize(ctx, model, m, plan); err != nil {
 		return err
 	}
-	// Every rank built the full weights; it keeps only its shards now. Hand the rest back to the
-	// OS at once rather than when the runtime gets round to it.
-	full = nil
+	params = nil
 	debug.FreeOSMemory()
 	if dryRun {
 		return nil

@@ -109,44 +109,57 @@ func seedWeights(c Config, seed uint64) map[string]*tensor.Tensor {
 	return out
 }
 
-// loadWeights reads every parameter c needs from a safetensors file: float32, or bfloat16 and
-// float16 converted to float32; the shapes must be c's.
-func loadWeights(c Config, path string) (map[string]*tensor.Tensor, error) {
+// openWeights checks that the safetensors file at path holds every parameter c needs, with c's
+// shapes, in float32, bfloat16 or float16, and returns the parameters, each reading its blocks
+// from the file (converted to float32) when tp.Parallelize asks for this rank's shard: no rank
+// reads the whole model. Close the file once the model is parallelized.
+func openWeights(c Config, path string) (map[string]*tp.Parameter, *safetensors.File, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer f.Close()
-	out := map[string]*tensor.Tensor{}
 	shapes := c.shapes()
 	names := make([]string, 0, len(shapes))
 	for n := range shapes {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	out := map[string]*tp.Parameter{}
 	for _, name := range names {
 		want := shapes[name]
 		info, ok := f.Info(name)
 		if !ok {
-			return nil, fmt.Errorf("%s: no tensor %q (this model needs %d tensors; pass --tied if the file has no lm_head.weight)", path, name, len(shapes))
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: no tensor %q (this model needs %d tensors; pass --tied if the file has no lm_head.weight)", path, name, len(shapes))
 		}
-		t, err := f.Tensor(name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+		if !slices.Equal(info.Shape, want) {
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: tensor %q is %v; the flags (--hidden, --heads, --kv-heads, --vocab, --intermediate) give %v", path, name, info.Shape, want)
 		}
-		if !slices.Equal(t.Shape(), want) {
-			return nil, fmt.Errorf("%s: tensor %q is %v; the flags (--hidden, --heads, --kv-heads, --vocab, --intermediate) give %v", path, name, t.Shape(), want)
-		}
-		switch t.DType() {
-		case tensor.Float32:
-		case tensor.BFloat16, tensor.Float16:
-			t = t.To(tensor.Float32)
+		switch info.DType {
+		case tensor.Float32, tensor.BFloat16, tensor.Float16:
 		default:
-			return nil, fmt.Errorf("%s: tensor %q is %v; want F32, BF16 or F16", path, name, info.DType)
+			f.Close()
+			return nil, nil, fmt.Errorf("%s: tensor %q is %v; want F32, BF16 or F16", path, name, info.DType)
 		}
-		out[name] = t
+		out[name] = tp.NewParameterFrom(name, want, func(offset, shape []int) (*tensor.Tensor, error) {
+			t, err := f.ReadRegion(name, offset, shape)
+			if err != nil || t.DType() == tensor.Float32 {
+				return t, err
+			}
+			return t.To(tensor.Float32), nil
+		})
 	}
-	return out, nil
+	return out, f, nil
+}
+
+// denseParameters wraps full tensors as parameters.
+func denseParameters(w map[string]*tensor.Tensor) map[string]*tp.Parameter {
+	out := make(map[string]*tp.Parameter, len(w))
+	for name, t := range w {
+		out[name] = tp.NewParameter(name, t)
+	}
+	return out
 }
 
 type layer struct {
@@ -165,13 +178,19 @@ type Model struct {
 	Stats  tp.Stats
 }
 
-// NewModel builds the model from full weights (taken, not copied).
-func NewModel(c Config, w map[string]*tensor.Tensor) (*Model, error) {
+// NewModel builds the model from its parameters by name (full tensors, or parameters that read
+// their shards from a file).
+func NewModel(c Config, params map[string]*tp.Parameter) (*Model, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
 	m := &Model{cfg: c}
-	p := func(name string) *tp.Parameter { return tp.NewParameter(name, w[name]) }
+	for name := range c.shapes() {
+		if params[name] == nil {
+			return nil, fmt.Errorf("no parameter %q", name)
+		}
+	}
+	p := func(name string) *tp.Parameter { return params[name] }
 	m.embed = &tp.VocabParallelEmbedding{Weight: p("model.embed_tokens.weight"), Stats: &m.Stats}
 	m.norm = p("model.norm.weight")
 	if c.Tied {
@@ -208,8 +227,17 @@ func (m *Model) Parameters() []*tp.Parameter {
 	return ps
 }
 
-// CheckParallel: tp must divide the head counts.
+// CheckParallel: tp must divide the heads, and divide the kv heads or be a multiple of them.
 func (m *Model) CheckParallel(n int) error { return m.layers[0].attn.CheckParallel(n) }
+
+// ReplicatedParameters: every layer's k and v when tp exceeds the kv heads.
+func (m *Model) ReplicatedParameters(n int) []*tp.Parameter {
+	var ps []*tp.Parameter
+	for _, l := range m.layers {
+		ps = append(ps, l.attn.ReplicatedParameters(n)...)
+	}
+	return ps
+}
 
 // hiddenState runs token id at position pos through the decoder and returns the final-norm
 // output [hidden].
