@@ -245,15 +245,24 @@ func (a *ParallelAttention) kvProjections(tp, rank int) (k, v projection, err er
 
 // Forward runs the block for the token x [hidden] at position pos (0, 1, 2, ... in order; pos
 // 0 starts a new sequence), appending its keys and values to this rank's cache, and returns
-// the block's output [hidden], replicated on every rank.
+// the block's output [hidden], replicated on every rank. Given x [T hidden], it runs T tokens at
+// positions pos to pos+T-1 at once (a prefill: each token attends to the cache and to the tokens
+// before it), with one all-reduce of [T hidden], and returns [T hidden].
 func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos int) (*tensor.Tensor, error) {
+	if x == nil || x.Dim() < 1 || x.Dim() > 2 {
+		return nil, fmt.Errorf("gccl: tp.ParallelAttention: x is %v; want [hidden] (one token) or [tokens hidden]: %w", x, comm.ErrInvalidArgument)
+	}
 	if a.kCache == nil || pos == 0 {
 		if err := a.setup(); err != nil {
 			return nil, err
 		}
 	}
-	if pos < 0 || pos >= a.cfg.MaxSeq {
-		return nil, fmt.Errorf("gccl: tp.ParallelAttention: position %d is outside the cache's 0 to %d: %w", pos, a.cfg.MaxSeq-1, comm.ErrInvalidArgument)
+	tokens := 1
+	if x.Dim() == 2 {
+		tokens = x.Shape()[0]
+	}
+	if pos < 0 || tokens < 1 || pos+tokens > a.cfg.MaxSeq {
+		return nil, fmt.Errorf("gccl: tp.ParallelAttention: positions %d to %d are outside the cache's 0 to %d: %w", pos, pos+tokens-1, a.cfg.MaxSeq-1, comm.ErrInvalidArgument)
 	}
 	hd := a.cfg.HeadDim
 	q, err := a.Q.Forward(x)
@@ -268,31 +277,64 @@ func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos i
 	if err != nil {
 		return nil, fmt.Errorf("gccl: tp.ParallelAttention: v: %w", err)
 	}
-	q2, err := q.Reshape(a.heads, hd)
+	q3, err := q.Reshape(tokens, a.heads, hd)
 	if err != nil {
 		return nil, err
 	}
-	k2, err := k.Reshape(a.kvHeads, hd)
+	k3, err := k.Reshape(tokens, a.kvHeads, hd)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.rotary.Apply(q2, pos); err != nil {
+	if err := a.rotary.Apply(q3, pos); err != nil {
 		return nil, err
 	}
-	if err := a.rotary.Apply(k2, pos); err != nil {
+	if err := a.rotary.Apply(k3, pos); err != nil {
 		return nil, err
 	}
 	n := a.kvHeads * hd
-	copy(a.kCache.Float32s()[pos*n:(pos+1)*n], k.Float32s())
-	copy(a.vCache.Float32s()[pos*n:(pos+1)*n], v.Float32s())
-	if err := tensor.Attention(a.attn, q2, a.kCache, a.vCache, pos+1, 0, a.scratch); err != nil {
-		return nil, fmt.Errorf("gccl: tp.ParallelAttention: %w", err)
+	copy(a.kCache.Float32s()[pos*n:(pos+tokens)*n], k.Float32s())
+	copy(a.vCache.Float32s()[pos*n:(pos+tokens)*n], v.Float32s())
+	if tokens == 1 { // a decode step: into the block's buffer, allocating nothing
+		q2, err := q.Reshape(a.heads, hd)
+		if err != nil {
+			return nil, err
+		}
+		if err := tensor.Attention(a.attn, q2, a.kCache, a.vCache, pos+1, 0, a.scratch); err != nil {
+			return nil, fmt.Errorf("gccl: tp.ParallelAttention: %w", err)
+		}
+		shape := []int{a.heads * hd} // x's shape, with heads·head_dim for hidden
+		if x.Dim() == 2 {
+			shape = []int{1, a.heads * hd}
+		}
+		flat, err := a.attn.Reshape(shape...)
+		if err != nil {
+			return nil, err
+		}
+		return a.O.Forward(ctx, flat)
 	}
-	flat, err := a.attn.Reshape(a.heads * hd)
+	out := tensor.New(tensor.Float32, tokens, a.heads*hd)
+	qs, err := q3.Split(1, 0)
 	if err != nil {
 		return nil, err
 	}
-	return a.O.Forward(ctx, flat)
+	outs, err := out.Split(1, 0)
+	if err != nil {
+		return nil, err
+	}
+	for t := range tokens { // token t sees the cache up to its own position
+		qt, err := qs[t].Reshape(a.heads, hd)
+		if err != nil {
+			return nil, err
+		}
+		dst, err := outs[t].Reshape(a.heads, hd)
+		if err != nil {
+			return nil, err
+		}
+		if err := tensor.Attention(dst, qt, a.kCache, a.vCache, pos+t+1, 0, a.scratch); err != nil {
+			return nil, fmt.Errorf("gccl: tp.ParallelAttention: token %d: %w", t, err)
+		}
+	}
+	return a.O.Forward(ctx, out)
 }
 
 // VocabParallelEmbedding is an embedding table [vocab hidden] sharded on vocab (style Vocab):

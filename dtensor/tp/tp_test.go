@@ -208,6 +208,48 @@ func layersChild(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, tensor.AllClose(want, got, rtol, atol), "attention at pos %d", pos)
 	}
+	// A prefill of 3 tokens at once, then a decode step, equals 4 single-token steps, dense and
+	// parallel, with one all-reduce for the whole prefill.
+	for _, parallel := range []bool{false, true} {
+		batched, stepwise := attn(24, 12), attn(24, 12)
+		wantARs := 0
+		if parallel {
+			require.NoError(t, tp.Parallelize(ctx, batched, m, plan))
+			require.NoError(t, tp.Parallelize(ctx, stepwise, m, plan))
+			wantARs = 1
+		}
+		xs := randn(80, 4, hidden)
+		prefill, err := xs.Narrow(0, 0, 3)
+		require.NoError(t, err)
+		var got *tensor.Tensor
+		assert.Equal(t, wantARs, allReduces(func() { got, err = batched.Forward(ctx, prefill.Contiguous(), 0) }))
+		require.NoError(t, err)
+		require.Equal(t, []int{3, hidden}, got.Shape())
+		last, err := xs.Narrow(0, 3, 1)
+		require.NoError(t, err)
+		decoded, err := batched.Forward(ctx, last.Contiguous(), 3)
+		require.NoError(t, err)
+		require.Equal(t, []int{1, hidden}, decoded.Shape())
+		for pos := range 4 {
+			row, err := xs.Narrow(0, pos, 1)
+			require.NoError(t, err)
+			flat, err := row.Contiguous().Reshape(hidden)
+			require.NoError(t, err)
+			want, err := stepwise.Forward(ctx, flat, pos)
+			require.NoError(t, err)
+			have := decoded
+			if pos < 3 {
+				have, err = got.Narrow(0, pos, 1)
+				require.NoError(t, err)
+			}
+			flatHave, err := have.Contiguous().Reshape(hidden)
+			require.NoError(t, err)
+			assert.True(t, tensor.AllClose(want, flatHave, rtol, atol), "parallel %v: token %d", parallel, pos)
+		}
+	}
+	_, err = pa.Forward(ctx, randn(81, 9, hidden), 0)
+	assert.ErrorIs(t, err, comm.ErrInvalidArgument, "9 tokens in a cache of 8")
+
 	// More ranks than kv heads (2n heads over 1 kv head, and over 2 at even tp > 2): k and v
 	// stay whole on every rank, each rank uses its query heads' kv head, and the block still
 	// equals the dense one with one all-reduce per step.

@@ -37,6 +37,7 @@ type result struct {
 	TokensPerS     float64   `json:"tokens_per_s"`
 	StepMS         float64   `json:"step_ms"`
 	AllReduceShare float64   `json:"allreduce_share"`
+	PrefillMS      float64   `json:"prefill_ms"` // the prompt but its last token, in one batch
 	Logits         []float32 `json:"logits,omitempty"`
 }
 
@@ -163,31 +164,30 @@ func run() error {
 		return nil
 	}
 
-	// The prompt, one token at a time (this model has no batched prefill), then greedy decoding.
-	// A decode step is one token through the model; the timed steps are the ones that produce
-	// the new tokens (the last prompt token's, then each generated token's but the last).
-	var tokens []int
-	next := 0
-	var decode time.Duration
-	var arBefore time.Duration
-	for pos := 0; len(tokens) < newTokens; pos++ {
-		id := next
-		if pos < len(ids) {
-			id = ids[pos]
-		}
-		if pos == len(ids)-1 {
-			arBefore = model.Stats.AllReduceTime
-		}
-		start := time.Now()
-		if next, err = model.Step(ctx, id, pos); err != nil {
+	// The prompt but its last token in one batch (a prefill: one all-reduce per block for all of
+	// them), then greedy decoding. A decode step is one token through the model; the timed steps
+	// are the ones that produce the new tokens (the last prompt token's, then each generated
+	// token's but the last).
+	start := time.Now()
+	if len(ids) > 1 {
+		if _, err := model.Prefill(ctx, ids[:len(ids)-1], 0); err != nil {
 			return err
 		}
-		if pos >= len(ids)-1 {
-			decode += time.Since(start)
-			tokens = append(tokens, next)
-		}
 	}
-	res := result{TP: n, Tokens: tokens}
+	prefill := time.Since(start)
+	var tokens []int
+	next := ids[len(ids)-1]
+	var decode time.Duration
+	arBefore := model.Stats.AllReduceTime
+	for pos := len(ids) - 1; len(tokens) < newTokens; pos++ {
+		start := time.Now()
+		if next, err = model.Step(ctx, next, pos); err != nil {
+			return err
+		}
+		decode += time.Since(start)
+		tokens = append(tokens, next)
+	}
+	res := result{TP: n, Tokens: tokens, PrefillMS: float64(prefill) / float64(time.Millisecond)}
 	res.StepMS = float64(decode) / float64(time.Millisecond) / float64(len(tokens))
 	res.TokensPerS = float64(len(tokens)) / decode.Seconds()
 	res.AllReduceShare = float64(model.Stats.AllReduceTime-arBefore) / float64(decode)
@@ -202,6 +202,7 @@ func run() error {
 	}
 	fmt.Printf("tp=%d backend=%s hidden=%d layers=%d heads=%d kv-heads=%d vocab=%d\n", n, backend, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.Vocab)
 	fmt.Printf("tokens: %v\n", tokens)
+	fmt.Printf("prefill of %d tokens: %.3f ms\n", len(ids)-1, res.PrefillMS)
 	fmt.Printf("%.1f tokens/s, %.3f ms per decode step, %.1f%% of it in all-reduce\n", res.TokensPerS, res.StepMS, 100*res.AllReduceShare)
 	if asJSON {
 		b, err := json.Marshal(res)

@@ -239,18 +239,15 @@ func (m *Model) ReplicatedParameters(n int) []*tp.Parameter {
 	return ps
 }
 
-// hiddenState runs token id at position pos through the decoder and returns the final-norm
-// output [hidden].
-func (m *Model) hiddenState(ctx context.Context, id, pos int) (*tensor.Tensor, error) {
-	e, err := m.embed.Forward(ctx, []int{id})
+// hiddenStates runs the tokens ids at positions pos to pos+len(ids)-1 through the decoder, all
+// at once (one all-reduce per block for all of them), and returns the final-norm output of the
+// last one [hidden].
+func (m *Model) hiddenStates(ctx context.Context, ids []int, pos int) (*tensor.Tensor, error) {
+	x, err := m.embed.Forward(ctx, ids) // [tokens hidden]
 	if err != nil {
 		return nil, err
 	}
-	x, err := e.Reshape(m.cfg.Hidden)
-	if err != nil {
-		return nil, err
-	}
-	h := tensor.New(tensor.Float32, m.cfg.Hidden)
+	h := tensor.New(tensor.Float32, len(ids), m.cfg.Hidden)
 	for _, l := range m.layers {
 		if err := tensor.RMSNormInto(h, x, l.inNorm.Local(), m.cfg.Eps); err != nil {
 			return nil, err
@@ -273,15 +270,29 @@ func (m *Model) hiddenState(ctx context.Context, id, pos int) (*tensor.Tensor, e
 			return nil, err
 		}
 	}
-	if err := tensor.RMSNormInto(h, x, m.norm.Local(), m.cfg.Eps); err != nil {
+	last, err := x.Narrow(0, len(ids)-1, 1)
+	if err != nil {
 		return nil, err
 	}
-	return h, nil
+	if last, err = last.Reshape(m.cfg.Hidden); err != nil {
+		return nil, err
+	}
+	out := tensor.New(tensor.Float32, m.cfg.Hidden)
+	if err := tensor.RMSNormInto(out, last, m.norm.Local(), m.cfg.Eps); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Step runs token id at position pos and returns the greedy next token.
 func (m *Model) Step(ctx context.Context, id, pos int) (int, error) {
-	h, err := m.hiddenState(ctx, id, pos)
+	return m.Prefill(ctx, []int{id}, pos)
+}
+
+// Prefill runs the tokens ids at positions pos on, all at once, and returns the greedy token
+// after the last.
+func (m *Model) Prefill(ctx context.Context, ids []int, pos int) (int, error) {
+	h, err := m.hiddenStates(ctx, ids, pos)
 	if err != nil {
 		return 0, err
 	}
@@ -292,12 +303,9 @@ func (m *Model) Step(ctx context.Context, id, pos int) (int, error) {
 // caches and returns the full logits of the last step.
 func (m *Model) lastLogits(ctx context.Context, prompt, generated []int) ([]float32, error) {
 	seq := slices.Concat(prompt, generated[:len(generated)-1])
-	var h *tensor.Tensor
-	var err error
-	for pos, id := range seq {
-		if h, err = m.hiddenState(ctx, id, pos); err != nil {
-			return nil, err
-		}
+	h, err := m.hiddenStates(ctx, seq, 0)
+	if err != nil {
+		return nil, err
 	}
 	logits, err := m.head.Logits(ctx, h)
 	if err != nil {
