@@ -8,7 +8,8 @@
 //     last dim; a local product, then one all-reduce (Sum); the bias is added once, after.
 //   - ParallelMLP: SwiGLU with gate and up column-parallel and down row-parallel: one
 //     all-reduce.
-//   - ParallelAttention: grouped-query attention for one token over a per-rank KV cache, heads
+//   - ParallelAttention: grouped-query attention for one token (decode) or a batch of tokens
+//     (prefill, causal) over a per-rank KV cache, heads
 //     and kv heads split across ranks (tp divides the heads, and divides the kv heads or is a
 //     multiple of them: then k and v are replicated and each rank uses its own kv head), rotary
 //     embeddings, o row-parallel: one all-reduce.

@@ -110,10 +110,10 @@ type AttentionConfig struct {
 	RopeTheta      float64 // rotary base; 0 means 10000
 }
 
-// ParallelAttention is Llama's attention block for one token at a time (decode), with grouped-
-// query attention, rotary embeddings and a KV cache: q, k and v are column-parallel (heads, and
-// kv heads, split across the ranks), each rank attends with its own heads over its own cache,
-// and o is row-parallel: one all-reduce per call. tp must divide the head count, and either
+// ParallelAttention is Llama's attention block for one token at a time (decode) or a batch of
+// tokens (prefill, causal), with grouped-query attention, rotary embeddings and a KV cache: q,
+// k and v are column-parallel (heads, and kv heads, split across the ranks), each rank attends
+// with its own heads over its own cache, and o is row-parallel: one all-reduce per call. tp must divide the head count, and either
 // divide the kv-head count or be a multiple of it: with more ranks than kv heads (tp 8 over 2
 // kv heads, say), k and v stay whole on every rank (see ReplicatedParameters) and each rank
 // uses the one kv head its query heads read, as vLLM and Megatron replicate kv heads.
