@@ -87,8 +87,8 @@ type ffiType struct {
 // initRankCall holds everything one ffi_call of onecclCommInitRank reads: one Go object, pinned
 // for the call, so that the pointers libffi keeps between ffi_prep_cif and ffi_call stay valid.
 type initRankCall struct {
-	cif        [4]uint64                // ffi_cif (32 bytes)
-	idType     ffiType                  // the struct type of onecclUniqueId
+	cif        [4]uint64                  // ffi_cif (32 bytes)
+	idType     ffiType                    // the struct type of onecclUniqueId
 	idElements [UniqueIDBytes + 1]uintptr // UniqueIDBytes x &ffi_type_uint8, then NULL
 	argTypes   [4]uintptr
 	avalues    [4]uintptr

@@ -42,10 +42,10 @@ type library struct {
 	version int
 
 	getVersion, getUniqueID, commInitRank, commDestroy uintptr
-	commCount, commUserRank                             uintptr
-	allReduce, reduce, broadcast, allGather             uintptr
-	reduceScatter, allToAll, send, recv                 uintptr
-	groupStart, groupEnd                                uintptr
+	commCount, commUserRank                            uintptr
+	allReduce, reduce, broadcast, allGather            uintptr
+	reduceScatter, allToAll, send, recv                uintptr
+	groupStart, groupEnd                               uintptr
 	// Optional: zero when the library lacks them.
 	setDevice, memAlloc, memFree, commAbort uintptr
 
