@@ -15,47 +15,128 @@ import (
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/comm/store"
+	"github.com/gccl/gccl/internal/wait"
 	"github.com/gccl/gccl/tensor"
 )
 
 // thread is one goroutine locked to its OS thread for its whole life: oneCCL keeps per-thread
 // state (the group started by onecclGroupStart, the device set by onecclSetDevice), so every call
 // on a communicator, group start and end included, runs here.
+//
+// Handing a call to the thread and its result back must not cost a sleep and a wake-up (tens of
+// µs, more than a small all-reduce): both sides spin, then yield, then park, as internal/wait's
+// policy says for the ranks sharing this host.
 type thread struct {
-	calls chan func()
+	policy wait.Policy
+	next   atomic.Pointer[task] // the call waiting for the thread
+	parked atomic.Bool          // the thread is blocked on wake
+	wake   chan struct{}
+	quit   atomic.Bool
 }
 
-func newThread() *thread {
-	t := &thread{calls: make(chan func())}
-	go func() {
-		// Never unlocked: when the goroutine ends, the runtime ends the thread with it, and with it
-		// the state oneCCL kept for the thread.
-		runtime.LockOSThread()
-		for f := range t.calls {
-			f()
-		}
-	}()
+// task is one call handed to the thread.
+type task struct {
+	f    func()
+	done atomic.Bool
+	ch   chan struct{} // closed when done
+}
+
+func newThread(policy wait.Policy) *thread {
+	t := &thread{policy: policy, wake: make(chan struct{}, 1)}
+	go t.loop()
 	return t
+}
+
+func (t *thread) loop() {
+	// Never unlocked: when the goroutine ends, the runtime ends the thread with it, and with it the
+	// state oneCCL kept for the thread.
+	runtime.LockOSThread()
+	for {
+		tk := t.take()
+		if tk == nil {
+			return
+		}
+		tk.f()
+		tk.done.Store(true)
+		close(tk.ch)
+	}
+}
+
+// take waits for the next call; nil once stopped.
+func (t *thread) take() *task {
+	start := time.Now()
+	for {
+		if tk := t.next.Swap(nil); tk != nil {
+			return tk
+		}
+		if t.quit.Load() {
+			return nil
+		}
+		switch t.policy.At(time.Since(start)) {
+		case wait.SpinPhase:
+		case wait.YieldPhase:
+			wait.Yield()
+		default:
+			// Announce the park before the last look, so that a caller who stores a call after
+			// that look sees parked and wakes the thread.
+			t.parked.Store(true)
+			if tk := t.next.Swap(nil); tk != nil {
+				t.parked.Store(false)
+				return tk
+			}
+			if !t.quit.Load() {
+				<-t.wake
+			}
+			t.parked.Store(false)
+			start = time.Now()
+		}
+	}
 }
 
 // do runs f on the thread and waits for it, or for ctx. When ctx ends first, f still runs to its
 // end on the thread: everything it touches must be captured by f.
 func (t *thread) do(ctx context.Context, f func()) error {
-	done := make(chan struct{})
-	select {
-	case t.calls <- func() { f(); close(done) }:
-	case <-ctx.Done():
-		return ctx.Err()
+	tk := &task{f: f, ch: make(chan struct{})}
+	for !t.next.CompareAndSwap(nil, tk) {
+		// A call whose caller gave up still waits for the thread, which is blocked in oneCCL.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Microsecond):
+		}
 	}
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if t.parked.Load() {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
 	}
+	start := time.Now()
+	for !tk.done.Load() {
+		switch t.policy.At(time.Since(start)) {
+		case wait.SpinPhase:
+		case wait.YieldPhase:
+			wait.Yield()
+		default:
+			select {
+			case <-tk.ch:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
 }
 
-func (t *thread) stop() { close(t.calls) }
+// stop ends the thread once it has nothing to do.
+func (t *thread) stop() {
+	t.quit.Store(true)
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
 
 // Buffer is the memory an op reads or writes: host memory (a Go byte slice) or device memory (a
 // pointer from onecclMemAlloc or SYCL, on the communicator's device).
@@ -97,6 +178,9 @@ type CommOptions struct {
 	Stream uintptr
 	// Logger receives debug messages (default slog.Default()).
 	Logger *slog.Logger
+	// LocalRanks is how many ranks share this host's cores (default 1): it sets how long the
+	// communicator's thread and its callers spin before they sleep (see internal/wait).
+	LocalRanks int
 }
 
 // Comm is one oneCCL communicator and the OS thread that makes every call on it. Its methods
@@ -136,7 +220,7 @@ func NewComm(ctx context.Context, st store.Store, key string, rank, size int, op
 	if err != nil {
 		return nil, err
 	}
-	c := &Comm{lib: lib, th: newThread(), rank: rank, size: size, opts: opts, log: opts.Logger}
+	c := &Comm{lib: lib, th: newThread(wait.NewPolicy(max(opts.LocalRanks, 1))), rank: rank, size: size, opts: opts, log: opts.Logger}
 	if err := c.init(ctx, st, key); err != nil {
 		c.th.stop()
 		return nil, err

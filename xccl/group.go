@@ -31,7 +31,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
-	opts := CommOptions{Name: cfg.Name, Logger: cfg.Logger}
+	opts := CommOptions{Name: cfg.Name, Logger: cfg.Logger, LocalRanks: cfg.LocalSize}
 	coll, err := NewComm(ctx, cfg.Store, keyCollID, cfg.Rank, cfg.Size, opts)
 	if err != nil {
 		return nil, err
