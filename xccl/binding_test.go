@@ -92,6 +92,13 @@ func world(t *testing.T, n int, opts CommOptions) []*Comm {
 	return comms
 }
 
+// callLog makes the fixture append a line per call to a new file, and returns its path.
+func callLog(t *testing.T) string {
+	log := filepath.Join(t.TempDir(), "calls.log")
+	t.Setenv("GCCL_XCCL_FIXTURE_LOG", log)
+	return log
+}
+
 // onAll runs f(rank) on every rank at once and returns the errors.
 func onAll(n int, f func(r int) error) []error {
 	errs := make([]error, n)
@@ -168,8 +175,7 @@ func TestEnumValues(t *testing.T) {
 // both calls, and that the data crossed.
 func TestP2PAndGroupArguments(t *testing.T) {
 	useFixture(t)
-	log := filepath.Join(t.TempDir(), "calls.log")
-	t.Setenv("GCCL_XCCL_FIXTURE_LOG", log)
+	log := callLog(t)
 	comms := world(t, 2, CommOptions{})
 	ctx := context.Background()
 	bufs := [2][]byte{[]byte("from rank 0!"), []byte("from rank 1!")}
@@ -197,8 +203,7 @@ func TestP2PAndGroupArguments(t *testing.T) {
 // SUM and divides, and remembers not to try AVG again.
 func TestAvgFallsBackToSum(t *testing.T) {
 	useFixture(t)
-	log := filepath.Join(t.TempDir(), "calls.log")
-	t.Setenv("GCCL_XCCL_FIXTURE_LOG", log)
+	log := callLog(t)
 	comms := world(t, 2, CommOptions{})
 	ctx := context.Background()
 	bufs := [2]*tensor.Tensor{}
@@ -343,8 +348,7 @@ func TestTimeoutAndAbort(t *testing.T) {
 // "device" memory is host memory: the real path needs an Intel GPU.)
 func TestDevicePath(t *testing.T) {
 	f := useFixture(t)
-	log := filepath.Join(t.TempDir(), "calls.log")
-	t.Setenv("GCCL_XCCL_FIXTURE_LOG", log)
+	log := callLog(t)
 	const queue = 0x51c1a000
 	c := world(t, 1, CommOptions{Device: tensor.Device{Type: "xpu", Index: 3}, Stream: queue})[0]
 	ctx := context.Background()
