@@ -99,11 +99,10 @@ func (t *thread) do(ctx context.Context, f func()) error {
 	tk := &task{f: f, ch: make(chan struct{})}
 	for !t.next.CompareAndSwap(nil, tk) {
 		// A call whose caller gave up still waits for the thread, which is blocked in oneCCL.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Microsecond):
+		if err := ctx.Err(); err != nil {
+			return err
 		}
+		time.Sleep(100 * time.Microsecond)
 	}
 	if t.parked.Load() {
 		select {
@@ -118,15 +117,37 @@ func (t *thread) do(ctx context.Context, f func()) error {
 		case wait.YieldPhase:
 			wait.Yield()
 		default:
-			select {
-			case <-tk.ch:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			return waitDone(ctx, tk.ch)
 		}
 	}
 	return nil
+}
+
+// waitDone blocks until done is closed or ctx ends. It also wakes at ctx's deadline: comm's op
+// contexts do not close Done when their deadline passes (backends must watch Deadline).
+func waitDone(ctx context.Context, done <-chan struct{}) error {
+	var expired <-chan time.Time
+	if d, ok := ctx.Deadline(); ok {
+		tm := time.NewTimer(time.Until(d))
+		defer tm.Stop()
+		expired = tm.C
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-expired:
+		select {
+		case <-done: // finished just in time
+			return nil
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return context.DeadlineExceeded
+	}
 }
 
 // stop ends the thread once it has nothing to do.

@@ -2,6 +2,7 @@ package xccl
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/flightrecorder"
+	"github.com/gccl/gccl/internal/ranktest"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -80,4 +82,46 @@ func TestNoLibrary(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "child: %s", out)
 	assert.Contains(t, string(out), "--- PASS: TestNoLibrary")
+}
+
+// TestLostRankTimesOut: real processes; rank 2 exits without joining an all-reduce. The others
+// fail with ErrTimeout at the op's deadline, naming the op and their rank, abort, close and exit:
+// nothing hangs. Every rank's bitwise reduction fails at once with ErrUnsupported.
+func TestLostRankTimesOut(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "xccl", Timeout: 2 * time.Second})
+		require.NoError(t, err)
+		require.NoError(t, pg.Barrier(ctx))
+		if pg.Rank() == 2 {
+			os.Exit(0) // gone, without a word
+		}
+		x := tensor.New(tensor.Int64, 3)
+		sub, err := pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{})
+		require.NoError(t, err)
+		err = sub.AllReduce(ctx, x, comm.BOr)
+		require.ErrorIs(t, err, comm.ErrUnsupported)
+		assert.Contains(t, err.Error(), fmt.Sprintf("all_reduce on rank %d", pg.Rank()))
+		start := time.Now()
+		err = pg.AllReduce(ctx, x, comm.Sum)
+		require.ErrorIs(t, err, comm.ErrTimeout)
+		assert.Less(t, time.Since(start), 10*time.Second)
+		assert.Contains(t, err.Error(), "all_reduce")
+		assert.Contains(t, err.Error(), fmt.Sprintf("rank %d of 3", pg.Rank()))
+		require.ErrorIs(t, pg.AllReduce(ctx, x, comm.Sum), comm.ErrAborted, "later ops fail fast")
+		_ = sub.Close()
+		start = time.Now()
+		_ = pg.Close()
+		assert.Less(t, time.Since(start), 15*time.Second)
+		fmt.Println("RESULT timed out as expected")
+		return
+	}
+	lib := buildFixture(t)
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 3, Timeout: time.Minute, Env: []string{
+		EnvLibrary + "=" + lib, "GCCL_XCCL_FIXTURE_DIR=" + t.TempDir(), "GCCL_FR_DUMP_PREFIX=" + t.TempDir() + "/fr_",
+	}})
+	ranktest.AssertExitedZero(t, res)
+	for _, r := range res[:2] {
+		assert.Contains(t, r.Output, "RESULT timed out as expected", "rank %d", r.Rank)
+	}
 }
