@@ -302,7 +302,10 @@ func TestOneThreadPerCommunicator(t *testing.T) {
 	}()
 	rc := <-done
 	assert.Equal(t, int32(5), rc, "a call from another thread must be refused")
-	assert.Contains(t, c.lib.lastError(c.handle), "used from thread")
+	var msg string
+	require.NoError(t, c.th.do(context.Background(), func() { msg = c.lib.lastError(c.handle) }))
+	assert.Contains(t, msg, "used from thread", "the message, asked for on the communicator's thread")
+	assert.Contains(t, c.lib.lastError(c.handle), "not the communicator's", "asked for elsewhere")
 	// On its own thread it works, many times over, with goroutines of any thread calling.
 	errs := onAll(8, func(int) error {
 		b := make([]byte, 8)

@@ -255,25 +255,19 @@ func (c *Comm) init(ctx context.Context, st store.Store, key string) error {
 		if lib.setDevice == 0 {
 			return c.errorf("init", "%w: %s has no onecclSetDevice: use a oneCCL built with SYCL (GPU) support for device %v", backends.ErrUnsupported, lib.path, c.opts.Device)
 		}
-		var rc int32
-		if err := c.th.do(ctx, func() { rc = lib.call(lib.setDevice, uintptr(uint32(c.opts.Device.Index))) }); err != nil {
-			return c.timeout("init", err)
-		}
-		if err := lib.resultError("onecclSetDevice", rc, 0); err != nil {
-			return c.errorf("init", "%w", err)
+		if err := c.onThread(ctx, "init", func() error {
+			return lib.resultError("onecclSetDevice", lib.call(lib.setDevice, uintptr(uint32(c.opts.Device.Index))), 0)
+		}); err != nil {
+			return err
 		}
 	}
 	id := new(UniqueID)
 	if c.rank == 0 {
-		var rc int32
-		if err := c.th.do(ctx, func() {
+		if err := c.onThread(ctx, "init", func() error {
 			r, _, _ := purego.SyscallN(lib.getUniqueID, uintptr(unsafe.Pointer(id)))
-			rc = int32(r)
+			return lib.resultError("onecclGetUniqueId", int32(r), 0)
 		}); err != nil {
-			return c.timeout("init", err)
-		}
-		if err := lib.resultError("onecclGetUniqueId", rc, 0); err != nil {
-			return c.errorf("init", "%w", err)
+			return err
 		}
 		if err := st.Set(ctx, key, id[:]); err != nil {
 			return c.errorf("init", "publishing the unique id: %w", err)
@@ -288,36 +282,42 @@ func (c *Comm) init(ctx context.Context, st store.Store, key string) error {
 		}
 		copy(id[:], b)
 	}
-	var (
-		rc     int32
-		ffiErr error
-		handle uintptr
-	)
-	if err := c.th.do(ctx, func() { handle, rc, ffiErr = lib.ffi.commInitRank(lib.commInitRank, c.size, id, c.rank) }); err != nil {
-		return c.timeout("init", err)
-	}
-	if ffiErr != nil {
-		return c.errorf("init", "%w", ffiErr)
-	}
-	if err := lib.resultError("onecclCommInitRank", rc, 0); err != nil {
-		return c.errorf("init", "%w", err)
+	var handle uintptr
+	if err := c.onThread(ctx, "init", func() error {
+		h, rc, err := lib.ffi.commInitRank(lib.commInitRank, c.size, id, c.rank)
+		if err != nil {
+			return err
+		}
+		handle = h
+		return lib.resultError("onecclCommInitRank", rc, 0)
+	}); err != nil {
+		return err
 	}
 	c.handle = handle
 	// Check that the library sees the communicator we asked for.
 	var got [2]int32
-	var rc1, rc2 int32
-	if err := c.th.do(ctx, func() {
+	if err := c.onThread(ctx, "init", func() error {
 		r1, _, _ := purego.SyscallN(lib.commCount, handle, uintptr(unsafe.Pointer(&got[0])))
 		r2, _, _ := purego.SyscallN(lib.commUserRank, handle, uintptr(unsafe.Pointer(&got[1])))
-		rc1, rc2 = int32(r1), int32(r2)
+		return errors.Join(lib.resultError("onecclCommCount", int32(r1), handle), lib.resultError("onecclCommUserRank", int32(r2), handle))
 	}); err != nil {
-		return c.timeout("init", err)
-	}
-	if err := errors.Join(lib.resultError("onecclCommCount", rc1, handle), lib.resultError("onecclCommUserRank", rc2, handle)); err != nil {
-		return c.errorf("init", "%w", err)
+		return err
 	}
 	if int(got[0]) != c.size || int(got[1]) != c.rank {
 		return c.errorf("init", "oneCCL made a communicator of rank %d of %d, not rank %d of %d", got[1], got[0], c.rank, c.size)
+	}
+	return nil
+}
+
+// onThread runs f on the communicator's thread: f makes oneCCL calls and turns their results into
+// errors there too, since onecclGetLastError may keep its message per thread.
+func (c *Comm) onThread(ctx context.Context, op string, f func() error) error {
+	var err error
+	if terr := c.th.do(ctx, func() { err = f() }); terr != nil {
+		return c.timeout(op, terr)
+	}
+	if err != nil {
+		return c.errorf(op, "%w", err)
 	}
 	return nil
 }
@@ -350,14 +350,14 @@ func (c *Comm) run(ctx context.Context, op, fn string, call func() int32, keep .
 	if err := c.usable(op); err != nil {
 		return err
 	}
-	var rc int32
-	if err := c.th.do(ctx, func() {
-		rc = call()
+	var err error
+	if terr := c.th.do(ctx, func() {
+		err = c.lib.resultError(fn, call(), c.handle)
 		runtime.KeepAlive(keep)
-	}); err != nil {
-		return c.timeout(op, err)
+	}); terr != nil {
+		return c.timeout(op, terr)
 	}
-	if err := c.lib.resultError(fn, rc, c.handle); err != nil {
+	if err != nil {
 		if a := c.aborted.Load(); a != nil {
 			return c.errorf(op, "%w (%v)", backends.AbortedEarlier(*a), err)
 		}
@@ -661,11 +661,10 @@ func (c *Comm) Close() error {
 		return nil
 	}
 	c.closed = true
-	var rc int32
-	if err := c.th.do(wait, func() { rc = c.lib.call(c.lib.commDestroy, c.handle) }); err != nil {
-		return c.errorf("close", "%w: %w", backends.ErrTimeout, err)
+	var err error
+	if terr := c.th.do(wait, func() { err = c.lib.resultError("onecclCommDestroy", c.lib.call(c.lib.commDestroy, c.handle), 0) }); terr != nil {
+		return c.errorf("close", "%w: %w", backends.ErrTimeout, terr)
 	}
-	err := c.lib.resultError("onecclCommDestroy", rc, 0)
 	c.th.stop()
 	if err != nil {
 		return c.errorf("close", "%w", err)

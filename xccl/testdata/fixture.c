@@ -444,8 +444,12 @@ EXPORT const char *onecclGetErrorString(int result) {
 	return "unknown oneCCL result";
 }
 
+// onecclGetLastError answers only on the communicator's thread, to check that the binding asks
+// there (a library may keep the message per thread).
 EXPORT const char *onecclGetLastError(void *comm) {
 	fcomm *c = comm;
+	if (c && c->tid != tid())
+		return "onecclGetLastError called from a thread that is not the communicator's";
 	return c ? c->lastError : globalError;
 }
 
