@@ -195,7 +195,8 @@ type CommOptions struct {
 	// The zero value (host) calls no onecclSetDevice and passes host buffers.
 	Device tensor.Device
 	// Stream is passed as the stream of every op: the address of the caller's sycl::queue for
-	// device buffers. 0 (the default) passes NULL, which oneCCL requires for host buffers.
+	// device buffers. 0 (the default) passes NULL, which oneCCL requires for host buffers. An op
+	// on a queue may return once it is enqueued: wait on the queue before reading its output.
 	Stream uintptr
 	// Logger receives debug messages (default slog.Default()).
 	Logger *slog.Logger

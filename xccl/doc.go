@@ -29,7 +29,10 @@
 //
 // oneCCL keeps per-thread state (the open group of onecclGroupStart, the device of
 // onecclSetDevice), so each communicator (Comm) has one goroutine locked to its OS thread that
-// makes every call on it, group start and end included. Rank 0 calls onecclGetUniqueId and
+// makes every call on it, group start and end included, and asks for error messages there too.
+// The one exception is onecclCommAbort, made by the aborting goroutine because it exists to
+// interrupt a call blocked on that thread. An op gives up at its deadline (ErrTimeout) even while
+// its oneCCL call still runs; the group is then aborted. Rank 0 calls onecclGetUniqueId and
 // publishes the bytes in the group's store; the other ranks read them. A process group has two
 // communicators: one for collectives and one for users' tagged Send and Recv (each message is a
 // header, then the payload; messages with other tags are kept until asked for). Sub-groups get
