@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin
 PKGS     := ./...
-RACEPKGS := ./comm/... ./gloo/... ./shm/... ./launch/... ./flightrecorder/... ./internal/ranktest/... ./mesh/...
+RACEPKGS := ./comm/... ./gloo/... ./shm/... ./launch/... ./flightrecorder/... ./internal/ranktest/... ./mesh/... ./xccl/...
 
 .PHONY: all build test test-race bench demo demo-collectives lint fuzz clean peers
 
@@ -58,3 +58,14 @@ peers:
 
 clean:
 	rm -rf $(BIN)
+
+# The conformance suite against a real oneCCL on a CPU-only host (README, "The xccl backend"):
+# source oneAPI's setvars.sh (or oneCCL's env/vars.sh) first, so that CCL_ROOT is set.
+.PHONY: test-xccl-oneccl
+test-xccl-oneccl:
+	GCCL_XCCL_LIBRARY=$${GCCL_XCCL_LIBRARY:-$$CCL_ROOT/lib/libccl.so.2} \
+	LD_LIBRARY_PATH=$$CCL_ROOT/lib:$$LD_LIBRARY_PATH \
+	FI_PROVIDER_PATH=$${FI_PROVIDER_PATH:-$$CCL_ROOT/opt/mpi/libfabric/lib/prov} \
+	CCL_PLUGIN=$${CCL_PLUGIN:-$$(find "$$CCL_ROOT" -name 'libccl_legacy_cpu.so*' | head -n1)} \
+	CCL_WORKER_OFFLOAD=0 CCL_ATL_SHM=1 \
+	$(GO) test -count=1 -v -run TestConformanceRealLibrary ./xccl/

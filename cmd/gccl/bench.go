@@ -14,6 +14,7 @@ import (
 	"github.com/gccl/gccl/internal/bench"
 	"github.com/gccl/gccl/launch"
 	"github.com/gccl/gccl/tensor"
+	_ "github.com/gccl/gccl/xccl" // backend xccl (oneCCL is loaded only when it is picked)
 )
 
 func benchCmd() *cobra.Command {

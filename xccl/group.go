@@ -1,0 +1,317 @@
+package xccl
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/tensor"
+)
+
+func init() { backends.Register("xccl", Backend{}) }
+
+// Backend is backend "xccl". Its NewGroup loads oneCCL on first use.
+type Backend struct{}
+
+// Store keys of the unique ids, in the group's scoped store.
+const (
+	keyCollID = "xccl/unique_id/collectives"
+	keyP2PID  = "xccl/unique_id/p2p"
+)
+
+// NewGroup creates the group's two communicators: one for collectives (Gather, Scatter and uneven
+// AllToAll run on it as grouped sends and receives) and one for the tagged Send and Recv of
+// users, so that a message left unreceived never meets a collective's receive.
+func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Group, error) {
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+	opts := CommOptions{Name: cfg.Name, Logger: cfg.Logger, LocalRanks: cfg.LocalSize}
+	coll, err := NewComm(ctx, cfg.Store, keyCollID, cfg.Rank, cfg.Size, opts)
+	if err != nil {
+		return nil, err
+	}
+	opts.Name = cfg.Name + "/p2p"
+	p2p, err := NewComm(ctx, cfg.Store, keyP2PID, cfg.Rank, cfg.Size, opts)
+	if err != nil {
+		_ = coll.Close()
+		return nil, err
+	}
+	return &group{cfg: cfg, coll: coll, p2p: p2p, stash: map[int][]message{}, barrier: make([]byte, 4)}, nil
+}
+
+// group is a backends.Group over two communicators, for host tensors.
+type group struct {
+	cfg       backends.Config
+	coll, p2p *Comm
+	barrier   []byte
+
+	mu      sync.Mutex
+	aborted error
+	stash   map[int][]message // messages received from a peer ahead of the Recv that wants them
+}
+
+// message is a received tagged message waiting for its Recv.
+type message struct {
+	tag  int64
+	data []byte
+}
+
+// header precedes every tagged message: tag, byte count, dtype.
+const headerBytes = 24
+
+func (g *group) check(op backends.Op) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.aborted != nil {
+		return fmt.Errorf("xccl: %s on rank %d: %w", op.Kind, g.cfg.Rank, backends.AbortedEarlier(g.aborted))
+	}
+	return nil
+}
+
+// fail aborts the group after an op's error.
+func (g *group) fail(err error) error {
+	if err != nil {
+		g.Abort(err)
+	}
+	return err
+}
+
+func host(t *tensor.Tensor) Buffer {
+	if t == nil {
+		return Buffer{}
+	}
+	return HostBuffer(t.Bytes())
+}
+
+func (g *group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	return g.fail(g.coll.AllReduce(ctx, host(in), host(out), op.Count, op.DType, op.Reduce))
+}
+
+func (g *group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	return g.fail(g.coll.Broadcast(ctx, host(buf), host(buf), op.Count, op.DType, op.Root))
+}
+
+func (g *group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	return g.fail(g.coll.Reduce(ctx, host(in), host(out), op.Count, op.DType, op.Reduce, op.Root))
+}
+
+func (g *group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	return g.fail(g.coll.AllGather(ctx, host(in), host(out), op.Count, op.DType))
+}
+
+func (g *group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	return g.fail(g.coll.ReduceScatter(ctx, host(in), host(out), op.Count, op.DType, op.Reduce))
+}
+
+// Gather: the root receives every other rank's input in one group of receives.
+func (g *group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	n, r := g.cfg.Size, g.cfg.Rank
+	if r != op.Root {
+		return g.fail(g.coll.Group(ctx, "gather", []P2P{{Buf: host(in), Count: op.Count, DType: op.DType, Peer: op.Root}}))
+	}
+	per := op.Count * op.DType.Size()
+	ob := out.Bytes()
+	copy(ob[r*per:(r+1)*per], in.Bytes())
+	ops := make([]P2P, 0, n-1)
+	for p := 0; p < n; p++ {
+		if p != r {
+			ops = append(ops, P2P{Recv: true, Buf: HostBuffer(ob[p*per : (p+1)*per]), Count: op.Count, DType: op.DType, Peer: p})
+		}
+	}
+	return g.fail(g.coll.Group(ctx, "gather", ops))
+}
+
+// Scatter: the root sends every other rank its slot in one group of sends.
+func (g *group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if err := g.check(op); err != nil || op.Count == 0 {
+		return err
+	}
+	n, r := g.cfg.Size, g.cfg.Rank
+	if r != op.Root {
+		return g.fail(g.coll.Group(ctx, "scatter", []P2P{{Recv: true, Buf: host(out), Count: op.Count, DType: op.DType, Peer: op.Root}}))
+	}
+	per := op.Count * op.DType.Size()
+	ib := in.Bytes()
+	copy(out.Bytes(), ib[r*per:(r+1)*per])
+	ops := make([]P2P, 0, n-1)
+	for p := 0; p < n; p++ {
+		if p != r {
+			ops = append(ops, P2P{Buf: HostBuffer(ib[p*per : (p+1)*per]), Count: op.Count, DType: op.DType, Peer: p})
+		}
+	}
+	return g.fail(g.coll.Group(ctx, "scatter", ops))
+}
+
+// AllToAll: onecclAllToAll for equal splits, else one group of sends and receives.
+func (g *group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
+	if err := g.check(op); err != nil {
+		return err
+	}
+	n, r := g.cfg.Size, g.cfg.Rank
+	equal := true
+	for p := 0; p < n; p++ {
+		equal = equal && inSplits[p] == inSplits[0] && outSplits[p] == inSplits[0]
+	}
+	if equal {
+		if inSplits[0] == 0 {
+			return nil
+		}
+		return g.fail(g.coll.AllToAll(ctx, host(in), host(out), inSplits[0], op.DType))
+	}
+	es := op.DType.Size()
+	ib, ob := in.Bytes(), out.Bytes()
+	var ops []P2P
+	inOff, outOff := 0, 0
+	for p := 0; p < n; p++ {
+		src := ib[inOff*es : (inOff+inSplits[p])*es]
+		dst := ob[outOff*es : (outOff+outSplits[p])*es]
+		switch {
+		case p == r:
+			if len(src) != len(dst) {
+				return g.fail(fmt.Errorf("xccl: all_to_all on rank %d: %w: it sends itself %d elements but expects %d: make inSplits[%d] equal outSplits[%d]",
+					r, backends.ErrMismatch, inSplits[p], outSplits[p], r, r))
+			}
+			copy(dst, src)
+		default:
+			if inSplits[p] > 0 {
+				ops = append(ops, P2P{Buf: HostBuffer(src), Count: inSplits[p], DType: op.DType, Peer: p})
+			}
+			if outSplits[p] > 0 {
+				ops = append(ops, P2P{Recv: true, Buf: HostBuffer(dst), Count: outSplits[p], DType: op.DType, Peer: p})
+			}
+		}
+		inOff += inSplits[p]
+		outOff += outSplits[p]
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	return g.fail(g.coll.Group(ctx, "all_to_all", ops))
+}
+
+// Barrier is an all-reduce of one int32.
+func (g *group) Barrier(ctx context.Context, op backends.Op) error {
+	if err := g.check(op); err != nil {
+		return err
+	}
+	return g.fail(g.coll.AllReduce(ctx, HostBuffer(g.barrier), HostBuffer(g.barrier), 1, tensor.Int32, tensor.Sum))
+}
+
+// Send sends a header (tag, byte count, dtype) and the payload to the peer in one group on the
+// p2p communicator.
+func (g *group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	if err := g.check(op); err != nil {
+		return err
+	}
+	data := buf.Bytes()
+	hdr := make([]byte, headerBytes)
+	binary.LittleEndian.PutUint64(hdr[0:], uint64(op.Tag))
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(len(data)))
+	binary.LittleEndian.PutUint64(hdr[16:], uint64(op.DType))
+	ops := []P2P{{Buf: HostBuffer(hdr), Count: headerBytes, DType: tensor.Uint8, Peer: op.Peer}}
+	if len(data) > 0 {
+		ops = append(ops, P2P{Buf: HostBuffer(data), Count: len(data), DType: tensor.Uint8, Peer: op.Peer})
+	}
+	return g.fail(g.p2p.Group(ctx, "send", ops))
+}
+
+// Recv takes the oldest stashed message from the peer with the tag, else receives headers and
+// payloads from the peer in order, stashing messages with other tags, until one has the tag.
+func (g *group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	if err := g.check(op); err != nil {
+		return err
+	}
+	data := buf.Bytes()
+	want := int64(op.Tag)
+	deliver := func(m message) error {
+		if len(m.data) != len(data) {
+			return g.fail(fmt.Errorf("xccl: recv on rank %d from rank %d with tag %d: %w: the message has %d bytes but the receive buffer %d: post a Recv of the size the peer sent",
+				g.cfg.Rank, op.Peer, op.Tag, backends.ErrMismatch, len(m.data), len(data)))
+		}
+		copy(data, m.data)
+		return nil
+	}
+	g.mu.Lock()
+	for i, m := range g.stash[op.Peer] {
+		if m.tag == want {
+			g.stash[op.Peer] = append(g.stash[op.Peer][:i:i], g.stash[op.Peer][i+1:]...)
+			g.mu.Unlock()
+			return deliver(m)
+		}
+	}
+	g.mu.Unlock()
+	hdr := make([]byte, headerBytes)
+	for {
+		if err := g.p2p.Group(ctx, "recv", []P2P{{Recv: true, Buf: HostBuffer(hdr), Count: headerBytes, DType: tensor.Uint8, Peer: op.Peer}}); err != nil {
+			return g.fail(err)
+		}
+		tag := int64(binary.LittleEndian.Uint64(hdr[0:]))
+		size := int(binary.LittleEndian.Uint64(hdr[8:]))
+		dt := tensor.DType(binary.LittleEndian.Uint64(hdr[16:]))
+		var payload []byte
+		if tag == want && size == len(data) {
+			if dt != op.DType {
+				return g.fail(fmt.Errorf("xccl: recv on rank %d from rank %d with tag %d: %w: the peer sent %s, this rank receives %s",
+					g.cfg.Rank, op.Peer, op.Tag, backends.ErrMismatch, dt, op.DType))
+			}
+			payload = data
+		} else {
+			payload = make([]byte, size)
+		}
+		if size > 0 {
+			if err := g.p2p.Group(ctx, "recv", []P2P{{Recv: true, Buf: HostBuffer(payload), Count: size, DType: tensor.Uint8, Peer: op.Peer}}); err != nil {
+				return g.fail(err)
+			}
+		}
+		if tag == want {
+			if size == len(data) {
+				return nil
+			}
+			return deliver(message{tag: tag, data: payload})
+		}
+		g.mu.Lock()
+		g.stash[op.Peer] = append(g.stash[op.Peer], message{tag: tag, data: payload})
+		g.mu.Unlock()
+	}
+}
+
+// Abort fails the running op (through onecclCommAbort where the library has it) and every
+// later one.
+func (g *group) Abort(cause error) {
+	g.mu.Lock()
+	if g.aborted == nil {
+		g.aborted = backends.AsAbort(cause)
+	}
+	g.mu.Unlock()
+	g.coll.Abort(cause)
+	g.p2p.Abort(cause)
+}
+
+// Close destroys both communicators.
+func (g *group) Close() error {
+	return errors.Join(g.coll.Close(), g.p2p.Close())
+}
