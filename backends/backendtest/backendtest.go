@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -96,6 +97,7 @@ func runWorld(t *testing.T, cfg Config, n int, large bool) {
 	outs := make([]*out, n)
 	cmds := make([]*exec.Cmd, n)
 	top := strings.SplitN(t.Name(), "/", 2)[0]
+	dumps := filepath.Join(t.TempDir(), "fr_rank_") // a failing case's flight-recorder dumps
 	for r := 0; r < n; r++ {
 		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+regexp.QuoteMeta(top)+"$", "-test.timeout=0")
 		cmd.Env = append(os.Environ(),
@@ -103,7 +105,7 @@ func runWorld(t *testing.T, cfg Config, n int, large bool) {
 			"LOCAL_RANK="+strconv.Itoa(r), "LOCAL_WORLD_SIZE="+strconv.Itoa(n),
 			"MASTER_ADDR="+host, "MASTER_PORT="+port, "GCCL_STORE_HOSTED=1", "GCCL_TOKEN=conformance",
 			"GCCL_BACKEND="+cfg.Backend, envLarge+"="+strconv.FormatBool(large), envRun+"="+cfg.Run,
-			"GCCL_TIMEOUT=90s", "GOMAXPROCS=2",
+			"GCCL_TIMEOUT=90s", "GOMAXPROCS=2", "GCCL_FR_DUMP_PREFIX="+dumps,
 		)
 		if cfg.RankEnv != nil {
 			cmd.Env = append(cmd.Env, cfg.RankEnv(r, n)...)

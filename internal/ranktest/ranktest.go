@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -71,8 +72,11 @@ func Spawn(t *testing.T, cfg Config) []Result {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
+	// Flight-recorder dumps of failing ops go to the test's directory, not /tmp, unless cfg.Env
+	// says where (a later KEY=VALUE wins).
 	env := append(os.Environ(), envChild+"="+topName(t), "WORLD_SIZE="+strconv.Itoa(cfg.Ranks),
-		"LOCAL_WORLD_SIZE="+strconv.Itoa(cfg.Ranks), "GOMAXPROCS=2")
+		"LOCAL_WORLD_SIZE="+strconv.Itoa(cfg.Ranks), "GOMAXPROCS=2",
+		"GCCL_FR_DUMP_PREFIX="+filepath.Join(t.TempDir(), "fr_rank_"))
 	if !cfg.NoStore {
 		srv, err := store.NewServer(store.ServerOptions{Token: Token})
 		if err != nil {
