@@ -27,7 +27,7 @@
 //		gw, _ := g1.Grad("fc2.weight") // the full gradient accumulator (float32)
 //		... add the gradient into gw ...
 //		g0.Prefetch(ctx)               // backward prefetch
-//		g1.ReduceGradients(ctx)        // one reduce-scatter (Avg) per group
+//		g1.ReduceGradients(ctx)        // one reduce-scatter per group, averaged
 //		g1.Reshard()
 //		... backward through layer 0, g0.ReduceGradients(ctx), g0.Reshard() ...
 //		model.ClipGradNorm(ctx, 1.0)   // one small all-reduce

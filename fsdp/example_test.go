@@ -44,7 +44,7 @@ func ExampleShard() {
 	grad, _ := g.Grad("w")
 	copy(grad.Float32s(), []float32{1, -1, 1, -1, 1, -1})
 	g.Reshard()
-	if err := g.ReduceGradients(ctx); err != nil { // reduce-scatter, Avg
+	if err := g.ReduceGradients(ctx); err != nil { // reduce-scatter, averaged
 		fmt.Println(err)
 		return
 	}

@@ -77,8 +77,8 @@ func sameShape(a, b []int) bool {
 }
 
 // ReduceGradients averages the group's unsharded gradients across the ranks and adds this rank's
-// part to the sharded gradient (float32): one reduce-scatter (Avg, in ReduceDType) of a flat
-// buffer over the shard group, and for HSDP then one all-reduce (Avg) of the result over the
+// part to the sharded gradient (float32): one reduce-scatter (a sum in ReduceDType, divided by the number of ranks) of a flat
+// buffer over the shard group, and for HSDP then one all-reduce (sum) of the result over the
 // replicate group. The unsharded gradients are freed. Parameters whose Grad was never asked for
 // count as zero. With gradient sync off (SetRequiresGradientSync(false)) it does nothing and
 // the unsharded gradients keep accumulating. Collective over the mesh.
@@ -105,25 +105,29 @@ func (g *Group) ReduceGradients(ctx context.Context) error {
 		}
 	}
 	g.grads = nil
+	// Sum, then divide while accumulating into the float32 sharded gradient: the same as Avg
+	// (which comm also computes as a sum and a division), without a separate pass over the
+	// buffer (on shm, Avg's division costs several times the reduce-scatter itself).
 	out := tensor.New(md.reduceDT, g.size)
-	if err := md.shardPG.ReduceScatter(ctx, out, in, comm.Avg); err != nil {
+	if err := md.shardPG.ReduceScatter(ctx, out, in, comm.Sum); err != nil {
 		return opErr(op, rank, err)
 	}
+	ranks := float64(md.n)
 	if md.replPG != nil {
-		if err := md.replPG.AllReduce(ctx, out, comm.Avg); err != nil {
+		if err := md.replPG.AllReduce(ctx, out, comm.Sum); err != nil {
 			return opErr(op, rank, err)
 		}
+		ranks *= float64(md.replPG.Size())
 	}
 	if out.DType() != tensor.Float32 {
 		out = out.To(tensor.Float32)
 	}
 	if g.grad == nil {
-		g.grad = out
-		return nil
+		g.grad = tensor.New(tensor.Float32, g.size)
 	}
 	acc := g.grad.Float32s()
 	for i, v := range out.Float32s() {
-		acc[i] += v
+		acc[i] += float32(float64(v) / ranks)
 	}
 	return nil
 }
