@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"time"
 
 	"github.com/gccl/gccl/comm"
@@ -54,6 +55,10 @@ type result struct {
 	CommMS           float64 `json:"comm_ms,omitempty"`
 	StepMS           float64 `json:"step_ms,omitempty"`
 	StepNoPrefetchMS float64 `json:"step_noprefetch_ms,omitempty"`
+	// --bench: milliseconds per step blocked in Unshard, with and without prefetch: how much of
+	// the all-gathers the prefetch hid behind compute.
+	UnshardWaitMS           float64 `json:"unshard_wait_ms,omitempty"`
+	UnshardWaitNoPrefetchMS float64 `json:"unshard_wait_noprefetch_ms,omitempty"`
 	// --bench: live heap (runtime/metrics, after a GC) with every group sharded, and its peak
 	// during a step, sampled after every unshard.
 	HeapBaseBytes uint64 `json:"heap_base_bytes,omitempty"`
@@ -69,14 +74,14 @@ func main() {
 
 func run() error {
 	var (
-		c                 Config
-		o                 optimConfig
-		steps, batchSize  int
-		hsdp, bench       int
-		reference, asJSON bool
-		noPrefetch, keep  bool
-		bf16              bool
-		backend           string
+		c                   Config
+		o                   optimConfig
+		steps, batchSize    int
+		hsdp, bench         int
+		reference, asJSON   bool
+		noPrefetch, keep    bool
+		bf16                bool
+		backend, cpuProfile string
 	)
 	flag.IntVar(&c.In, "in", 32, "input features")
 	flag.IntVar(&c.Hidden, "hidden", 60, "hidden units per layer")
@@ -97,6 +102,7 @@ func run() error {
 	flag.BoolVar(&bf16, "bf16", false, "mixed precision: all-gather and compute with bfloat16 parameters")
 	flag.IntVar(&bench, "bench", 0, "after training, time K steps of compute alone, communication alone, and whole steps with and without prefetch")
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write each rank's CPU profile to FILE.<rank> (for go tool pprof)")
 	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: nranks, steps, losses, peak_param_bytes")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -110,6 +116,17 @@ func run() error {
 	}
 	if steps < 1 || batchSize < 1 {
 		return fmt.Errorf("--steps %d and --batch %d must be at least 1", steps, batchSize)
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile + "." + os.Getenv("RANK"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	// One BLAS thread per rank: the ranks share the machine's cores.
 	tensor.SetBLASThreads(1)
@@ -131,6 +148,7 @@ func run() error {
 	if bench > 0 {
 		fmt.Printf("per step: compute %.2f ms, communication %.2f ms, step %.2f ms with prefetch (%.2fx max), %.2f ms without\n",
 			res.ComputeMS, res.CommMS, res.StepMS, res.StepMS/max(res.ComputeMS, res.CommMS), res.StepNoPrefetchMS)
+		fmt.Printf("blocked in Unshard: %.2f ms per step with prefetch, %.2f ms without\n", res.UnshardWaitMS, res.UnshardWaitNoPrefetchMS)
 		fmt.Printf("heap: %d bytes with every group sharded, %d at the peak of a step\n", res.HeapBaseBytes, res.HeapPeakBytes)
 	}
 	if asJSON {
@@ -202,11 +220,20 @@ func (p fsdpParams) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 
 // hooks are fsdp's calls around each layer: unshard (and prefetch the next layer), reshard after
 // forward, reduce-scatter and reshard after backward.
-func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func()) Hooks {
+// wait, if not nil, accumulates the time spent blocked in Unshard.
+func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wait *time.Duration) Hooks {
 	n := len(md.Groups())
+	unshard := func(i int) error {
+		t0 := time.Now()
+		err := md.Group(i).Unshard(ctx)
+		if wait != nil {
+			*wait += time.Since(t0)
+		}
+		return err
+	}
 	return Hooks{
 		BeforeForward: func(i int) error {
-			if err := md.Group(i).Unshard(ctx); err != nil {
+			if err := unshard(i); err != nil {
 				return err
 			}
 			if prefetch && i+1 < n {
@@ -220,7 +247,7 @@ func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func()) Ho
 			return nil
 		},
 		BeforeBackward: func(i int) error {
-			if err := md.Group(i).Unshard(ctx); err != nil {
+			if err := unshard(i); err != nil {
 				return err
 			}
 			if prefetch && i > 0 {
@@ -306,7 +333,7 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 	res.ModelParamBytes, res.LargestGroupBytes = modelBytes(c)
 	local := batchSize / world
 	params := fsdpParams{md}
-	h := hooks(ctx, md, prefetch, func() {})
+	h := hooks(ctx, md, prefetch, func() {}, nil)
 	lossT := tensor.New(tensor.Float64, 1)
 	for s := range steps {
 		x, y := batch(c, s, batchSize)
@@ -396,30 +423,31 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	}
 	commTime := time.Since(t0)
 	// Whole steps, without and with prefetch.
-	steps := func(prefetch bool) (time.Duration, error) {
+	steps := func(prefetch bool) (total, wait time.Duration, err error) {
 		if err := pg.Barrier(ctx); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		h := hooks(ctx, md, prefetch, func() {})
+		h := hooks(ctx, md, prefetch, func() {}, &wait)
 		t0 := time.Now()
 		for range k {
 			if _, err := Step(c, params, h, noTimer{}, x, y); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			md.ZeroGrad()
 		}
-		return time.Since(t0), nil
+		return time.Since(t0), wait, nil
 	}
-	noPre, err := steps(false)
+	noPre, noPreWait, err := steps(false)
 	if err != nil {
 		return err
 	}
-	pre, err := steps(true)
+	pre, preWait, err := steps(true)
 	if err != nil {
 		return err
 	}
 	res.ComputeMS, res.CommMS = perStep(sw.total), perStep(commTime)
 	res.StepNoPrefetchMS, res.StepMS = perStep(noPre), perStep(pre)
+	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = perStep(noPreWait), perStep(preWait)
 
 	// The heap through one step with prefetch, after a GC at every sample.
 	heap := func() uint64 {
@@ -430,7 +458,7 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	}
 	res.HeapBaseBytes = heap()
 	var peak uint64
-	h := hooks(ctx, md, true, func() { peak = max(peak, heap()) })
+	h := hooks(ctx, md, true, func() { peak = max(peak, heap()) }, nil)
 	if _, err := Step(c, params, h, noTimer{}, x, y); err != nil {
 		return err
 	}
