@@ -326,21 +326,6 @@ func (p *param) local(flat *tensor.Tensor) *tensor.Tensor {
 	return v
 }
 
-// padded is the view of p's padded shard (chunkRows rows) in a flat shard buffer.
-func (p *param) padded(flat *tensor.Tensor) *tensor.Tensor {
-	v, err := flat.Narrow(0, p.offset, p.chunkRows*p.rowSize)
-	if err != nil {
-		panic(err)
-	}
-	shape := slices.Clone(p.shape)
-	shape[0] = p.chunkRows
-	v, err = v.Reshape(shape...)
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
-
 func (md *Model) account(delta int64) {
 	md.mu.Lock()
 	md.liveBytes += delta

@@ -125,31 +125,12 @@ func (md *Model) FullStateDict(ctx context.Context) (map[string]*tensor.Tensor, 
 		if md.rank != 0 {
 			continue
 		}
-		full := g.copyOutAs(all, md.masterDT)
+		full := g.copyOut(all, md.masterDT)
 		for i, p := range g.params {
 			out[p.name] = full[i]
 		}
 	}
 	return out, nil
-}
-
-// copyOutAs is copyOut for a gathered buffer of dtype dt.
-func (g *Group) copyOutAs(all *tensor.Tensor, dt tensor.DType) []*tensor.Tensor {
-	es := dt.Size()
-	src := all.Bytes()
-	full := make([]*tensor.Tensor, len(g.params))
-	for i, p := range g.params {
-		t := tensor.New(dt, p.shape...)
-		dst := t.Bytes()
-		row := p.rowSize * es
-		for r := range g.model.n {
-			start, n := dtensor.ChunkRange(p.shape[0], g.model.n, r)
-			from := (r*g.size + p.offset) * es
-			copy(dst[start*row:(start+n)*row], src[from:from+n*row])
-		}
-		full[i] = t
-	}
-	return full
 }
 
 // broadcastFromRoot broadcasts the root's t to every rank of the mesh: over the replicate group

@@ -43,26 +43,25 @@ func (g *Group) Prefetch(ctx context.Context) {
 			md.account(-extra)
 			return
 		}
-		f.full = g.copyOut(out)
+		f.full = g.copyOut(out, md.paramDT)
 		// The all-gather buffer (and the converted send buffer) are dropped here.
 		md.account(-(extra - fullBytes))
 	}()
 }
 
-// copyOut builds the full parameters from the all-gather output: rank r's slot holds, for each
-// parameter, its padded shard, whose first rows are rank r's torch.chunk; the chunks in rank order
-// are the parameter's rows.
-func (g *Group) copyOut(out *tensor.Tensor) []*tensor.Tensor {
-	md := g.model
-	es := md.paramDT.Size()
-	src := out.Bytes()
+// copyOut builds the full parameters from the all-gather output (of dtype dt): rank r's slot
+// holds, for each parameter, its padded shard, whose first rows are rank r's torch.chunk; the
+// chunks in rank order are the parameter's rows.
+func (g *Group) copyOut(all *tensor.Tensor, dt tensor.DType) []*tensor.Tensor {
+	es := dt.Size()
+	src := all.Bytes()
 	full := make([]*tensor.Tensor, len(g.params))
 	for i, p := range g.params {
-		t := tensor.New(md.paramDT, p.shape...)
+		t := tensor.New(dt, p.shape...)
 		dst := t.Bytes()
 		row := p.rowSize * es
-		for r := range md.n {
-			start, n := dtensor.ChunkRange(p.shape[0], md.n, r)
+		for r := range g.model.n {
+			start, n := dtensor.ChunkRange(p.shape[0], g.model.n, r)
 			from := (r*g.size + p.offset) * es
 			copy(dst[start*row:(start+n)*row], src[from:from+n*row])
 		}
