@@ -53,8 +53,8 @@ func TestRanks(t *testing.T) {
 	ck := func(n string) string { return filepath.Join(dir, n) }
 	cases := []ranksCase{
 		{Name: "fsdp_2", Ranks: 2, Shape: []int{2}, Save: ck("two")},
-		{Name: "fsdp_4", Ranks: 4, Shape: []int{4}, Save: ck("four"), Load: []string{ck("two")}},
-		{Name: "hsdp_2x2", Ranks: 4, Shape: []int{2, 2}, Load: []string{ck("four"), ck("two")}},
+		{Name: "hsdp_2x2", Ranks: 4, Shape: []int{2, 2}, Save: ck("hsdp"), Load: []string{ck("two")}},
+		{Name: "fsdp_4", Ranks: 4, Shape: []int{4}, Load: []string{ck("two"), ck("hsdp")}},
 	}
 	for _, tc := range cases {
 		ok := t.Run(tc.Name, func(t *testing.T) {

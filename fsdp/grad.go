@@ -3,6 +3,7 @@ package fsdp
 import (
 	"context"
 	"math"
+	"slices"
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/dtensor"
@@ -39,7 +40,7 @@ func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
 	if err != nil {
 		return err
 	}
-	if grad == nil || !grad.DType().IsFloat() || grad.Numel() != p.shape[0]*p.rowSize || !sameShape(grad.Shape(), p.shape) {
+	if grad == nil || !grad.DType().IsFloat() || !slices.Equal(grad.Shape(), p.shape) {
 		return errorf(op, globalRank(g.model.mesh), "the gradient of %q must be a floating-point tensor of its shape %v, got %v; pass the full gradient",
 			name, p.shape, grad)
 	}
@@ -62,18 +63,6 @@ func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
 	}
 	convertInto(acc, sum)
 	return nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // ReduceGradients averages the group's unsharded gradients across the ranks and adds this rank's
