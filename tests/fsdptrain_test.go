@@ -22,6 +22,12 @@ type fsdpResult struct {
 	ModelParamBytes   int64     `json:"model_param_bytes"`
 	LargestGroupBytes int64     `json:"largest_group_bytes"`
 	ShardedParamBytes int64     `json:"sharded_param_bytes"`
+	ComputeMS         float64   `json:"compute_ms"`
+	CommMS            float64   `json:"comm_ms"`
+	StepMS            float64   `json:"step_ms"`
+	StepNoPrefetchMS  float64   `json:"step_noprefetch_ms"`
+	HeapBaseBytes     uint64    `json:"heap_base_bytes"`
+	HeapPeakBytes     uint64    `json:"heap_peak_bytes"`
 }
 
 func runFSDPTrain(t *testing.T, gccl, job string, n int, args ...string) (string, error) {
@@ -99,6 +105,18 @@ func TestFSDPTrainAgreement(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("bench", func(t *testing.T) {
+		// The benchmark mode runs and reports every number (their values are BENCHMARKS.md's).
+		out, err := runFSDPTrain(t, gccl, job, 2, "--json", "--steps", "1", "--bench", "2")
+		require.NoError(t, err, out)
+		r := lastFSDPJSON(t, out)
+		for name, v := range map[string]float64{"compute": r.ComputeMS, "comm": r.CommMS, "step": r.StepMS, "step_noprefetch": r.StepNoPrefetchMS} {
+			assert.Positive(t, v, name)
+		}
+		assert.Greater(t, r.HeapPeakBytes, r.HeapBaseBytes, "a step unshards groups")
+		assert.Contains(t, out, "blocked in Unshard")
+	})
 
 	t.Run("bad_input", func(t *testing.T) {
 		for _, c := range []struct {
