@@ -42,8 +42,9 @@
 //
 // State: ShardedStateDict (DTensors, no communication) and LoadShardedStateDict; FullStateDict
 // (gathered to the mesh's first rank) and LoadFullStateDict (broadcast from it); SaveCheckpoint
-// writes one safetensors file per shard rank plus metadata.json, and LoadCheckpoint reads it into
-// a model sharded over any number of ranks. A state dict or checkpoint with missing or extra keys
+// writes one safetensors file per shard rank plus metadata.json (with the optimizer's state,
+// sharded the same way, when given one), and LoadCheckpoint reads it into a model sharded over
+// any number of ranks. A state dict or checkpoint with missing or extra keys
 // or wrong shapes is an error naming the key.
 //
 // Collective methods (Shard, Unshard, Prefetch, ReduceGradients, ClipGradNorm, FullStateDict,

@@ -80,6 +80,27 @@ var spec = []map[string][]int{
 // order fixes the parameter order inside each group of spec.
 var order = [][]string{{"a.weight", "a.bias"}, {"b.weight", "b.scale"}}
 
+// newAdamWRef returns torch.optim.AdamW's update (lr 0.01, weight decay 0.01, default betas and
+// eps), written out again, keeping its state per parameter (by the address of p).
+func newAdamWRef() func(p, g []float64, step int) {
+	ms, vs := map[*float64][]float64{}, map[*float64][]float64{}
+	return func(p, g []float64, step int) {
+		mm, vv := ms[&p[0]], vs[&p[0]]
+		if mm == nil {
+			mm, vv = make([]float64, len(p)), make([]float64, len(p))
+			ms[&p[0]], vs[&p[0]] = mm, vv
+		}
+		for i := range p {
+			p[i] *= 1 - 0.01*0.01
+			mm[i] = 0.9*mm[i] + 0.1*g[i]
+			vv[i] = 0.999*vv[i] + 0.001*g[i]*g[i]
+			mhat := mm[i] / (1 - math.Pow(0.9, float64(step)))
+			vhat := vv[i] / (1 - math.Pow(0.999, float64(step)))
+			p[i] -= 0.01 * mhat / (math.Sqrt(vhat) + 1e-8)
+		}
+	}
+}
+
 // value is a deterministic float for element i of parameter name, shifted by bump.
 func value(name string, i int, bump float64) float64 {
 	h := fnv.New32a()
@@ -395,22 +416,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			} else {
 				a := fsdp.NewAdamW(om, 0.01)
 				opt = a
-				ms, vs := map[*float64][]float64{}, map[*float64][]float64{}
-				ref = func(p, g []float64, step int) { // torch.optim.AdamW, written out again
-					mm, vv := ms[&p[0]], vs[&p[0]]
-					if mm == nil {
-						mm, vv = make([]float64, len(p)), make([]float64, len(p))
-						ms[&p[0]], vs[&p[0]] = mm, vv
-					}
-					for i := range p {
-						p[i] *= 1 - 0.01*0.01
-						mm[i] = 0.9*mm[i] + 0.1*g[i]
-						vv[i] = 0.999*vv[i] + 0.001*g[i]*g[i]
-						mhat := mm[i] / (1 - math.Pow(0.9, float64(step)))
-						vhat := vv[i] / (1 - math.Pow(0.999, float64(step)))
-						p[i] -= 0.01 * mhat / (math.Sqrt(vhat) + 1e-8)
-					}
-				}
+				ref = newAdamWRef()
 			}
 			refP := map[string][]float64{}
 			for gi, names := range order {
@@ -519,19 +525,72 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			// Saved: the values shifted by 2 (loaded through a full state dict first).
 			sm, err := fsdp.Shard(ctx, m, groups(2), fsdp.Options{})
 			require.NoError(t, err)
-			require.NoError(t, sm.SaveCheckpoint(ctx, tc.Save))
+			require.NoError(t, sm.SaveCheckpoint(ctx, tc.Save, nil))
 			// Round trip at this world size.
 			lm, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
 			require.NoError(t, err)
-			require.NoError(t, lm.LoadCheckpoint(tc.Save))
+			require.NoError(t, lm.LoadCheckpoint(tc.Save, nil))
 			for name, d := range lm.ShardedStateDict() {
 				assert.True(t, tensor.Equal(sm.Sharded(name).Local(), d.Local()), name)
 			}
 		}
+		// The optimizer's state goes along: two AdamW steps before saving, the third after loading
+		// (at another world size), against the formula. Every rank adds the same gradient, so the
+		// average does not depend on the world size.
+		sameGrads := func(t *testing.T, md *fsdp.Model, step int) {
+			md.ZeroGrad()
+			for gi, names := range order {
+				for _, name := range names {
+					gr := gradFor(name, spec[gi][name], 0).Clone()
+					require.NoError(t, tensor.Scale(tensor.Float32, gr.Bytes(), float64(step)))
+					require.NoError(t, md.Group(gi).AccumulateGrad(name, gr))
+				}
+				require.NoError(t, md.Group(gi).ReduceGradients(ctx))
+			}
+		}
+		if tc.Save != "" {
+			om, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
+			require.NoError(t, err)
+			a := fsdp.NewAdamW(om, 0.01)
+			for step := 1; step <= 2; step++ {
+				sameGrads(t, om, step)
+				require.NoError(t, a.Step())
+			}
+			require.NoError(t, om.SaveCheckpoint(ctx, tc.Save+"_adamw", a))
+		}
+		for _, dir := range tc.Load {
+			lm, err := fsdp.Shard(ctx, m, groups(7), fsdp.Options{})
+			require.NoError(t, err)
+			la := fsdp.NewAdamW(lm, 0.01)
+			require.NoError(t, lm.LoadCheckpoint(dir+"_adamw", la))
+			sameGrads(t, lm, 3)
+			require.NoError(t, la.Step())
+			full, err := lm.FullStateDict(ctx)
+			require.NoError(t, err)
+			if m.Rank() == 0 {
+				ref := newAdamWRef()
+				for gi, names := range order {
+					for _, name := range names {
+						p := fullTensor(name, spec[gi][name], 0).Float64s()
+						for step := 1; step <= 3; step++ {
+							g := gradFor(name, spec[gi][name], 0).Float64s()
+							for i := range g {
+								g[i] *= float64(step)
+							}
+							ref(p, g, step)
+						}
+						want, _ := tensor.FromFloat64s(tensor.Float32, p, spec[gi][name]...)
+						assert.True(t, tensor.AllClose(want, full[name], 1e-5, 1e-5), "%s after AdamW state from %s", name, dir)
+					}
+				}
+			}
+			err = lm.LoadCheckpoint(dir+"_adamw", fsdp.NewSGD(lm, 0.1, 0.9, 0))
+			assert.ErrorContains(t, err, `holds "adamw" optimizer state, not sgd's`)
+		}
 		for _, dir := range tc.Load {
 			lm, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
 			require.NoError(t, err)
-			require.NoError(t, lm.LoadCheckpoint(dir), dir)
+			require.NoError(t, lm.LoadCheckpoint(dir, nil), dir)
 			full, err := lm.FullStateDict(ctx)
 			require.NoError(t, err)
 			if m.Rank() == 0 {
@@ -553,7 +612,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 				c.edit(gs)
 				om, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
 				require.NoError(t, err)
-				err = om.LoadCheckpoint(dir)
+				err = om.LoadCheckpoint(dir, nil)
 				assert.True(t, errors.Is(err, fsdp.ErrCheckpoint), "%v", err)
 				assert.ErrorContains(t, err, c.want)
 				assert.ErrorContains(t, err, "different model")

@@ -2,12 +2,28 @@ package fsdp
 
 import (
 	"math"
+
+	"github.com/gccl/gccl/tensor"
 )
 
 // Optimizer updates a Model's float32 master shards from its sharded gradients. Step runs on
-// the local shards only (no communication); groups without a gradient are left alone.
+// the local shards only (no communication); groups without a gradient are left alone. SGD and
+// AdamW are the implementations; SaveCheckpoint and LoadCheckpoint save and restore their state,
+// sharded like the parameters.
 type Optimizer interface {
 	Step() error
+	// state exposes the per-group flat state buffers (laid out like the group's flat shard) for
+	// checkpoints.
+	state() optimizerState
+}
+
+// optimizerState is an optimizer's state as checkpoints see it.
+type optimizerState struct {
+	kind  string
+	model *Model
+	names []string                                     // the buffers per group, e.g. exp_avg, exp_avg_sq
+	bufs  func(group int, alloc bool) []*tensor.Tensor // flat float32; nil (alloc false) before the group's first step
+	steps []int                                        // per group; nil when the optimizer counts none
 }
 
 // SGD is stochastic gradient descent with momentum and weight decay, torch.optim.SGD's update
@@ -16,12 +32,32 @@ type SGD struct {
 	LR, Momentum, WeightDecay float64
 
 	model *Model
-	bufs  [][]float32
+	bufs  []*tensor.Tensor // per group, flat like its shard
 }
 
 // NewSGD returns an SGD optimizer over md's shards.
 func NewSGD(md *Model, lr, momentum, weightDecay float64) *SGD {
-	return &SGD{LR: lr, Momentum: momentum, WeightDecay: weightDecay, model: md, bufs: make([][]float32, len(md.groups))}
+	return &SGD{LR: lr, Momentum: momentum, WeightDecay: weightDecay, model: md, bufs: make([]*tensor.Tensor, len(md.groups))}
+}
+
+func (o *SGD) state() optimizerState {
+	st := optimizerState{kind: "sgd", model: o.model}
+	if o.Momentum != 0 {
+		st.names = []string{"momentum_buffer"}
+	}
+	st.bufs = func(gi int, alloc bool) []*tensor.Tensor {
+		if o.Momentum == 0 {
+			return nil
+		}
+		if o.bufs[gi] == nil && alloc {
+			o.bufs[gi] = tensor.New(tensor.Float32, o.model.groups[gi].size)
+		}
+		if o.bufs[gi] == nil {
+			return nil
+		}
+		return []*tensor.Tensor{o.bufs[gi]}
+	}
+	return st
 }
 
 // Step applies one update to every group that has a sharded gradient.
@@ -32,9 +68,12 @@ func (o *SGD) Step() error {
 		}
 		p, gr := g.master.Float32s(), g.grad.Float32s()
 		if o.Momentum != 0 && o.bufs[gi] == nil {
-			o.bufs[gi] = make([]float32, len(p))
+			o.bufs[gi] = tensor.New(tensor.Float32, len(p))
 		}
-		buf := o.bufs[gi]
+		var buf []float32
+		if o.bufs[gi] != nil {
+			buf = o.bufs[gi].Float32s()
+		}
 		for i := range p {
 			d := float64(gr[i]) + o.WeightDecay*float64(p[i])
 			if buf != nil {
@@ -54,7 +93,7 @@ type AdamW struct {
 
 	model *Model
 	steps []int
-	m, v  [][]float32
+	m, v  []*tensor.Tensor // per group, flat like its shard
 }
 
 // NewAdamW returns an AdamW optimizer over md's shards with torch's defaults for the betas
@@ -62,7 +101,22 @@ type AdamW struct {
 func NewAdamW(md *Model, lr float64) *AdamW {
 	n := len(md.groups)
 	return &AdamW{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, model: md,
-		steps: make([]int, n), m: make([][]float32, n), v: make([][]float32, n)}
+		steps: make([]int, n), m: make([]*tensor.Tensor, n), v: make([]*tensor.Tensor, n)}
+}
+
+func (o *AdamW) state() optimizerState {
+	st := optimizerState{kind: "adamw", model: o.model, names: []string{"exp_avg", "exp_avg_sq"}, steps: o.steps}
+	st.bufs = func(gi int, alloc bool) []*tensor.Tensor {
+		if o.m[gi] == nil && alloc {
+			n := o.model.groups[gi].size
+			o.m[gi], o.v[gi] = tensor.New(tensor.Float32, n), tensor.New(tensor.Float32, n)
+		}
+		if o.m[gi] == nil {
+			return nil
+		}
+		return []*tensor.Tensor{o.m[gi], o.v[gi]}
+	}
+	return st
 }
 
 // Step applies one update to every group that has a sharded gradient.
@@ -73,13 +127,13 @@ func (o *AdamW) Step() error {
 		}
 		p, gr := g.master.Float32s(), g.grad.Float32s()
 		if o.m[gi] == nil {
-			o.m[gi], o.v[gi] = make([]float32, len(p)), make([]float32, len(p))
+			o.m[gi], o.v[gi] = tensor.New(tensor.Float32, len(p)), tensor.New(tensor.Float32, len(p))
 		}
 		o.steps[gi]++
 		t := float64(o.steps[gi])
 		bc1, bc2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
 		step, sqrtBC2 := o.LR/bc1, math.Sqrt(bc2)
-		m, v := o.m[gi], o.v[gi]
+		m, v := o.m[gi].Float32s(), o.v[gi].Float32s()
 		for i := range p {
 			x := float64(p[i]) * (1 - o.LR*o.WeightDecay)
 			gv := float64(gr[i])

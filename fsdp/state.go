@@ -205,6 +205,11 @@ type checkpointMeta struct {
 	Format string           `json:"format"`
 	Shards int              `json:"shards"` // files shard-<i>-of-<Shards>.safetensors
 	Params []checkpointParm `json:"params"`
+	// The optimizer's state, when saved: its kind (sgd, adamw), the groups that have state
+	// (tensors optim.<buffer>.<param> in the shard files) and their step counts.
+	Optimizer       string `json:"optimizer,omitempty"`
+	OptimizerGroups []int  `json:"optimizer_groups,omitempty"`
+	OptimizerSteps  []int  `json:"optimizer_steps,omitempty"`
 }
 
 type checkpointParm struct {
@@ -220,6 +225,8 @@ const checkpointFormat = "gccl-fsdp-sharded-v1"
 // the model (another model's, or a damaged one), together with comm.ErrInvalidArgument.
 var ErrCheckpoint = errors.New("checkpoint does not fit the model")
 
+func optimKey(buffer, param string) string { return "optim." + buffer + "." + param }
+
 func shardFile(dir string, i, n int) string {
 	return filepath.Join(dir, fmt.Sprintf("shard-%d-of-%d.safetensors", i, n))
 }
@@ -227,10 +234,11 @@ func shardFile(dir string, i, n int) string {
 // SaveCheckpoint writes a sharded checkpoint to dir (which it creates): one safetensors file per
 // shard rank, shard-<i>-of-<N>.safetensors, holding that rank's true rows of every parameter
 // (HSDP: written by the first replica), and metadata.json with every parameter's name, group,
-// dtype and global shape, written by the mesh's first rank. No parameter data moves between
-// ranks; the ranks agree on the outcome, so all return an error if one failed. Collective over
-// the mesh.
-func (md *Model) SaveCheckpoint(ctx context.Context, dir string) error {
+// dtype and global shape, written by the mesh's first rank. With an optimizer (nil: none), its
+// state goes along, sharded the same way (tensors optim.<buffer>.<param>, step counts in the
+// metadata). No parameter data moves between ranks; the ranks agree on the outcome, so all
+// return an error if one failed. Collective over the mesh.
+func (md *Model) SaveCheckpoint(ctx context.Context, dir string, opt Optimizer) error {
 	const op = "SaveCheckpoint"
 	rank := globalRank(md.mesh)
 	problem := ""
@@ -242,12 +250,37 @@ func (md *Model) SaveCheckpoint(ctx context.Context, dir string) error {
 			for name, p := range md.byName {
 				ts[name] = p.local(p.group.master)
 			}
+			if opt != nil {
+				st := opt.state()
+				for gi, g := range md.groups {
+					bufs := st.bufs(gi, false)
+					for bi, buf := range bufs {
+						for _, p := range g.params {
+							ts[optimKey(st.names[bi], p.name)] = p.local(buf)
+						}
+					}
+				}
+			}
 			if err := safetensors.WriteFile(shardFile(dir, md.rank, md.n), ts, map[string]string{"format": checkpointFormat}); err != nil {
 				problem = err.Error()
 			}
 		}
 		if problem == "" && md.rank == 0 {
 			meta := checkpointMeta{Format: checkpointFormat, Shards: md.n}
+			if opt != nil {
+				st := opt.state()
+				meta.Optimizer = st.kind
+				for gi := range md.groups {
+					if st.bufs(gi, false) != nil || (st.names == nil && st.steps == nil) {
+						meta.OptimizerGroups = append(meta.OptimizerGroups, gi)
+						step := 0
+						if st.steps != nil {
+							step = st.steps[gi]
+						}
+						meta.OptimizerSteps = append(meta.OptimizerSteps, step)
+					}
+				}
+			}
 			for _, g := range md.groups {
 				for _, p := range g.params {
 					meta.Params = append(meta.Params, checkpointParm{Name: p.name, Group: g.index, DType: md.masterDT.String(), Shape: p.shape})
@@ -284,9 +317,10 @@ func (md *Model) SaveCheckpoint(ctx context.Context, dir string) error {
 // every rank reads metadata.json, checks that the checkpoint holds exactly this model's parameters
 // with their shapes (an error naming the key, wrapping ErrCheckpoint, otherwise), and reads its
 // rows of each parameter from the files that hold them, resharding from the saved world size to
-// this one. No communication: the directory must be readable by every rank (a shared or local
+// this one. With an optimizer (nil: none) of the kind that was saved, its state is restored the
+// same way. No communication: the directory must be readable by every rank (a shared or local
 // filesystem).
-func (md *Model) LoadCheckpoint(dir string) error {
+func (md *Model) LoadCheckpoint(dir string, opt Optimizer) error {
 	const op = "LoadCheckpoint"
 	rank := globalRank(md.mesh)
 	fail := func(format string, args ...any) error {
@@ -319,36 +353,74 @@ func (md *Model) LoadCheckpoint(dir string) error {
 			}
 		}
 	}()
-	for _, g := range md.groups {
-		for _, p := range g.params {
-			dst := p.local(g.master)
-			for i := range meta.Shards {
-				start, n := dtensor.ChunkRange(p.shape[0], meta.Shards, i)
-				lo, hi := max(start, p.startRow), min(start+n, p.startRow+p.localRows)
-				if lo >= hi {
-					continue
-				}
-				if files[i] == nil {
-					if files[i], err = safetensors.Open(shardFile(dir, i, meta.Shards)); err != nil {
-						return fail("shard %d of %d: %v; restore the checkpoint's files", i, meta.Shards, err)
-					}
-				}
-				src, err := files[i].Tensor(p.name)
-				if err != nil {
-					return fail("shard %d of %d, key %q: %v", i, meta.Shards, p.name, err)
-				}
-				if src.Dim() != len(p.shape) || src.Shape()[0] != n || src.Numel() != n*p.rowSize {
-					return fail("shard %d of %d, key %q has shape %v, not the %d rows the metadata gives it", i, meta.Shards, p.name, src.Shape(), n)
-				}
-				part, _ := src.Narrow(0, lo-start, hi-lo)
-				into, _ := dst.Narrow(0, lo-p.startRow, hi-lo)
-				if part.DType() != md.masterDT {
-					part = part.To(md.masterDT)
-				}
-				if err := into.CopyFrom(part); err != nil {
-					return fail("key %q: %v", p.name, err)
+	var st optimizerState
+	if opt != nil {
+		st = opt.state()
+		if st.model != md {
+			return fmt.Errorf("gccl: fsdp.%s (rank %d): the optimizer was made for another model; pass this model's optimizer: %w", op, rank, comm.ErrInvalidArgument)
+		}
+		if meta.Optimizer != st.kind {
+			return fail("the checkpoint in %s holds %q optimizer state, not %s's; pass the optimizer it was saved with (or nil to load the parameters only)", dir, meta.Optimizer, st.kind)
+		}
+		if len(meta.OptimizerGroups) != len(meta.OptimizerSteps) {
+			return fail("%s/metadata.json: %d optimizer groups but %d step counts", dir, len(meta.OptimizerGroups), len(meta.OptimizerSteps))
+		}
+	}
+	// read copies this rank's rows of the saved tensor key (of global shape p.shape) into dst.
+	read := func(p *param, key string, dst *tensor.Tensor) error {
+		for i := range meta.Shards {
+			start, n := dtensor.ChunkRange(p.shape[0], meta.Shards, i)
+			lo, hi := max(start, p.startRow), min(start+n, p.startRow+p.localRows)
+			if lo >= hi {
+				continue
+			}
+			if files[i] == nil {
+				if files[i], err = safetensors.Open(shardFile(dir, i, meta.Shards)); err != nil {
+					return fail("shard %d of %d: %v; restore the checkpoint's files", i, meta.Shards, err)
 				}
 			}
+			src, err := files[i].Tensor(key)
+			if err != nil {
+				return fail("shard %d of %d, key %q: %v", i, meta.Shards, key, err)
+			}
+			if src.Dim() != len(p.shape) || src.Shape()[0] != n || src.Numel() != n*p.rowSize {
+				return fail("shard %d of %d, key %q has shape %v, not the %d rows the metadata gives it", i, meta.Shards, key, src.Shape(), n)
+			}
+			part, _ := src.Narrow(0, lo-start, hi-lo)
+			into, _ := dst.Narrow(0, lo-p.startRow, hi-lo)
+			if part.DType() != md.masterDT {
+				part = part.To(md.masterDT)
+			}
+			if err := into.CopyFrom(part); err != nil {
+				return fail("key %q: %v", key, err)
+			}
+		}
+		return nil
+	}
+	for _, g := range md.groups {
+		for _, p := range g.params {
+			if err := read(p, p.name, p.local(g.master)); err != nil {
+				return err
+			}
+		}
+	}
+	if opt == nil {
+		return nil
+	}
+	for k, gi := range meta.OptimizerGroups {
+		if gi < 0 || gi >= len(md.groups) {
+			return fail("%s/metadata.json: optimizer state for group %d, but the model has %d groups", dir, gi, len(md.groups))
+		}
+		g := md.groups[gi]
+		for bi, buf := range st.bufs(gi, true) {
+			for _, p := range g.params {
+				if err := read(p, optimKey(st.names[bi], p.name), p.local(buf)); err != nil {
+					return err
+				}
+			}
+		}
+		if st.steps != nil {
+			st.steps[gi] = meta.OptimizerSteps[k]
 		}
 	}
 	return nil
