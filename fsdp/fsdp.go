@@ -61,6 +61,8 @@ type Model struct {
 	groups     []*Group
 	byName     map[string]*param
 	gradSync   bool
+	lastReduce *reduction // the last ReduceGradientsAsync issued (orders HSDP's all-reduces)
+	reduceErr  error      // errors of reductions waited for by ZeroGrad, for WaitGradients
 
 	mu        sync.Mutex // guards the byte counts, which the prefetch goroutines update
 	liveBytes int64
@@ -70,15 +72,16 @@ type Model struct {
 // Group is one parameter group of a Model: the unit of one all-gather (Unshard) and one
 // reduce-scatter (ReduceGradients), like one fully_shard'ed module.
 type Group struct {
-	model  *Model
-	index  int
-	params []*param
-	size   int            // elements in this rank's flat shard (padded)
-	master *tensor.Tensor // this rank's flat master shard, float32, size elements
-	grad   *tensor.Tensor // flat sharded gradient, float32; nil until ReduceGradients
-	full   []*tensor.Tensor
-	grads  []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
-	fetch  *fetch           // an unshard in flight (Prefetch)
+	model    *Model
+	index    int
+	params   []*param
+	size     int            // elements in this rank's flat shard (padded)
+	master   *tensor.Tensor // this rank's flat master shard, float32, size elements
+	grad     *tensor.Tensor // flat sharded gradient, float32; nil until ReduceGradients
+	full     []*tensor.Tensor
+	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
+	fetch    *fetch           // an unshard in flight (Prefetch)
+	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)
 }
 
 // param is one parameter's layout in its group.

@@ -308,6 +308,29 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		checkGrads(t, md, 1, 1e-6)
 	})
 
+	t.Run("reduce_gradients_async", func(t *testing.T) {
+		// The backward pass's order: reduce a group asynchronously while the next one is
+		// prefetched and computed; twice, so the second reduction adds to the first.
+		am, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
+		require.NoError(t, err)
+		for range 2 {
+			for gi := len(order) - 1; gi >= 0; gi-- {
+				g := am.Group(gi)
+				require.NoError(t, g.Unshard(ctx))
+				if gi > 0 {
+					am.Group(gi - 1).Prefetch(ctx)
+				}
+				for _, name := range order[gi] {
+					require.NoError(t, g.AccumulateGrad(name, gradFor(name, spec[gi][name], m.Rank())))
+				}
+				g.ReduceGradientsAsync(ctx)
+				g.Reshard()
+			}
+		}
+		require.NoError(t, am.WaitGradients())
+		checkGrads(t, am, 2, 1e-6)
+	})
+
 	t.Run("clip", func(t *testing.T) {
 		var sq float64
 		for gi, names := range order {

@@ -2,6 +2,7 @@ package fsdp
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
 
@@ -66,18 +67,39 @@ func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
 }
 
 // ReduceGradients averages the group's unsharded gradients across the ranks and adds this rank's
-// part to the sharded gradient (float32): one reduce-scatter (a sum in ReduceDType, divided by the number of ranks) of a flat
-// buffer over the shard group, and for HSDP then one all-reduce (sum) of the result over the
-// replicate group. The unsharded gradients are freed. Parameters whose Grad was never asked for
-// count as zero. With gradient sync off (SetRequiresGradientSync(false)) it does nothing and
-// the unsharded gradients keep accumulating. Collective over the mesh.
+// part to the sharded gradient (float32): one reduce-scatter (a sum in ReduceDType, divided by
+// the number of ranks) of a flat buffer over the shard group, and for HSDP then one all-reduce
+// (sum) of the result over the replicate group. The unsharded gradients are freed. Parameters
+// whose Grad was never asked for count as zero. With gradient sync off
+// (SetRequiresGradientSync(false)) it does nothing and the unsharded gradients keep
+// accumulating. Collective over the mesh. It is ReduceGradientsAsync, then the wait for it.
 func (g *Group) ReduceGradients(ctx context.Context) error {
-	const op = "ReduceGradients"
+	g.ReduceGradientsAsync(ctx)
+	return g.waitReduce()
+}
+
+// reduction is a ReduceGradientsAsync in flight.
+type reduction struct {
+	done   chan struct{} // closed once the sharded gradient holds the result
+	issued chan struct{} // closed once its replicate all-reduce (HSDP) is issued, or skipped
+	err    error
+}
+
+// ReduceGradientsAsync issues ReduceGradients' reduce-scatter (its copy into the flat buffer
+// happens now, and the unsharded gradients are free at once) and returns while it runs, as
+// torch's FSDP2 overlaps it with the backward pass of the next layer: a goroutine waits for it,
+// issues HSDP's all-reduce (in the same order on every rank) and adds the result into the
+// sharded gradient. Everything that reads the sharded gradients (ShardedGrad, ClipGradNorm,
+// the optimizers' Step, ZeroGrad, WaitGradients) waits for it first.
+func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 	md := g.model
 	if !md.gradSync {
-		return nil
+		return
 	}
-	rank := globalRank(md.mesh)
+	// A reduction of this group still in flight adds into the same sharded gradient first.
+	if err := g.waitReduce(); err != nil {
+		md.reduceErr = errors.Join(md.reduceErr, err)
+	}
 	es := md.reduceDT.Size()
 	in := tensor.New(md.reduceDT, md.n*g.size)
 	buf := in.Bytes()
@@ -94,46 +116,102 @@ func (g *Group) ReduceGradients(ctx context.Context) error {
 		}
 	}
 	g.grads = nil
+	if g.grad == nil {
+		g.grad = tensor.New(tensor.Float32, g.size)
+	}
+	acc := g.grad
 	// Sum, then divide while accumulating into the float32 sharded gradient: the same as Avg
 	// (which comm also computes as a sum and a division), without a separate pass over the
 	// buffer (on shm, Avg's division costs several times the reduce-scatter itself).
 	out := tensor.New(md.reduceDT, g.size)
-	if err := md.shardPG.ReduceScatter(ctx, out, in, comm.Sum); err != nil {
-		return opErr(op, rank, err)
-	}
-	ranks := float64(md.n)
-	if md.replPG != nil {
-		if err := md.replPG.AllReduce(ctx, out, comm.Sum); err != nil {
-			return opErr(op, rank, err)
+	w := md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
+	red := &reduction{done: make(chan struct{}), issued: make(chan struct{})}
+	prev := md.lastReduce
+	md.lastReduce, g.reducing = red, red
+	go func() {
+		defer close(red.done)
+		err := w.Wait(ctx)
+		ranks := float64(md.n)
+		if md.replPG != nil {
+			// The replicate all-reduces go out in the order the reductions were issued.
+			if prev != nil {
+				<-prev.issued
+			}
+			if err == nil {
+				w2 := md.replPG.AllReduceAsync(out, comm.Sum)
+				close(red.issued)
+				err = w2.Wait(ctx)
+			} else {
+				close(red.issued)
+			}
+			ranks *= float64(md.replPG.Size())
+		} else {
+			close(red.issued)
 		}
-		ranks *= float64(md.replPG.Size())
+		if err != nil {
+			red.err = opErr("ReduceGradients", globalRank(md.mesh), err)
+			return
+		}
+		if out.DType() != tensor.Float32 {
+			out = out.To(tensor.Float32)
+		}
+		a := acc.Float32s()
+		for i, v := range out.Float32s() {
+			a[i] += float32(float64(v) / ranks)
+		}
+	}()
+}
+
+// waitReduce waits for the group's reduction in flight, if any, and returns its error.
+func (g *Group) waitReduce() error {
+	r := g.reducing
+	if r == nil {
+		return nil
 	}
-	if out.DType() != tensor.Float32 {
-		out = out.To(tensor.Float32)
+	<-r.done
+	g.reducing = nil
+	return r.err
+}
+
+// WaitGradients waits for every ReduceGradientsAsync in flight and returns their errors (and
+// those of reductions that ZeroGrad or a later ReduceGradientsAsync of the same group waited
+// for). The optimizers' Step and ClipGradNorm call it.
+func (md *Model) WaitGradients() error {
+	err := md.reduceErr
+	md.reduceErr = nil
+	for _, g := range md.groups {
+		err = errors.Join(err, g.waitReduce())
 	}
-	if g.grad == nil {
-		g.grad = tensor.New(tensor.Float32, g.size)
-	}
-	acc := g.grad.Float32s()
-	for i, v := range out.Float32s() {
-		acc[i] += float32(float64(v) / ranks)
-	}
-	return nil
+	md.lastReduce = nil
+	return err
 }
 
 // ShardedGrad is this rank's true rows of the named parameter's sharded gradient (a view), or nil
 // before the first ReduceGradients (or after ZeroGrad).
 func (g *Group) ShardedGrad(name string) (*tensor.Tensor, error) {
 	p, err := g.param("ShardedGrad", name)
-	if err != nil || g.grad == nil {
+	if err != nil {
 		return nil, err
+	}
+	if err := g.waitReduce(); err != nil {
+		return nil, err
+	}
+	if g.grad == nil {
+		return nil, nil
 	}
 	return p.local(g.grad), nil
 }
 
 // ZeroGrad drops every group's sharded and unsharded gradients (torch's zero_grad with
-// set_to_none).
+// set_to_none), after waiting for the reductions in flight (whose errors the next WaitGradients
+// returns).
 func (md *Model) ZeroGrad() {
+	for _, g := range md.groups {
+		if err := g.waitReduce(); err != nil {
+			md.reduceErr = errors.Join(md.reduceErr, err)
+		}
+	}
+	md.lastReduce = nil
 	for _, g := range md.groups {
 		g.grad, g.grads = nil, nil
 	}
@@ -149,6 +227,9 @@ func (md *Model) ClipGradNorm(ctx context.Context, maxNorm float64) (float64, er
 	rank := globalRank(md.mesh)
 	if !(maxNorm > 0) {
 		return 0, errorf(op, rank, "maxNorm %v must be positive", maxNorm)
+	}
+	if err := md.WaitGradients(); err != nil {
+		return 0, err
 	}
 	var sq float64
 	for _, g := range md.groups {

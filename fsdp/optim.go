@@ -60,8 +60,11 @@ func (o *SGD) state() optimizerState {
 	return st
 }
 
-// Step applies one update to every group that has a sharded gradient.
+// Step applies one update to every group that has a sharded gradient (after WaitGradients).
 func (o *SGD) Step() error {
+	if err := o.model.WaitGradients(); err != nil {
+		return err
+	}
 	for gi, g := range o.model.groups {
 		if g.grad == nil {
 			continue
@@ -119,8 +122,11 @@ func (o *AdamW) state() optimizerState {
 	return st
 }
 
-// Step applies one update to every group that has a sharded gradient.
+// Step applies one update to every group that has a sharded gradient (after WaitGradients).
 func (o *AdamW) Step() error {
+	if err := o.model.WaitGradients(); err != nil {
+		return err
+	}
 	for gi, g := range o.model.groups {
 		if g.grad == nil {
 			continue

@@ -162,6 +162,9 @@ func (md *Model) broadcastString(ctx context.Context, s *string) error {
 func (md *Model) LoadFullStateDict(ctx context.Context, sd map[string]*tensor.Tensor) error {
 	const op = "LoadFullStateDict"
 	rank := globalRank(md.mesh)
+	if err := md.WaitGradients(); err != nil { // their HSDP all-reduces use the replicate group
+		return err
+	}
 	problem := ""
 	if md.isRoot() {
 		problem = md.checkKeys(slices.Collect(mapKeys(sd)), func(p *param) []int { return p.shape }, tensorShape(sd))
@@ -241,6 +244,9 @@ func shardFile(dir string, i, n int) string {
 func (md *Model) SaveCheckpoint(ctx context.Context, dir string, opt Optimizer) error {
 	const op = "SaveCheckpoint"
 	rank := globalRank(md.mesh)
+	if err := md.WaitGradients(); err != nil { // their HSDP all-reduces use the replicate group
+		return err
+	}
 	problem := ""
 	if md.replRank == 0 {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -97,7 +97,7 @@ func run() error {
 	flag.Float64Var(&o.clip, "clip", 0, "clip the global gradient norm to this (0: no clipping)")
 	flag.BoolVar(&reference, "reference", false, "train on this process alone, without fsdp (the single-process reference)")
 	flag.IntVar(&hsdp, "hsdp", 1, "replicas for HSDP (a replicate x shard mesh); 1: plain FSDP")
-	flag.BoolVar(&noPrefetch, "no-prefetch", false, "do not prefetch the next group's all-gather")
+	flag.BoolVar(&noPrefetch, "no-prefetch", false, "do not prefetch the next group's all-gather, nor reduce-scatter asynchronously (nothing overlaps compute)")
 	flag.BoolVar(&keep, "no-reshard-after-forward", false, "keep the full parameters between forward and backward")
 	flag.BoolVar(&bf16, "bf16", false, "mixed precision: all-gather and compute with bfloat16 parameters")
 	flag.IntVar(&bench, "bench", 0, "after training, time K steps of compute alone, communication alone, and whole steps with and without prefetch")
@@ -219,7 +219,8 @@ func (p fsdpParams) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 }
 
 // hooks are fsdp's calls around each layer: unshard (and prefetch the next layer), reshard after
-// forward, reduce-scatter and reshard after backward.
+// forward, reduce-scatter and reshard after backward. With prefetch, the reduce-scatter is
+// asynchronous too (waited for after the first layer's backward): the collectives overlap compute.
 // wait, if not nil, accumulates the time spent blocked in Unshard.
 func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wait *time.Duration) Hooks {
 	n := len(md.Groups())
@@ -258,10 +259,18 @@ func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wa
 		},
 		AfterBackward: func(i int) error {
 			g := md.Group(i)
-			if err := g.ReduceGradients(ctx); err != nil {
-				return err
+			if !prefetch {
+				if err := g.ReduceGradients(ctx); err != nil {
+					return err
+				}
+				g.Reshard()
+				return nil
 			}
+			g.ReduceGradientsAsync(ctx) // overlaps the next layer's backward
 			g.Reshard()
+			if i == 0 {
+				return md.WaitGradients()
+			}
 			return nil
 		},
 	}
