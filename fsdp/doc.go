@@ -35,6 +35,10 @@
 //		model.ZeroGrad()
 //	}
 //
+// ReduceGradientsAsync issues the reduce-scatter and returns, so that it overlaps the backward
+// pass of the next layer (as FSDP2 does); the optimizers' Step, ClipGradNorm and WaitGradients
+// wait for it.
+//
 // Gradient accumulation without communication: SetRequiresGradientSync(false) before the first
 // micro-batches (ReduceGradients then keeps adding to the unsharded gradients), true before the
 // last. For HSDP, ReduceGradients reduce-scatters over the shard dimension, then all-reduces the
