@@ -60,22 +60,27 @@ func (o *SGD) state() optimizerState {
 	return st
 }
 
-// Step applies one update to every group that has a sharded gradient (after WaitGradients).
-func (o *SGD) Step() error {
-	if err := o.model.WaitGradients(); err != nil {
+// forEachGrad waits for the gradients in flight, then calls update with every group that has a
+// sharded gradient: its index, master shard and gradient.
+func (md *Model) forEachGrad(update func(gi int, p, g []float32)) error {
+	if err := md.WaitGradients(); err != nil {
 		return err
 	}
-	for gi, g := range o.model.groups {
-		if g.grad == nil {
-			continue
+	for gi, g := range md.groups {
+		if g.grad != nil {
+			update(gi, g.master.Float32s(), g.grad.Float32s())
 		}
-		p, gr := g.master.Float32s(), g.grad.Float32s()
-		if o.Momentum != 0 && o.bufs[gi] == nil {
-			o.bufs[gi] = tensor.New(tensor.Float32, len(p))
-		}
+	}
+	return nil
+}
+
+// Step applies one update to every group that has a sharded gradient (after WaitGradients).
+func (o *SGD) Step() error {
+	st := o.state()
+	return o.model.forEachGrad(func(gi int, p, gr []float32) {
 		var buf []float32
-		if o.bufs[gi] != nil {
-			buf = o.bufs[gi].Float32s()
+		if bufs := st.bufs(gi, true); bufs != nil {
+			buf = bufs[0].Float32s()
 		}
 		for i := range p {
 			d := float64(gr[i]) + o.WeightDecay*float64(p[i])
@@ -85,8 +90,7 @@ func (o *SGD) Step() error {
 			}
 			p[i] = float32(float64(p[i]) - o.LR*d)
 		}
-	}
-	return nil
+	})
 }
 
 // AdamW is Adam with decoupled weight decay, torch.optim.AdamW's update: p *= 1 - LR·WeightDecay;
@@ -124,22 +128,14 @@ func (o *AdamW) state() optimizerState {
 
 // Step applies one update to every group that has a sharded gradient (after WaitGradients).
 func (o *AdamW) Step() error {
-	if err := o.model.WaitGradients(); err != nil {
-		return err
-	}
-	for gi, g := range o.model.groups {
-		if g.grad == nil {
-			continue
-		}
-		p, gr := g.master.Float32s(), g.grad.Float32s()
-		if o.m[gi] == nil {
-			o.m[gi], o.v[gi] = tensor.New(tensor.Float32, len(p)), tensor.New(tensor.Float32, len(p))
-		}
+	st := o.state()
+	return o.model.forEachGrad(func(gi int, p, gr []float32) {
+		bufs := st.bufs(gi, true)
+		m, v := bufs[0].Float32s(), bufs[1].Float32s()
 		o.steps[gi]++
 		t := float64(o.steps[gi])
 		bc1, bc2 := 1-math.Pow(o.Beta1, t), 1-math.Pow(o.Beta2, t)
 		step, sqrtBC2 := o.LR/bc1, math.Sqrt(bc2)
-		m, v := o.m[gi].Float32s(), o.v[gi].Float32s()
 		for i := range p {
 			x := float64(p[i]) * (1 - o.LR*o.WeightDecay)
 			gv := float64(gr[i])
@@ -148,6 +144,5 @@ func (o *AdamW) Step() error {
 			x -= step * float64(m[i]) / (math.Sqrt(float64(v[i]))/sqrtBC2 + o.Eps)
 			p[i] = float32(x)
 		}
-	}
-	return nil
+	})
 }
