@@ -32,7 +32,7 @@ func ExampleShard() {
 		fmt.Println(err)
 		return
 	}
-	opt := fsdp.NewSGD(model, 0.5, 0, 0)
+	opt := fsdp.NewSGD(model, fsdp.SGD{LR: 0.5})
 	g := model.Group(0)
 	if err := g.Unshard(ctx); err != nil { // all-gather
 		fmt.Println(err)

@@ -422,7 +422,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			var opt fsdp.Optimizer
 			var ref func(p, g []float64, step int)
 			if name == "sgd" {
-				opt = fsdp.NewSGD(om, 0.1, 0.9, 0.01)
+				opt = fsdp.NewSGD(om, fsdp.SGD{LR: 0.1, Momentum: 0.9, WeightDecay: 0.01})
 				bufs := map[*float64][]float64{}
 				ref = func(p, g []float64, _ int) { // torch.optim.SGD, written out again
 					b := bufs[&p[0]]
@@ -607,7 +607,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 					}
 				}
 			}
-			err = lm.LoadCheckpoint(dir+"_adamw", fsdp.NewSGD(lm, 0.1, 0.9, 0))
+			err = lm.LoadCheckpoint(dir+"_adamw", fsdp.NewSGD(lm, fsdp.SGD{LR: 0.1, Momentum: 0.9}))
 			assert.ErrorContains(t, err, `holds "adamw" optimizer state, not sgd's`)
 		}
 		for _, dir := range tc.Load {

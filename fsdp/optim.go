@@ -35,9 +35,10 @@ type SGD struct {
 	bufs  []*tensor.Tensor // per group, flat like its shard
 }
 
-// NewSGD returns an SGD optimizer over md's shards.
-func NewSGD(md *Model, lr, momentum, weightDecay float64) *SGD {
-	return &SGD{LR: lr, Momentum: momentum, WeightDecay: weightDecay, model: md, bufs: make([]*tensor.Tensor, len(md.groups))}
+// NewSGD returns an SGD optimizer over md's shards with cfg's LR, Momentum and WeightDecay
+// (zero: none), e.g. NewSGD(md, SGD{LR: 0.1, Momentum: 0.9}).
+func NewSGD(md *Model, cfg SGD) *SGD {
+	return &SGD{LR: cfg.LR, Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, model: md, bufs: make([]*tensor.Tensor, len(md.groups))}
 }
 
 func (o *SGD) state() optimizerState {

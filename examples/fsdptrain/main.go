@@ -331,7 +331,7 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 	debug.FreeOSMemory()
 	var opt fsdp.Optimizer
 	if o.name == "sgd" {
-		opt = fsdp.NewSGD(md, o.lr, o.momentum, o.weightDecay)
+		opt = fsdp.NewSGD(md, fsdp.SGD{LR: o.lr, Momentum: o.momentum, WeightDecay: o.weightDecay})
 	} else {
 		a := fsdp.NewAdamW(md, o.lr)
 		a.WeightDecay = o.weightDecay
