@@ -1,0 +1,261 @@
+package fsdp
+
+import (
+	"context"
+	"errors"
+	"math"
+	"slices"
+
+	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/dtensor"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Grad is the named parameter's unsharded gradient accumulator: a tensor of the parameter's full
+// shape, in MixedPrecision.ReduceDType (float32 by default), zero after the last ReduceGradients.
+// The model's backward pass adds its gradient into it (e.g. MatMulInto with beta 1, or
+// AccumulateGrad); ReduceGradients reduce-scatters it into the sharded gradient and frees it.
+func (g *Group) Grad(name string) (*tensor.Tensor, error) {
+	p, err := g.param("Grad", name)
+	if err != nil {
+		return nil, err
+	}
+	return g.gradOf(p), nil
+}
+
+func (g *Group) gradOf(p *param) *tensor.Tensor {
+	if g.grads == nil {
+		g.grads = make([]*tensor.Tensor, len(g.params))
+	}
+	if g.grads[p.index] == nil {
+		g.grads[p.index] = tensor.New(g.model.reduceDT, p.shape...)
+	}
+	return g.grads[p.index]
+}
+
+// AccumulateGrad adds grad (the parameter's full shape, any floating-point dtype, e.g. the
+// bfloat16 of a mixed-precision backward) into the named parameter's unsharded gradient.
+func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
+	const op = "AccumulateGrad"
+	p, err := g.param(op, name)
+	if err != nil {
+		return err
+	}
+	if grad == nil || !grad.DType().IsFloat() || !slices.Equal(grad.Shape(), p.shape) {
+		return errorf(op, globalRank(g.model.mesh), "the gradient of %q must be a floating-point tensor of its shape %v, got %v; pass the full gradient",
+			name, p.shape, grad)
+	}
+	acc := g.gradOf(p)
+	src := grad.Contiguous()
+	if acc.DType() == tensor.Float32 {
+		a := acc.Float32s()
+		if src.DType() != tensor.Float32 {
+			src = src.To(tensor.Float32)
+		}
+		for i, v := range src.Float32s() {
+			a[i] += v
+		}
+		return nil
+	}
+	sum := acc.To(tensor.Float32)
+	s := sum.Float32s()
+	for i, v := range src.To(tensor.Float32).Float32s() {
+		s[i] += v
+	}
+	convertInto(acc, sum)
+	return nil
+}
+
+// ReduceGradients averages the group's unsharded gradients across the ranks and adds this rank's
+// part to the sharded gradient (float32): one reduce-scatter (a sum in ReduceDType, divided by
+// the number of ranks) of a flat buffer over the shard group, and for HSDP then one all-reduce
+// (sum) of the result over the replicate group. The unsharded gradients are freed. Parameters
+// whose Grad was never asked for count as zero. With gradient sync off
+// (SetRequiresGradientSync(false)) it does nothing and the unsharded gradients keep
+// accumulating. Collective over the mesh. It is ReduceGradientsAsync, then the wait for it.
+func (g *Group) ReduceGradients(ctx context.Context) error {
+	g.ReduceGradientsAsync(ctx)
+	return g.waitReduce()
+}
+
+// reduction is a ReduceGradientsAsync in flight.
+type reduction struct {
+	done   chan struct{} // closed once the sharded gradient holds the result
+	issued chan struct{} // closed once its replicate all-reduce (HSDP) is issued, or skipped
+	err    error
+}
+
+// ReduceGradientsAsync issues ReduceGradients' reduce-scatter (its copy into the flat buffer
+// happens now, and the unsharded gradients are free at once) and returns while it runs, as
+// torch's FSDP2 overlaps it with the backward pass of the next layer: a goroutine waits for it,
+// issues HSDP's all-reduce (in the same order on every rank) and adds the result into the
+// sharded gradient. Everything that reads the sharded gradients (ShardedGrad, ClipGradNorm,
+// the optimizers' Step, ZeroGrad, WaitGradients) waits for it first.
+func (g *Group) ReduceGradientsAsync(ctx context.Context) {
+	md := g.model
+	if !md.gradSync {
+		return
+	}
+	// A reduction of this group still in flight adds into the same sharded gradient first.
+	if err := g.waitReduce(); err != nil {
+		md.reduceErr = errors.Join(md.reduceErr, err)
+	}
+	es := md.reduceDT.Size()
+	in := tensor.New(md.reduceDT, md.n*g.size)
+	buf := in.Bytes()
+	for i, p := range g.params {
+		if g.grads == nil || g.grads[i] == nil {
+			continue
+		}
+		src := g.grads[i].Bytes()
+		row := p.rowSize * es
+		for r := range md.n {
+			start, n := dtensor.ChunkRange(p.shape[0], md.n, r)
+			to := (r*g.size + p.offset) * es
+			copy(buf[to:to+n*row], src[start*row:(start+n)*row])
+		}
+	}
+	g.grads = nil
+	if g.grad == nil {
+		g.grad = tensor.New(tensor.Float32, g.size)
+	}
+	acc := g.grad
+	// Sum, then divide while accumulating into the float32 sharded gradient: the same as Avg
+	// (which comm also computes as a sum and a division), without a separate pass over the
+	// buffer (on shm, Avg's division costs several times the reduce-scatter itself).
+	out := tensor.New(md.reduceDT, g.size)
+	w := md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
+	red := &reduction{done: make(chan struct{}), issued: make(chan struct{})}
+	prev := md.lastReduce
+	md.lastReduce, g.reducing = red, red
+	go func() {
+		defer close(red.done)
+		err := w.Wait(ctx)
+		ranks := float64(md.n)
+		if md.replPG != nil {
+			// The replicate all-reduces go out in the order the reductions were issued.
+			if prev != nil {
+				<-prev.issued
+			}
+			if err == nil {
+				w2 := md.replPG.AllReduceAsync(out, comm.Sum)
+				close(red.issued)
+				err = w2.Wait(ctx)
+			} else {
+				close(red.issued)
+			}
+			ranks *= float64(md.replPG.Size())
+		} else {
+			close(red.issued)
+		}
+		if err != nil {
+			red.err = opErr("ReduceGradients", globalRank(md.mesh), err)
+			return
+		}
+		if out.DType() != tensor.Float32 {
+			out = out.To(tensor.Float32)
+		}
+		a := acc.Float32s()
+		for i, v := range out.Float32s() {
+			a[i] += float32(float64(v) / ranks)
+		}
+	}()
+}
+
+// waitReduce waits for the group's reduction in flight, if any, and returns its error.
+func (g *Group) waitReduce() error {
+	r := g.reducing
+	if r == nil {
+		return nil
+	}
+	<-r.done
+	g.reducing = nil
+	return r.err
+}
+
+// WaitGradients waits for every ReduceGradientsAsync in flight and returns their errors (and
+// those of reductions that ZeroGrad or a later ReduceGradientsAsync of the same group waited
+// for). The optimizers' Step and ClipGradNorm call it.
+func (md *Model) WaitGradients() error {
+	err := md.reduceErr
+	md.reduceErr = nil
+	for _, g := range md.groups {
+		err = errors.Join(err, g.waitReduce())
+	}
+	md.lastReduce = nil
+	return err
+}
+
+// ShardedGrad is this rank's true rows of the named parameter's sharded gradient (a view), or nil
+// before the first ReduceGradients (or after ZeroGrad).
+func (g *Group) ShardedGrad(name string) (*tensor.Tensor, error) {
+	p, err := g.param("ShardedGrad", name)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.waitReduce(); err != nil {
+		return nil, err
+	}
+	if g.grad == nil {
+		return nil, nil
+	}
+	return p.local(g.grad), nil
+}
+
+// ZeroGrad drops every group's sharded and unsharded gradients (torch's zero_grad with
+// set_to_none), after waiting for the reductions in flight (whose errors the next WaitGradients
+// returns).
+func (md *Model) ZeroGrad() {
+	for _, g := range md.groups {
+		if err := g.waitReduce(); err != nil {
+			md.reduceErr = errors.Join(md.reduceErr, err)
+		}
+	}
+	md.lastReduce = nil
+	for _, g := range md.groups {
+		g.grad, g.grads = nil, nil
+	}
+}
+
+// ClipGradNorm scales the sharded gradients so that their global L2 norm (over every parameter of
+// every group, across the mesh) is at most maxNorm, like torch's clip_grad_norm_, and returns the
+// norm before clipping. It sums the squares of the local shards (padding is zero) and runs one
+// all-reduce of that one number over the shard group (after ReduceGradients the gradients are
+// the same across HSDP's replicas). Collective over the shard group.
+func (md *Model) ClipGradNorm(ctx context.Context, maxNorm float64) (float64, error) {
+	const op = "ClipGradNorm"
+	rank := globalRank(md.mesh)
+	if !(maxNorm > 0) {
+		return 0, errorf(op, rank, "maxNorm %v must be positive", maxNorm)
+	}
+	if err := md.WaitGradients(); err != nil {
+		return 0, err
+	}
+	var sq float64
+	for _, g := range md.groups {
+		if g.grad == nil {
+			continue
+		}
+		for _, v := range g.grad.Float32s() {
+			sq += float64(v) * float64(v)
+		}
+	}
+	t := tensor.FromSlice([]float64{sq})
+	if err := md.shardPG.AllReduce(ctx, t, comm.Sum); err != nil {
+		return 0, opErr(op, rank, err)
+	}
+	norm := math.Sqrt(t.Float64s()[0])
+	// torch: clip_coef = max_norm / (total_norm + 1e-6), applied when below 1.
+	if coef := maxNorm / (norm + 1e-6); coef < 1 {
+		for _, g := range md.groups {
+			if g.grad == nil {
+				continue
+			}
+			gs := g.grad.Float32s()
+			for i, v := range gs {
+				gs[i] = float32(float64(v) * coef)
+			}
+		}
+	}
+	return norm, nil
+}

@@ -1,0 +1,166 @@
+package fsdp
+
+import (
+	"context"
+	"slices"
+
+	"github.com/gccl/gccl/dtensor"
+	"github.com/gccl/gccl/tensor"
+)
+
+// Prefetch starts unsharding the group and returns at once: the all-gather is issued now (so
+// every rank issues it in the same order relative to its other collectives on the group) and runs
+// on the group's worker, and a goroutine copies the result into the full parameters, while the
+// caller computes. Unshard waits for it. Prefetching an unsharded or prefetching group does
+// nothing. Like every collective, every rank of the shard group prefetches the same groups in
+// the same order.
+func (g *Group) Prefetch(ctx context.Context) {
+	if g.full != nil || g.fetch != nil {
+		return
+	}
+	md := g.model
+	in := g.master
+	var extra int64
+	if md.paramDT != md.masterDT {
+		in = tensor.New(md.paramDT, g.size)
+		convertInto(in, g.master)
+		extra += int64(in.NBytes())
+	}
+	out := tensor.New(md.paramDT, md.n*g.size)
+	fullBytes := int64(0)
+	for _, p := range g.params {
+		fullBytes += int64(p.shape[0] * p.rowSize * md.paramDT.Size())
+	}
+	extra += int64(out.NBytes()) + fullBytes
+	md.account(extra)
+	w := md.shardPG.AllGatherAsync(out, in)
+	f := &fetch{done: make(chan struct{})}
+	g.fetch = f
+	go func() {
+		defer close(f.done)
+		if err := w.Wait(ctx); err != nil {
+			f.err = opErr("Unshard", globalRank(md.mesh), err)
+			md.account(-extra)
+			return
+		}
+		f.full = g.copyOut(out, md.paramDT)
+		// The all-gather buffer (and the converted send buffer) are dropped here.
+		md.account(-(extra - fullBytes))
+	}()
+}
+
+// copyOut builds the full parameters from the all-gather output (of dtype dt): rank r's slot
+// holds, for each parameter, its padded shard, whose first rows are rank r's torch.chunk; the
+// chunks in rank order are the parameter's rows.
+func (g *Group) copyOut(all *tensor.Tensor, dt tensor.DType) []*tensor.Tensor {
+	es := dt.Size()
+	src := all.Bytes()
+	full := make([]*tensor.Tensor, len(g.params))
+	for i, p := range g.params {
+		t := tensor.New(dt, p.shape...)
+		dst := t.Bytes()
+		row := p.rowSize * es
+		for r := range g.model.n {
+			start, n := dtensor.ChunkRange(p.shape[0], g.model.n, r)
+			from := (r*g.size + p.offset) * es
+			copy(dst[start*row:(start+n)*row], src[from:from+n*row])
+		}
+		full[i] = t
+	}
+	return full
+}
+
+// Unshard makes the group's full parameters available (Param): one all-gather of the group's flat
+// shard over the shard group, or the wait for the one Prefetch issued. Collective over the shard
+// group; a no-op when the group is already unsharded.
+func (g *Group) Unshard(ctx context.Context) error {
+	if g.full != nil {
+		return nil
+	}
+	g.Prefetch(ctx)
+	f := g.fetch
+	<-f.done
+	g.fetch = nil
+	if f.err != nil {
+		return f.err
+	}
+	g.full = f.full
+	return nil
+}
+
+// Reshard frees the group's full parameters (waiting first for a prefetch in flight). The full
+// tensors handed out by Param must not be used after it.
+func (g *Group) Reshard() {
+	if f := g.fetch; f != nil {
+		<-f.done
+		g.fetch = nil
+		if f.err == nil {
+			g.full = f.full
+		}
+	}
+	if g.full == nil {
+		return
+	}
+	var bytes int64
+	for _, t := range g.full {
+		bytes += int64(t.NBytes())
+	}
+	g.full = nil
+	g.model.account(-bytes)
+}
+
+// AfterForward is called by the model after the group's forward: it reshards, unless
+// Options.NoReshardAfterForward keeps the full parameters for the backward pass.
+func (g *Group) AfterForward() {
+	if !g.model.opts.NoReshardAfterForward {
+		g.Reshard()
+	}
+}
+
+// IsUnsharded reports whether the group's full parameters are available.
+func (g *Group) IsUnsharded() bool { return g.full != nil }
+
+// Param is the named parameter's full value, in MixedPrecision.ParamDType, between Unshard and
+// Reshard. Writes to it are lost at Reshard: the optimizer updates the master shards.
+func (g *Group) Param(name string) (*tensor.Tensor, error) {
+	p, err := g.param("Param", name)
+	if err != nil {
+		return nil, err
+	}
+	if g.full == nil {
+		return nil, errorf("Param", globalRank(g.model.mesh), "group %d (%s) is sharded; call Unshard before reading %q",
+			g.index, slices.Clone(g.Names()), name)
+	}
+	return g.full[p.index], nil
+}
+
+// convertInto copies src's elements into dst (both contiguous, with as many elements), converting
+// the dtype: float32 <-> bfloat16 and float16 directly, anything else through tensor.To.
+func convertInto(dst, src *tensor.Tensor) {
+	switch {
+	case dst.DType() == src.DType():
+		copy(dst.Bytes(), src.Bytes())
+	case src.DType() == tensor.Float32 && dst.DType() == tensor.BFloat16:
+		d := dst.Uint16s()
+		for i, v := range src.Float32s() {
+			d[i] = tensor.Float32ToBFloat16(v)
+		}
+	case src.DType() == tensor.Float32 && dst.DType() == tensor.Float16:
+		d := dst.Uint16s()
+		for i, v := range src.Float32s() {
+			d[i] = tensor.Float32ToFloat16(v)
+		}
+	case src.DType() == tensor.BFloat16 && dst.DType() == tensor.Float32:
+		d := dst.Float32s()
+		for i, v := range src.Uint16s() {
+			d[i] = tensor.BFloat16ToFloat32(v)
+		}
+	case src.DType() == tensor.Float16 && dst.DType() == tensor.Float32:
+		d := dst.Float32s()
+		for i, v := range src.Uint16s() {
+			d[i] = tensor.Float16ToFloat32(v)
+		}
+	default:
+		copy(dst.Bytes(), src.Contiguous().To(dst.DType()).Bytes())
+	}
+}
