@@ -314,7 +314,9 @@ func TestBadInputMismatch(t *testing.T) {
 					assert.True(t, op.Mismatch || op.Timeout, "rank %d: want ErrMismatch or ErrTimeout, got %q", r, op.Err)
 				} else {
 					assert.True(t, op.Mismatch, "rank %d: want errors.Is(err, comm.ErrMismatch), got %q", r, op.Err)
-					assert.Less(t, op.Ms, int64(3000), "rank %d took %d ms to report the mismatch", r, op.Ms)
+					// Well before the 10 s timeout, with room for -race on a loaded 2-core
+					// machine (3.5 s seen there); how fast is for benchmarks, not tests.
+					assert.Less(t, op.Ms, int64(8000), "rank %d took %d ms to report the mismatch", r, op.Ms)
 				}
 				assert.Contains(t, op.Err, tc.call(r).op, "rank %d: the error must name the op", r)
 				assert.Contains(t, op.Err, "#1", "rank %d: the error must name the sequence number", r)
@@ -1074,7 +1076,7 @@ func TestAsyncWait(t *testing.T) {
 		if o, ok := biGet(t, res, all, r, "async_mismatch"); ok {
 			assert.True(t, o.Mismatch, "rank %d: want ErrMismatch from Wait, got %q", r, o.Err)
 			assert.Contains(t, o.Err, "all_reduce #2", "rank %d", r)
-			assert.Less(t, o.Ms, int64(3000), "rank %d", r)
+			assert.Less(t, o.Ms, int64(8000), "rank %d: well before the 10 s timeout", r)
 			if assert.NotNil(t, o.Done) {
 				assert.True(t, *o.Done, "rank %d: IsCompleted and Err must agree with Wait", r)
 			}

@@ -658,6 +658,13 @@ func divideNative(dt DType, b []byte, fn float64) {
 	switch dt {
 	case Float32:
 		v := as[float32](b)
+		if n&(n-1) == 0 { // 2, 4, 8 ranks: 1/n is exact, and x·(1/n) is the one rounding of x/n
+			r := float32(1 / fn)
+			for i := range v {
+				v[i] *= r
+			}
+			return
+		}
 		for i := range v {
 			// float64 has more than twice float32's precision, so rounding the float64
 			// quotient again to float32 gives the correctly rounded quotient.
@@ -665,6 +672,13 @@ func divideNative(dt DType, b []byte, fn float64) {
 		}
 	case Float64:
 		v := as[float64](b)
+		if n&(n-1) == 0 {
+			r := 1 / fn
+			for i := range v {
+				v[i] *= r
+			}
+			return
+		}
 		for i := range v {
 			v[i] /= fn
 		}

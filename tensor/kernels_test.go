@@ -402,13 +402,14 @@ func TestDivideBy(t *testing.T) {
 	assert.ErrorContains(t, DivideBy(Float32, make([]byte, 4), 0), "at least 1")
 }
 
-// TestDivideByCorrectlyRounded compares float32 and float16 division with a correctly rounded
-// reference on random data.
+// TestDivideByCorrectlyRounded compares float division with a correctly rounded reference on
+// random bit patterns (subnormals, infinities and NaNs included), for divisors that are powers of
+// two (a multiplication by the exact reciprocal) and others (a division).
 func TestDivideByCorrectlyRounded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	for _, dt := range []DType{Float32, Float16, BFloat16} {
-		for _, n := range []int{3, 7, 10} {
-			in := randElems(rng, dt, 2000)
+	for _, dt := range []DType{Float32, Float64, Float16, BFloat16} {
+		for _, n := range []int{2, 3, 4, 7, 8, 10, 64} {
+			in := randElems(rng, dt, 20000)
 			buf := append([]byte{}, in...)
 			require.NoError(t, DivideBy(dt, buf, n))
 			for i := 0; i < len(in); i += dt.Size() {
