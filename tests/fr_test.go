@@ -60,7 +60,7 @@ func TestFlightRecorderScenarios(t *testing.T) {
 			run.Env = append(os.Environ(), "GCCL_TIMEOUT=3s", "GCCL_FR_STACKS=1", "GCCL_LOG_LEVEL=warn")
 			out, err := run.CombinedOutput()
 			require.Error(t, err, "the job must fail; output:\n%s", out)
-			dumps := filepath.Join(logDir, "fr")
+			dumps := filepath.Join(logDir, "fr", "attempt_0") // one dump directory per attempt
 			assert.Contains(t, string(out), "run gccl fr analyze "+dumps)
 			// The failure report, printed last, carries the flight recorder's verdict and
 			// findings, and is in the log directory as JSON.

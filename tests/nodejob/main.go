@@ -107,4 +107,3 @@ func fail(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "nodejob: "+format+"\n", args...)
 	os.Exit(3)
 }
-
