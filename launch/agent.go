@@ -77,9 +77,8 @@ type agent struct {
 	gossip string
 
 	mu   sync.Mutex
-	dead map[string]bool        // memberlist names declared dead
-	lost chan string            // names of dead nodes, as memberlist declares them
-	subs map[string]chan string // per generation: dead members
+	dead map[string]bool        // memberlist names gone (dead, or left after their last result)
+	subs map[string]chan string // per generation: members gone
 }
 
 // multiNode says the job spans several nodes (or may: --nnodes MIN:MAX).
@@ -299,10 +298,10 @@ type memberEvents struct{ a *agent }
 
 func (e *memberEvents) NotifyJoin(*memberlist.Node)   {}
 func (e *memberEvents) NotifyUpdate(*memberlist.Node) {}
+// NotifyLeave hears of a node gone, dead or left on purpose (memberlist's Node.State does not
+// say which here): an agent leaves on purpose only after it published its generation's result,
+// which the watcher checks.
 func (e *memberEvents) NotifyLeave(n *memberlist.Node) {
-	if n.State != memberlist.StateDead {
-		return // left on purpose: its agent finished
-	}
 	a := e.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -543,11 +542,15 @@ type watcher struct {
 
 	mu    sync.Mutex
 	first *remoteFailure // the generation's failure, as this agent learnt it first
+	lost  *remoteFailure // a lost node or store: the cause, whatever came first
 }
 
 func (w *watcher) note(f remoteFailure) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.lost == nil && (f.Reason == "node lost" || f.Reason == "store lost") {
+		w.lost = &f
+	}
 	if w.first != nil {
 		return false
 	}
@@ -555,9 +558,14 @@ func (w *watcher) note(f remoteFailure) bool {
 	return true
 }
 
+// cause is why the generation failed: a lost node or store when there was one (the failed
+// ranks are its victims), else the first failure heard of; nil when none.
 func (w *watcher) cause() *remoteFailure {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.lost != nil {
+		return w.lost
+	}
 	return w.first
 }
 
@@ -647,7 +655,7 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 			case <-ctx.Done():
 				return
 			case name := <-dead:
-				if _, ok := members[name]; ok {
+				if r, ok := members[name]; ok && !a.reported(gen, r) {
 					w.publishLost(lostNode(name), deliver)
 					return
 				}
@@ -672,6 +680,15 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 		close(w.done)
 	}()
 	return w
+}
+
+// reported says whether node r published its result of generation gen (then it left on
+// purpose, and is not lost).
+func (a *agent) reported(gen, r int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := a.client.Get(ctx, a.key(gen, "result/"+strconv.Itoa(r)))
+	return err == nil
 }
 
 // publishLost tells the other agents a node was lost, and this agent's workers.
