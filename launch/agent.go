@@ -298,6 +298,7 @@ type memberEvents struct{ a *agent }
 
 func (e *memberEvents) NotifyJoin(*memberlist.Node)   {}
 func (e *memberEvents) NotifyUpdate(*memberlist.Node) {}
+
 // NotifyLeave hears of a node gone, dead or left on purpose (memberlist's Node.State does not
 // say which here): an agent leaves on purpose only after it published its generation's result,
 // which the watcher checks.

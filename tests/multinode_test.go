@@ -149,7 +149,9 @@ func TestMultiNode(t *testing.T) {
 
 	t.Run("worker killed", func(t *testing.T) {
 		logs := t.TempDir()
-		ps := agents(t, 3, "", "long", logs, nodeRank)
+		// idle: the ranks do not talk after the first all-reduce, so they would not notice a
+		// dead peer themselves: the agents must stop them on every node.
+		ps := agents(t, 3, "", "idle", logs, nodeRank)
 		pids := readyPids(t, ps)
 		require.NoError(t, syscall.Kill(pids[3], syscall.SIGKILL))
 		took := waitGone(t, values(pids), 15*time.Second)
@@ -163,6 +165,7 @@ func TestMultiNode(t *testing.T) {
 			assert.Equal(t, c.addrs[1], f.RootCause.Addr, "rank 3 ran on node 1")
 			assert.Contains(t, p.output(), fmt.Sprintf("rank 3 (pid %d) was killed by signal: killed on", pids[3]))
 			assert.Contains(t, p.output(), fmt.Sprintf("(%s, node 1)", c.addrs[1]))
+			assert.Len(t, f.Failures, 1, "node %d: the other ranks were stopped, they did not fail", i)
 		}
 	})
 

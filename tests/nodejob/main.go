@@ -1,11 +1,12 @@
 // Command nodejob is the job of the multi-node tests and of the launcher benchmarks:
 //
-//	gccl run ... nodejob check|long|failfirst|longfirst|once
+//	gccl run ... nodejob check|long|idle|failfirst|longfirst|once
 //
 // check: every rank all-reduces, all-gathers and broadcasts and checks the results on every
 // element, then prints "rank R of W node G local L restart C: ok". long: prints "ready rank=R
 // pid=P" after a first all-reduce, then all-reduces every 20 ms for two minutes (a job to kill
-// in the middle). failfirst: rank 3 exits with status 3 on the first attempt
+// in the middle). idle: prints the ready line after one all-reduce, then sleeps two minutes
+// without talking to its peers (only the launcher can stop it early). failfirst: rank 3 exits with status 3 on the first attempt
 // (TORCHELASTIC_RESTART_COUNT=0), then check. longfirst: long on the first attempt, then check.
 // once: one 8-byte all-reduce, then exit (the startup benchmark).
 package main
@@ -22,7 +23,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: nodejob check|long|failfirst|longfirst|once")
+		fmt.Fprintln(os.Stderr, "usage: nodejob check|long|idle|failfirst|longfirst|once")
 		os.Exit(2)
 	}
 	mode := os.Args[1]
@@ -42,6 +43,13 @@ func main() {
 		return
 	case mode == "long" || (mode == "longfirst" && restart == "0"):
 		long(ctx, pg)
+		return
+	case mode == "idle":
+		if err := pg.AllReduce(ctx, tensor.New(tensor.Float32, 2), comm.Sum); err != nil {
+			fail("all_reduce: %v", err)
+		}
+		fmt.Printf("ready rank=%d pid=%d\n", pg.Rank(), os.Getpid())
+		time.Sleep(2 * time.Minute)
 		return
 	case mode == "failfirst" && restart == "0" && pg.Rank() == 3:
 		fail("rank 3 fails on purpose on the first attempt")
