@@ -366,8 +366,7 @@ func (a *agent) rendezvous(ctx context.Context, gen int, sigs <-chan os.Signal) 
 		if int(joined) >= cfg.MaxNodes || (!enough.IsZero() && time.Since(enough) >= cfg.LastCall) {
 			v, err = c.CompareAndSet(ctx, a.key(gen, "closed"), nil, []byte(strconv.Itoa(min(int(joined), cfg.MaxNodes))))
 		} else {
-			// An expected value no one stores: reads the current value, stores nothing.
-			v, err = c.CompareAndSet(ctx, a.key(gen, "closed"), []byte("-"), []byte("-"))
+			v, err = a.peek(ctx, a.key(gen, "closed"))
 		}
 		if err != nil {
 			return nil, a.rendezvousError(gen, start, int(joined), err)
@@ -686,10 +685,16 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 // reported says whether node r published its result of generation gen (then it left on
 // purpose, and is not lost).
 func (a *agent) reported(gen, r int) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err := a.client.Get(ctx, a.key(gen, "result/"+strconv.Itoa(r)))
-	return err == nil
+	v, err := a.peek(ctx, a.key(gen, "result/"+strconv.Itoa(r)))
+	return err == nil && len(v) > 0
+}
+
+// peek returns the value of key at once, empty when it is missing (Get would wait for it):
+// a CompareAndSet with an expected value no one stores reads it and stores nothing.
+func (a *agent) peek(ctx context.Context, key string) ([]byte, error) {
+	return a.client.CompareAndSet(ctx, key, []byte("\x00"), []byte("\x00"))
 }
 
 // publishLost tells the other agents a node was lost, and this agent's workers.

@@ -530,7 +530,9 @@ func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan 
 				continue
 			}
 			log.Debug("launch: the job failed elsewhere; stopping the workers", "node", f.Node, "reason", f.Message)
-			if dumpPrefix != "" && f.Reason != "signal" {
+			// The node that saw a rank fail or the job time out asked every worker for its dump
+			// before telling the others; a lost node or a signal stops the workers at once.
+			if dumpPrefix != "" && (f.Reason == "worker failed" || f.Reason == "timeout") {
 				waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
 			}
 			stop(syscall.SIGTERM)

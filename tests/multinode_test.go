@@ -17,7 +17,7 @@ import (
 )
 
 // buildNodeTools compiles the gccl CLI and the multi-node job.
-func buildNodeTools(t *testing.T) (gccl, job string) {
+func buildNodeTools(t testing.TB) (gccl, job string) {
 	t.Helper()
 	dir := t.TempDir()
 	gccl, job = filepath.Join(dir, "gccl"), filepath.Join(dir, "nodejob")

@@ -24,7 +24,7 @@ import (
 // namespace of its own (gccl<id>b), so the test touches none of the machine's own interfaces.
 // Everything it creates (namespaces, processes) is removed by t.Cleanup, even when the test fails.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	id    string
 	nodes []string // namespace names
 	addrs []string
@@ -35,7 +35,7 @@ type cluster struct {
 
 // needRoot skips the test when it cannot create network namespaces: only when not root (CI runs
 // as root, where a missing ip command is a failure).
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("multi-node tests create network namespaces: run as root")
@@ -44,13 +44,13 @@ func needRoot(t *testing.T) {
 	require.NoError(t, err, "the ip command (iproute2) is needed for network namespaces")
 }
 
-func ip(t *testing.T, args ...string) {
+func ip(t testing.TB, args ...string) {
 	t.Helper()
 	out, err := exec.Command("ip", args...).CombinedOutput()
 	require.NoError(t, err, "ip %s: %s", strings.Join(args, " "), out)
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t testing.TB, n int) *cluster {
 	needRoot(t)
 	var b [3]byte
 	_, _ = rand.Read(b[:])
@@ -143,7 +143,7 @@ func (p *proc) kill() {
 }
 
 // wait waits for the process to end (failing the test after d) and returns its exit status.
-func (p *proc) wait(t *testing.T, d time.Duration) int {
+func (p *proc) wait(t testing.TB, d time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -161,7 +161,7 @@ func (p *proc) wait(t *testing.T, d time.Duration) int {
 }
 
 // waitFor waits until the output matches re n times and returns the matches.
-func (p *proc) waitFor(t *testing.T, re *regexp.Regexp, n int, d time.Duration) [][]string {
+func (p *proc) waitFor(t testing.TB, re *regexp.Regexp, n int, d time.Duration) [][]string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -213,7 +213,7 @@ func alive(pid int) bool {
 }
 
 // waitGone waits until none of pids is alive and returns how long that took, failing after d.
-func waitGone(t *testing.T, pids []int, d time.Duration) time.Duration {
+func waitGone(t testing.TB, pids []int, d time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for {
