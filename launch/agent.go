@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/gccl/gccl/comm/store"
+	"github.com/gccl/gccl/flightrecorder"
 )
 
 // Multi-node jobs: one agent (one Run) per node. The agents meet in the rendezvous store at
@@ -64,6 +66,9 @@ func (n nodeInfo) String() string { return fmt.Sprintf("%s (%s, pid %d)", n.Addr
 type nodeResult struct {
 	Node     int           `json:"node"`
 	Failures []RankFailure `json:"failures"`
+	// Dumps are the ranks whose flight-recorder dumps the node put in the store (dump/<rank>)
+	// when the generation failed, so that every node's report analyses all of them.
+	Dumps []int `json:"dumps,omitempty"`
 }
 
 // agent is this node's side of a multi-node job.
@@ -163,7 +168,7 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 			workers.close()
 			return nil, err
 		}
-		others, cause = a.finish(gen, lay, res, w)
+		others, cause = a.finish(gen, lay, res, w, spec.dumpPrefix)
 		w.stop()
 		workers.close()
 		failed := res.failed() || len(others) > 0 || cause != nil
@@ -181,9 +186,9 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 		cfg.Logger.Warn("launch: restarting the job on every node", "failure", why, "restart", gen+1, "max_restarts", cfg.MaxRestarts)
 	}
 	if spec.dumpPrefix != "" {
-		res.Dumps = foundDumps(spec.dumpPrefix, spec.offset, cfg.NProcs)
+		res.Dumps = foundDumps(spec.dumpPrefix, 0, spec.world) // this node's and those the others shared
 		if len(res.Dumps) > 0 {
-			res.DumpDir = strings.TrimSuffix(spec.dumpPrefix, "rank_")
+			res.DumpDir = filepath.Dir(spec.dumpPrefix)
 		}
 	}
 	res.Report = newFailureReport(cfg, res, others, cause)
@@ -710,10 +715,15 @@ func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
 
 // finish publishes how this node's workers ended and gathers the other nodes' results: their
 // failed ranks, and why the generation failed (nil when it did not).
-func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher) ([]RankFailure, *remoteFailure) {
+func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) ([]RankFailure, *remoteFailure) {
 	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res)}
 	data, _ := json.Marshal(mine)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	failed := res.failed() || w.cause() != nil
+	if failed && dumpPrefix != "" {
+		mine.Dumps = a.shareDumps(ctx, gen, dumpPrefix, lay.offset)
+		data, _ = json.Marshal(mine)
+	}
 	if err := a.client.Set(ctx, a.key(gen, "result/"+strconv.Itoa(lay.me)), data); err != nil {
 		a.log.Warn("launch: telling the other nodes how this node's workers ended", "err", err)
 	}
@@ -744,6 +754,9 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher) ([]RankFai
 				var nr nodeResult
 				if json.Unmarshal(data, &nr) == nil {
 					others = append(others, nr.Failures...)
+					if dumpPrefix != "" {
+						a.fetchDumps(gen, dumpPrefix, nr.Dumps)
+					}
 				}
 				break
 			}
@@ -755,6 +768,39 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher) ([]RankFai
 		}
 	}
 	return others, w.cause()
+}
+
+// shareDumps puts this node's workers' flight-recorder dumps of generation gen in the store and
+// returns their ranks.
+func (a *agent) shareDumps(ctx context.Context, gen int, prefix string, offset int) []int {
+	var ranks []int
+	for r := offset; r < offset+a.cfg.NProcs; r++ {
+		data, err := os.ReadFile(flightrecorder.DumpPath(prefix, r))
+		if err != nil || len(data) > store.MaxMessageBytes-1024 {
+			continue
+		}
+		if err := a.client.Set(ctx, a.key(gen, "dump/"+strconv.Itoa(r)), data); err != nil {
+			a.log.Debug("launch: sharing a flight-recorder dump", "rank", r, "err", err)
+			continue
+		}
+		ranks = append(ranks, r)
+	}
+	return ranks
+}
+
+// fetchDumps copies the dumps another node shared next to this node's, for the analysis.
+func (a *agent) fetchDumps(gen int, prefix string, ranks []int) {
+	for _, r := range ranks {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		data, err := a.client.Get(ctx, a.key(gen, "dump/"+strconv.Itoa(r)))
+		cancel()
+		if err == nil {
+			err = os.WriteFile(flightrecorder.DumpPath(prefix, r), data, 0o644)
+		}
+		if err != nil {
+			a.log.Debug("launch: fetching another node's flight-recorder dump", "rank", r, "err", err)
+		}
+	}
 }
 
 // isLocalHost reports whether host names or is an address of this machine.

@@ -166,6 +166,13 @@ func TestMultiNode(t *testing.T) {
 			assert.Contains(t, p.output(), fmt.Sprintf("rank 3 (pid %d) was killed by signal: killed on", pids[3]))
 			assert.Contains(t, p.output(), fmt.Sprintf("(%s, node 1)", c.addrs[1]))
 			assert.Len(t, f.Failures, 1, "node %d: the other ranks were stopped, they did not fail", i)
+			// Every node's report analyses every surviving rank's flight-recorder dump: the
+			// other nodes' dumps come through the store.
+			for _, r := range []int{0, 1, 2, 4, 5} {
+				_, err := os.Stat(filepath.Join(logs, strconv.Itoa(i), "fr", "attempt_0", "rank_"+strconv.Itoa(r)))
+				assert.NoError(t, err, "node %d has rank %d's dump", i, r)
+			}
+			assert.Contains(t, p.output(), "flight recorder (5 dump(s))")
 		}
 	})
 
