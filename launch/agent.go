@@ -206,7 +206,7 @@ func newAgent(ctx context.Context, cfg *Config) (*agent, error) {
 	a := &agent{cfg: cfg, log: cfg.Logger, dead: map[string]bool{}, subs: map[string]chan string{}}
 	host, _, _ := net.SplitHostPort(cfg.RdzvEndpoint)
 	var hostErr error
-	if cfg.NodeRank == 0 || isLocalHost(host) {
+	if hostsStore(ctx, host, cfg.NodeRank == 0) {
 		a.server, hostErr = store.NewServer(store.ServerOptions{Addr: cfg.RdzvEndpoint, Token: cfg.Token, Logger: cfg.Logger})
 		if hostErr == nil {
 			cfg.Logger.Info("launch: hosting the rendezvous store", "addr", a.server.Addr())
@@ -803,36 +803,54 @@ func (a *agent) fetchDumps(gen int, prefix string, ranks []int) {
 	}
 }
 
-// isLocalHost reports whether host names or is an address of this machine.
-func isLocalHost(host string) bool {
+// hostsStore says whether this agent hosts the rendezvous store: the endpoint's host is this
+// machine. Node 0 waits up to 30 s for the name to resolve (a Kubernetes pod's own name in a
+// headless service appears in DNS shortly after the pod starts) and, when it still does not,
+// tries to host the store all the same.
+func hostsStore(ctx context.Context, host string, node0 bool) bool {
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		local, resolved := isLocalHost(host)
+		switch {
+		case local || !node0:
+			return local
+		case resolved, time.Now().After(deadline), ctx.Err() != nil:
+			return true // node 0 tries; when the address is not its own, it dials the store there
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// isLocalHost reports whether host names or is an address of this machine, and whether it
+// resolved at all.
+func isLocalHost(host string) (local, resolved bool) {
 	ips := []net.IP{net.ParseIP(host)}
 	if ips[0] == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
 		if err != nil {
-			return false
+			return false, false
 		}
 		ips = ips[:0]
 		for _, a := range addrs {
 			ips = append(ips, a.IP)
 		}
 	}
-	local, err := net.InterfaceAddrs()
+	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return false
+		return false, true
 	}
 	for _, ip := range ips {
 		if ip.IsLoopback() {
-			return true
+			return true, true
 		}
-		for _, a := range local {
+		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
-				return true
+				return true, true
 			}
 		}
 	}
-	return false
+	return false, true
 }
 
 // routeTo is the local address that routes to host: the address the other nodes reach this one
