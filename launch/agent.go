@@ -81,6 +81,9 @@ type agent struct {
 	name   string // memberlist name
 	gossip string
 
+	last    *layout // the last generation that ran, when one did
+	lastGen int
+
 	mu   sync.Mutex
 	dead map[string]bool        // memberlist names gone (dead, or left after their last result)
 	subs map[string]chan string // per generation: members gone
@@ -237,6 +240,7 @@ func newAgent(ctx context.Context, cfg *Config) (*agent, error) {
 }
 
 func (a *agent) close() {
+	a.waitDone()
 	if a.ml != nil {
 		_ = a.ml.Leave(500 * time.Millisecond)
 		_ = a.ml.Shutdown()
@@ -245,8 +249,6 @@ func (a *agent) close() {
 		_ = a.client.Close()
 	}
 	if a.server != nil {
-		// The other agents may still read the last generation's results: give them a moment.
-		time.Sleep(200 * time.Millisecond)
 		_ = a.server.Close()
 	}
 }
@@ -301,7 +303,13 @@ func (w slogWriter) Write(p []byte) (int, error) {
 // memberEvents hears memberlist's verdicts.
 type memberEvents struct{ a *agent }
 
-func (e *memberEvents) NotifyJoin(*memberlist.Node)   {}
+// NotifyJoin forgets a node declared dead that came back (it refuted a false suspicion).
+func (e *memberEvents) NotifyJoin(n *memberlist.Node) {
+	e.a.mu.Lock()
+	defer e.a.mu.Unlock()
+	delete(e.a.dead, n.Name)
+}
+
 func (e *memberEvents) NotifyUpdate(*memberlist.Node) {}
 
 // NotifyLeave hears of a node gone, dead or left on purpose (memberlist's Node.State does not
@@ -578,6 +586,9 @@ func (w *watcher) cause() *remoteFailure {
 func (w *watcher) publish(f remoteFailure) {
 	a := w.a
 	f.Node, f.Host = a.cfg.nodeRank, a.cfg.advertised
+	if f.Reason != "worker failed" {
+		f.Message += fmt.Sprintf(" on node %d (%s)", f.Node, f.Host)
+	}
 	w.note(f)
 	data, _ := json.Marshal(f)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -669,8 +680,8 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 				for _, m := range a.ml.Members() {
 					seen[m.Name] = true
 				}
-				for name := range members {
-					if !seen[name] {
+				for name, r := range members {
+					if !seen[name] && !a.reported(gen, r) {
 						f := lostNode(name)
 						f.Message = fmt.Sprintf("node %d (%s) never answered memberlist's probes at %s: is UDP and TCP to it blocked?", f.Node, lay.nodes[f.Node], lay.nodes[f.Node].Gossip)
 						w.publishLost(f, deliver)
@@ -737,7 +748,7 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 			continue
 		}
 		for {
-			if a.isDead(nd.Member) {
+			if a.isDead(nd.Member) && !a.reported(gen, r) {
 				w.note(remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
 					Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)})
 				break
@@ -767,7 +778,41 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 			}
 		}
 	}
+	// The agent hosting the store waits for every agent to be done with it before it exits.
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	_, _ = a.client.Add(ctx, a.key(gen, "done"), 1)
+	cancel()
+	a.last = lay
+	a.lastGen = gen
 	return others, w.cause()
+}
+
+// waitDone waits, when this agent hosts the rendezvous store, until every agent of the last
+// generation has read what it needs from it, at most 10 s, or until those left are dead.
+func (a *agent) waitDone() {
+	if a.server == nil || a.last == nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		v, err := a.peek(ctx, a.key(a.lastGen, "done"))
+		cancel()
+		n, _ := strconv.Atoi(string(v))
+		if err != nil || n >= len(a.last.nodes) {
+			return
+		}
+		alive := 0
+		for r, nd := range a.last.nodes {
+			if r != a.last.me && !a.isDead(nd.Member) {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // shareDumps puts this node's workers' flight-recorder dumps of generation gen in the store and

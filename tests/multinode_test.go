@@ -221,6 +221,22 @@ func TestMultiNode(t *testing.T) {
 		waitGone(t, values(pids), 5*time.Second)
 	})
 
+	t.Run("agent stopped by SIGTERM: no restart", func(t *testing.T) {
+		logs := t.TempDir()
+		ps := agents(t, 3, "", "idle", logs, func(i int) []string { return append(nodeRank(i), "--max-restarts", "2") })
+		pids := readyPids(t, ps)
+		require.NoError(t, ps[1].cmd.Process.Signal(syscall.SIGTERM))
+		waitGone(t, values(pids), 15*time.Second)
+		assert.Equal(t, 128+int(syscall.SIGTERM), ps[1].wait(t, time.Minute), "gccl run exits 128 + SIGTERM")
+		for i, p := range ps {
+			code := p.wait(t, time.Minute)
+			assert.NotEqual(t, 0, code, "node %d", i)
+			assert.NotContains(t, p.output(), "restarting the job", "node %d: a signal stops the job for good", i)
+		}
+		f := readFailure(t, filepath.Join(logs, "0"))
+		assert.Contains(t, f.Message, fmt.Sprintf("stopped by SIGTERM on node 1 (%s)", c.addrs[1]), "node 0 says why: %+v", f)
+	})
+
 	t.Run("max restarts, fails on the first run only", func(t *testing.T) {
 		logs := t.TempDir()
 		ps := agents(t, 3, "", "failfirst", logs, func(i int) []string {
