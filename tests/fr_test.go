@@ -16,13 +16,7 @@ import (
 // build compiles the gccl CLI and the scenario job once per test binary.
 func build(t *testing.T) (gccl, job string) {
 	t.Helper()
-	dir := t.TempDir()
-	gccl, job = filepath.Join(dir, "gccl"), filepath.Join(dir, "frjob")
-	for bin, pkg := range map[string]string{gccl: "../cmd/gccl", job: "./frjob"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
-	return gccl, job
+	return buildWith(t, "./frjob")
 }
 
 // report is the part of gccl fr analyze --json the scenarios check.

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,13 +18,7 @@ import (
 // buildNodeTools compiles the gccl CLI and the multi-node job.
 func buildNodeTools(t testing.TB) (gccl, job string) {
 	t.Helper()
-	dir := t.TempDir()
-	gccl, job = filepath.Join(dir, "gccl"), filepath.Join(dir, "nodejob")
-	for bin, pkg := range map[string]string{gccl: "../cmd/gccl", job: "./nodejob"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
-	return gccl, job
+	return buildWith(t, "./nodejob")
 }
 
 var (
