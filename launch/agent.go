@@ -69,6 +69,9 @@ type nodeResult struct {
 	// Dumps are the ranks whose flight-recorder dumps the node put in the store (dump/<rank>)
 	// when the generation failed, so that every node's report analyses all of them.
 	Dumps []int `json:"dumps,omitempty"`
+	// Final: a signal or a timeout stopped this node's workers, so no agent restarts the job
+	// (the failed key may already hold another, earlier failure).
+	Final bool `json:"final,omitempty"`
 }
 
 // agent is this node's side of a multi-node job.
@@ -727,7 +730,7 @@ func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
 // finish publishes how this node's workers ended and gathers the other nodes' results: their
 // failed ranks, and why the generation failed (nil when it did not).
 func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) ([]RankFailure, *remoteFailure) {
-	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res)}
+	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res), Final: res.Signal != "" || res.TimedOut}
 	data, _ := json.Marshal(mine)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	failed := res.failed() || w.cause() != nil
@@ -743,6 +746,7 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 	// collect dumps; a node that neither answers nor is declared dead by then is lost.
 	deadline := time.Now().Add(a.cfg.GracePeriod + a.cfg.DumpWait + 10*time.Second)
 	var others []RankFailure
+	final := false
 	for r, nd := range lay.nodes {
 		if r == lay.me {
 			continue
@@ -765,6 +769,9 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 				var nr nodeResult
 				if json.Unmarshal(data, &nr) == nil {
 					others = append(others, nr.Failures...)
+					if nr.Final {
+						final = true
+					}
 					if dumpPrefix != "" {
 						a.fetchDumps(gen, dumpPrefix, nr.Dumps)
 					}
@@ -784,7 +791,13 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 	cancel()
 	a.last = lay
 	a.lastGen = gen
-	return others, w.cause()
+	cause := w.cause()
+	if final && cause != nil && !cause.Final {
+		c := *cause
+		c.Final = true
+		cause = &c
+	}
+	return others, cause
 }
 
 // waitDone waits, when this agent hosts the rendezvous store, until every agent of the last
