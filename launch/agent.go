@@ -190,6 +190,10 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 			why = cause.Message
 		}
 		cfg.Logger.Warn("launch: restarting the job on every node", "failure", why, "restart", gen+1, "max_restarts", cfg.MaxRestarts)
+		if cause != nil && cause.Reason == "node lost" {
+			cfg.Logger.Warn(fmt.Sprintf("launch: the restart waits up to %v for %d node(s) (--nnodes MIN): start gccl run again on the lost node, or give --nnodes MIN:MAX to go on without it",
+				cfg.JoinTimeout, cfg.MinNodes))
+		}
 	}
 	if spec.dumpPrefix != "" {
 		res.Dumps = foundDumps(spec.dumpPrefix, 0, spec.world) // this node's and those the others shared
