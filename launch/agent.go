@@ -146,8 +146,17 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 		cause  *remoteFailure
 		spec   genSpec
 	)
-	for gen := 0; ; gen++ {
+	// An agent that starts while the job runs (a node replaced after a failure) joins the
+	// current generation, and when that one runs without it, the next.
+	for gen := a.currentGen(ctx); ; gen++ {
 		lay, err := a.rendezvous(ctx, gen, sigs)
+		var late *lateError
+		if errors.As(err, &late) {
+			if err := a.waitOut(ctx, late, sigs); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -183,6 +192,7 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 				cleanup()
 				return res, nil
 			}
+			a.markEnded(gen)
 			break
 		}
 		why := "a worker failed"
@@ -365,6 +375,7 @@ func (a *agent) rendezvous(ctx context.Context, gen int, sigs <-chan os.Signal) 
 		return nil, fmt.Errorf("launch: joining the rendezvous at %s: %w", cfg.RdzvEndpoint, err)
 	}
 	slot := int(n - 1)
+	a.raiseCurrent(ctx, gen)
 	host, _ := os.Hostname()
 	info := nodeInfo{Slot: slot, Want: cfg.NodeRank, Addr: cfg.advertised, Host: host, NProcs: cfg.NProcs, Member: a.name, Gossip: a.gossip, Pid: os.Getpid()}
 	data, _ := json.Marshal(info)
@@ -395,6 +406,9 @@ func (a *agent) rendezvous(ctx context.Context, gen int, sigs <-chan os.Signal) 
 			closed, _ = strconv.Atoi(string(v))
 			break
 		}
+		if v, err := a.peek(ctx, a.endedKey()); err == nil && len(v) > 0 {
+			return nil, fmt.Errorf("launch: rendezvous %q: the job ended (it failed in generation %s and was not restarted) while this node waited for generation %d: see the other nodes' failure report", cfg.RunID, v, gen)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, a.rendezvousError(gen, start, int(joined), ctx.Err())
@@ -407,8 +421,7 @@ func (a *agent) rendezvous(ctx context.Context, gen int, sigs <-chan os.Signal) 
 		}
 	}
 	if slot >= closed {
-		return nil, fmt.Errorf("launch: rendezvous %q generation %d closed with %d node(s) before this node joined (as node %d): the job runs without it; "+
-			"a job that ran before with the same --rdzv-id on the same store also does this: use a new --rdzv-id", cfg.RunID, gen, closed, slot+1)
+		return nil, &lateError{gen: gen, closed: closed, slot: slot}
 	}
 	nodes := make([]nodeInfo, closed)
 	for s := 0; s < closed; s++ {
@@ -435,6 +448,79 @@ func (a *agent) rendezvous(ctx context.Context, gen int, sigs <-chan os.Signal) 
 	}
 	a.log.Info("launch: rendezvous complete", "generation", gen, "nodes", closed, "node_rank", lay.me, "world", lay.world, "took", time.Since(start).Round(time.Millisecond))
 	return lay, nil
+}
+
+func (a *agent) endedKey() string { return fmt.Sprintf("rdzv/%s/ended", a.cfg.RunID) }
+
+// markEnded tells agents waiting for a next generation that there will be none.
+func (a *agent) markEnded(gen int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = a.client.Set(ctx, a.endedKey(), []byte(strconv.Itoa(gen)))
+}
+
+// lateError: the generation closed before this agent joined it.
+type lateError struct{ gen, closed, slot int }
+
+func (e *lateError) Error() string {
+	return fmt.Sprintf("generation %d closed with %d node(s) before this node joined it", e.gen, e.closed)
+}
+
+// currentGen is the job's latest generation (0 for a new job): where a starting agent joins.
+func (a *agent) currentGen(ctx context.Context) int {
+	v, err := a.peek(ctx, fmt.Sprintf("rdzv/%s/current", a.cfg.RunID))
+	n, _ := strconv.Atoi(string(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// raiseCurrent records that generation gen started, unless a later one did.
+func (a *agent) raiseCurrent(ctx context.Context, gen int) {
+	key := fmt.Sprintf("rdzv/%s/current", a.cfg.RunID)
+	for i := 0; i < 10; i++ {
+		v, err := a.peek(ctx, key)
+		if err != nil {
+			return
+		}
+		if cur, err := strconv.Atoi(string(v)); err == nil && cur >= gen {
+			return
+		}
+		if got, err := a.client.CompareAndSet(ctx, key, v, []byte(strconv.Itoa(gen))); err != nil || string(got) == strconv.Itoa(gen) {
+			return
+		}
+	}
+}
+
+// waitOut waits, for an agent that came late to a generation, until that generation fails (the
+// agents then restart and meet in the next one, which this agent joins) or ends.
+func (a *agent) waitOut(ctx context.Context, late *lateError, sigs <-chan os.Signal) error {
+	cfg := a.cfg
+	a.log.Warn(fmt.Sprintf("launch: generation %d of rendezvous %q runs with %d node(s), without this one: waiting for it to fail and restart with this node", late.gen, cfg.RunID, late.closed))
+	ctx, cancel := context.WithTimeout(ctx, cfg.JoinTimeout)
+	defer cancel()
+	for {
+		if v, err := a.peek(ctx, a.key(late.gen, "failed")); err == nil && len(v) > 0 {
+			return nil
+		}
+		if v, err := a.peek(ctx, a.key(late.gen, "done")); err == nil {
+			if n, _ := strconv.Atoi(string(v)); n >= late.closed {
+				return fmt.Errorf("launch: rendezvous %q: the job ran (generation %d, %d node(s)) and ended without this node; "+
+					"a job that ran before with the same --rdzv-id on the same store also does this: use a new --rdzv-id", cfg.RunID, late.gen, late.closed)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("launch: rendezvous %q: waited %v for generation %d, which runs without this node, to end: %w", cfg.RunID, cfg.JoinTimeout, late.gen, ctx.Err())
+		case s := <-sigs:
+			if s == syscall.SIGUSR1 || s == syscall.SIGUSR2 {
+				continue
+			}
+			return fmt.Errorf("launch: rendezvous %q: %w (%v) while waiting for a generation that runs without this node", cfg.RunID, errSignalled, s)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // rendezvousError says which nodes joined and which are missing.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gccl/gccl/comm/store"
 	"github.com/gccl/gccl/launch"
 )
 
@@ -95,4 +97,22 @@ func TestRendezvousTimeoutSaysWhoIsMissing(t *testing.T) {
 	assert.ErrorContains(t, errs[0], "1 of 3 node(s) joined")
 	assert.ErrorContains(t, errs[0], "missing node rank(s) 1, 2")
 	assert.ErrorContains(t, errs[0], fmt.Sprintf("pid %d", os.Getpid()), "names the node that joined")
+}
+
+func TestRendezvousIDReusedOnALiveStore(t *testing.T) {
+	srv, err := store.NewServer(store.ServerOptions{Token: "t0ken", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer srv.Close()
+	onStore := func(c *launch.Config) { c.RdzvEndpoint = srv.Addr() }
+	res, _, errs := nodes(t, "env", []int{0, 1}, onStore)
+	for i := range res {
+		require.NoError(t, errs[i])
+		require.NoError(t, res[i].Err())
+	}
+	// The same --rdzv-id again on the store that outlived the job: a clear error, not a hang.
+	_, _, errs = nodes(t, "env", []int{0, 1}, onStore)
+	for i := range errs {
+		assert.ErrorContains(t, errs[i], "ended without this node")
+		assert.ErrorContains(t, errs[i], "use a new --rdzv-id")
+	}
 }

@@ -64,6 +64,13 @@ func TestMultiNode(t *testing.T) {
 	require.NoError(t, os.WriteFile(tok, []byte("multinode-test-token\n"), 0o600))
 	port := 29400
 	// agents starts one gccl run per node; extra(i) gives node i's own flags.
+	// agent starts gccl run on node i, for the job with this endpoint and id.
+	agent := func(i int, endpoint, id, mode, logDir string, extra []string) *proc {
+		args := []string{"run", "--nproc-per-node", "2", "--nnodes", "3", "--rdzv-endpoint", endpoint,
+			"--rdzv-id", id, "--token-file", tok, "--backend", "gloo", "--log-dir", logDir}
+		args = append(append(args, extra...), job, mode)
+		return c.start(i, []string{"GCCL_TIMEOUT=30s", "GCCL_LOG_LEVEL=info"}, gccl, args...)
+	}
 	agents := func(t *testing.T, nodes int, endpoint, mode string, logs string, extra func(i int) []string) []*proc {
 		port++
 		if endpoint == "" {
@@ -71,14 +78,11 @@ func TestMultiNode(t *testing.T) {
 		}
 		var ps []*proc
 		for i := 0; i < nodes; i++ {
-			args := []string{"run", "--nproc-per-node", "2", "--nnodes", "3", "--rdzv-endpoint", endpoint,
-				"--rdzv-id", fmt.Sprintf("%s-%d", t.Name(), port), "--token-file", tok, "--backend", "gloo",
-				"--log-dir", filepath.Join(logs, strconv.Itoa(i))}
+			var more []string
 			if extra != nil {
-				args = append(args, extra(i)...)
+				more = extra(i)
 			}
-			args = append(args, job, mode)
-			ps = append(ps, c.start(i, []string{"GCCL_TIMEOUT=30s", "GCCL_LOG_LEVEL=info"}, gccl, args...))
+			ps = append(ps, agent(i, endpoint, fmt.Sprintf("%s-%d", t.Name(), port), mode, filepath.Join(logs, strconv.Itoa(i)), more))
 		}
 		return ps
 	}
@@ -201,6 +205,26 @@ func TestMultiNode(t *testing.T) {
 				assert.Equal(t, "1", m[6], "restart 1")
 			}
 			assert.Contains(t, p.output(), "memberlist declared it dead")
+		}
+		waitGone(t, values(pids), 5*time.Second)
+	})
+
+	t.Run("agent killed and started again: the job restarts with it", func(t *testing.T) {
+		logs := t.TempDir()
+		restarts := func(i int) []string { return append(nodeRank(i), "--max-restarts", "1") }
+		ps := agents(t, 3, "", "longfirst", logs, restarts)
+		pids := readyPids(t, ps)
+		require.NoError(t, ps[2].cmd.Process.Kill())
+		waitGone(t, []int{pids[4], pids[5]}, 5*time.Second)
+		// A new agent for node 2 (as a Kubernetes Job would start a new pod) joins the job.
+		again := agent(2, fmt.Sprintf("%s:%d", c.addrs[0], port), fmt.Sprintf("%s-%d", t.Name(), port), "longfirst",
+			filepath.Join(logs, "2again"), restarts(2))
+		for i, p := range []*proc{ps[0], ps[1], again} {
+			require.Equal(t, 0, p.wait(t, 2*time.Minute), "node %d; output:\n%s", i, p.output())
+			for l := 0; l < 2; l++ {
+				r := 2*i + l
+				assert.Contains(t, p.output(), fmt.Sprintf("[rank %d] rank %d of 6 node %d local %d restart 1: ok", r, r, i, l))
+			}
 		}
 		waitGone(t, values(pids), 5*time.Second)
 	})
