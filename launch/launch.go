@@ -1,6 +1,3 @@
-// Package launch starts the ranks of a job on this host: it hosts the rendezvous store, gives
-// every worker torchrun's environment, prefixes each output line with its rank, and as soon as
-// one worker fails stops the others and reports which rank failed and how.
 package launch
 
 import (
