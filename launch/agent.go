@@ -259,7 +259,7 @@ func newAgent(ctx context.Context, cfg *Config) (*agent, error) {
 func (a *agent) close() {
 	a.waitDone()
 	if a.ml != nil {
-		_ = a.ml.Leave(500 * time.Millisecond)
+		_ = a.ml.Leave(100 * time.Millisecond)
 		_ = a.ml.Shutdown()
 	}
 	if a.client != nil {

@@ -92,3 +92,29 @@ func killAndWait(b *testing.B, ps []*proc, perNode, victim int) time.Duration {
 	}
 	return took
 }
+
+// BenchmarkMultiNodeStartup times a whole 3-node x 2-rank job on network namespaces, from
+// starting the three gccl run agents to the last one exiting: rendezvous, the workers' start,
+// one 8-byte all-reduce across the nodes (nodejob once), and the agents' goodbyes. Root only.
+//
+//	go test -run '^$' -bench MultiNodeStartup -benchtime 10x ./tests/
+func BenchmarkMultiNodeStartup(b *testing.B) {
+	gccl, job := buildNodeTools(b)
+	c := newCluster(b, 3)
+	tok := filepath.Join(b.TempDir(), "token")
+	require.NoError(b, os.WriteFile(tok, []byte("bench-token"), 0o600))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var ps []*proc
+		for n := 0; n < 3; n++ {
+			ps = append(ps, c.start(n, nil, gccl, "run", "--nproc-per-node", "2", "--nnodes", "3", "--node-rank", strconv.Itoa(n),
+				"--rdzv-endpoint", fmt.Sprintf("%s:%d", c.addrs[0], 29600+i), "--rdzv-id", fmt.Sprintf("start%d", i), "--token-file", tok,
+				"--backend", "gloo", job, "once"))
+		}
+		for _, p := range ps {
+			if code := p.wait(b, time.Minute); code != 0 {
+				b.Fatalf("%s exited %d:\n%s", p.name, code, p.output())
+			}
+		}
+	}
+}
