@@ -12,8 +12,7 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// Flags are gccl run's command-line flags: torchrun's names and meanings (single node for now),
-// plus gccl's own. Register adds them to a flag set; Config turns them into a Config.
+// Flags are gccl run's command-line flags: torchrun's names and meanings, plus gccl's own. Register adds them to a flag set; Config turns them into a Config.
 type Flags struct {
 	NProcPerNode     string
 	NNodes           string
@@ -23,6 +22,8 @@ type Flags struct {
 	RdzvEndpoint     string
 	RdzvID           string
 	RdzvBackend      string
+	RdzvConf         string
+	LocalAddr        string
 	Standalone       bool
 	MaxRestarts      int
 	MonitorInterval  time.Duration
@@ -48,13 +49,15 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 		return pflag.NormalizedName(strings.ReplaceAll(name, "_", "-"))
 	})
 	fs.StringVar(&f.NProcPerNode, "nproc-per-node", "1", "number of ranks to start: N, or auto (one per CPU)")
-	fs.StringVar(&f.NNodes, "nnodes", "1", "number of nodes, N or MIN:MAX (only 1 for now)")
-	fs.IntVar(&f.NodeRank, "node-rank", 0, "rank of this node (only 0 for now)")
+	fs.StringVar(&f.NNodes, "nnodes", "1", "number of nodes, N or MIN:MAX (elastic: start with MIN..MAX nodes, whichever joined by the last call)")
+	fs.IntVar(&f.NodeRank, "node-rank", -1, "rank of this node, GROUP_RANK (default: numbered by the rendezvous in join order)")
 	fs.StringVar(&f.MasterAddr, "master-addr", "127.0.0.1", "address the store listens on, given to the ranks as MASTER_ADDR")
 	fs.IntVar(&f.MasterPort, "master-port", 0, "port of the store, MASTER_PORT (0: a free port)")
-	fs.StringVar(&f.RdzvEndpoint, "rdzv-endpoint", "", "HOST:PORT of the store (instead of --master-addr and --master-port)")
+	fs.StringVar(&f.RdzvEndpoint, "rdzv-endpoint", "", "HOST:PORT of the rendezvous store (instead of --master-addr and --master-port): on several nodes, the same on every node; the agent on that host (or gccl store) hosts it")
 	fs.StringVar(&f.RdzvID, "rdzv-id", "", "job id, TORCHELASTIC_RUN_ID (default: random)")
 	fs.StringVar(&f.RdzvBackend, "rdzv-backend", "static", "rendezvous backend (accepted for torchrun's scripts; gccl hosts its own store)")
+	fs.StringVar(&f.RdzvConf, "rdzv-conf", "", "rendezvous settings KEY=VALUE,...: join_timeout (seconds to wait for the other nodes, default 600), last_call_timeout (seconds an elastic rendezvous waits for more than MIN nodes, default 30)")
+	fs.StringVar(&f.LocalAddr, "local-addr", "", "address the other nodes reach this one at (default: this host's address on the route to the rendezvous endpoint)")
 	fs.BoolVar(&f.Standalone, "standalone", false, "single-node job with a store on a free local port (the default here)")
 	fs.IntVar(&f.MaxRestarts, "max-restarts", 0, "restart the whole job up to this many times after a worker fails")
 	fs.DurationVar(&f.MonitorInterval, "monitor-interval", 100*time.Millisecond, "accepted for torchrun's scripts: gccl notices a worker's exit at once")
@@ -81,7 +84,17 @@ func (f *Flags) Config(args []string) (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if err := checkSingleNode(f.NNodes, f.NodeRank); err != nil {
+	if cfg.MinNodes, cfg.MaxNodes, err = ParseNNodes(f.NNodes); err != nil {
+		return cfg, err
+	}
+	if f.Standalone {
+		cfg.MinNodes, cfg.MaxNodes = 1, 1
+	}
+	if f.NodeRank < -1 || f.NodeRank >= cfg.MaxNodes {
+		return cfg, fmt.Errorf("run: --node-rank %d: want 0..%d for --nnodes %s (or leave it out: the rendezvous numbers the nodes)", f.NodeRank, cfg.MaxNodes-1, f.NNodes)
+	}
+	cfg.NodeRank, cfg.LocalAddr = f.NodeRank, f.LocalAddr
+	if err := parseRdzvConf(f.RdzvConf, &cfg); err != nil {
 		return cfg, err
 	}
 	cfg.NProcs, cfg.Program, cfg.Args = n, args[0], args[1:]
@@ -101,6 +114,18 @@ func (f *Flags) Config(args []string) (Config, error) {
 	}
 	if cfg.MasterPort < 0 || cfg.MasterPort > 65535 {
 		return cfg, fmt.Errorf("run: port %d: want 0..65535", cfg.MasterPort)
+	}
+	if cfg.MaxNodes > 1 {
+		// torchrun's static rendezvous: the store at --master-addr:--master-port (29500 by default).
+		port := cfg.MasterPort
+		if port == 0 {
+			port = 29500
+		}
+		if f.RdzvEndpoint == "" && cfg.MasterAddr == "127.0.0.1" {
+			return cfg, fmt.Errorf("run: --nnodes %s: give every node the rendezvous endpoint, --rdzv-endpoint HOST:PORT (node 0's address, or gccl store's)", f.NNodes)
+		}
+		cfg.RdzvEndpoint = net.JoinHostPort(cfg.MasterAddr, strconv.Itoa(port))
+		cfg.MasterPort = 0
 	}
 	if f.MaxRestarts < 0 {
 		return cfg, fmt.Errorf("run: --max-restarts %d: must not be negative", f.MaxRestarts)
@@ -141,6 +166,11 @@ func (f *Flags) Config(args []string) (Config, error) {
 		if cfg.Token = strings.TrimSpace(string(data)); cfg.Token == "" {
 			return cfg, fmt.Errorf("run: --token-file %s is empty", f.TokenFile)
 		}
+	} else if cfg.MaxNodes > 1 {
+		cfg.Token = os.Getenv("GCCL_TOKEN")
+	}
+	if cfg.MaxNodes > 1 && cfg.Token == "" {
+		return cfg, fmt.Errorf("run: --nnodes %s: every node needs the same job token: --token-file FILE (the same secret on every node) or GCCL_TOKEN", f.NNodes)
 	}
 	cfg.ForwardSignals = true
 	return cfg, nil
@@ -159,17 +189,45 @@ func ParseNProcs(s string) (int, error) {
 	return n, nil
 }
 
-// checkSingleNode accepts --nnodes 1 or 1:1 and --node-rank 0.
-func checkSingleNode(nnodes string, nodeRank int) error {
-	lo, hi, ranged := strings.Cut(nnodes, ":")
+// ParseNNodes reads --nnodes: N, or MIN:MAX.
+func ParseNNodes(s string) (lo, hi int, err error) {
+	los, his, ranged := strings.Cut(s, ":")
 	if !ranged {
-		hi = lo
+		his = los
 	}
-	if lo != "1" || hi != "1" {
-		return fmt.Errorf("run: --nnodes %s: multi-node jobs are not yet supported; use --nnodes 1", nnodes)
+	lo, err1 := strconv.Atoi(los)
+	hi, err2 := strconv.Atoi(his)
+	if err1 != nil || err2 != nil || lo < 1 || hi < lo {
+		return 0, 0, fmt.Errorf("run: --nnodes %q: want N or MIN:MAX with 1 <= MIN <= MAX", s)
 	}
-	if nodeRank != 0 {
-		return fmt.Errorf("run: --node-rank %d: multi-node jobs are not yet supported; this node is rank 0", nodeRank)
+	return lo, hi, nil
+}
+
+// parseRdzvConf reads torchrun's --rdzv-conf KEY=VALUE pairs: join_timeout and
+// last_call_timeout in seconds; other keys are accepted and ignored, as gccl has no use for them.
+func parseRdzvConf(s string, cfg *Config) error {
+	if s == "" {
+		return nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return fmt.Errorf("run: --rdzv-conf %q: want KEY=VALUE pairs separated by commas", s)
+		}
+		var d *time.Duration
+		switch k {
+		case "join_timeout":
+			d = &cfg.JoinTimeout
+		case "last_call_timeout":
+			d = &cfg.LastCall
+		default:
+			continue
+		}
+		sec, err := strconv.ParseFloat(v, 64)
+		if err != nil || sec <= 0 {
+			return fmt.Errorf("run: --rdzv-conf %s=%q: want a number of seconds above 0", k, v)
+		}
+		*d = time.Duration(sec * float64(time.Second))
 	}
 	return nil
 }

@@ -73,9 +73,27 @@ func TestFlags(t *testing.T) {
 			assert.Equal(t, "s3cret", c.Token)
 			assert.False(t, c.Bind)
 		}, ""},
-		{"multi-node", []string{"--nnodes", "2", "prog"}, nil, "multi-node jobs are not yet supported"},
-		{"elastic", []string{"--nnodes", "1:4", "prog"}, nil, "multi-node jobs are not yet supported"},
-		{"node rank", []string{"--node-rank", "1", "prog"}, nil, "multi-node jobs are not yet supported"},
+		{"multi-node", []string{"--nnodes", "3", "--node-rank", "2", "--rdzv-endpoint", "10.0.0.1:29400", "--token-file", tokenFile,
+			"--rdzv-conf", "join_timeout=20,last_call_timeout=1.5,read_timeout=60", "--local-addr", "10.0.0.3", "prog"}, func(t *testing.T, c launch.Config) {
+			assert.Equal(t, 3, c.MinNodes)
+			assert.Equal(t, 3, c.MaxNodes)
+			assert.Equal(t, 2, c.NodeRank)
+			assert.Equal(t, "10.0.0.1:29400", c.RdzvEndpoint)
+			assert.Equal(t, 20*time.Second, c.JoinTimeout)
+			assert.Equal(t, 1500*time.Millisecond, c.LastCall)
+			assert.Equal(t, "10.0.0.3", c.LocalAddr)
+		}, ""},
+		{"elastic, static endpoint", []string{"--nnodes", "1:4", "--master-addr", "node0", "--token-file", tokenFile, "prog"}, func(t *testing.T, c launch.Config) {
+			assert.Equal(t, 1, c.MinNodes)
+			assert.Equal(t, 4, c.MaxNodes)
+			assert.Equal(t, -1, c.NodeRank, "numbered by the rendezvous")
+			assert.Equal(t, "node0:29500", c.RdzvEndpoint, "torchrun's default port")
+		}, ""},
+		{"multi-node without endpoint", []string{"--nnodes", "2", "--token-file", tokenFile, "prog"}, nil, "--rdzv-endpoint HOST:PORT"},
+		{"multi-node without token", []string{"--nnodes", "2", "--rdzv-endpoint", "h:1", "prog"}, nil, "same job token"},
+		{"bad nnodes", []string{"--nnodes", "3:2", "prog"}, nil, "MIN <= MAX"},
+		{"bad rdzv conf", []string{"--rdzv-conf", "join_timeout=soon", "prog"}, nil, "join_timeout"},
+		{"node rank out of range", []string{"--node-rank", "1", "prog"}, nil, "want 0..0"},
 		{"zero procs", []string{"--nproc-per-node", "0", "prog"}, nil, "at least 1"},
 		{"bad redirects", []string{"--redirects", "4", "prog"}, nil, "--redirects"},
 		{"bad per-rank redirects", []string{"--redirects", "0:1,x:2", "prog"}, nil, "LOCAL_RANK:STD"},

@@ -1,6 +1,3 @@
-// Package launch starts the ranks of a job on this host: it hosts the rendezvous store, gives
-// every worker torchrun's environment, prefixes each output line with its rank, and as soon as
-// one worker fails stops the others and reports which rank failed and how.
 package launch
 
 import (
@@ -93,6 +90,26 @@ type Config struct {
 	// running after GracePeriod get SIGKILL.
 	ForwardSignals bool
 	Logger         *slog.Logger
+
+	// Several nodes (see agent.go): MinNodes..MaxNodes agents, one per node, each running
+	// NProcs workers, meet at RdzvEndpoint (HOST:PORT of the rendezvous store: the agent on that
+	// host hosts it, else gccl store must). MaxNodes > 1 makes a multi-node job; 0 means
+	// MinNodes, and MinNodes 0 means 1. A multi-node job needs Token, the same on every node.
+	MinNodes, MaxNodes int
+	// NodeRank is this node's rank (GROUP_RANK); -1 lets the rendezvous number the nodes in the
+	// order they join.
+	NodeRank     int
+	RdzvEndpoint string
+	// LocalAddr is the address the other nodes reach this one at (default: this host's address
+	// on the route to the rendezvous endpoint).
+	LocalAddr string
+	// JoinTimeout bounds the wait for the other nodes at each rendezvous (default
+	// DefaultJoinTimeout); LastCall is how long a rendezvous that MinNodes but not MaxNodes
+	// agents joined waits for more (default DefaultLastCall).
+	JoinTimeout, LastCall time.Duration
+
+	advertised string // LocalAddr, or the one found
+	nodeRank   int    // this node's rank in the current generation
 }
 
 // Std selects a worker's output streams, as torchrun's Std: 0 none, 1 stdout, 2 stderr, 3 both.
@@ -204,6 +221,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.MaxRestarts < 0 {
 		return nil, fmt.Errorf("launch: max restarts %d: must not be negative", cfg.MaxRestarts)
 	}
+	if err := cfg.checkNodes(); err != nil {
+		return nil, err
+	}
 	if cfg.Stdout == nil {
 		cfg.Stdout = os.Stdout
 	}
@@ -239,7 +259,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.DumpDir == "" && cfg.LogDir != "" {
 		cfg.DumpDir = filepath.Join(cfg.LogDir, "fr")
 	}
-	dumpDir, dumpPrefix, cleanup, err := prepareDumps(&cfg)
+	dumpDir, cleanup, err := prepareDumps(&cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -254,9 +274,29 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		ctx, cancel = context.WithTimeoutCause(ctx, cfg.Timeout, errJobTimeout)
 		defer cancel()
 	}
+	if cfg.multiNode() {
+		return runAgent(ctx, &cfg, dumpDir, cleanup, sigs)
+	}
 	var res *Result
+	var spec genSpec
 	for gen := 0; ; gen++ {
-		res, err = runGeneration(ctx, &cfg, gen, dumpPrefix, sigs)
+		srv, err := store.NewServer(store.ServerOptions{
+			Addr: net.JoinHostPort(cfg.MasterAddr, strconv.Itoa(cfg.MasterPort)), Token: cfg.Token, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("launch: starting the store: %w", err)
+		}
+		_, port, _ := net.SplitHostPort(srv.Addr())
+		spec = genSpec{
+			gen: gen, world: cfg.NProcs, groupWorld: 1,
+			masterAddr: cfg.MasterAddr, masterPort: port, storeAddr: srv.Addr(),
+		}
+		if spec.dumpPrefix, err = attemptDumpPrefix(dumpDir, gen); err != nil {
+			srv.Close()
+			return nil, err
+		}
+		res, err = runGeneration(ctx, &cfg, &spec, sigs)
+		srv.Close()
 		if err != nil {
 			return nil, err
 		}
@@ -265,48 +305,90 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		cfg.Logger.Warn("launch: restarting the job", "failure", res.First.String(), "restart", gen+1, "max_restarts", cfg.MaxRestarts)
 	}
-	if dumpPrefix != "" {
-		res.Dumps = foundDumps(dumpPrefix, cfg.NProcs)
+	if spec.dumpPrefix != "" {
+		res.Dumps = foundDumps(spec.dumpPrefix, 0, cfg.NProcs)
 	}
 	if !res.failed() {
 		cleanup()
 		return res, nil
 	}
 	if len(res.Dumps) > 0 {
-		res.DumpDir = dumpDir
+		res.DumpDir = filepath.Dir(spec.dumpPrefix)
 	}
-	res.Report = newFailureReport(&cfg, res)
-	if cfg.LogDir != "" {
-		path := filepath.Join(cfg.LogDir, "failure.json")
-		if err := res.Report.writeJSONFile(path); err != nil {
-			cfg.Logger.Warn("launch: writing the failure report", "path", path, "err", err)
-		} else {
-			res.Report.Path = path
-		}
-	}
+	res.Report = newFailureReport(&cfg, res, nil, nil)
+	cfg.writeReport(res.Report)
 	return res, nil
+}
+
+// writeReport writes the failure report to LogDir/failure.json, when there is a log directory.
+func (cfg *Config) writeReport(rep *FailureReport) {
+	if cfg.LogDir == "" {
+		return
+	}
+	path := filepath.Join(cfg.LogDir, "failure.json")
+	if err := rep.writeJSONFile(path); err != nil {
+		cfg.Logger.Warn("launch: writing the failure report", "path", path, "err", err)
+	} else {
+		rep.Path = path
+	}
+}
+
+// attemptDumpPrefix is the dump prefix of attempt gen, DIR/attempt_<gen>/rank_, so that a later
+// attempt does not overwrite an earlier one's dumps ("" when dir is: the launcher leaves dumps
+// alone).
+func attemptDumpPrefix(dir string, gen int) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	d := filepath.Join(dir, fmt.Sprintf("attempt_%d", gen))
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", fmt.Errorf("launch: the dump directory: %w", err)
+	}
+	return filepath.Join(d, "rank_"), nil
+}
+
+// genSpec places one attempt of the job: this node's ranks in the whole job, where the workers
+// find the store, and (on several nodes) how the agent hears of failures elsewhere and tells
+// the other nodes of its own.
+type genSpec struct {
+	gen                    int
+	offset, world          int // global rank of local rank 0; ranks in the whole job
+	groupRank, groupWorld  int // node rank, nodes
+	masterAddr, masterPort string
+	storeAddr              string // the workers' store, for dump requests
+	dumpPrefix             string // "": the launcher leaves dumps alone
+	// remote delivers a failure on another node (or of another node): the local workers are
+	// stopped. nil on a single node.
+	remote <-chan remoteFailure
+	// onFailure is called once, before the workers are stopped, with the first local failure
+	// (a failed rank, or the reason the agent stops: timeout, signal).
+	onFailure func(f remoteFailure)
+}
+
+// remoteFailure is why a generation fails, as the agents tell each other.
+type remoteFailure struct {
+	Node    int    `json:"node"`
+	Host    string `json:"host"`
+	Reason  string `json:"reason"` // "worker failed", "node lost", "timeout", "signal", "store lost"
+	Message string `json:"message"`
+	// Final: the agents stop without restarting (a signal or a timeout stopped the job).
+	Final bool `json:"final,omitempty"`
 }
 
 var errJobTimeout = errors.New("job timed out")
 
-// runGeneration runs one attempt of the job, with its own store.
-func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string, sigs <-chan os.Signal) (*Result, error) {
+// runGeneration runs one attempt of the job: this node's workers.
+func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan os.Signal) (*Result, error) {
 	log := cfg.Logger
-	srv, err := store.NewServer(store.ServerOptions{
-		Addr: net.JoinHostPort(cfg.MasterAddr, strconv.Itoa(cfg.MasterPort)), Token: cfg.Token, Logger: log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("launch: starting the store: %w", err)
-	}
-	defer srv.Close()
-	_, port, _ := net.SplitHostPort(srv.Addr())
-	world := strconv.Itoa(cfg.NProcs)
+	gen, dumpPrefix := spec.gen, spec.dumpPrefix
+	world := strconv.Itoa(spec.world)
+	local := strconv.Itoa(cfg.NProcs)
 
 	base := append(os.Environ(), cfg.Env...)
 	base = append(base,
-		"MASTER_ADDR="+cfg.MasterAddr, "MASTER_PORT="+port,
-		"WORLD_SIZE="+world, "LOCAL_WORLD_SIZE="+world, "ROLE_WORLD_SIZE="+world,
-		"GROUP_RANK=0", "GROUP_WORLD_SIZE=1", "ROLE_NAME="+cfg.Role,
+		"MASTER_ADDR="+spec.masterAddr, "MASTER_PORT="+spec.masterPort,
+		"WORLD_SIZE="+world, "LOCAL_WORLD_SIZE="+local, "ROLE_WORLD_SIZE="+world,
+		"GROUP_RANK="+strconv.Itoa(spec.groupRank), "GROUP_WORLD_SIZE="+strconv.Itoa(spec.groupWorld), "ROLE_NAME="+cfg.Role,
 		"GCCL_STORE_HOSTED=1", "GCCL_TOKEN="+cfg.Token,
 		"TORCHELASTIC_RUN_ID="+cfg.RunID, "TORCHELASTIC_RESTART_COUNT="+strconv.Itoa(gen),
 		"TORCHELASTIC_MAX_RESTARTS="+strconv.Itoa(cfg.MaxRestarts),
@@ -328,11 +410,12 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 	exits := make(chan int, cfg.NProcs)
 	for r := 0; r < cfg.NProcs; r++ {
 		rr := &res.Ranks[r]
-		rr.Rank, rr.LocalRank = r, r
+		rank := spec.offset + r
+		rr.Rank, rr.LocalRank = rank, r
 		cmd := exec.Command(cfg.Program, cfg.Args...)
 		env := append(append([]string(nil), base...),
-			"RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r), "ROLE_RANK="+strconv.Itoa(r))
-		outs, err := rankOutputs(cfg, gen, r)
+			"RANK="+strconv.Itoa(rank), "LOCAL_RANK="+strconv.Itoa(r), "ROLE_RANK="+strconv.Itoa(rank))
+		outs, err := rankOutputs(cfg, gen, r, rank)
 		if err != nil {
 			stopAll(cmds, exited, syscall.SIGTERM, cfg.GracePeriod)
 			wg.Wait()
@@ -348,7 +431,7 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 		// goroutine below until the worker has been reaped, and ends with the launcher.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		tails[r] = &tail{max: 20}
-		prefix := fmt.Sprintf("[rank %d] ", r)
+		prefix := fmt.Sprintf("[rank %d] ", rank)
 		if cfg.NoPrefix {
 			prefix = ""
 		}
@@ -386,6 +469,9 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 		if err := <-started; err != nil {
 			rr.Err, rr.ExitCode, rr.Time = err, -1, time.Now()
 			res.First = rr
+			if spec.onFailure != nil {
+				spec.onFailure(remoteFailure{Reason: "worker failed", Message: rr.String()})
+			}
 			stopAll(cmds, exited, syscall.SIGTERM, cfg.GracePeriod)
 			wg.Wait()
 			return res, nil
@@ -404,6 +490,12 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 			go stopAll(cmds, exited, sig, cfg.GracePeriod)
 		}
 	}
+	tell := func(f remoteFailure) {
+		if spec.onFailure != nil {
+			spec.onFailure(f)
+			spec.onFailure = nil
+		}
+	}
 	for done := 0; done < cfg.NProcs; {
 		select {
 		case r := <-exits:
@@ -419,12 +511,28 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 					continue // failed on its own, after the root cause
 				}
 				res.First = rr
-				log.Debug("launch: rank failed; stopping the others", "rank", r, "status", rr.String())
+				log.Debug("launch: rank failed; stopping the others", "rank", rr.Rank, "status", rr.String())
 				if dumpPrefix != "" {
-					collectDumps(srv.Addr(), cfg.Token, rr.String(), dumpPrefix, exited, cfg.DumpWait, log)
+					requestDumps(spec.storeAddr, cfg.Token, rr.String(), log)
+				}
+				tell(remoteFailure{Reason: "worker failed", Message: rr.String()})
+				if dumpPrefix != "" {
+					waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
 				}
 				stop(syscall.SIGTERM)
 			}
+		case f := <-spec.remote:
+			spec.remote = nil
+			if stopping || res.First != nil {
+				continue
+			}
+			log.Debug("launch: the job failed elsewhere; stopping the workers", "node", f.Node, "reason", f.Message)
+			// The node that saw a rank fail or the job time out asked every worker for its dump
+			// before telling the others; a lost node or a signal stops the workers at once.
+			if dumpPrefix != "" && (f.Reason == "worker failed" || f.Reason == "timeout") {
+				waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
+			}
+			stop(syscall.SIGTERM)
 		case sig := <-sigs:
 			s := sig.(syscall.Signal)
 			if s == syscall.SIGUSR1 || s == syscall.SIGUSR2 {
@@ -435,12 +543,17 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 				res.Signal, res.SignalNum = unix.SignalName(s), s
 			}
 			log.Debug("launch: forwarding a signal and stopping the job", "signal", res.Signal)
+			tell(remoteFailure{Reason: "signal", Message: "the agent was stopped by " + res.Signal, Final: true})
 			stop(s)
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), errJobTimeout) {
 				res.TimedOut = true
 				if dumpPrefix != "" {
-					collectDumps(srv.Addr(), cfg.Token, fmt.Sprintf("the job timed out after %v", cfg.Timeout), dumpPrefix, exited, cfg.DumpWait, log)
+					requestDumps(spec.storeAddr, cfg.Token, fmt.Sprintf("the job timed out after %v", cfg.Timeout), log)
+				}
+				tell(remoteFailure{Reason: "timeout", Message: fmt.Sprintf("the job timed out after %v", cfg.Timeout), Final: true})
+				if dumpPrefix != "" {
+					waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
 				}
 			}
 			stop(syscall.SIGTERM)
@@ -451,15 +564,15 @@ func runGeneration(ctx context.Context, cfg *Config, gen int, dumpPrefix string,
 	return res, nil
 }
 
-// prepareDumps picks where the workers' flight-recorder dumps go: the prefix to give them, ""
-// when the environment sets one already (the launcher then leaves dumps alone), and a cleanup
-// for a successful job.
-func prepareDumps(cfg *Config) (dir, prefix string, cleanup func(), err error) {
+// prepareDumps picks the directory for the workers' flight-recorder dumps (one subdirectory per
+// attempt): "" when the environment sets a dump prefix already (the launcher then leaves dumps
+// alone); and a cleanup for a successful job.
+func prepareDumps(cfg *Config) (dir string, cleanup func(), err error) {
 	cleanup = func() {}
 	for _, kv := range append(os.Environ(), cfg.Env...) {
 		name, _, _ := strings.Cut(kv, "=")
 		if slices.Contains(flightrecorder.DumpPrefixEnvVars, name) {
-			return "", "", cleanup, nil
+			return "", cleanup, nil
 		}
 	}
 	if cfg.DumpWait == 0 {
@@ -468,24 +581,23 @@ func prepareDumps(cfg *Config) (dir, prefix string, cleanup func(), err error) {
 	dir = cfg.DumpDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "gccl-run-"); err != nil {
-			return "", "", cleanup, fmt.Errorf("launch: a directory for flight-recorder dumps: %w", err)
+			return "", cleanup, fmt.Errorf("launch: a directory for flight-recorder dumps: %w", err)
 		}
 		cleanup = func() { _ = os.RemoveAll(dir) }
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", "", cleanup, fmt.Errorf("launch: the dump directory: %w", err)
+		return "", cleanup, fmt.Errorf("launch: the dump directory: %w", err)
 	}
-	return dir, filepath.Join(dir, "rank_"), cleanup, nil
+	return dir, cleanup, nil
 }
 
-// collectDumps asks every worker to dump its flight recorder (a request in the store, which
-// each worker watches) and waits until every worker still running has written its dump, or
-// wait passed.
-func collectDumps(addr, token, reason, prefix string, exited []atomic.Bool, wait time.Duration, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+// requestDumps asks every worker of the job, on every node, to dump its flight recorder: a
+// request in the workers' store, which each worker watches.
+func requestDumps(addr, token, reason string, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	start := time.Now()
 	c, err := store.Dial(ctx, addr, store.ClientOptions{Token: token, Logger: log})
 	if err != nil {
+		log.Debug("launch: requesting flight-recorder dumps", "err", err)
 		return
 	}
 	defer c.Close()
@@ -495,12 +607,18 @@ func collectDumps(addr, token, reason, prefix string, exited []atomic.Bool, wait
 	}
 	if err != nil {
 		log.Debug("launch: requesting flight-recorder dumps", "err", err)
-		return
 	}
-	for ctx.Err() == nil {
+}
+
+// waitDumps waits until every local worker still running (local rank r is rank offset+r) has
+// written a dump in the last seconds, or wait passed.
+func waitDumps(prefix string, offset int, exited []atomic.Bool, wait time.Duration) {
+	start := time.Now().Add(-2 * time.Second) // the request may have been made on another node
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
 		missing := 0
 		for r := range exited {
-			if fi, err := os.Stat(flightrecorder.DumpPath(prefix, r)); (err != nil || fi.ModTime().Before(start)) && !exited[r].Load() {
+			if fi, err := os.Stat(flightrecorder.DumpPath(prefix, offset+r)); (err != nil || fi.ModTime().Before(start)) && !exited[r].Load() {
 				missing++
 			}
 		}
@@ -511,10 +629,10 @@ func collectDumps(addr, token, reason, prefix string, exited []atomic.Bool, wait
 	}
 }
 
-// foundDumps lists the dump files of the job's ranks.
-func foundDumps(prefix string, n int) []string {
+// foundDumps lists the dump files of ranks offset..offset+n-1.
+func foundDumps(prefix string, offset, n int) []string {
 	var out []string
-	for r := 0; r < n; r++ {
+	for r := offset; r < offset+n; r++ {
 		if p := flightrecorder.DumpPath(prefix, r); fileExists(p) {
 			out = append(out, p)
 		}
@@ -624,9 +742,9 @@ func (o *outputs) close() {
 	}
 }
 
-// rankOutputs opens local rank r's log files of attempt gen, LogDir/attempt_<gen>/<r>/, and picks
-// which streams reach the console.
-func rankOutputs(cfg *Config, gen, r int) (*outputs, error) {
+// rankOutputs opens the log files of local rank r (rank `rank` of the job) of attempt gen,
+// LogDir/attempt_<gen>/<rank>/, and picks which streams reach the console.
+func rankOutputs(cfg *Config, gen, r, rank int) (*outputs, error) {
 	o := &outputs{stdout: cfg.Stdout, stderr: cfg.Stderr}
 	redirect := cfg.Redirects.For(r)
 	if cfg.ConsoleRanks != nil && !slices.Contains(cfg.ConsoleRanks, r) {
@@ -641,9 +759,9 @@ func rankOutputs(cfg *Config, gen, r int) (*outputs, error) {
 	if cfg.LogDir == "" {
 		return o, nil
 	}
-	dir := filepath.Join(cfg.LogDir, fmt.Sprintf("attempt_%d", gen), strconv.Itoa(r))
+	dir := filepath.Join(cfg.LogDir, fmt.Sprintf("attempt_%d", gen), strconv.Itoa(rank))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("launch: the log directory of rank %d: %w", r, err)
+		return nil, fmt.Errorf("launch: the log directory of rank %d: %w", rank, err)
 	}
 	o.errorFile = filepath.Join(dir, "error.json")
 	_ = os.Remove(o.errorFile)
@@ -653,7 +771,7 @@ func rankOutputs(cfg *Config, gen, r int) (*outputs, error) {
 	}
 	if err != nil {
 		o.close()
-		return nil, fmt.Errorf("launch: the log files of rank %d: %w", r, err)
+		return nil, fmt.Errorf("launch: the log files of rank %d: %w", rank, err)
 	}
 	return o, nil
 }

@@ -36,7 +36,10 @@ type FailureReport struct {
 
 // RankFailure is one failed rank.
 type RankFailure struct {
-	Host      string    `json:"host"`
+	Host string `json:"host"`
+	// Addr is the address of its node's agent and Node the node's rank (multi-node jobs).
+	Addr      string    `json:"addr,omitempty"`
+	Node      int       `json:"node"`
 	Rank      int       `json:"rank"`
 	LocalRank int       `json:"local_rank"`
 	Pid       int       `json:"pid"`
@@ -65,15 +68,56 @@ type FlightRecorder struct {
 	Errors   []string `json:"errors,omitempty"` // dumps that could not be read
 }
 
-func newFailureReport(cfg *Config, res *Result) *FailureReport {
-	host, _ := os.Hostname()
+// newFailureReport describes a failed job from this node's ranks (res) and, on several nodes,
+// the failed ranks the other nodes reported (others) and why the generation failed (cause).
+func newFailureReport(cfg *Config, res *Result, others []RankFailure, cause *remoteFailure) *FailureReport {
 	rep := &FailureReport{RunID: cfg.RunID, RestartCount: res.RestartCount, MaxRestarts: cfg.MaxRestarts, DumpDir: res.DumpDir, Failures: []RankFailure{}}
+	rep.Failures = append(localFailures(cfg, res), others...)
+	slices.SortStableFunc(rep.Failures, func(a, b RankFailure) int { return a.Time.Compare(b.Time) })
+	if res.First != nil {
+		for i := range rep.Failures {
+			if rep.Failures[i].Rank == res.First.Rank {
+				rep.RootCause = &rep.Failures[i]
+			}
+		}
+	}
+	if cfg.multiNode() && len(rep.Failures) > 0 {
+		rep.RootCause = &rep.Failures[0] // the earliest failure on any node
+	}
+	switch {
+	case res.TimedOut:
+		rep.Reason, rep.Message = "timeout", fmt.Sprintf("job timed out after %v and was stopped", cfg.Timeout)
+	case res.Signal != "":
+		rep.Reason, rep.Message = "signal", fmt.Sprintf("job stopped by %s", res.Signal)
+	case cause != nil && cause.Reason != "worker failed":
+		// A lost node or store: the failed ranks elsewhere are its victims.
+		rep.Reason, rep.Message = cause.Reason, "job failed: "+cause.Message
+	case rep.RootCause != nil:
+		rep.Reason, rep.Message = "worker failed", "job failed: "+rep.RootCause.Status
+		if rep.RootCause.Addr != "" {
+			rep.Message += fmt.Sprintf(" on node %d (%s)", rep.RootCause.Node, rep.RootCause.Addr)
+		}
+	case cause != nil:
+		rep.Reason, rep.Message = cause.Reason, "job failed: "+cause.Message
+	default:
+		rep.Reason, rep.Message = "worker failed", "job failed"
+	}
+	if res.DumpDir != "" {
+		rep.FlightRecorder = analyzeDumps(res.DumpDir)
+	}
+	return rep
+}
+
+// localFailures lists this node's ranks that failed on their own.
+func localFailures(cfg *Config, res *Result) []RankFailure {
+	host, _ := os.Hostname()
+	var out []RankFailure
 	for _, rr := range res.Ranks {
 		if !rr.Failed() || (rr.Pid == 0 && rr.Err == nil) {
 			continue
 		}
 		f := RankFailure{
-			Host: host, Rank: rr.Rank, LocalRank: rr.LocalRank, Pid: rr.Pid, ExitCode: rr.ExitCode,
+			Host: host, Addr: cfg.advertised, Node: cfg.nodeRank, Rank: rr.Rank, LocalRank: rr.LocalRank, Pid: rr.Pid, ExitCode: rr.ExitCode,
 			Signal: rr.Signal, Time: rr.Time, StderrTail: rr.Tail, Status: rr.String(),
 		}
 		if f.StderrTail == nil {
@@ -90,28 +134,9 @@ func newFailureReport(cfg *Config, res *Result) *FailureReport {
 				f.ErrorFileData, _ = json.Marshal(string(data))
 			}
 		}
-		rep.Failures = append(rep.Failures, f)
+		out = append(out, f)
 	}
-	slices.SortStableFunc(rep.Failures, func(a, b RankFailure) int { return a.Time.Compare(b.Time) })
-	if res.First != nil {
-		for i := range rep.Failures {
-			if rep.Failures[i].Rank == res.First.Rank {
-				rep.RootCause = &rep.Failures[i]
-			}
-		}
-	}
-	switch {
-	case res.TimedOut:
-		rep.Reason, rep.Message = "timeout", fmt.Sprintf("job timed out after %v and was stopped", cfg.Timeout)
-	case res.Signal != "":
-		rep.Reason, rep.Message = "signal", fmt.Sprintf("job stopped by %s", res.Signal)
-	default:
-		rep.Reason, rep.Message = "worker failed", "job failed: "+res.First.String()
-	}
-	if res.DumpDir != "" {
-		rep.FlightRecorder = analyzeDumps(res.DumpDir)
-	}
-	return rep
+	return out
 }
 
 // analyzeDumps runs flightrecorder.Analyze on the dumps in dir.
@@ -147,7 +172,11 @@ func (f *RankFailure) describe(w io.Writer, indent string) {
 	if !f.Time.IsZero() {
 		when = " at " + f.Time.Format("15:04:05.000")
 	}
-	fmt.Fprintf(w, "%s%s on %s (local rank %d)%s\n", indent, f.Status, f.Host, f.LocalRank, when)
+	where := f.Host
+	if f.Addr != "" {
+		where = fmt.Sprintf("%s (%s, node %d)", f.Host, f.Addr, f.Node)
+	}
+	fmt.Fprintf(w, "%s%s on %s (local rank %d)%s\n", indent, f.Status, where, f.LocalRank, when)
 	if len(f.ErrorFileData) > 0 {
 		fmt.Fprintf(w, "%s  error file %s: %s\n", indent, f.ErrorFile, errorFileMessage(f.ErrorFileData))
 	}

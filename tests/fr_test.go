@@ -16,13 +16,7 @@ import (
 // build compiles the gccl CLI and the scenario job once per test binary.
 func build(t *testing.T) (gccl, job string) {
 	t.Helper()
-	dir := t.TempDir()
-	gccl, job = filepath.Join(dir, "gccl"), filepath.Join(dir, "frjob")
-	for bin, pkg := range map[string]string{gccl: "../cmd/gccl", job: "./frjob"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
-	return gccl, job
+	return buildWith(t, "./frjob")
 }
 
 // report is the part of gccl fr analyze --json the scenarios check.
@@ -60,7 +54,7 @@ func TestFlightRecorderScenarios(t *testing.T) {
 			run.Env = append(os.Environ(), "GCCL_TIMEOUT=3s", "GCCL_FR_STACKS=1", "GCCL_LOG_LEVEL=warn")
 			out, err := run.CombinedOutput()
 			require.Error(t, err, "the job must fail; output:\n%s", out)
-			dumps := filepath.Join(logDir, "fr")
+			dumps := filepath.Join(logDir, "fr", "attempt_0") // one dump directory per attempt
 			assert.Contains(t, string(out), "run gccl fr analyze "+dumps)
 			// The failure report, printed last, carries the flight recorder's verdict and
 			// findings, and is in the log directory as JSON.

@@ -29,13 +29,7 @@ type tpResult struct {
 // buildTPInfer compiles the gccl CLI and examples/tpinfer.
 func buildTPInfer(t *testing.T) (gccl, job string) {
 	t.Helper()
-	dir := t.TempDir()
-	gccl, job = filepath.Join(dir, "gccl"), filepath.Join(dir, "tpinfer")
-	for bin, pkg := range map[string]string{gccl: "../cmd/gccl", job: "../examples/tpinfer"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
-	return gccl, job
+	return buildWith(t, "../examples/tpinfer")
 }
 
 // tiny is the agreement test's model: 8 heads over 4 kv heads, so tp 1, 2 and 4 all divide.

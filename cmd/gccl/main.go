@@ -38,7 +38,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(versionCmd(), runCmd(), benchCmd(), frCmd())
+	root.AddCommand(versionCmd(), runCmd(), storeCmd(), benchCmd(), frCmd())
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return

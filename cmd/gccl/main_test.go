@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -34,6 +35,27 @@ func TestCLI(t *testing.T) {
 		out, err := exec.Command(bin, "version").CombinedOutput()
 		require.NoError(t, err)
 		assert.Regexp(t, `^gccl \S+\n$`, string(out))
+	})
+
+	t.Run("store", func(t *testing.T) {
+		cmd := exec.Command(bin, "store", "--listen", "127.0.0.1:0")
+		cmd.Env = append(cmd.Environ(), "GCCL_TOKEN=")
+		out, err := cmd.CombinedOutput()
+		require.Error(t, err)
+		assert.Contains(t, string(out), "no job token", "gccl store refuses to serve without a token")
+
+		// With a token it serves until SIGTERM, and says where.
+		tok := filepath.Join(t.TempDir(), "token")
+		require.NoError(t, os.WriteFile(tok, []byte("s3cret\n"), 0o600))
+		cmd = exec.Command(bin, "store", "--listen", "127.0.0.1:0", "--token-file", tok)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		require.NoError(t, err)
+		assert.Regexp(t, `^gccl store: listening on 127\.0\.0\.1:\d+\n$`, line)
+		require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+		assert.NoError(t, cmd.Wait(), "SIGTERM ends gccl store cleanly")
 	})
 
 	// gccl bench --check --json: every op, every row exactly the documented keys, 0 wrong.

@@ -13,7 +13,7 @@ func runCmd() *cobra.Command {
 	var flags launch.Flags
 	cmd := &cobra.Command{
 		Use:   "run [flags] -- PROGRAM [ARGS...]",
-		Short: "Launch PROGRAM as N ranks on this machine (like torchrun)",
+		Short: "Launch PROGRAM as N ranks on this machine, or on several (like torchrun)",
 		Long: `gccl run hosts the rendezvous store and starts --nproc-per-node copies of PROGRAM with
 torchrun's flags and environment (RANK, LOCAL_RANK, GROUP_RANK, ROLE_RANK, ROLE_NAME,
 ROLE_WORLD_SIZE, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID,
@@ -24,8 +24,13 @@ exits non-zero and prints a failure report last: the root cause (the earliest fa
 exit status, error file and last stderr lines), every other failed rank and the flight recorder's
 verdict on the dumps (--log-dir/fr, else a temporary directory kept only when the job failed).
 With --log-dir the report is also written to DIR/failure.json. SIGINT, SIGTERM, SIGHUP, SIGUSR1
-and SIGUSR2 are forwarded to every rank; the first three stop the job. Only single-node jobs
-are supported for now.`,
+and SIGUSR2 are forwarded to every rank; the first three stop the job.
+
+On several nodes, run gccl run on each with --nnodes N (or MIN:MAX), --rdzv-endpoint HOST:PORT
+(node 0's address, or gccl store's), the same --rdzv-id and --token-file; --node-rank is
+optional (else nodes are numbered in join order). The agents agree on the rank layout, watch
+each other (a lost node is noticed in seconds), stop every node's workers when one fails and
+restart the whole job with --max-restarts.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := flags.Config(args)

@@ -1,0 +1,41 @@
+package launch
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestAssignNodeRanks(t *testing.T) {
+	nd := func(slot, want int) nodeInfo {
+		return nodeInfo{Slot: slot, Want: want, Addr: "10.0.0." + string(rune('1'+slot))}
+	}
+	cases := []struct {
+		name  string
+		nodes []nodeInfo
+		slots []int // slot of node rank 0, 1, ...
+		err   string
+	}{
+		{"join order", []nodeInfo{nd(0, -1), nd(1, -1), nd(2, -1)}, []int{0, 1, 2}, ""},
+		{"asked for", []nodeInfo{nd(0, 2), nd(1, 0), nd(2, 1)}, []int{1, 2, 0}, ""},
+		{"mixed: the others fill the gaps in join order", []nodeInfo{nd(0, -1), nd(1, 0), nd(2, -1)}, []int{1, 0, 2}, ""},
+		{"duplicate", []nodeInfo{nd(0, 1), nd(1, 1)}, nil, "both asked for node rank 1"},
+		{"out of range", []nodeInfo{nd(0, 0), nd(1, 3)}, nil, "asked for node rank 3 but only 2 node(s) joined"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := assignNodeRanks(c.nodes)
+			if c.err != "" {
+				assert.ErrorContains(t, err, c.err)
+				return
+			}
+			require.NoError(t, err)
+			var slots []int
+			for _, n := range got {
+				slots = append(slots, n.Slot)
+			}
+			assert.Equal(t, c.slots, slots)
+		})
+	}
+}
