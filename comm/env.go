@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // Env is where this process sits in the job, as discovered from the environment.
@@ -83,22 +84,27 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 			}
 			e.LocalWorldSize = 0
 		}
-		if v, ok := lookup(s.locS); ok {
-			if s.name == "slurm" {
-				v = slurmTasksPerNode(v)
-			}
-			if e.LocalWorldSize, err = envInt(s.locS, v); err != nil {
+		locS, v, ok := s.locS, "", false
+		if s.name == "slurm" {
+			locS, v, ok, err = slurmTasksOnThisNode(lookup)
+			if err != nil {
 				return e, err
 			}
+		} else {
+			v, ok = lookup(locS)
 		}
-		if _, ok := lookup(s.locS); !ok && e.LocalWorldSize == 0 {
+		if ok {
+			if e.LocalWorldSize, err = envInt(locS, v); err != nil {
+				return e, err
+			}
+		} else if e.LocalWorldSize == 0 {
 			e.LocalWorldSize = e.WorldSize
 		}
 		if e.LocalWorldSize < 1 || e.LocalWorldSize > e.WorldSize {
-			return e, fmt.Errorf("gccl: %s=%d is out of range: it must be between 1 and %s=%d", s.locS, e.LocalWorldSize, s.size, e.WorldSize)
+			return e, fmt.Errorf("gccl: %s=%d is out of range: it must be between 1 and %s=%d", locS, e.LocalWorldSize, s.size, e.WorldSize)
 		}
 		if e.LocalRank < 0 || e.LocalRank >= e.LocalWorldSize {
-			return e, fmt.Errorf("gccl: %s=%d is out of range for %s=%d: local ranks run from 0 to local world size - 1", s.localRank, e.LocalRank, s.locS, e.LocalWorldSize)
+			return e, fmt.Errorf("gccl: %s=%d is out of range for %s=%d: local ranks run from 0 to local world size - 1", s.localRank, e.LocalRank, locS, e.LocalWorldSize)
 		}
 		e.Source = s.name
 		return e, nil
@@ -106,14 +112,53 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 	return e, nil
 }
 
-// slurmTasksPerNode reads the first count of SLURM_NTASKS_PER_NODE-style lists ("4(x2),3").
-func slurmTasksPerNode(v string) string {
-	for i, c := range v {
-		if c < '0' || c > '9' {
-			return v[:i]
+// slurmTasksOnThisNode returns the number of tasks of the srun step on this node: from the
+// step's per-node list (SLURM_STEP_TASKS_PER_NODE, else SLURM_TASKS_PER_NODE, which srun always
+// sets, else SLURM_NTASKS_PER_NODE, set only with --ntasks-per-node), lists such as "4(x2),3"
+// meaning 4, 4, 3, at this node's index SLURM_NODEID. It returns the variable it read, the count
+// as a string, and whether any was set.
+func slurmTasksOnThisNode(lookup func(string) (string, bool)) (name, count string, ok bool, err error) {
+	for _, name = range []string{"SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE"} {
+		list, set := lookup(name)
+		if !set {
+			continue
+		}
+		node := 0
+		if v, set := lookup("SLURM_NODEID"); set {
+			if node, err = envInt("SLURM_NODEID", v); err != nil {
+				return name, "", false, err
+			}
+		}
+		counts, err := expandSlurmCounts(list)
+		if err != nil {
+			return name, "", false, fmt.Errorf("gccl: %s=%q: %v; want counts such as 4(x2),3", name, list, err)
+		}
+		if node < 0 || node >= len(counts) {
+			return name, "", false, fmt.Errorf("gccl: SLURM_NODEID=%d is out of range for %s=%q (%d nodes)", node, name, list, len(counts))
+		}
+		return name, strconv.Itoa(counts[node]), true, nil
+	}
+	return "SLURM_TASKS_PER_NODE", "", false, nil
+}
+
+// expandSlurmCounts expands Slurm's compressed per-node counts: "4(x2),3" is [4 4 3].
+func expandSlurmCounts(list string) ([]int, error) {
+	var out []int
+	for _, item := range strings.Split(list, ",") {
+		count, repeat := item, "1"
+		if i := strings.Index(item, "(x"); i >= 0 && strings.HasSuffix(item, ")") {
+			count, repeat = item[:i], item[i+2:len(item)-1]
+		}
+		c, err1 := strconv.Atoi(count)
+		r, err2 := strconv.Atoi(repeat)
+		if err1 != nil || err2 != nil || c < 0 || r < 1 || r > 1<<20 {
+			return nil, fmt.Errorf("%q is not a count or count(xrepeat)", item)
+		}
+		for range r {
+			out = append(out, c)
 		}
 	}
-	return v
+	return out, nil
 }
 
 func envInt(name, v string) (int, error) {

@@ -75,10 +75,25 @@ func TestDiscoverEnv(t *testing.T) {
 			want: Env{Rank: 7, WorldSize: 8, LocalRank: 3, LocalWorldSize: 4, Source: "slurm"},
 		},
 		{
-			name: "slurm list of tasks per node takes the first count",
-			vars: map[string]string{"SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "7",
-				"SLURM_LOCALID": "0", "SLURM_NTASKS_PER_NODE": "4,3"},
-			want: Env{Rank: 0, WorldSize: 7, LocalRank: 0, LocalWorldSize: 4, Source: "slurm"},
+			name: "slurm list of tasks per node: this node's count",
+			vars: map[string]string{"SLURM_STEP_ID": "0", "SLURM_PROCID": "5", "SLURM_NTASKS": "7",
+				"SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_NTASKS_PER_NODE": "4,3"},
+			want: Env{Rank: 5, WorldSize: 7, LocalRank: 1, LocalWorldSize: 3, Source: "slurm"},
+		},
+		{
+			// srun without --ntasks-per-node sets no SLURM_NTASKS_PER_NODE, but always the
+			// per-node list; the step's list wins over the job's.
+			name: "slurm without --ntasks-per-node reads the step's per-node list",
+			vars: map[string]string{"SLURM_STEP_ID": "0", "SLURM_PROCID": "10", "SLURM_NTASKS": "11",
+				"SLURM_LOCALID": "1", "SLURM_NODEID": "3", "SLURM_TASKS_PER_NODE": "4(x4)",
+				"SLURM_STEP_TASKS_PER_NODE": "3(x3),2"},
+			want: Env{Rank: 10, WorldSize: 11, LocalRank: 1, LocalWorldSize: 2, Source: "slurm"},
+		},
+		{
+			name: "slurm job list when the step's is absent",
+			vars: map[string]string{"SLURM_STEP_ID": "0", "SLURM_PROCID": "2", "SLURM_NTASKS": "8",
+				"SLURM_LOCALID": "0", "SLURM_NODEID": "1", "SLURM_TASKS_PER_NODE": "2(x4)"},
+			want: Env{Rank: 2, WorldSize: 8, LocalRank: 0, LocalWorldSize: 2, Source: "slurm"},
 		},
 		{
 			name: "slurm outside an srun step is ignored (sbatch script)",
@@ -112,6 +127,18 @@ func TestDiscoverEnv(t *testing.T) {
 			name:    "partial openmpi set",
 			vars:    map[string]string{"OMPI_COMM_WORLD_SIZE": "4"},
 			wantErr: []string{"OMPI_COMM_WORLD_SIZE is set but OMPI_COMM_WORLD_RANK is not", "openmpi"},
+		},
+		{
+			name: "slurm node id past the per-node list",
+			vars: map[string]string{"SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "4",
+				"SLURM_NODEID": "2", "SLURM_TASKS_PER_NODE": "2(x2)"},
+			wantErr: []string{"SLURM_NODEID=2", "SLURM_TASKS_PER_NODE", "2 nodes"},
+		},
+		{
+			name: "slurm per-node list malformed",
+			vars: map[string]string{"SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_NTASKS": "4",
+				"SLURM_TASKS_PER_NODE": "2(y2)"},
+			wantErr: []string{"SLURM_TASKS_PER_NODE", "2(y2)"},
 		},
 		{
 			name:    "partial slurm set inside a step",
