@@ -81,6 +81,7 @@ type Group struct {
 	full     []*tensor.Tensor
 	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
 	fetch    *fetch           // an unshard in flight (Prefetch)
+	fetchErr error            // a failed prefetch that Reshard waited for: the next Unshard returns it
 	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)
 }
 

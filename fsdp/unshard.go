@@ -77,6 +77,10 @@ func (g *Group) Unshard(ctx context.Context) error {
 	if g.full != nil {
 		return nil
 	}
+	if err := g.fetchErr; err != nil {
+		g.fetchErr = nil
+		return err
+	}
 	g.Prefetch(ctx)
 	f := g.fetch
 	<-f.done
@@ -88,13 +92,16 @@ func (g *Group) Unshard(ctx context.Context) error {
 	return nil
 }
 
-// Reshard frees the group's full parameters (waiting first for a prefetch in flight). The full
-// tensors handed out by Param must not be used after it.
+// Reshard frees the group's full parameters (waiting first for a prefetch in flight; if that
+// failed, the next Unshard returns its error). The full tensors handed out by Param must not be
+// used after it.
 func (g *Group) Reshard() {
 	if f := g.fetch; f != nil {
 		<-f.done
 		g.fetch = nil
-		if f.err == nil {
+		if f.err != nil {
+			g.fetchErr = f.err
+		} else {
 			g.full = f.full
 		}
 	}
