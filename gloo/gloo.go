@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +70,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 
 func (g *Group) connect(ctx context.Context) error {
 	cfg := g.cfg
-	ln, err := net.Listen("tcp", net.JoinHostPort(bindHost(cfg.MasterAddr), "0"))
+	ln, err := net.Listen("tcp", net.JoinHostPort(backends.SocketHost(cfg.MasterAddr), "0"))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -216,28 +215,6 @@ func (g *Group) dial(ctx context.Context, peer int) (*net.TCPConn, error) {
 		}
 		delay = min(2*delay, 500*time.Millisecond)
 	}
-}
-
-// bindHost picks the local address peers can reach: loopback when the rendezvous host is local,
-// otherwise the interface that routes to it. GCCL_SOCKET_ADDR (or GLOO_SOCKET_ADDR) overrides.
-func bindHost(master string) string {
-	for _, k := range []string{"GCCL_SOCKET_ADDR", "GLOO_SOCKET_ADDR"} {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-	}
-	if master == "" || master == "localhost" {
-		return "127.0.0.1"
-	}
-	if ip := net.ParseIP(master); ip != nil && ip.IsLoopback() {
-		return "127.0.0.1"
-	}
-	c, err := net.Dial("udp", net.JoinHostPort(master, "9"))
-	if err != nil {
-		return "0.0.0.0"
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }
 
 // aborted returns the error that aborted the group, or nil.
