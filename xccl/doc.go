@@ -38,6 +38,20 @@
 // header, then the payload; messages with other tags are kept until asked for). Sub-groups get
 // communicators of their own (never onecclCommSplit, which returns wrong ranks in some builds).
 //
+// # A dead peer
+//
+// oneCCL does not say when a member dies: its peers would wait for their op's deadline. So each
+// process group (not a bare Comm) keeps a liveness watch: every pair of ranks holds a TCP
+// connection, on the address backends.SocketHost picks (gloo's; GCCL_SOCKET_ADDR overrides),
+// that carries nothing but a goodbye or an abort, and a goroutine per peer blocks reading it. A
+// connection that ends without a goodbye (the kernel closes a killed process's sockets; TCP
+// keepalive probes catch a host that vanished) aborts the group with a *backends.PeerLostError
+// naming the rank: the blocked op returns at once, onecclCommAbort interrupts the library's call
+// where the library has it, and every later op fails with ErrPeerLost too. Close says goodbye
+// first, so a clean exit is not a death; Abort sends its class (timeout, mismatch, lost peer) to
+// the peers, who fail with the same kind of error. A pid check (as shm makes) would add nothing:
+// a dead process's sockets close as it dies.
+//
 // # Ops
 //
 // AllReduce, Reduce, Broadcast, AllGather, ReduceScatter and equal-split AllToAll map to oneCCL's

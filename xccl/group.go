@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/gccl/gccl/backends"
@@ -31,6 +32,9 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	opts := CommOptions{Name: cfg.Name, Logger: cfg.Logger, LocalRanks: cfg.LocalSize}
 	coll, err := NewComm(ctx, cfg.Store, keyCollID, cfg.Rank, cfg.Size, opts)
 	if err != nil {
@@ -42,13 +46,20 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		_ = coll.Close()
 		return nil, err
 	}
-	return &group{cfg: cfg, coll: coll, p2p: p2p, stash: map[int][]message{}, barrier: make([]byte, 4)}, nil
+	g := &group{cfg: cfg, coll: coll, p2p: p2p, stash: map[int][]message{}, barrier: make([]byte, 4)}
+	if g.watch, err = newWatch(ctx, cfg, g.Abort); err != nil {
+		_ = errors.Join(coll.Close(), p2p.Close())
+		return nil, err
+	}
+	return g, nil
 }
 
-// group is a backends.Group over two communicators, for host tensors.
+// group is a backends.Group over two communicators, for host tensors, and a liveness watch
+// that aborts them when a member dies.
 type group struct {
 	cfg       backends.Config
 	coll, p2p *Comm
+	watch     *watch
 	barrier   []byte
 
 	mu      sync.Mutex
@@ -299,19 +310,26 @@ func (g *group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 	}
 }
 
-// Abort fails the running op (through onecclCommAbort where the library has it) and every
-// later one.
+// Abort fails the running op and every later one (through onecclCommAbort too, where the
+// library has it), and tells the peers why, over the liveness watch.
 func (g *group) Abort(cause error) {
 	g.mu.Lock()
-	if g.aborted == nil {
+	first := g.aborted == nil
+	if first {
 		g.aborted = backends.AsAbort(cause)
 	}
+	cause = g.aborted
 	g.mu.Unlock()
 	g.coll.Abort(cause)
 	g.p2p.Abort(cause)
+	if first {
+		g.watch.abort(cause)
+	}
 }
 
-// Close destroys both communicators.
+// Close says goodbye to the peers (so that they do not take this rank for dead), stops the
+// watch, then destroys both communicators.
 func (g *group) Close() error {
+	g.watch.close()
 	return errors.Join(g.coll.Close(), g.p2p.Close())
 }
