@@ -441,7 +441,7 @@ func (c *Comm) checkRoot(op string, root int) error {
 
 // reduction runs a reducing call with op; for AVG the first time it tries onecclAvg, and when the
 // plugin rejects it (oneCCL's CPU plugin does) it runs SUM and divides by the size from then on
-// (host buffers only).
+// (host buffers only: with a device buffer among keep, that is an error).
 func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType, red tensor.ReduceOp, out Buffer, outCount int, call func(op int32) int32, keep ...Buffer) error {
 	_, r, err := c.reduceArgs(opName, dt, red)
 	if err != nil {
@@ -461,8 +461,10 @@ func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType
 		c.avgNative.Store(-1)
 		c.log.Debug("xccl: the oneCCL plugin rejects AVG; running SUM then dividing", "communicator", c.opts.Name, "error", err)
 	}
-	if out.onDevice {
-		return c.errorf(opName, "%w: the oneCCL plugin rejects AVG and xccl cannot divide device memory: pass SUM and divide by %d on the device", backends.ErrUnsupported, c.size)
+	for _, b := range append(keep, out) {
+		if b.onDevice {
+			return c.errorf(opName, "%w: the oneCCL plugin (%s) rejects AVG, and xccl cannot divide device memory (it has no SYCL kernels): pass SUM and divide by %d on the device", backends.ErrUnsupported, c.lib.path, c.size)
+		}
 	}
 	if err := c.run(ctx, opName, fn, func() int32 { return call(cclSum) }, keep...); err != nil {
 		return err
@@ -645,12 +647,25 @@ func (c *Comm) MemAlloc(ctx context.Context, n int) (uintptr, error) {
 	return *p, err
 }
 
-// MemFree frees memory from MemAlloc.
+// MemFree frees memory from MemAlloc. It works on an aborted communicator too (not on a closed
+// one); while an op that timed out still blocks the communicator's thread, it waits for ctx.
 func (c *Comm) MemFree(ctx context.Context, p uintptr) error {
 	if c.lib.memFree == 0 {
 		return c.errorf("mem_free", "%w: %s has no onecclMemFree", backends.ErrUnsupported, c.lib.path)
 	}
-	return c.run(ctx, "mem_free", "onecclMemFree", func() int32 { return c.lib.call(c.lib.memFree, p) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.errorf("mem_free", "%w: the communicator is closed", backends.ErrAborted)
+	}
+	var err error
+	if terr := c.th.do(ctx, nil, func() { err = c.lib.resultError("onecclMemFree", c.lib.call(c.lib.memFree, p), 0) }); terr != nil {
+		return c.errorf("mem_free", "%w: %w", backends.ErrTimeout, terr)
+	}
+	if err != nil {
+		return c.errorf("mem_free", "%w", err)
+	}
+	return nil
 }
 
 // Abort fails the running op at once and every later one. When the library has

@@ -48,7 +48,7 @@ const (
 
 // newWatch connects this rank to every other member: it listens on the address a TCP backend
 // uses (backends.SocketHost), publishes it in the group's store, dials the lower ranks and
-// accepts the higher ones. ctx bounds the whole setup.
+// accepts the higher ones. ctx bounds the whole setup. Nothing is watched until start.
 func newWatch(ctx context.Context, cfg backends.Config, lost func(error)) (*watch, error) {
 	w := &watch{cfg: cfg, conns: make([]net.Conn, cfg.Size), lost: lost}
 	if cfg.Size == 1 {
@@ -62,13 +62,17 @@ func newWatch(ctx context.Context, cfg backends.Config, lost func(error)) (*watc
 		}
 		return nil, fmt.Errorf("xccl: group %q rank %d of %d: connecting the liveness watch to the peers: %w", cfg.Name, cfg.Rank, cfg.Size, err)
 	}
+	return w, nil
+}
+
+// start begins watching: one reader per peer, which may call lost from then on.
+func (w *watch) start() {
 	for p, c := range w.conns {
 		if c != nil {
 			w.readers.Add(1)
 			go w.read(p, c)
 		}
 	}
-	return w, nil
 }
 
 func (w *watch) connect(ctx context.Context) error {
