@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/peerconn"
 )
 
 // watch tells a group when a member dies, which oneCCL does not: every pair of ranks holds a TCP
@@ -46,21 +46,20 @@ const (
 	maxWatchReason = 4096
 )
 
-// newWatch connects this rank to every other member: it listens on the address a TCP backend
-// uses (backends.SocketHost), publishes it in the group's store, dials the lower ranks and
-// accepts the higher ones. ctx bounds the whole setup. Nothing is watched until start.
+// newWatch connects this rank to every other member (internal/peerconn: the address a TCP
+// backend listens on, published in the group's store; gloo's rendezvous). ctx bounds the whole
+// setup. Nothing is watched until start.
 func newWatch(ctx context.Context, cfg backends.Config, lost func(error)) (*watch, error) {
-	w := &watch{cfg: cfg, conns: make([]net.Conn, cfg.Size), lost: lost}
-	if cfg.Size == 1 {
-		return w, nil
-	}
-	if err := w.connect(ctx); err != nil {
-		for _, c := range w.conns {
-			if c != nil {
-				c.Close()
-			}
-		}
+	tcps, err := peerconn.Connect(ctx, peerconn.Config{Group: cfg, KeyPrefix: watchKeyPrefix, Magic: watchMagic, Logger: cfg.Logger})
+	if err != nil {
 		return nil, fmt.Errorf("xccl: group %q rank %d of %d: connecting the liveness watch to the peers: %w", cfg.Name, cfg.Rank, cfg.Size, err)
+	}
+	w := &watch{cfg: cfg, conns: make([]net.Conn, cfg.Size), lost: lost}
+	for p, c := range tcps {
+		if c != nil {
+			_ = c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: watchKeepAlive, Interval: watchKeepAlive, Count: 3})
+			w.conns[p] = c
+		}
 	}
 	return w, nil
 }
@@ -72,137 +71,6 @@ func (w *watch) start() {
 			w.readers.Add(1)
 			go w.read(p, c)
 		}
-	}
-}
-
-func (w *watch) connect(ctx context.Context) error {
-	cfg := w.cfg
-	lc := net.ListenConfig{KeepAliveConfig: keepAlive()}
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(backends.SocketHost(cfg.MasterAddr), "0"))
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	defer ln.Close()
-	if err := cfg.Store.Set(ctx, watchKeyPrefix+strconv.Itoa(cfg.Rank), []byte(ln.Addr().String())); err != nil {
-		return fmt.Errorf("publishing the address: %w", err)
-	}
-	type result struct {
-		peer int
-		c    net.Conn
-		err  error
-	}
-	results := make(chan result, cfg.Size)
-	go func() { // accept the higher ranks
-		if dl, ok := ctx.Deadline(); ok {
-			_ = ln.(*net.TCPListener).SetDeadline(dl)
-		}
-		for n := cfg.Rank + 1; n < cfg.Size; {
-			c, err := ln.Accept()
-			if err != nil {
-				results <- result{peer: -1, err: fmt.Errorf("accepting the higher ranks: %w", err)}
-				return
-			}
-			peer, err := w.readHello(c)
-			if err != nil {
-				cfg.Logger.Warn("xccl: refused a watch connection", "group", cfg.Name, "from", c.RemoteAddr().String(), "err", err)
-				c.Close()
-				continue
-			}
-			n++
-			results <- result{peer: peer, c: c}
-		}
-	}()
-	for peer := 0; peer < cfg.Rank; peer++ {
-		go func() {
-			c, err := w.dial(ctx, peer)
-			results <- result{peer: peer, c: c, err: err}
-		}()
-	}
-	for range cfg.Size - 1 {
-		select {
-		case r := <-results:
-			if r.err != nil {
-				return r.err
-			}
-			if w.conns[r.peer] != nil {
-				r.c.Close()
-				return fmt.Errorf("two connections claim to be rank %d", r.peer)
-			}
-			w.conns[r.peer] = r.c
-		case <-ctx.Done():
-			var missing []int
-			for p, c := range w.conns {
-				if c == nil && p != cfg.Rank {
-					missing = append(missing, p)
-				}
-			}
-			return fmt.Errorf("%w: ranks %v did not connect (%w): are all %d ranks running backend xccl?", backends.ErrTimeout, missing, ctx.Err(), cfg.Size)
-		}
-	}
-	return nil
-}
-
-func keepAlive() net.KeepAliveConfig {
-	return net.KeepAliveConfig{Enable: true, Idle: watchKeepAlive, Interval: watchKeepAlive, Count: 3}
-}
-
-// hello: magic, rank, size and the group's name, so that a stray connection is refused.
-func (w *watch) hello() []byte {
-	b := make([]byte, 16, 16+len(w.cfg.Name))
-	binary.LittleEndian.PutUint32(b[0:], watchMagic)
-	binary.LittleEndian.PutUint32(b[4:], uint32(w.cfg.Rank))
-	binary.LittleEndian.PutUint32(b[8:], uint32(w.cfg.Size))
-	binary.LittleEndian.PutUint32(b[12:], uint32(len(w.cfg.Name)))
-	return append(b, w.cfg.Name...)
-}
-
-func (w *watch) readHello(c net.Conn) (int, error) {
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetReadDeadline(time.Time{})
-	var b [16]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return 0, err
-	}
-	rank, size, n := int(binary.LittleEndian.Uint32(b[4:])), int(binary.LittleEndian.Uint32(b[8:])), binary.LittleEndian.Uint32(b[12:])
-	if binary.LittleEndian.Uint32(b[0:]) != watchMagic || n > 4096 {
-		return 0, errors.New("not a gccl xccl peer (bad hello)")
-	}
-	name := make([]byte, n)
-	if _, err := io.ReadFull(c, name); err != nil {
-		return 0, err
-	}
-	switch {
-	case string(name) != w.cfg.Name:
-		return 0, fmt.Errorf("hello for group %q, this is group %q", name, w.cfg.Name)
-	case size != w.cfg.Size:
-		return 0, fmt.Errorf("rank %d says the group has %d ranks, this rank says %d", rank, size, w.cfg.Size)
-	case rank <= w.cfg.Rank || rank >= size:
-		return 0, fmt.Errorf("unexpected rank %d in hello", rank)
-	}
-	return rank, nil
-}
-
-func (w *watch) dial(ctx context.Context, peer int) (net.Conn, error) {
-	addr, err := w.cfg.Store.Get(ctx, watchKeyPrefix+strconv.Itoa(peer))
-	if err != nil {
-		return nil, fmt.Errorf("waiting for rank %d's address: %w", peer, err)
-	}
-	d := net.Dialer{KeepAliveConfig: keepAlive()}
-	delay := 5 * time.Millisecond
-	for {
-		c, err := d.DialContext(ctx, "tcp", string(addr))
-		if err == nil {
-			if _, err = c.Write(w.hello()); err == nil {
-				return c, nil
-			}
-			c.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to rank %d at %s: %w", peer, addr, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 500*time.Millisecond)
 	}
 }
 
