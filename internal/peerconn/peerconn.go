@@ -94,24 +94,31 @@ func connect(ctx context.Context, cfg Config, conns []*net.TCPConn) error {
 			results <- result{peer: peer, c: c, err: err}
 		}()
 	}
+	ended := func() error {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return ctx.Err()
+		}
+		var missing []int
+		for p, c := range conns {
+			if c == nil && p != g.Rank {
+				missing = append(missing, p)
+			}
+		}
+		return fmt.Errorf("%w: ranks %v did not connect before the deadline; are all %d ranks running, with the same MASTER_ADDR/MASTER_PORT?",
+			backends.ErrTimeout, missing, g.Size)
+	}
 	for range g.Size - 1 {
 		var r result
 		select {
 		case r = <-results:
 		case <-ctx.Done():
-			if ctx.Err() != context.DeadlineExceeded {
-				return ctx.Err()
-			}
-			var missing []int
-			for p, c := range conns {
-				if c == nil && p != g.Rank {
-					missing = append(missing, p)
-				}
-			}
-			return fmt.Errorf("%w: ranks %v did not connect before the deadline; are all %d ranks running, with the same MASTER_ADDR/MASTER_PORT?",
-				backends.ErrTimeout, missing, g.Size)
+			return ended()
 		}
 		if r.err != nil {
+			// The listener's deadline is ctx's, and may fire a moment before ctx says so.
+			if dl, ok := ctx.Deadline(); ctx.Err() != nil || (ok && !time.Now().Before(dl)) {
+				return ended()
+			}
 			return r.err
 		}
 		if conns[r.peer] != nil {
