@@ -94,7 +94,7 @@ type Op struct {
 	DType  tensor.DType    // element type
 	Count  int             // elements contributed per rank (AllReduce/Broadcast/Reduce: buffer size; AllGather/Gather: input; Scatter/ReduceScatter: output; AllToAll: input total; Send/Recv: buffer)
 	Root   int             // group rank of the root for Broadcast, Reduce, Gather, Scatter
-	Reduce tensor.ReduceOp // for AllReduce, Reduce, ReduceScatter: Sum, Product, Min, Max, BAnd, BOr or BXor (comm lowers Avg and PreMulSum to Sum)
+	Reduce tensor.ReduceOp // for AllReduce, Reduce, ReduceScatter: Sum, Product, Min, Max, BAnd, BOr or BXor (comm lowers Avg and PreMulSum to Sum; for device tensors Avg stays, see DeviceGroup)
 	Peer   int             // group rank of the peer for Send and Recv
 	Tag    int             // user tag for Send and Recv
 }
@@ -132,7 +132,8 @@ type Backend interface {
 }
 
 // Group moves bytes between the members of one process group. comm guarantees:
-//   - tensors are contiguous host tensors of Op.DType with the sizes the op needs;
+//   - tensors are contiguous host tensors of Op.DType with the sizes the op needs (or, for a
+//     DeviceGroup, device tensors on a device it supports: see DeviceGroup);
 //   - at most one op runs on a Group at a time, in the order comm issued them;
 //   - ctx carries the op's deadline; when it passes, the op must return an error wrapping
 //     ErrTimeout (or ctx.Err()) promptly.
@@ -173,6 +174,13 @@ type Group interface {
 
 // DeviceGroup is implemented by a Group that moves tensors in device memory (an Intel GPU's,
 // say). comm gives a Group that does not implement it host tensors only.
+//
+// For device tensors (tensor.FromDevicePointer) comm never touches their memory: every tensor of
+// one op is on the same device, one the group supports; Op.Reduce may be Avg, which the group
+// must run itself or refuse with ErrUnsupported (comm divides host tensors only), and is never
+// PreMulSum (comm refuses it); the list variants (AllGatherList, ReduceScatterList) are refused
+// by comm, since they would copy between device buffers. In-place overlaps are checked by device
+// address.
 type DeviceGroup interface {
 	// SupportsDevice reports whether the group can move tensors on dev.
 	SupportsDevice(dev tensor.Device) bool

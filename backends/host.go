@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"net"
 	"os"
 	"strings"
 )
@@ -16,4 +17,27 @@ func HostID(hostname string) string {
 	}
 	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return hostname + "/" + strings.TrimSpace(string(boot))
+}
+
+// SocketHost picks the local address a TCP backend listens on, so that its peers can reach it:
+// loopback when the rendezvous host (Config.MasterAddr) is local, otherwise the address of the
+// interface that routes to it. GCCL_SOCKET_ADDR (or GLOO_SOCKET_ADDR) overrides.
+func SocketHost(master string) string {
+	for _, k := range []string{"GCCL_SOCKET_ADDR", "GLOO_SOCKET_ADDR"} {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	if master == "" || master == "localhost" {
+		return "127.0.0.1"
+	}
+	if ip := net.ParseIP(master); ip != nil && ip.IsLoopback() {
+		return "127.0.0.1"
+	}
+	c, err := net.Dial("udp", net.JoinHostPort(master, "9"))
+	if err != nil {
+		return "0.0.0.0"
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }

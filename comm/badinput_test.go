@@ -656,6 +656,18 @@ func invalidCases() []invalidCase {
 				return pg.ReduceScatterList(ctx, biF32(4), ins, comm.Sum)
 			},
 			want: biStrs("needs one per rank")},
+		// Device tensors reach only a backend for their device (backends.DeviceGroup); the
+		// pointer is never dereferenced.
+		{name: "all_reduce device tensor on a host backend", op: "all_reduce",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				return pg.AllReduce(ctx, biDevice(4), comm.Sum)
+			},
+			want: biStrs("tensor is on device xpu:0", "cannot move it: copy it to the host first, or use a backend for the device (xccl for xpu)")},
+		{name: "all_gather device output on a host backend", op: "all_gather",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				return pg.AllGather(ctx, biDevice(4*pg.Size()), biF32(4))
+			},
+			want: biStrs("output is on device xpu:0", "copy it to the host first")},
 		// In place is allowed only as the view of this rank's own slot. These alias the next
 		// rank's slot; on a rank whose own slot is not the first, that slot starts where the
 		// output starts.
@@ -674,6 +686,11 @@ func invalidCases() []invalidCase {
 			},
 			want: biStrs("overlap")},
 	}
+}
+
+// biDevice is a float32 tensor of n elements on xpu:0, at an address nothing may read.
+func biDevice(n int) *tensor.Tensor {
+	return biMust(tensor.FromDevicePointer(tensor.Float32, tensor.Device{Type: "xpu"}, 0xdead0000, n))
 }
 
 // checkInvalid asserts that err is the ErrInvalidArgument tc wants, on rank r of n.

@@ -47,9 +47,23 @@ func (pg *ProcessGroup) checkTensor(kind backends.OpKind, what string, t *tensor
 		return pg.invalid(kind, "%s (%v) is not contiguous: pass t.Contiguous() (and copy the result back)", what, t.Shape())
 	}
 	if dev := t.Device(); !dev.IsCPU() {
-		if dg, ok := pg.backend.(backends.DeviceGroup); !ok || !dg.SupportsDevice(dev) {
+		dg, ok := pg.backend.(backends.DeviceGroup)
+		if !ok {
 			return pg.invalid(kind, "%s is on device %v; the %s backend cannot move it: copy it to the host first, or use a backend for the device (xccl for xpu)", what, dev, pg.backendName)
 		}
+		if !dg.SupportsDevice(dev) {
+			return pg.invalid(kind, "%s is on device %v, which this %s group does not run on: pass a tensor on the group's device (xccl: the device it was created for, GCCL_XCCL_DEVICE), or copy it to the host", what, dev, pg.backendName)
+		}
+	}
+	return nil
+}
+
+// checkSameDevice refuses an op whose tensors are on different devices (host and device, or
+// two devices).
+func (pg *ProcessGroup) checkSameDevice(kind backends.OpKind, aName string, a *tensor.Tensor, bName string, b *tensor.Tensor) error {
+	if a.Device() != b.Device() {
+		return pg.invalid(kind, "the %s is on %v but the %s is on %v: pass the tensors of one op on one device (all on the host, or all on the group's device)",
+			aName, a.Device(), bName, b.Device())
 	}
 	return nil
 }
@@ -68,17 +82,27 @@ func (pg *ProcessGroup) checkRoot(kind backends.OpKind, what string, root int) e
 	return nil
 }
 
-// checkReduce validates a reduction for dtype and lowers it to what backends run: Avg and
-// PreMulSum become Sum, with a scale before or a division after.
-func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, dt tensor.DType) (tensor.ReduceOp, error) {
-	if err := tensor.CheckReduce(red.Op, dt); err != nil {
-		return 0, pg.invalid(kind, "%v", err)
+// lowerReduce validates a reduction for t's dtype and lowers it to what backends run, with what
+// is left for comm to do around it (preScale, postDivide): on the host, Avg and PreMulSum become
+// Sum, with a scale before or a division after. comm cannot touch device memory, so a device
+// tensor's Avg goes to the backend as Avg (which runs it, or says it cannot), and PreMulSum is
+// refused.
+func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, t *tensor.Tensor) (tensor.ReduceOp, Reduction, error) {
+	if err := tensor.CheckReduce(red.Op, t.DType()); err != nil {
+		return 0, red, pg.invalid(kind, "%v", err)
+	}
+	if t.IsDevice() {
+		if red.Op == tensor.PreMulSum {
+			return 0, red, pg.opError(kind, 0, fmt.Errorf("%w: PREMUL_SUM on %v tensors: gccl cannot scale device memory (it has no SYCL kernels): multiply the input by %g on the device, then pass SUM",
+				ErrUnsupported, t.Device(), red.Factor))
+		}
+		return red.Op, Reduction{Op: tensor.Sum}, nil
 	}
 	switch red.Op {
 	case tensor.Avg, tensor.PreMulSum:
-		return tensor.Sum, nil
+		return tensor.Sum, red, nil
 	}
-	return red.Op, nil
+	return red.Op, red, nil
 }
 
 // preScale and postDivide implement PreMulSum and Avg around a Sum (in place on t).
@@ -126,7 +150,7 @@ func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reducti
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
 		return err
 	}
-	low, err := pg.lowerReduce(kind, red, t.DType())
+	low, red, err := pg.lowerReduce(kind, red, t)
 	if err != nil {
 		return err
 	}
@@ -195,7 +219,7 @@ func (pg *ProcessGroup) reduceReq(req *request, t *tensor.Tensor, root int, red 
 	if err := pg.checkRoot(kind, "root", root); err != nil {
 		return err
 	}
-	low, err := pg.lowerReduce(kind, red, t.DType())
+	low, red, err := pg.lowerReduce(kind, red, t)
 	if err != nil {
 		return err
 	}
@@ -247,6 +271,9 @@ func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, 
 	if err := pg.checkSameDType(kind, in, out); err != nil {
 		return err
 	}
+	if err := pg.checkSameDevice(kind, "input", in, "output", out); err != nil {
+		return err
+	}
 	large, small, largeName, smallName := out, in, "output", "input"
 	if !outIsLarge {
 		large, small, largeName, smallName = in, out, "input", "output"
@@ -255,15 +282,22 @@ func (pg *ProcessGroup) checkPair(kind backends.OpKind, out, in *tensor.Tensor, 
 		return pg.invalid(kind, "the %s has %d elements but must have %d (group size %d x the %s's %d)",
 			largeName, large.Numel(), small.Numel()*pg.size, pg.size, smallName, small.Numel())
 	}
-	if in.Overlaps(out) && small.Numel() > 0 {
-		lb, sb := large.Bytes(), small.Bytes()
-		slot := lb[pg.rank*len(sb) : (pg.rank+1)*len(sb)]
-		if &slot[0] != &sb[0] {
-			return pg.invalid(kind, "the input and output overlap: in place, the %s must be the view of this rank's slot (rank %d) of the %s; otherwise pass separate tensors",
-				smallName, pg.rank, largeName)
-		}
+	if in.Overlaps(out) && small.Numel() > 0 && !isSlot(large, small, pg.rank) {
+		return pg.invalid(kind, "the input and output overlap: in place, the %s must be the view of this rank's slot (rank %d) of the %s; otherwise pass separate tensors",
+			smallName, pg.rank, largeName)
 	}
 	return nil
+}
+
+// isSlot reports whether small is exactly slot r of large (both contiguous, on one device,
+// large holding Size() times small's elements).
+func isSlot(large, small *tensor.Tensor, r int) bool {
+	if small.IsDevice() {
+		return small.DevicePointer() == large.DevicePointer()+uintptr(r*small.NBytes())
+	}
+	lb, sb := large.Bytes(), small.Bytes()
+	slot := lb[r*len(sb) : (r+1)*len(sb)]
+	return &slot[0] == &sb[0]
 }
 
 // AllGatherList gathers every rank's in into outs[r] (torch's all_gather with a list).
@@ -289,6 +323,10 @@ func (pg *ProcessGroup) allGatherListReq(req *request, outs []*tensor.Tensor, in
 	if err := pg.checkList(kind, "output list", outs, in); err != nil {
 		return err
 	}
+	if in.IsDevice() {
+		return pg.opError(kind, 0, fmt.Errorf("%w: AllGatherList of %v tensors: gccl cannot copy between device buffers (it has no SYCL kernels): all-gather into one output of %d x the input with AllGather and take its Chunk(%d, 0) views",
+			ErrUnsupported, in.Device(), pg.size, pg.size))
+	}
 	flat := tensor.New(in.DType(), pg.size*in.Numel())
 	if err := pg.allGatherReq(req, flat, in); err != nil {
 		return err
@@ -311,6 +349,9 @@ func (pg *ProcessGroup) checkList(kind backends.OpKind, what string, list []*ten
 		if t.DType() != like.DType() || t.Numel() != like.Numel() {
 			return pg.invalid(kind, "%s[%d] is %d x %s but must match the single tensor (%d x %s)",
 				what, i, t.Numel(), t.DType(), like.Numel(), like.DType())
+		}
+		if err := pg.checkSameDevice(kind, fmt.Sprintf("%s[%d]", what, i), t, "single tensor", like); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -457,7 +498,7 @@ func (pg *ProcessGroup) reduceScatterReq(req *request, out, in *tensor.Tensor, r
 	if err := pg.checkPair(kind, out, in, false); err != nil {
 		return err
 	}
-	low, err := pg.lowerReduce(kind, red, in.DType())
+	low, red, err := pg.lowerReduce(kind, red, in)
 	if err != nil {
 		return err
 	}
@@ -471,6 +512,10 @@ func (pg *ProcessGroup) ReduceScatterList(ctx context.Context, out *tensor.Tenso
 	const kind = backends.OpReduceScatter
 	if err := pg.checkList(kind, "input list", ins, out); err != nil {
 		return err
+	}
+	if out.IsDevice() {
+		return pg.opError(kind, 0, fmt.Errorf("%w: ReduceScatterList of %v tensors: gccl cannot copy between device buffers (it has no SYCL kernels): lay the inputs out in one tensor of %d x the output and pass it to ReduceScatter",
+			ErrUnsupported, out.Device(), pg.size))
 	}
 	flat := gatherFlat(ins)
 	var req request
@@ -521,6 +566,9 @@ func (pg *ProcessGroup) allToAllReq(req *request, out, in *tensor.Tensor, outSpl
 		return err
 	}
 	if err := pg.checkSameDType(kind, in, out); err != nil {
+		return err
+	}
+	if err := pg.checkSameDevice(kind, "input", in, "output", out); err != nil {
 		return err
 	}
 	if in.Overlaps(out) {

@@ -2,13 +2,9 @@ package gloo
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/peerconn"
 	"github.com/gccl/gccl/internal/wait"
 )
 
@@ -70,174 +67,27 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 }
 
 func (g *Group) connect(ctx context.Context) error {
-	cfg := g.cfg
-	ln, err := net.Listen("tcp", net.JoinHostPort(bindHost(cfg.MasterAddr), "0"))
+	tcps, err := peerconn.Connect(ctx, peerconn.Config{Group: g.cfg, KeyPrefix: "gloo/addr/", Magic: helloMagic, Logger: g.log})
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	defer ln.Close()
-	if err := cfg.Store.Set(ctx, "gloo/addr/"+strconv.Itoa(cfg.Rank), []byte(ln.Addr().String())); err != nil {
-		return fmt.Errorf("publishing address: %w", err)
-	}
-	type result struct {
-		peer int
-		c    *net.TCPConn
-		err  error
-	}
-	results := make(chan result, cfg.Size)
-	// Accept from higher ranks.
-	higher := cfg.Size - 1 - cfg.Rank
-	go func() {
-		if dl, ok := ctx.Deadline(); ok {
-			_ = ln.(*net.TCPListener).SetDeadline(dl)
+	for p, t := range tcps {
+		if t == nil {
+			continue
 		}
-		for accepted := 0; accepted < higher; {
-			c, err := ln.Accept()
-			if err != nil {
-				results <- result{peer: -1, err: fmt.Errorf("accepting from higher ranks: %w", err)}
-				return
-			}
-			peer, err := g.readHello(c)
-			if err != nil {
-				g.log.Warn("gloo: refused a connection", "group", cfg.Name, "from", c.RemoteAddr().String(), "err", err)
-				c.Close()
-				continue
-			}
-			accepted++
-			results <- result{peer: peer, c: c.(*net.TCPConn)}
-		}
-	}()
-	// Dial lower ranks.
-	for peer := 0; peer < cfg.Rank; peer++ {
-		go func(peer int) {
-			c, err := g.dial(ctx, peer)
-			results <- result{peer: peer, c: c, err: err}
-		}(peer)
-	}
-	var firstErr error
-	for n := 0; n < cfg.Size-1; n++ {
-		var r result
-		select {
-		case r = <-results:
-		case <-ctx.Done():
-			if ctx.Err() != context.DeadlineExceeded {
-				return ctx.Err()
-			}
-			var missing []int
-			for p, c := range g.eng.conns {
-				if c == nil && p != cfg.Rank {
-					missing = append(missing, p)
+		c, err := newConn(p, t)
+		if err != nil {
+			for _, t := range tcps {
+				if t != nil {
+					t.Close()
 				}
 			}
-			return fmt.Errorf("%w: ranks %v did not connect before the deadline; are all %d ranks running, with the same MASTER_ADDR/MASTER_PORT?",
-				backends.ErrTimeout, missing, cfg.Size)
-		}
-		if r.err != nil {
-			if firstErr == nil {
-				firstErr = r.err
-			}
-			return firstErr
-		}
-		if g.eng.conns[r.peer] != nil {
-			r.c.Close()
-			return fmt.Errorf("two connections claim to be rank %d", r.peer)
-		}
-		c, err := newConn(r.peer, r.c)
-		if err != nil {
 			return err
 		}
 		c.group = g.eng.group
-		g.eng.conns[r.peer] = c
+		g.eng.conns[p] = c
 	}
 	return nil
-}
-
-// hello: magic, rank, size, and the group name, so a stray or misconfigured connection is refused.
-func (g *Group) hello() []byte {
-	b := make([]byte, 16, 16+len(g.cfg.Name))
-	binary.LittleEndian.PutUint32(b[0:], helloMagic)
-	binary.LittleEndian.PutUint32(b[4:], uint32(g.cfg.Rank))
-	binary.LittleEndian.PutUint32(b[8:], uint32(g.cfg.Size))
-	binary.LittleEndian.PutUint32(b[12:], uint32(len(g.cfg.Name)))
-	return append(b, g.cfg.Name...)
-}
-
-func (g *Group) readHello(c net.Conn) (int, error) {
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetReadDeadline(time.Time{})
-	var b [16]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return 0, err
-	}
-	if binary.LittleEndian.Uint32(b[0:]) != helloMagic {
-		return 0, errors.New("not a gccl gloo peer (bad hello)")
-	}
-	rank := int(binary.LittleEndian.Uint32(b[4:]))
-	size := int(binary.LittleEndian.Uint32(b[8:]))
-	nameLen := int(binary.LittleEndian.Uint32(b[12:]))
-	if nameLen > 4096 {
-		return 0, errors.New("bad hello")
-	}
-	name := make([]byte, nameLen)
-	if _, err := io.ReadFull(c, name); err != nil {
-		return 0, err
-	}
-	if string(name) != g.cfg.Name {
-		return 0, fmt.Errorf("hello for group %q, this is group %q", name, g.cfg.Name)
-	}
-	if size != g.cfg.Size {
-		return 0, fmt.Errorf("rank %d says the group has %d ranks, this rank says %d", rank, size, g.cfg.Size)
-	}
-	if rank <= g.cfg.Rank || rank >= size {
-		return 0, fmt.Errorf("unexpected rank %d in hello", rank)
-	}
-	return rank, nil
-}
-
-func (g *Group) dial(ctx context.Context, peer int) (*net.TCPConn, error) {
-	addr, err := g.cfg.Store.Get(ctx, "gloo/addr/"+strconv.Itoa(peer))
-	if err != nil {
-		return nil, fmt.Errorf("waiting for rank %d's address: %w", peer, err)
-	}
-	var d net.Dialer
-	delay := 5 * time.Millisecond
-	for {
-		c, err := d.DialContext(ctx, "tcp", string(addr))
-		if err == nil {
-			if _, err = c.Write(g.hello()); err == nil {
-				return c.(*net.TCPConn), nil
-			}
-			c.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("connecting to rank %d at %s: %w", peer, addr, err)
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 500*time.Millisecond)
-	}
-}
-
-// bindHost picks the local address peers can reach: loopback when the rendezvous host is local,
-// otherwise the interface that routes to it. GCCL_SOCKET_ADDR (or GLOO_SOCKET_ADDR) overrides.
-func bindHost(master string) string {
-	for _, k := range []string{"GCCL_SOCKET_ADDR", "GLOO_SOCKET_ADDR"} {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-	}
-	if master == "" || master == "localhost" {
-		return "127.0.0.1"
-	}
-	if ip := net.ParseIP(master); ip != nil && ip.IsLoopback() {
-		return "127.0.0.1"
-	}
-	c, err := net.Dial("udp", net.JoinHostPort(master, "9"))
-	if err != nil {
-		return "0.0.0.0"
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP.String()
 }
 
 // aborted returns the error that aborted the group, or nil.

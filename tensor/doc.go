@@ -50,6 +50,14 @@
 //	_ = tensor.ReduceInto(tensor.Sum, tensor.Float32, c.Bytes(), c.Bytes())
 //	fmt.Println(c.Float64s())            // [6 12]
 //
+// A device tensor (FromDevicePointer) holds a device pointer and a device (xpu:N) instead of
+// host bytes, for the collectives of a backend that moves device memory (xccl): its views work
+// by pointer arithmetic and DevicePointer gives the address of its first element, while the
+// methods that read or write elements on the host panic, saying to copy it to the host first:
+//
+//	g, _ := tensor.FromDevicePointer(tensor.BFloat16, tensor.Device{Type: "xpu"}, ptr, 4096)
+//	half, _ := g.Narrow(0, 2048, 2048) // half.DevicePointer() == ptr + 4096
+//
 // # Matrix products
 //
 // MatMul (like torch.matmul, with batch dims), MatMulInto (BLAS's GEMM: dst = alpha·op(a)·op(b) +
@@ -90,6 +98,6 @@
 // Package tensor/safetensors reads and writes weights in the safetensors format.
 //
 // Methods panic only on programming errors that indexing would also catch (an index out of range,
-// a typed accessor on the wrong dtype, Bytes on a strided view); everything computed from run-time
+// a typed accessor on the wrong dtype, Bytes on a strided view or a device tensor); everything computed from run-time
 // sizes returns an error that names the method and the values.
 package tensor

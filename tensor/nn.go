@@ -20,6 +20,9 @@ func f32(fn, arg string, t *Tensor) ([]float32, error) {
 	if t == nil {
 		return nil, fmt.Errorf("tensor: %s: %s is nil", fn, arg)
 	}
+	if t.IsDevice() {
+		return nil, fmt.Errorf("tensor: %s: %s is %s; these ops run on host tensors only: copy it to the host first", fn, arg, t)
+	}
 	if t.dtype != Float32 {
 		return nil, fmt.Errorf("tensor: %s: %s is %s; want float32 (convert with To)", fn, arg, t)
 	}

@@ -61,7 +61,8 @@ func ParseDevice(s string) (Device, error) {
 // Reshape of a contiguous tensor) share their parent's storage: writes through one are seen
 // through the other. A Tensor is not safe for concurrent writes; concurrent reads are fine.
 // Always create tensors with New, FromBytes, FromSlice, FromFloat64s or the other constructors;
-// the zero Tensor is not usable.
+// the zero Tensor is not usable. FromDevicePointer makes a device tensor, which holds a device
+// pointer instead of host bytes: only its layout and views are usable on the host.
 //
 // Float and SetFloat panic on an index out of range, as slice indexing does, and the typed
 // accessors (Float32s, ...) and Bytes panic when used on the wrong dtype or a strided view; methods
@@ -74,6 +75,10 @@ type Tensor struct {
 	offset  int   // in elements, into data
 	data    []byte
 	device  Device
+	// A device tensor (FromDevicePointer) has no data: its storage is devLen bytes of device
+	// memory at ptr, and offset counts from ptr.
+	ptr    uintptr
+	devLen int
 	// Derived from the layout, which never changes after construction (see makeTensor): every
 	// collective asks for them, so they are computed once.
 	numel      int
@@ -196,6 +201,59 @@ func FromBytes(dt DType, data []byte, shape ...int) (*Tensor, error) {
 		data = []byte{}
 	}
 	return makeTensor(dt, cloneShape(shape), contiguousStrides(shape), 0, data, CPU), nil
+}
+
+// FromDevicePointer returns a contiguous tensor over device memory: the elements of dtype dt
+// at ptr on dev (such as xpu:0), in the given shape (with no shape, 0-dim: one element). It does
+// not copy or check the memory, which must hold the shape's elements for as long as the tensor
+// is used; ptr may be 0 only when the shape has no elements.
+//
+// A device tensor carries its pointer to the collectives of a backend for the device (xccl for
+// xpu). The host-only methods, which read or write elements (Bytes, Float32s and the other typed
+// accessors, Float, SetFloat, Float64s, Fill, Clone, To, Equal, ...), panic on it: copy it to the
+// host first. CopyFrom returns an error. Views work on it as on a host tensor (Narrow, Chunk,
+// Split, Transpose, and Reshape of a contiguous tensor), through pointer arithmetic;
+// DevicePointer returns the address of a view's first element.
+func FromDevicePointer(dt DType, dev Device, ptr uintptr, shape ...int) (*Tensor, error) {
+	if dev.IsCPU() {
+		return nil, fmt.Errorf("tensor: FromDevicePointer: device %v is the host: use FromBytes for host memory", dev)
+	}
+	if !dt.Valid() {
+		return nil, fmt.Errorf("tensor: FromDevicePointer: invalid dtype %s", dt)
+	}
+	n, err := numelOf("FromDevicePointer", shape)
+	if err != nil {
+		return nil, err
+	}
+	if n > math.MaxInt/dt.Size() {
+		return nil, fmt.Errorf("tensor: FromDevicePointer: shape %v of %s needs too many bytes", shape, dt)
+	}
+	if ptr == 0 && n > 0 {
+		return nil, fmt.Errorf("tensor: FromDevicePointer: a NULL pointer for %d elements on %v: pass the address of the device allocation", n, dev)
+	}
+	t := makeTensor(dt, cloneShape(shape), contiguousStrides(shape), 0, nil, dev)
+	t.ptr, t.devLen = ptr, n*dt.Size()
+	return t, nil
+}
+
+// IsDevice reports whether t lives in device memory (it was made by FromDevicePointer).
+func (t *Tensor) IsDevice() bool { return t.data == nil && !t.device.IsCPU() }
+
+// DevicePointer returns the device address of t's first element (the pointer FromDevicePointer
+// got, plus the offset of a view). It panics on a host tensor: use Bytes there.
+func (t *Tensor) DevicePointer() uintptr {
+	if !t.IsDevice() {
+		panic(fmt.Sprintf("tensor: DevicePointer on host %s; it has host bytes (Bytes), not a device pointer", t))
+	}
+	return t.ptr + uintptr(t.offset*t.dtype.Size())
+}
+
+// hostOnly panics when a method that reads or writes elements on the host is called on a device
+// tensor: a programming error, like Bytes on a strided view.
+func (t *Tensor) hostOnly(method string) {
+	if t.IsDevice() {
+		panic(fmt.Sprintf("tensor: %s on %s: the tensor is in the memory of %v, which the host cannot read or write; copy it to the host first (with the device's API, such as a SYCL memcpy) and use a host tensor", method, t, t.device))
+	}
 }
 
 // dtypeFor returns the dtype of a FromSlice element type.
@@ -403,6 +461,7 @@ func (t *Tensor) Contiguous() *Tensor {
 
 // Clone returns a contiguous deep copy of t, with standard row-major strides.
 func (t *Tensor) Clone() *Tensor {
+	t.hostOnly("Clone")
 	out := New(t.dtype, t.shape...)
 	out.device = t.device
 	copyElems(out, t)
@@ -415,6 +474,9 @@ func (t *Tensor) Clone() *Tensor {
 // Bytes panics if t is not contiguous: calling it on a strided view is a programming error; call
 // Contiguous first, or check IsContiguous.
 func (t *Tensor) Bytes() []byte {
+	if t.data == nil {
+		t.hostOnly("Bytes")
+	}
 	if !t.contiguous {
 		panic(fmt.Sprintf("tensor: Bytes on non-contiguous %s (strides %v); call Contiguous first", t, t.strides))
 	}
@@ -431,6 +493,11 @@ func (t *Tensor) Bytes() []byte {
 // shape (any strides) or, if both are contiguous, the same number of elements (the elements are
 // copied in row-major order). It copies correctly even when src and t overlap in memory.
 func (t *Tensor) CopyFrom(src *Tensor) error {
+	for _, x := range []*Tensor{t, src} {
+		if x.IsDevice() {
+			return fmt.Errorf("tensor: CopyFrom: %s is in the memory of %v, which the host cannot copy: use the device's API (such as a SYCL memcpy)", x, x.device)
+		}
+	}
 	if src.dtype != t.dtype {
 		return fmt.Errorf("tensor: CopyFrom: src is %s but dst is %s; convert src with To first", src.dtype, t.dtype)
 	}
@@ -501,6 +568,7 @@ func forEachRow(shape, sa []int, oa int, sb []int, ob int, fn func(oa, ob int)) 
 
 // forEachElem calls fn with the byte offset into t.data of each element, in row-major order.
 func (t *Tensor) forEachElem(fn func(off int)) {
+	t.hostOnly("reading elements")
 	size := t.dtype.Size()
 	n, st := innermost(t.shape, t.strides)
 	forEachRow(t.shape, t.strides, t.offset, t.strides, t.offset, func(o, _ int) {
@@ -536,6 +604,10 @@ func copyElems(dst, src *Tensor) {
 // SharesStorage reports whether t and o use overlapping memory, as views of one tensor do (unless
 // their storage is empty).
 func (t *Tensor) SharesStorage(o *Tensor) bool {
+	if t.IsDevice() || o.IsDevice() {
+		return t.device == o.device && t.devLen > 0 && o.devLen > 0 &&
+			t.ptr < o.ptr+uintptr(o.devLen) && o.ptr < t.ptr+uintptr(t.devLen)
+	}
 	if len(t.data) == 0 || len(o.data) == 0 {
 		return false
 	}
@@ -549,10 +621,11 @@ func (t *Tensor) SharesStorage(o *Tensor) bool {
 // Unlike SharesStorage, it is false for disjoint views of one buffer, such as two Narrow slices
 // along dim 0. It is exact when both tensors are contiguous; for strided views it is conservative:
 // interleaved views, such as two column chunks of one matrix, are reported as overlapping though
-// they share no element. Tensors without elements overlap nothing.
+// they share no element. Tensors without elements overlap nothing, and neither do tensors on
+// different devices (device tensors compare their device addresses).
 func (t *Tensor) Overlaps(o *Tensor) bool {
 	a0, a1, ok := t.span()
-	if !ok {
+	if !ok || t.device != o.device {
 		return false
 	}
 	b0, b1, ok := o.span()
@@ -561,7 +634,7 @@ func (t *Tensor) Overlaps(o *Tensor) bool {
 
 // span returns the address range [lo, hi) covering all of t's elements, or false if t has none.
 func (t *Tensor) span() (lo, hi uintptr, ok bool) {
-	if t.Numel() == 0 || len(t.data) == 0 {
+	if t.Numel() == 0 || (len(t.data) == 0 && t.ptr == 0) {
 		return 0, 0, false
 	}
 	minOff, maxOff := t.offset, t.offset
@@ -573,13 +646,17 @@ func (t *Tensor) span() (lo, hi uintptr, ok bool) {
 		}
 	}
 	size := t.dtype.Size()
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(t.data)))
+	base := t.ptr
+	if t.data != nil {
+		base = uintptr(unsafe.Pointer(unsafe.SliceData(t.data)))
+	}
 	return base + uintptr(minOff*size), base + uintptr((maxOff+1)*size), true
 }
 
 // elemOffset returns the byte offset into t.data of the element at idx, panicking if idx does not
 // address an element.
 func (t *Tensor) elemOffset(method string, idx []int) int {
+	t.hostOnly(method)
 	if len(idx) != len(t.shape) {
 		panic(fmt.Sprintf("tensor: %s: %d indices for %s, which has %d dims", method, len(idx), t, len(t.shape)))
 	}
@@ -609,6 +686,7 @@ func (t *Tensor) SetFloat(v float64, idx ...int) {
 
 // Float64s returns all elements in row-major order, converted to float64 as Float does.
 func (t *Tensor) Float64s() []float64 {
+	t.hostOnly("Float64s")
 	out := make([]float64, 0, t.Numel())
 	t.forEachElem(func(off int) {
 		out = append(out, decodeFloat(t.dtype, t.data[off:]))
@@ -619,6 +697,7 @@ func (t *Tensor) Float64s() []float64 {
 // Fill sets every element to v, converted as SetFloat converts. For a view, only the view's
 // elements change.
 func (t *Tensor) Fill(v float64) {
+	t.hostOnly("Fill")
 	size := t.dtype.Size()
 	var elem [8]byte
 	encodeFloat(t.dtype, elem[:], v)
@@ -645,6 +724,7 @@ func (t *Tensor) To(dt DType) *Tensor {
 	if dt == t.dtype {
 		return t.Clone()
 	}
+	t.hostOnly("To")
 	out := New(dt, t.shape...)
 	out.device = t.device
 	intToInt := (t.dtype.IsInteger() || t.dtype == Bool) && (dt.IsInteger() || dt == Bool)
@@ -676,6 +756,7 @@ func (t *Tensor) String() string {
 // viewAs returns the elements of a contiguous tensor of one of dtypes as a []T aliasing its
 // storage, panicking on misuse.
 func viewAs[T any](t *Tensor, method string, dtypes ...DType) []T {
+	t.hostOnly(method)
 	if !slices.Contains(dtypes, t.dtype) {
 		panic(fmt.Sprintf("tensor: %s on %s: wrong dtype; want %v", method, t, dtypes))
 	}
@@ -731,6 +812,8 @@ func (t *Tensor) Uint16s() []uint16 { return viewAs[uint16](t, "Uint16s", Float1
 // Equal reports whether a and b have the same dtype, the same shape and the same element bytes
 // (so a NaN equals a NaN with the same bits, and -0 does not equal +0). Strides may differ.
 func Equal(a, b *Tensor) bool {
+	a.hostOnly("Equal")
+	b.hostOnly("Equal")
 	if a.dtype != b.dtype || !slices.Equal(a.shape, b.shape) {
 		return false
 	}

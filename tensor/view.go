@@ -9,7 +9,9 @@ import (
 
 // view returns a tensor over t's storage with the given layout.
 func (t *Tensor) view(shape, strides []int, offset int) *Tensor {
-	return makeTensor(t.dtype, shape, strides, offset, t.data, t.device)
+	v := makeTensor(t.dtype, shape, strides, offset, t.data, t.device)
+	v.ptr, v.devLen = t.ptr, t.devLen
+	return v
 }
 
 // normDim resolves dim, which may count from the end when negative, against t's dims.
@@ -167,6 +169,9 @@ func (t *Tensor) Reshape(shape ...int) (*Tensor, error) {
 		newShape[infer] = n / known
 	} else if known != n {
 		return nil, fmt.Errorf("tensor: Reshape: shape %v has %d elements, but %s has %d", shape, known, t, n)
+	}
+	if !t.IsContiguous() && t.IsDevice() {
+		return nil, fmt.Errorf("tensor: Reshape: %s is a strided view of device memory, which Reshape would have to copy: reshape a contiguous device tensor, or copy it on the device first", t)
 	}
 	src := t.Contiguous()
 	return src.view(newShape, contiguousStrides(newShape), src.offset), nil

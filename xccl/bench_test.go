@@ -45,7 +45,7 @@ func BenchmarkCallOverhead(b *testing.B) {
 		ctx := context.Background()
 		p := uintptr(unsafe.Pointer(v))
 		for i := 0; i < b.N; i++ {
-			_ = th.do(ctx, func() { lib.call(lib.getVersion, p) })
+			_ = th.do(ctx, nil, func() { lib.call(lib.getVersion, p) })
 		}
 	})
 }

@@ -303,7 +303,7 @@ func TestOneThreadPerCommunicator(t *testing.T) {
 	rc := <-done
 	assert.Equal(t, int32(5), rc, "a call from another thread must be refused")
 	var msg string
-	require.NoError(t, c.th.do(context.Background(), func() { msg = c.lib.lastError(c.handle) }))
+	require.NoError(t, c.th.do(context.Background(), nil, func() { msg = c.lib.lastError(c.handle) }))
 	assert.Contains(t, msg, "used from thread", "the message, asked for on the communicator's thread")
 	assert.Contains(t, c.lib.lastError(c.handle), "not the communicator's", "asked for elsewhere")
 	// On its own thread it works, many times over, with goroutines of any thread calling.

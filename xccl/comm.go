@@ -93,16 +93,24 @@ func (t *thread) take() *task {
 	}
 }
 
-// do runs f on the thread and waits for it, or for ctx. When ctx ends first, f still runs to its
-// end on the thread: everything it touches must be captured by f.
-func (t *thread) do(ctx context.Context, f func()) error {
+// errStopped is what thread.do returns when its stop channel closed before the call returned.
+var errStopped = errors.New("stopped")
+
+// do runs f on the thread and waits for it, for ctx, or until stop closes (then errStopped).
+// When ctx ends or stop closes first, f still runs to its end on the thread: everything it
+// touches must be captured by f.
+func (t *thread) do(ctx context.Context, stop <-chan struct{}, f func()) error {
 	tk := &task{f: f, ch: make(chan struct{})}
 	for !t.next.CompareAndSwap(nil, tk) {
 		// A call whose caller gave up still waits for the thread, which is blocked in oneCCL.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		time.Sleep(100 * time.Microsecond)
+		select {
+		case <-stop:
+			return errStopped
+		case <-time.After(100 * time.Microsecond):
+		}
 	}
 	if t.parked.Load() {
 		select {
@@ -117,15 +125,16 @@ func (t *thread) do(ctx context.Context, f func()) error {
 		case wait.YieldPhase:
 			wait.Yield()
 		default:
-			return waitDone(ctx, tk.ch)
+			return waitDone(ctx, stop, tk.ch)
 		}
 	}
 	return nil
 }
 
-// waitDone blocks until done is closed or ctx ends. It also wakes at ctx's deadline: comm's op
-// contexts do not close Done when their deadline passes (backends must watch Deadline).
-func waitDone(ctx context.Context, done <-chan struct{}) error {
+// waitDone blocks until done is closed, ctx ends or stop closes. It also wakes at ctx's
+// deadline: comm's op contexts do not close Done when their deadline passes (backends must watch
+// Deadline).
+func waitDone(ctx context.Context, stop, done <-chan struct{}) error {
 	var expired <-chan time.Time
 	if d, ok := ctx.Deadline(); ok {
 		tm := time.NewTimer(time.Until(d))
@@ -137,6 +146,13 @@ func waitDone(ctx context.Context, done <-chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-stop:
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		return errStopped
 	case <-expired:
 		select {
 		case <-done: // finished just in time
@@ -217,7 +233,10 @@ type Comm struct {
 
 	mu        sync.Mutex // one op at a time; held by the running op
 	aborted   atomic.Pointer[error]
-	stuck     atomic.Bool // an op timed out while its oneCCL call kept running
+	abortCh   chan struct{} // closed by Abort: a waiting op returns at once
+	handleMu  sync.Mutex    // orders onecclCommAbort before onecclCommDestroy
+	destroyed bool          // under handleMu: the handle is (being) destroyed
+	stuck     atomic.Bool   // an op timed out while its oneCCL call kept running
 	closed    bool
 	avgNative atomic.Int32 // 0: untried, 1: the plugin runs onecclAvg, -1: it rejected it
 }
@@ -242,7 +261,8 @@ func NewComm(ctx context.Context, st store.Store, key string, rank, size int, op
 	if err != nil {
 		return nil, err
 	}
-	c := &Comm{lib: lib, th: newThread(wait.NewPolicy(max(opts.LocalRanks, 1))), rank: rank, size: size, opts: opts, log: opts.Logger}
+	c := &Comm{lib: lib, th: newThread(wait.NewPolicy(max(opts.LocalRanks, 1))), rank: rank, size: size, opts: opts, log: opts.Logger,
+		abortCh: make(chan struct{})}
 	if err := c.init(ctx, st, key); err != nil {
 		c.th.stop()
 		return nil, err
@@ -314,8 +334,8 @@ func (c *Comm) init(ctx context.Context, st store.Store, key string) error {
 // errors there too, since onecclGetLastError may keep its message per thread.
 func (c *Comm) onThread(ctx context.Context, op string, f func() error) error {
 	var err error
-	if terr := c.th.do(ctx, func() { err = f() }); terr != nil {
-		return c.timeout(op, terr)
+	if terr := c.th.do(ctx, c.abortCh, func() { err = f() }); terr != nil {
+		return c.interrupted(op, terr)
 	}
 	if err != nil {
 		return c.errorf(op, "%w", err)
@@ -334,9 +354,13 @@ func (c *Comm) errorf(op, format string, args ...any) error {
 	return fmt.Errorf("xccl: %s on rank %d of %d (communicator %q): %w", op, c.rank, c.size, c.opts.Name, fmt.Errorf(format, args...))
 }
 
-// timeout is the error of an op whose ctx ended while its oneCCL call ran.
-func (c *Comm) timeout(op string, err error) error {
+// interrupted is the error of an op whose ctx ended, or whose communicator was aborted, while
+// its oneCCL call ran.
+func (c *Comm) interrupted(op string, err error) error {
 	c.stuck.Store(true)
+	if errors.Is(err, errStopped) {
+		return c.errorf(op, "%w", backends.AbortedEarlier(*c.aborted.Load()))
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("%w: %w", backends.ErrTimeout, err)
 	}
@@ -352,11 +376,11 @@ func (c *Comm) run(ctx context.Context, op, fn string, call func() int32, keep .
 		return err
 	}
 	var err error
-	if terr := c.th.do(ctx, func() {
+	if terr := c.th.do(ctx, c.abortCh, func() {
 		err = c.lib.resultError(fn, call(), c.handle)
 		runtime.KeepAlive(keep)
 	}); terr != nil {
-		return c.timeout(op, terr)
+		return c.interrupted(op, terr)
 	}
 	if err != nil {
 		if a := c.aborted.Load(); a != nil {
@@ -417,7 +441,7 @@ func (c *Comm) checkRoot(op string, root int) error {
 
 // reduction runs a reducing call with op; for AVG the first time it tries onecclAvg, and when the
 // plugin rejects it (oneCCL's CPU plugin does) it runs SUM and divides by the size from then on
-// (host buffers only).
+// (host buffers only: with a device buffer among keep, that is an error).
 func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType, red tensor.ReduceOp, out Buffer, outCount int, call func(op int32) int32, keep ...Buffer) error {
 	_, r, err := c.reduceArgs(opName, dt, red)
 	if err != nil {
@@ -437,8 +461,10 @@ func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType
 		c.avgNative.Store(-1)
 		c.log.Debug("xccl: the oneCCL plugin rejects AVG; running SUM then dividing", "communicator", c.opts.Name, "error", err)
 	}
-	if out.onDevice {
-		return c.errorf(opName, "%w: the oneCCL plugin rejects AVG and xccl cannot divide device memory: pass SUM and divide by %d on the device", backends.ErrUnsupported, c.size)
+	for _, b := range append(keep, out) {
+		if b.onDevice {
+			return c.errorf(opName, "%w: the oneCCL plugin (%s) rejects AVG, and xccl cannot divide device memory (it has no SYCL kernels): pass SUM and divide by %d on the device", backends.ErrUnsupported, c.lib.path, c.size)
+		}
 	}
 	if err := c.run(ctx, opName, fn, func() int32 { return call(cclSum) }, keep...); err != nil {
 		return err
@@ -621,17 +647,31 @@ func (c *Comm) MemAlloc(ctx context.Context, n int) (uintptr, error) {
 	return *p, err
 }
 
-// MemFree frees memory from MemAlloc.
+// MemFree frees memory from MemAlloc. It works on an aborted communicator too (not on a closed
+// one); while an op that timed out still blocks the communicator's thread, it waits for ctx.
 func (c *Comm) MemFree(ctx context.Context, p uintptr) error {
 	if c.lib.memFree == 0 {
 		return c.errorf("mem_free", "%w: %s has no onecclMemFree", backends.ErrUnsupported, c.lib.path)
 	}
-	return c.run(ctx, "mem_free", "onecclMemFree", func() int32 { return c.lib.call(c.lib.memFree, p) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.errorf("mem_free", "%w: the communicator is closed", backends.ErrAborted)
+	}
+	var err error
+	if terr := c.th.do(ctx, nil, func() { err = c.lib.resultError("onecclMemFree", c.lib.call(c.lib.memFree, p), 0) }); terr != nil {
+		return c.errorf("mem_free", "%w: %w", backends.ErrTimeout, terr)
+	}
+	if err != nil {
+		return c.errorf("mem_free", "%w", err)
+	}
+	return nil
 }
 
-// Abort fails the running op (when the library has onecclCommAbort, which is made from the
-// caller's thread: it exists to interrupt a call blocked on the communicator's thread) and every
-// later one.
+// Abort fails the running op at once and every later one. When the library has
+// onecclCommAbort it is called too, from the caller's thread (it exists to interrupt a call
+// blocked on the communicator's thread); without it a blocked call keeps the thread until it
+// returns, and Close waits for it at most 10 s.
 func (c *Comm) Abort(cause error) {
 	if cause == nil {
 		cause = errors.New("aborted")
@@ -639,7 +679,10 @@ func (c *Comm) Abort(cause error) {
 	if !c.aborted.CompareAndSwap(nil, &cause) {
 		return
 	}
-	if c.lib.commAbort != 0 && c.handle != 0 {
+	close(c.abortCh)
+	c.handleMu.Lock()
+	defer c.handleMu.Unlock()
+	if c.lib.commAbort != 0 && c.handle != 0 && !c.destroyed {
 		c.lib.call(c.lib.commAbort, c.handle)
 	}
 }
@@ -662,8 +705,11 @@ func (c *Comm) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.handleMu.Lock()
+	c.destroyed = true
+	c.handleMu.Unlock()
 	var err error
-	if terr := c.th.do(wait, func() { err = c.lib.resultError("onecclCommDestroy", c.lib.call(c.lib.commDestroy, c.handle), 0) }); terr != nil {
+	if terr := c.th.do(wait, nil, func() { err = c.lib.resultError("onecclCommDestroy", c.lib.call(c.lib.commDestroy, c.handle), 0) }); terr != nil {
 		return c.errorf("close", "%w: %w", backends.ErrTimeout, terr)
 	}
 	c.th.stop()

@@ -84,19 +84,28 @@ func TestNoLibrary(t *testing.T) {
 	assert.Contains(t, string(out), "--- PASS: TestNoLibrary")
 }
 
-// TestLostRankTimesOut: real processes; rank 2 exits without joining an all-reduce. The others
-// fail with ErrTimeout at the op's deadline, naming the op and their rank, abort, close and exit:
-// nothing hangs. Every rank's bitwise reduction fails at once with ErrUnsupported.
-func TestLostRankTimesOut(t *testing.T) {
+// TestTimeoutTellsThePeers: real processes; rank 2 stays alive but does not join an
+// all-reduce. The others fail with ErrTimeout at the op's deadline (or as soon as a peer that
+// timed out tells them), naming the op and their rank, abort, close and exit: nothing hangs. Rank
+// 2's group is aborted by their abort messages, with the timeout's class. Every rank's bitwise
+// reduction fails at once with ErrUnsupported.
+func TestTimeoutTellsThePeers(t *testing.T) {
 	if ranktest.Child(t) {
 		ctx := context.Background()
 		pg, err := comm.Init(ctx, comm.Options{Backend: "xccl", Timeout: 2 * time.Second})
 		require.NoError(t, err)
 		require.NoError(t, pg.Barrier(ctx))
-		if pg.Rank() == 2 {
-			os.Exit(0) // gone, without a word
-		}
 		x := tensor.New(tensor.Int64, 3)
+		if pg.Rank() == 2 {
+			time.Sleep(4 * time.Second) // the others time out meanwhile, and say so
+			err := pg.AllReduce(ctx, x, comm.Sum)
+			require.ErrorIs(t, err, comm.ErrAborted)
+			require.ErrorIs(t, err, comm.ErrTimeout, "the peers' abort carries the timeout's class")
+			assert.Contains(t, err.Error(), "timed out")
+			require.NoError(t, pg.Close())
+			fmt.Println("RESULT aborted by the peers")
+			return
+		}
 		sub, err := pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{})
 		require.NoError(t, err)
 		err = sub.AllReduce(ctx, x, comm.BOr)
@@ -116,12 +125,82 @@ func TestLostRankTimesOut(t *testing.T) {
 		fmt.Println("RESULT timed out as expected")
 		return
 	}
-	lib := buildFixture(t)
-	res := ranktest.Spawn(t, ranktest.Config{Ranks: 3, Timeout: time.Minute, Env: []string{
-		EnvLibrary + "=" + lib, "GCCL_XCCL_FIXTURE_DIR=" + t.TempDir(), "GCCL_FR_DUMP_PREFIX=" + t.TempDir() + "/fr_",
-	}})
+	res := spawnFixtureRanks(t, 3)
 	ranktest.AssertExitedZero(t, res)
 	for _, r := range res[:2] {
 		assert.Contains(t, r.Output, "RESULT timed out as expected", "rank %d", r.Rank)
 	}
+	assert.Contains(t, res[2].Output, "RESULT aborted by the peers")
+}
+
+// TestGoodbyeIsNotALoss: real processes; a rank that closes its group and exits is not taken for
+// dead (it says goodbye on the liveness watch): the other two keep using the world group between
+// themselves. A rank that exits without closing is: the survivors' next op fails with
+// ErrPeerLost naming it, within seconds and not at the 60 s deadline.
+func TestGoodbyeIsNotALoss(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "xccl", Timeout: time.Minute})
+		require.NoError(t, err)
+		require.NoError(t, pg.Barrier(ctx))
+		x := tensor.New(tensor.Float32, 4)
+		switch pg.Rank() {
+		case 3:
+			require.NoError(t, pg.Close())
+			fmt.Println("RESULT closed")
+			return
+		case 2:
+			time.Sleep(time.Second) // after rank 3's goodbye
+			os.Exit(0)              // gone without a word
+		}
+		time.Sleep(500 * time.Millisecond) // rank 3's goodbye and close have arrived
+		peer := 1 - pg.Rank()
+		for i := range 5 {
+			if pg.Rank() == 0 {
+				x.Fill(float64(i))
+				require.NoError(t, pg.Send(ctx, x, peer, i), "rank 3 closed cleanly: not a loss")
+			} else {
+				require.NoError(t, pg.Recv(ctx, x, peer, i), "rank 3 closed cleanly: not a loss")
+				assert.Equal(t, []float64{float64(i), float64(i), float64(i), float64(i)}, x.Float64s())
+			}
+		}
+		start := time.Now()
+		var lost error
+		for lost == nil && time.Since(start) < 30*time.Second {
+			if pg.Rank() == 0 {
+				lost = pg.Send(ctx, x, peer, 99)
+			} else {
+				lost = pg.Recv(ctx, x, peer, 99)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		require.ErrorIs(t, lost, comm.ErrPeerLost)
+		var pl *comm.PeerLostError
+		require.ErrorAs(t, lost, &pl)
+		assert.Equal(t, 2, pl.Rank)
+		assert.Equal(t, 2, pl.GlobalRank)
+		assert.Contains(t, lost.Error(), "without a goodbye")
+		assert.Less(t, time.Since(start), 10*time.Second)
+		_ = pg.Close()
+		fmt.Println("RESULT saw rank 2 lost")
+		return
+	}
+	res := spawnFixtureRanks(t, 4)
+	for _, r := range res {
+		if r.Rank != 2 {
+			assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
+		}
+	}
+	assert.Contains(t, res[3].Output, "RESULT closed")
+	for _, r := range res[:2] {
+		assert.Contains(t, r.Output, "RESULT saw rank 2 lost", "rank %d:\n%s", r.Rank, r.Output)
+	}
+}
+
+// spawnFixtureRanks runs the calling test as n ranks over the fixture.
+func spawnFixtureRanks(t *testing.T, n int) []ranktest.Result {
+	lib := buildFixture(t)
+	return ranktest.Spawn(t, ranktest.Config{Ranks: n, Timeout: time.Minute, Env: []string{
+		EnvLibrary + "=" + lib, "GCCL_XCCL_FIXTURE_DIR=" + t.TempDir(), "GCCL_FR_DUMP_PREFIX=" + t.TempDir() + "/fr_",
+	}})
 }

@@ -55,3 +55,24 @@ func ExampleNewComm() {
 		log.Fatal(err)
 	}
 }
+
+// Device tensors through a process group: a backend on the GPU with the caller's sycl::queue,
+// and a tensor over device memory. (Needs an Intel GPU and a oneCCL built with SYCL.)
+func ExampleBackend() {
+	ctx := context.Background()
+	var queue, ptr uintptr // the sycl::queue and a sycl::malloc_device allocation, from the SYCL side
+	xpu := tensor.Device{Type: "xpu", Index: 0}
+	comm.Register("xccl-gpu", xccl.Backend{Device: xpu, Stream: queue})
+	pg, err := comm.Init(ctx, comm.Options{Backend: "xccl-gpu"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pg.Close()
+	g, err := tensor.FromDevicePointer(tensor.BFloat16, xpu, ptr, 4096)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pg.AllReduce(ctx, g, comm.Sum); err != nil { // enqueued on queue: wait on it before reading g
+		log.Fatal(err)
+	}
+}

@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
@@ -13,8 +16,22 @@ import (
 
 func init() { backends.Register("xccl", Backend{}) }
 
-// Backend is backend "xccl". Its NewGroup loads oneCCL on first use.
-type Backend struct{}
+// Backend is backend "xccl". Its NewGroup loads oneCCL on first use. The registered "xccl" is
+// the zero Backend; a program that passes a SYCL queue registers its own under another name:
+//
+//	comm.Register("xccl-gpu", xccl.Backend{Device: tensor.Device{Type: "xpu", Index: local}, Stream: queue})
+type Backend struct {
+	// Device is the Intel GPU the group's communicators work on (onecclSetDevice): the group
+	// then takes device tensors (tensor.FromDevicePointer) on that device, besides host tensors.
+	// The zero value takes GCCL_XCCL_DEVICE ("xpu:0", "xpu:1", ...; unset: host tensors only).
+	Device tensor.Device
+	// Stream is the address of the sycl::queue passed as every op's stream (CommOptions.Stream).
+	// 0, the default, passes NULL. An op on a queue may return once it is enqueued.
+	Stream uintptr
+}
+
+// EnvDevice names the environment variable that gives the registered backend's device.
+const EnvDevice = "GCCL_XCCL_DEVICE"
 
 // Store keys of the unique ids, in the group's scoped store.
 const (
@@ -25,13 +42,24 @@ const (
 // NewGroup creates the group's two communicators: one for collectives (Gather, Scatter and uneven
 // AllToAll run on it as grouped sends and receives) and one for the tagged Send and Recv of
 // users, so that a message left unreceived never meets a collective's receive.
-func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Group, error) {
+func (b Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Group, error) {
+	dev := b.Device
+	if v := os.Getenv(EnvDevice); dev.IsCPU() && v != "" {
+		d, err := tensor.ParseDevice(v)
+		if err != nil {
+			return nil, fmt.Errorf("xccl: group %q rank %d: %s=%q: %w", cfg.Name, cfg.Rank, EnvDevice, v, err)
+		}
+		dev = d
+	}
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
-	opts := CommOptions{Name: cfg.Name, Logger: cfg.Logger, LocalRanks: cfg.LocalSize}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	opts := CommOptions{Name: cfg.Name, Logger: cfg.Logger, LocalRanks: cfg.LocalSize, Device: dev, Stream: b.Stream}
 	coll, err := NewComm(ctx, cfg.Store, keyCollID, cfg.Rank, cfg.Size, opts)
 	if err != nil {
 		return nil, err
@@ -42,14 +70,34 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		_ = coll.Close()
 		return nil, err
 	}
-	return &group{cfg: cfg, coll: coll, p2p: p2p, stash: map[int][]message{}, barrier: make([]byte, 4)}, nil
+	g := &group{cfg: cfg, coll: coll, p2p: p2p, device: dev, stash: map[int][]message{}, barrier: HostBuffer(make([]byte, 4))}
+	if !dev.IsCPU() && coll.lib.memAlloc != 0 {
+		// A device communicator's barrier all-reduces device memory, like its other ops.
+		p, err := coll.MemAlloc(ctx, 4)
+		if err != nil {
+			_ = errors.Join(coll.Close(), p2p.Close())
+			return nil, err
+		}
+		g.barrier = DeviceBuffer(p)
+	}
+	if g.watch, err = newWatch(ctx, cfg, g.Abort); err != nil {
+		_ = errors.Join(g.freeBarrier(), coll.Close(), p2p.Close())
+		return nil, err
+	}
+	g.watch.start()
+	return g, nil
 }
 
-// group is a backends.Group over two communicators, for host tensors.
+var _ backends.DeviceGroup = (*group)(nil)
+
+// group is a backends.Group over two communicators, for host tensors, and a liveness watch
+// that aborts them when a member dies.
 type group struct {
 	cfg       backends.Config
 	coll, p2p *Comm
-	barrier   []byte
+	device    tensor.Device // the communicators' device: the zero Device for host only
+	watch     *watch
+	barrier   Buffer // 4 bytes: device memory on a device group where the library allocates it
 
 	mu      sync.Mutex
 	aborted error
@@ -65,6 +113,10 @@ type message struct {
 // header precedes every tagged message: tag, byte count, dtype.
 const headerBytes = 24
 
+// check fails an op on an aborted group. The collectives that reach a communicator leave it to
+// the communicator (Comm.run), after their own argument checks, so that every rank reports a
+// refusal they all make (a dtype, an op) as such, and not as the abort of a peer that refused
+// first.
 func (g *group) check(op backends.Op) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -82,56 +134,86 @@ func (g *group) fail(err error) error {
 	return err
 }
 
-func host(t *tensor.Tensor) Buffer {
+// buffer is t's memory: its device pointer for a device tensor (comm has checked that it is on
+// the group's device), else its host bytes.
+func buffer(t *tensor.Tensor) Buffer {
 	if t == nil {
 		return Buffer{}
+	}
+	if t.IsDevice() {
+		return DeviceBuffer(t.DevicePointer())
 	}
 	return HostBuffer(t.Bytes())
 }
 
-func (g *group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
-		return err
+// SupportsDevice reports whether dev is the device the group's communicators were created on
+// (Backend.Device, GCCL_XCCL_DEVICE): comm then hands it device tensors on dev.
+func (g *group) SupportsDevice(dev tensor.Device) bool {
+	return !g.device.IsCPU() && dev == g.device
+}
+
+// hostOnly refuses device tensors in the ops that would have to copy device memory on the host
+// (the root's own slot of Gather and Scatter, uneven AllToAll) or read it (Send and Recv's
+// header check), which xccl cannot do without SYCL.
+func (g *group) hostOnly(op backends.Op, fix string, ts ...*tensor.Tensor) error {
+	for _, t := range ts {
+		if t != nil && t.IsDevice() {
+			return fmt.Errorf("xccl: %s on rank %d: %w: %s of device tensors (%v): xccl moves device memory only in oneCCL's collectives and cannot copy it itself (no SYCL): %s",
+				op.Kind, g.cfg.Rank, backends.ErrUnsupported, op.Kind, t.Device(), fix)
+		}
 	}
-	return g.fail(g.coll.AllReduce(ctx, host(in), host(out), op.Count, op.DType, op.Reduce))
+	return nil
+}
+
+func (g *group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	if op.Count == 0 {
+		return g.check(op)
+	}
+	return g.fail(g.coll.AllReduce(ctx, buffer(in), buffer(out), op.Count, op.DType, op.Reduce))
 }
 
 func (g *group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
-		return err
+	if op.Count == 0 {
+		return g.check(op)
 	}
-	return g.fail(g.coll.Broadcast(ctx, host(buf), host(buf), op.Count, op.DType, op.Root))
+	return g.fail(g.coll.Broadcast(ctx, buffer(buf), buffer(buf), op.Count, op.DType, op.Root))
 }
 
 func (g *group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
-		return err
+	if op.Count == 0 {
+		return g.check(op)
 	}
-	return g.fail(g.coll.Reduce(ctx, host(in), host(out), op.Count, op.DType, op.Reduce, op.Root))
+	return g.fail(g.coll.Reduce(ctx, buffer(in), buffer(out), op.Count, op.DType, op.Reduce, op.Root))
 }
 
 func (g *group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
-		return err
+	if op.Count == 0 {
+		return g.check(op)
 	}
-	return g.fail(g.coll.AllGather(ctx, host(in), host(out), op.Count, op.DType))
+	return g.fail(g.coll.AllGather(ctx, buffer(in), buffer(out), op.Count, op.DType))
 }
 
 func (g *group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
-		return err
+	if op.Count == 0 {
+		return g.check(op)
 	}
-	return g.fail(g.coll.ReduceScatter(ctx, host(in), host(out), op.Count, op.DType, op.Reduce))
+	return g.fail(g.coll.ReduceScatter(ctx, buffer(in), buffer(out), op.Count, op.DType, op.Reduce))
 }
 
 // Gather: the root receives every other rank's input in one group of receives.
 func (g *group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
+	if op.Count == 0 {
+		return g.check(op)
+	}
+	if err := g.hostOnly(op, "all-gather on the device instead (comm's AllGather), or gather host copies", in, out); err != nil {
+		return g.fail(err)
+	}
+	if err := g.check(op); err != nil {
 		return err
 	}
 	n, r := g.cfg.Size, g.cfg.Rank
 	if r != op.Root {
-		return g.fail(g.coll.Group(ctx, "gather", []P2P{{Buf: host(in), Count: op.Count, DType: op.DType, Peer: op.Root}}))
+		return g.fail(g.coll.Group(ctx, "gather", []P2P{{Buf: buffer(in), Count: op.Count, DType: op.DType, Peer: op.Root}}))
 	}
 	per := op.Count * op.DType.Size()
 	ob := out.Bytes()
@@ -147,12 +229,18 @@ func (g *group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tens
 
 // Scatter: the root sends every other rank its slot in one group of sends.
 func (g *group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if err := g.check(op); err != nil || op.Count == 0 {
+	if op.Count == 0 {
+		return g.check(op)
+	}
+	if err := g.hostOnly(op, "broadcast on the device and take this rank's slot (comm's Broadcast), or scatter host copies", in, out); err != nil {
+		return g.fail(err)
+	}
+	if err := g.check(op); err != nil {
 		return err
 	}
 	n, r := g.cfg.Size, g.cfg.Rank
 	if r != op.Root {
-		return g.fail(g.coll.Group(ctx, "scatter", []P2P{{Recv: true, Buf: host(out), Count: op.Count, DType: op.DType, Peer: op.Root}}))
+		return g.fail(g.coll.Group(ctx, "scatter", []P2P{{Recv: true, Buf: buffer(out), Count: op.Count, DType: op.DType, Peer: op.Root}}))
 	}
 	per := op.Count * op.DType.Size()
 	ib := in.Bytes()
@@ -168,9 +256,6 @@ func (g *group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 
 // AllToAll: onecclAllToAll for equal splits, else one group of sends and receives.
 func (g *group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
-	if err := g.check(op); err != nil {
-		return err
-	}
 	n, r := g.cfg.Size, g.cfg.Rank
 	equal := true
 	for p := 0; p < n; p++ {
@@ -178,9 +263,15 @@ func (g *group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 	}
 	if equal {
 		if inSplits[0] == 0 {
-			return nil
+			return g.check(op)
 		}
-		return g.fail(g.coll.AllToAll(ctx, host(in), host(out), inSplits[0], op.DType))
+		return g.fail(g.coll.AllToAll(ctx, buffer(in), buffer(out), inSplits[0], op.DType))
+	}
+	if err := g.hostOnly(op, "pad the blocks to equal sizes (equal all-to-all is oneCCL's own), or exchange host copies", in, out); err != nil {
+		return g.fail(err)
+	}
+	if err := g.check(op); err != nil {
+		return err
 	}
 	es := op.DType.Size()
 	ib, ob := in.Bytes(), out.Bytes()
@@ -215,15 +306,15 @@ func (g *group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 
 // Barrier is an all-reduce of one int32.
 func (g *group) Barrier(ctx context.Context, op backends.Op) error {
-	if err := g.check(op); err != nil {
-		return err
-	}
-	return g.fail(g.coll.AllReduce(ctx, HostBuffer(g.barrier), HostBuffer(g.barrier), 1, tensor.Int32, tensor.Sum))
+	return g.fail(g.coll.AllReduce(ctx, g.barrier, g.barrier, 1, tensor.Int32, tensor.Sum))
 }
 
 // Send sends a header (tag, byte count, dtype) and the payload to the peer in one group on the
 // p2p communicator.
 func (g *group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	if err := g.hostOnly(op, "send a host copy", buf); err != nil {
+		return g.fail(err)
+	}
 	if err := g.check(op); err != nil {
 		return err
 	}
@@ -242,6 +333,9 @@ func (g *group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 // Recv takes the oldest stashed message from the peer with the tag, else receives headers and
 // payloads from the peer in order, stashing messages with other tags, until one has the tag.
 func (g *group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
+	if err := g.hostOnly(op, "receive into a host tensor and copy it to the device", buf); err != nil {
+		return g.fail(err)
+	}
 	if err := g.check(op); err != nil {
 		return err
 	}
@@ -299,19 +393,39 @@ func (g *group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 	}
 }
 
-// Abort fails the running op (through onecclCommAbort where the library has it) and every
-// later one.
+// Abort fails the running op and every later one (through onecclCommAbort too, where the
+// library has it), and tells the peers why, over the liveness watch.
 func (g *group) Abort(cause error) {
 	g.mu.Lock()
-	if g.aborted == nil {
+	first := g.aborted == nil
+	if first {
 		g.aborted = backends.AsAbort(cause)
 	}
+	cause = g.aborted
 	g.mu.Unlock()
 	g.coll.Abort(cause)
 	g.p2p.Abort(cause)
+	if first {
+		g.watch.abort(cause)
+	}
 }
 
-// Close destroys both communicators.
+// Close says goodbye to the peers (so that they do not take this rank for dead), stops the
+// watch, then destroys both communicators.
 func (g *group) Close() error {
-	return errors.Join(g.coll.Close(), g.p2p.Close())
+	g.watch.close()
+	return errors.Join(g.freeBarrier(), g.coll.Close(), g.p2p.Close())
+}
+
+// freeBarrier frees the barrier's device memory, if it has any (and leaves it when a timed-out
+// op still holds the communicator's thread).
+func (g *group) freeBarrier() error {
+	if !g.barrier.onDevice || g.coll.stuck.Load() {
+		return nil
+	}
+	p := g.barrier.dev
+	g.barrier = Buffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return g.coll.MemFree(ctx, p)
 }
