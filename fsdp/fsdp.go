@@ -64,6 +64,7 @@ type Model struct {
 	lastReduce *reduction // the last ReduceGradientsAsync issued (orders HSDP's all-reduces)
 	reduceErr  error      // errors of reductions waited for by ZeroGrad, for WaitGradients
 
+	pool      pool       // freed full-size buffers, reused by the next unshard or reduction
 	mu        sync.Mutex // guards the byte counts, which the prefetch goroutines update
 	liveBytes int64
 	peakBytes int64
@@ -205,6 +206,10 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 		}
 		md.groups = append(md.groups, g)
 		md.account(int64(g.master.NBytes()))
+		// Room for what a step cycles through: with prefetch, the current group's full
+		// parameters, the next one's and its all-gather output (3 groups' worth, the peak the
+		// byte count shows); a reduction needs less (gradients, reduce-scatter input and output).
+		md.pool.limit = max(md.pool.limit, 3*md.n*g.size*max(md.paramDT.Size(), md.reduceDT.Size()))
 	}
 	return md, nil
 }

@@ -14,7 +14,8 @@ import (
 // Grad is the named parameter's unsharded gradient accumulator: a tensor of the parameter's full
 // shape, in MixedPrecision.ReduceDType (float32 by default), zero after the last ReduceGradients.
 // The model's backward pass adds its gradient into it (e.g. MatMulInto with beta 1, or
-// AccumulateGrad); ReduceGradients reduce-scatters it into the sharded gradient and frees it.
+// AccumulateGrad); ReduceGradients reduce-scatters it into the sharded gradient and frees it (its
+// memory serves later unshards and reductions: do not use it after).
 func (g *Group) Grad(name string) (*tensor.Tensor, error) {
 	p, err := g.param("Grad", name)
 	if err != nil {
@@ -28,7 +29,7 @@ func (g *Group) gradOf(p *param) *tensor.Tensor {
 		g.grads = make([]*tensor.Tensor, len(g.params))
 	}
 	if g.grads[p.index] == nil {
-		g.grads[p.index] = tensor.New(g.model.reduceDT, p.shape...)
+		g.grads[p.index] = g.model.pool.tensor(g.model.reduceDT, true, p.shape...)
 	}
 	return g.grads[p.index]
 }
@@ -101,7 +102,7 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 		md.reduceErr = errors.Join(md.reduceErr, err)
 	}
 	es := md.reduceDT.Size()
-	in := tensor.New(md.reduceDT, md.n*g.size)
+	in := md.pool.tensor(md.reduceDT, true, md.n*g.size) // padding and missing gradients are zero
 	buf := in.Bytes()
 	for i, p := range g.params {
 		if g.grads == nil || g.grads[i] == nil {
@@ -115,6 +116,7 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 			copy(buf[to:to+n*row], src[start*row:(start+n)*row])
 		}
 	}
+	md.pool.put(g.grads...)
 	g.grads = nil
 	if g.grad == nil {
 		g.grad = tensor.New(tensor.Float32, g.size)
@@ -123,7 +125,7 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 	// Sum, then divide while accumulating into the float32 sharded gradient: the same as Avg
 	// (which comm also computes as a sum and a division), without a separate pass over the
 	// buffer (on shm, Avg's division costs several times the reduce-scatter itself).
-	out := tensor.New(md.reduceDT, g.size)
+	out := md.pool.tensor(md.reduceDT, false, g.size)
 	w := md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
 	red := &reduction{done: make(chan struct{}), issued: make(chan struct{})}
 	prev := md.lastReduce
@@ -149,16 +151,26 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 			close(red.issued)
 		}
 		if err != nil {
+			// The buffers are not given back: the collectives may still be using them.
 			red.err = opErr("ReduceGradients", globalRank(md.mesh), err)
 			return
 		}
-		if out.DType() != tensor.Float32 {
-			out = out.To(tensor.Float32)
+		sum := out
+		if sum.DType() != tensor.Float32 {
+			sum = sum.To(tensor.Float32)
 		}
 		a := acc.Float32s()
-		for i, v := range out.Float32s() {
-			a[i] += float32(float64(v) / ranks)
+		if n := int(ranks); n&(n-1) == 0 { // 1/ranks is exact: the same bits as the division
+			inv := 1 / ranks
+			for i, v := range sum.Float32s() {
+				a[i] += float32(float64(v) * inv)
+			}
+		} else {
+			for i, v := range sum.Float32s() {
+				a[i] += float32(float64(v) / ranks)
+			}
 		}
+		md.pool.put(in, out)
 	}()
 }
 

@@ -21,12 +21,14 @@ func (g *Group) Prefetch(ctx context.Context) {
 	md := g.model
 	in := g.master
 	var extra int64
+	var converted *tensor.Tensor
 	if md.paramDT != md.masterDT {
-		in = tensor.New(md.paramDT, g.size)
-		convertInto(in, g.master)
+		converted = md.pool.tensor(md.paramDT, false, g.size)
+		convertInto(converted, g.master)
+		in = converted
 		extra += int64(in.NBytes())
 	}
-	out := tensor.New(md.paramDT, md.n*g.size)
+	out := md.pool.tensor(md.paramDT, false, md.n*g.size)
 	fullBytes := int64(0)
 	for _, p := range g.params {
 		fullBytes += int64(p.shape[0] * p.rowSize * md.paramDT.Size())
@@ -39,11 +41,13 @@ func (g *Group) Prefetch(ctx context.Context) {
 	go func() {
 		defer close(f.done)
 		if err := w.Wait(ctx); err != nil {
+			// The buffers are not given back: the all-gather may still be writing them.
 			f.err = opErr("Unshard", globalRank(md.mesh), err)
 			md.account(-extra)
 			return
 		}
 		f.full = g.copyOut(out, md.paramDT)
+		md.pool.put(out, converted)
 		// The all-gather buffer (and the converted send buffer) are dropped here.
 		md.account(-(extra - fullBytes))
 	}()
@@ -57,7 +61,7 @@ func (g *Group) copyOut(all *tensor.Tensor, dt tensor.DType) []*tensor.Tensor {
 	src := all.Bytes()
 	full := make([]*tensor.Tensor, len(g.params))
 	for i, p := range g.params {
-		t := tensor.New(dt, p.shape...)
+		t := g.model.pool.tensor(dt, false, p.shape...) // every row is written below
 		dst := t.Bytes()
 		row := p.rowSize * es
 		for r := range g.model.n {
@@ -94,7 +98,7 @@ func (g *Group) Unshard(ctx context.Context) error {
 
 // Reshard frees the group's full parameters (waiting first for a prefetch in flight; if that
 // failed, the next Unshard returns its error). The full tensors handed out by Param must not be
-// used after it.
+// used after it: their memory serves the next Unshard.
 func (g *Group) Reshard() {
 	if f := g.fetch; f != nil {
 		<-f.done
@@ -112,6 +116,7 @@ func (g *Group) Reshard() {
 	for _, t := range g.full {
 		bytes += int64(t.NBytes())
 	}
+	g.model.pool.put(g.full...)
 	g.full = nil
 	g.model.account(-bytes)
 }
