@@ -70,7 +70,7 @@ run and reports the number of wrong elements. Outside gccl run it starts --nproc
 	f.StringVar(&minB, "min-bytes", "8", "smallest message (suffixes K, M, G)")
 	f.StringVar(&maxB, "max-bytes", "64M", "largest message (suffixes K, M, G)")
 	f.Int64Var(&step, "step-factor", 8, "multiply the size by this between rows")
-	f.IntVar(&iters, "iters", 0, "timed iterations per size (0: enough for ~0.2 s, 5 to 1000)")
+	f.IntVar(&iters, "iters", 0, "timed iterations per size (0: enough for ~0.2 s, 5 to 100000)")
 	f.IntVar(&warmup, "warmup", 5, "untimed iterations per size")
 	f.BoolVar(&check, "check", false, "verify every element and report #wrong")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per size")
