@@ -245,16 +245,6 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		md.Group(1).Reshard()
 		_, err = g.Param("nope")
 		assert.ErrorContains(t, err, `no parameter "nope"`)
-		// A prefetch whose wait fails (its context is cancelled), resharded before any Unshard:
-		// the next Unshard returns that error, and the one after unshards again.
-		cancelled, cancel := context.WithCancel(ctx)
-		cancel()
-		g.Prefetch(cancelled)
-		g.Reshard()
-		assert.ErrorIs(t, g.Unshard(ctx), context.Canceled)
-		require.NoError(t, g.Unshard(ctx))
-		assert.True(t, g.IsUnsharded())
-		g.Reshard()
 	})
 
 	// reference: the average over every rank of the mesh of gradFor.
