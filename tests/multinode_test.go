@@ -254,6 +254,39 @@ func TestMultiNode(t *testing.T) {
 		assert.Contains(t, f.Message, fmt.Sprintf("stopped by SIGTERM on node 1 (%s)", c.addrs[1]), "node 0 says why: %+v", f)
 	})
 
+	t.Run("job timeout on one node: every node stops, no restart", func(t *testing.T) {
+		logs := t.TempDir()
+		ps := agents(t, 3, "", "idle", logs, func(i int) []string {
+			extra := append(nodeRank(i), "--max-restarts", "2")
+			if i == 2 {
+				extra = append(extra, "--timeout", "3s")
+			}
+			return extra
+		})
+		pids := readyPids(t, ps)
+		waitGone(t, values(pids), 20*time.Second)
+		for i, p := range ps {
+			assert.NotEqual(t, 0, p.wait(t, time.Minute), "node %d", i)
+			assert.NotContains(t, p.output(), "restarting the job", "node %d: a timeout stops the job for good", i)
+		}
+		f := readFailure(t, filepath.Join(logs, "0"))
+		assert.Contains(t, f.Message, "timed out after 3s", "node 0 says why: %+v", f)
+	})
+
+	t.Run("store's host killed: every node stops, no restart", func(t *testing.T) {
+		logs := t.TempDir()
+		ps := agents(t, 3, "", "idle", logs, func(i int) []string { return append(nodeRank(i), "--max-restarts", "2") })
+		pids := readyPids(t, ps)
+		require.NoError(t, ps[0].cmd.Process.Kill()) // node 0's agent hosts the rendezvous store
+		waitGone(t, values(pids), 20*time.Second)
+		for i, p := range ps[1:] {
+			assert.NotEqual(t, 0, p.wait(t, time.Minute), "node %d", i+1)
+			assert.NotContains(t, p.output(), "restarting the job", "node %d: without the store there is no restart", i+1)
+		}
+		f := readFailure(t, filepath.Join(logs, "1"))
+		assert.Equal(t, "store lost", f.Reason, "node 1 says why: %+v", f)
+	})
+
 	t.Run("max restarts, fails on the first run only", func(t *testing.T) {
 		logs := t.TempDir()
 		ps := agents(t, 3, "", "failfirst", logs, func(i int) []string {
