@@ -64,6 +64,6 @@ func TestBadInput(t *testing.T) {
 	assert.ErrorContains(t, err, `key "w" has shape [2 2] but the model's is [3 2]`)
 	err = md.LoadShardedStateDict(map[string]*tensor.Tensor{"w": f32(3, 2), "x": f32(1)})
 	assert.ErrorContains(t, err, `unexpected key "x"`)
-	err = md.LoadCheckpoint(t.TempDir(), nil)
+	err = md.LoadCheckpoint(ctx, t.TempDir(), nil)
 	assert.ErrorContains(t, err, "pass a directory written by SaveCheckpoint")
 }

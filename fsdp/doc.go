@@ -52,8 +52,9 @@
 // or wrong shapes is an error naming the key.
 //
 // Collective methods (Shard, Unshard, Prefetch, ReduceGradients, ClipGradNorm, FullStateDict,
-// LoadFullStateDict, SaveCheckpoint) are called by every rank of the mesh in the same order. Bad
-// arguments fail with errors that wrap comm.ErrInvalidArgument and name the op, the rank and the
-// fix; when Shard finds a problem on one rank, every rank fails with it. Stats counts this rank's
+// LoadFullStateDict, SaveCheckpoint, LoadCheckpoint) are called by every rank of the mesh in the
+// same order. Bad arguments fail with errors that wrap comm.ErrInvalidArgument and name the op,
+// the rank and the fix; when Shard or LoadCheckpoint finds a problem on one rank, every rank
+// fails with it. Stats counts this rank's
 // parameter memory (master shards, full parameters and all-gather buffers alive, and the peak).
 package fsdp

@@ -168,7 +168,7 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 	problem := md.checkSpec(groups)
 	// The ranks must agree on the groups: compare a fingerprint (and any local problem) across
 	// the mesh so that every rank fails the same way instead of hanging in a later collective.
-	if err := agree(ctx, md, fingerprint(groups), problem); err != nil {
+	if err := agree(ctx, md, opShard, fingerprint(groups), problem); err != nil {
 		return nil, err
 	}
 	for gi, ps := range groups {
@@ -272,7 +272,7 @@ func fingerprint(groups [][]Param) string {
 
 // agree compares fingerprints and problems across the whole mesh (shard group, then replicate
 // group), so that every rank returns the same error.
-func agree(ctx context.Context, md *Model, fp, problem string) error {
+func agree(ctx context.Context, md *Model, op, fp, problem string) error {
 	type info struct {
 		Rank        int
 		FP, Problem string
@@ -294,13 +294,13 @@ func agree(ctx context.Context, md *Model, fp, problem string) error {
 	}
 	all, err := comm.AllGatherObject(ctx, md.shardPG, info{rank, fp, problem})
 	if err != nil {
-		return opErr(opShard, rank, err)
+		return opErr(op, rank, err)
 	}
 	v := verdict(all)
 	if md.replPG != nil {
 		vs, err := comm.AllGatherObject(ctx, md.replPG, info{rank, fp, v})
 		if err != nil {
-			return opErr(opShard, rank, err)
+			return opErr(op, rank, err)
 		}
 		v = verdict(vs)
 	}
@@ -308,7 +308,7 @@ func agree(ctx context.Context, md *Model, fp, problem string) error {
 		if strings.HasPrefix(v, fmt.Sprintf("rank %d: ", rank)) {
 			v = strings.TrimPrefix(v, fmt.Sprintf("rank %d: ", rank))
 		}
-		return errorf(opShard, rank, "%s", v)
+		return errorf(op, rank, "%s", v)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math"
 	"os"
@@ -552,7 +553,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			// Round trip at this world size.
 			lm, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
 			require.NoError(t, err)
-			require.NoError(t, lm.LoadCheckpoint(tc.Save, nil))
+			require.NoError(t, lm.LoadCheckpoint(ctx, tc.Save, nil))
 			for name, d := range lm.ShardedStateDict() {
 				assert.True(t, tensor.Equal(sm.Sharded(name).Local(), d.Local()), name)
 			}
@@ -585,7 +586,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			lm, err := fsdp.Shard(ctx, m, groups(7), fsdp.Options{})
 			require.NoError(t, err)
 			la := fsdp.NewAdamW(lm, 0.01)
-			require.NoError(t, lm.LoadCheckpoint(dir+"_adamw", la))
+			require.NoError(t, lm.LoadCheckpoint(ctx, dir+"_adamw", la))
 			sameGrads(t, lm, 3)
 			require.NoError(t, la.Step())
 			full, err := lm.FullStateDict(ctx)
@@ -607,13 +608,13 @@ func ranksChild(t *testing.T, tc ranksCase) {
 					}
 				}
 			}
-			err = lm.LoadCheckpoint(dir+"_adamw", fsdp.NewSGD(lm, fsdp.SGD{LR: 0.1, Momentum: 0.9}))
+			err = lm.LoadCheckpoint(ctx, dir+"_adamw", fsdp.NewSGD(lm, fsdp.SGD{LR: 0.1, Momentum: 0.9}))
 			assert.ErrorContains(t, err, `holds "adamw" optimizer state, not sgd's`)
 		}
 		for _, dir := range tc.Load {
 			lm, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
 			require.NoError(t, err)
-			require.NoError(t, lm.LoadCheckpoint(dir, nil), dir)
+			require.NoError(t, lm.LoadCheckpoint(ctx, dir, nil), dir)
 			full, err := lm.FullStateDict(ctx)
 			require.NoError(t, err)
 			if m.Rank() == 0 {
@@ -635,11 +636,23 @@ func ranksChild(t *testing.T, tc ranksCase) {
 				c.edit(gs)
 				om, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
 				require.NoError(t, err)
-				err = om.LoadCheckpoint(dir, nil)
+				err = om.LoadCheckpoint(ctx, dir, nil)
 				assert.True(t, errors.Is(err, fsdp.ErrCheckpoint), "%v", err)
 				assert.ErrorContains(t, err, c.want)
 				assert.ErrorContains(t, err, "different model")
 			}
+			// Only the last rank cannot read the checkpoint: every rank fails, naming it.
+			bad := dir
+			if m.Rank() == world-1 {
+				bad = dir + "_missing"
+			}
+			err = lm.LoadCheckpoint(ctx, bad, nil)
+			assert.True(t, errors.Is(err, fsdp.ErrCheckpoint) || m.Rank() == world-1, "%v", err)
+			require.Error(t, err)
+			if m.Rank() != world-1 {
+				assert.ErrorContains(t, err, fmt.Sprintf("rank %d: ", world-1))
+			}
+			assert.ErrorContains(t, err, "pass a directory written by SaveCheckpoint")
 		}
 	})
 

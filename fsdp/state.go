@@ -324,9 +324,23 @@ func (md *Model) SaveCheckpoint(ctx context.Context, dir string, opt Optimizer) 
 // with their shapes (an error naming the key, wrapping ErrCheckpoint, otherwise), and reads its
 // rows of each parameter from the files that hold them, resharding from the saved world size to
 // this one. With an optimizer (nil: none) of the kind that was saved, its state is restored the
-// same way. No communication: the directory must be readable by every rank (a shared or local
-// filesystem).
-func (md *Model) LoadCheckpoint(dir string, opt Optimizer) error {
+// same way. The directory must be readable by every rank (a shared or local filesystem). It is
+// collective over the mesh only to agree at the end: when any rank fails, every rank returns an
+// error (wrapping ErrCheckpoint) naming the first rank that failed and why, instead of the others
+// going on into a training step that would wait for it.
+func (md *Model) LoadCheckpoint(ctx context.Context, dir string, opt Optimizer) error {
+	err := md.loadCheckpoint(dir, opt)
+	problem := ""
+	if err != nil {
+		problem = err.Error()
+	}
+	if aerr := agree(ctx, md, "LoadCheckpoint", "", problem); aerr != nil && err == nil {
+		return fmt.Errorf("%w: %w", aerr, ErrCheckpoint)
+	}
+	return err
+}
+
+func (md *Model) loadCheckpoint(dir string, opt Optimizer) error {
 	const op = "LoadCheckpoint"
 	rank := globalRank(md.mesh)
 	fail := func(format string, args ...any) error {
