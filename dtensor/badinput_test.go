@@ -12,7 +12,6 @@ import (
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/dtensor"
 	"github.com/gccl/gccl/internal/ranktest"
-	"github.com/gccl/gccl/mesh"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -36,12 +35,7 @@ func TestBadInput(t *testing.T) {
 
 func badInputChild(t *testing.T) {
 	ctx := context.Background()
-	pg, err := comm.Init(ctx, comm.Options{})
-	require.NoError(t, err)
-	defer pg.Close()
-	m, err := mesh.New(ctx, pg, []int{2, 2}, []string{"dp", "tp"}, mesh.Options{})
-	require.NoError(t, err)
-	defer m.Close()
+	pg, m := childMesh(ctx, t, []int{2, 2})
 	rank := pg.Rank()
 	g := globalTensor(tensor.Float32, []int{7, 5})
 	good, err := dtensor.Distribute(ctx, g, m, []dtensor.Placement{dtensor.Shard{Dim: 0}, dtensor.Replicate{}}, dtensor.DistributeOptions{LocalIsFull: true})

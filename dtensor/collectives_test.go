@@ -9,10 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/dtensor"
 	"github.com/gccl/gccl/internal/ranktest"
-	"github.com/gccl/gccl/mesh"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -33,12 +31,7 @@ func TestCollectives(t *testing.T) {
 
 func collectivesChild(t *testing.T) {
 	ctx := context.Background()
-	pg, err := comm.Init(ctx, comm.Options{})
-	require.NoError(t, err)
-	defer pg.Close()
-	m, err := mesh.New(ctx, pg, []int{2, 2}, []string{"dp", "tp"}, mesh.Options{})
-	require.NoError(t, err)
-	defer m.Close()
+	pg, m := childMesh(ctx, t, []int{2, 2})
 	g := globalTensor(tensor.Float32, []int{7, 5})
 	// ops lists the collectives run by f, as "<group description>:<op>".
 	ops := func(f func()) []string {
@@ -95,6 +88,7 @@ func collectivesChild(t *testing.T) {
 		{pl{S0, S1}, []string{"mesh_dp:scatter", "mesh_tp:scatter"}},
 		{pl{R, P}, []string{"mesh_dp:broadcast", "mesh_tp:broadcast"}},
 	} {
+		var err error
 		got := ops(func() { _, err = dtensor.Distribute(ctx, g, m, tc.ps, dtensor.DistributeOptions{Src: 3}) })
 		require.NoError(t, err)
 		assert.Equal(t, tc.want, got, "Distribute %v", tc.ps)

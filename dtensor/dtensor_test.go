@@ -65,6 +65,18 @@ func TestRedistribute(t *testing.T) {
 	}
 }
 
+// childMesh initialises this child's process group and builds over it a mesh of the given
+// shape, its dimensions named dp, tp and pp in order; both are closed when the test ends.
+func childMesh(ctx context.Context, t *testing.T, shape []int) (*comm.ProcessGroup, *mesh.Mesh) {
+	pg, err := comm.Init(ctx, comm.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { pg.Close() })
+	m, err := mesh.New(ctx, pg, shape, []string{"dp", "tp", "pp"}[:len(shape)], mesh.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return pg, m
+}
+
 // globalTensor is the known global tensor: small signed integers, exact in every dtype tested.
 func globalTensor(dt tensor.DType, shape []int) *tensor.Tensor {
 	n := 1
@@ -122,13 +134,7 @@ func placementSets(ndim int) [][]dtensor.Placement {
 
 func redistributeChild(t *testing.T, tc meshCase) {
 	ctx := context.Background()
-	pg, err := comm.Init(ctx, comm.Options{})
-	require.NoError(t, err)
-	defer pg.Close()
-	names := []string{"dp", "tp", "pp"}[:len(tc.Shape)]
-	m, err := mesh.New(ctx, pg, tc.Shape, names, mesh.Options{})
-	require.NoError(t, err)
-	defer m.Close()
+	pg, m := childMesh(ctx, t, tc.Shape)
 	coord := m.Coordinate()
 	shapes := [][]int{{7, 5}, {4, 6}, {5, 1}, {0, 3}}
 	dtypes := []tensor.DType{tensor.Float32, tensor.Int32, tensor.Int64, tensor.Int8}

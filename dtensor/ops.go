@@ -205,8 +205,7 @@ func binaryRule(op string, kind binaryKind, a, b []Placement, ra, rb int) ([]Pla
 	})
 }
 
-func unary(ctx context.Context, op string, x *DTensor, rows bool, local func(*tensor.Tensor) (*tensor.Tensor, error)) (*DTensor, error) {
-	_ = ctx
+func unary(op string, x *DTensor, rows bool, local func(*tensor.Tensor) (*tensor.Tensor, error)) (*DTensor, error) {
 	if err := checkInputs(op, []string{"x"}, x); err != nil {
 		return nil, err
 	}
@@ -251,7 +250,6 @@ func binary(op string, kind binaryKind, a, b *DTensor, local func(a, b *tensor.T
 // S(d) of a broadcast dim + R is S(d); P(sum)+P(sum) is P(sum) (likewise P(avg)). P+R and
 // mismatched shards are errors wrapping ErrNoRule. No communication.
 func Add(ctx context.Context, a, b *DTensor) (*DTensor, error) {
-	_ = ctx
 	return binary("Add", additive, a, b, tensor.Add)
 }
 
@@ -259,20 +257,18 @@ func Add(ctx context.Context, a, b *DTensor) (*DTensor, error) {
 // shards and replicas; P*R and R*P are P (Sum or Avg: the product is linear in one factor);
 // P*P is an error. No communication.
 func Mul(ctx context.Context, a, b *DTensor) (*DTensor, error) {
-	_ = ctx
 	return binary("Mul", multiplicative, a, b, tensor.Mul)
 }
 
 // SiLU returns x·sigmoid(x) elementwise (float32). Shards and replicas pass through; a Partial
 // is an error (SiLU is not linear). No communication.
 func SiLU(ctx context.Context, x *DTensor) (*DTensor, error) {
-	return unary(ctx, "SiLU", x, false, tensor.SiLU)
+	return unary("SiLU", x, false, tensor.SiLU)
 }
 
 // SwiGLU returns silu(gate)·up elementwise (float32): gate and up have the same shape and the
 // same placements, none Partial. No communication.
 func SwiGLU(ctx context.Context, gate, up *DTensor) (*DTensor, error) {
-	_ = ctx
 	return binary("SwiGLU", nonlinear, gate, up, tensor.SwiGLU)
 }
 
@@ -280,7 +276,7 @@ func SwiGLU(ctx context.Context, gate, up *DTensor) (*DTensor, error) {
 // shards the last dim and none is Partial; other shards and replicas pass through. No
 // communication.
 func Softmax(ctx context.Context, x *DTensor) (*DTensor, error) {
-	return unary(ctx, "Softmax", x, true, tensor.Softmax)
+	return unary("Softmax", x, true, tensor.Softmax)
 }
 
 // replicatedParam checks that a parameter of a row op (a norm's weight or bias) is replicated on
@@ -315,7 +311,7 @@ func RMSNorm(ctx context.Context, x, weight *DTensor, eps float64) (*DTensor, er
 	if err := replicatedParam("weight", weight); err != nil {
 		return nil, opError(op, x.mesh, err)
 	}
-	return unary(ctx, op, x, true, func(t *tensor.Tensor) (*tensor.Tensor, error) {
+	return unary(op, x, true, func(t *tensor.Tensor) (*tensor.Tensor, error) {
 		return tensor.RMSNorm(t, localOrNil(weight), eps)
 	})
 }
@@ -331,7 +327,7 @@ func LayerNorm(ctx context.Context, x, weight, bias *DTensor, eps float64) (*DTe
 	if err := errors.Join(replicatedParam("weight", weight), replicatedParam("bias", bias)); err != nil {
 		return nil, opError(op, x.mesh, err)
 	}
-	return unary(ctx, op, x, true, func(t *tensor.Tensor) (*tensor.Tensor, error) {
+	return unary(op, x, true, func(t *tensor.Tensor) (*tensor.Tensor, error) {
 		return tensor.LayerNorm(t, localOrNil(weight), localOrNil(bias), eps)
 	})
 }

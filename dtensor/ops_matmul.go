@@ -73,7 +73,6 @@ func matmulRule(aShape, bShape []int, a, b []Placement) ([]int, []Placement, err
 // placements and what to redistribute; MatMul never communicates. Uneven shards are fine.
 func MatMul(ctx context.Context, a, b *DTensor) (*DTensor, error) {
 	const op = "MatMul"
-	_ = ctx
 	if err := checkInputs(op, []string{"a", "b"}, a, b); err != nil {
 		return nil, err
 	}
@@ -148,7 +147,6 @@ func linearRule(xShape, wShape, biasShape []int, x, w, bias []Placement) ([]int,
 // once. Other combinations are errors wrapping ErrNoRule; Linear never communicates.
 func Linear(ctx context.Context, x, w, bias *DTensor) (*DTensor, error) {
 	const op = "Linear"
-	_ = ctx
 	if err := checkInputs(op, []string{"x", "w", "bias"}, x, w, bias); err != nil {
 		return nil, err
 	}

@@ -279,12 +279,7 @@ func makeInput(t *testing.T, ctx context.Context, m *mesh.Mesh, g *tensor.Tensor
 
 func opsChild(t *testing.T, tc meshCase) {
 	ctx := context.Background()
-	pg, err := comm.Init(ctx, comm.Options{})
-	require.NoError(t, err)
-	defer pg.Close()
-	m, err := mesh.New(ctx, pg, tc.Shape, []string{"dp", "tp"}[:len(tc.Shape)], mesh.Options{})
-	require.NoError(t, err)
-	defer m.Close()
+	_, m := childMesh(ctx, t, tc.Shape)
 	ndim := len(tc.Shape)
 	var summary []string
 	for _, oc := range opCases() {

@@ -32,7 +32,6 @@ func embeddingRule(table []Placement) ([]Placement, error) {
 // to Replicate or to S(0) to finish it). No communication.
 func Embedding(ctx context.Context, ids []int, table *DTensor) (*DTensor, error) {
 	const op = "Embedding"
-	_ = ctx
 	if err := checkInputs(op, []string{"table"}, table); err != nil {
 		return nil, err
 	}
@@ -86,7 +85,6 @@ func transposeRule(x []Placement, d0, d1 int) []Placement {
 // local result is a contiguous copy. No communication.
 func Transpose(ctx context.Context, x *DTensor, d0, d1 int) (*DTensor, error) {
 	const op = "Transpose"
-	_ = ctx
 	if err := checkInputs(op, []string{"x"}, x); err != nil {
 		return nil, err
 	}
@@ -250,16 +248,15 @@ func resolveShape(shape []int, n int) ([]int, error) {
 // [24] is [S(0)], of [4 6] to [4 2 3] stays [S(0)], and [S(1)] of [4 6] to [24] is an error
 // (the chunks would interleave). No communication.
 func Reshape(ctx context.Context, x *DTensor, shape ...int) (*DTensor, error) {
-	return reshape(ctx, "Reshape", x, shape, true)
+	return reshape("Reshape", x, shape, true)
 }
 
 // View is Reshape whose local result shares x's local storage (like torch's view).
 func View(ctx context.Context, x *DTensor, shape ...int) (*DTensor, error) {
-	return reshape(ctx, "View", x, shape, false)
+	return reshape("View", x, shape, false)
 }
 
-func reshape(ctx context.Context, op string, x *DTensor, shape []int, clone bool) (*DTensor, error) {
-	_ = ctx
+func reshape(op string, x *DTensor, shape []int, clone bool) (*DTensor, error) {
 	if err := checkInputs(op, []string{"x"}, x); err != nil {
 		return nil, err
 	}

@@ -107,14 +107,7 @@ func New(ctx context.Context, pg *comm.ProcessGroup, shape []int, names []string
 	coord := coordinates(pg.Rank(), shape)
 	for i, name := range names {
 		d := &dim{name: name, size: shape[i], coord: coord[i], roots: []int{i}, opts: opts.Dims[name]}
-		// The color numbers the line of ranks that share every other coordinate.
-		color := 0
-		for j := range shape {
-			if j != i {
-				color = color*shape[j] + coord[j]
-			}
-		}
-		g, err := pg.Split(ctx, color, coord[i], groupOptions(name, d.opts))
+		g, err := pg.Split(ctx, splitColor(shape, coord, d.roots), coord[i], groupOptions(name, d.opts))
 		if err != nil {
 			_ = r.closeGroups() // the groups made so far; the Split error says what went wrong
 			return nil, fmt.Errorf("gccl: mesh.New on group %q (rank %d): creating the group of dimension %q: %w", pg.Name(), pg.Rank(), name, err)
@@ -215,6 +208,18 @@ func coordinates(i int, shape []int) []int {
 		i /= shape[d]
 	}
 	return c
+}
+
+// splitColor is the Split color of the group over the root dimensions roots: it numbers, row-major,
+// this rank's coordinates coord in the other dimensions of shape, which the group's ranks share.
+func splitColor(shape, coord, roots []int) int {
+	color := 0
+	for j, s := range shape {
+		if !slices.Contains(roots, j) {
+			color = color*s + coord[j]
+		}
+	}
+	return color
 }
 
 // NDim is the number of dimensions.
@@ -434,14 +439,7 @@ func (m *Mesh) Flatten(ctx context.Context, name string, opts DimOptions) (*Mesh
 	if len(m.dims) == 1 {
 		d.group = m.dims[0].group
 	} else {
-		// The color numbers the ranks' coordinates in the root dimensions not flattened.
-		color := 0
-		base := coordinates(r.pg.Rank(), r.shape)
-		for j, s := range r.shape {
-			if !slices.Contains(roots, j) {
-				color = color*s + base[j]
-			}
-		}
+		color := splitColor(r.shape, coordinates(r.pg.Rank(), r.shape), roots)
 		g, err := r.pg.Split(ctx, color, coord, groupOptions(name, opts))
 		if err != nil {
 			return nil, fmt.Errorf("gccl: mesh.Flatten on group %q (rank %d): creating the group of %q: %w", r.pg.Name(), r.pg.Rank(), name, err)

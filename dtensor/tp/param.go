@@ -26,6 +26,8 @@ type Parameter struct {
 	full  *tensor.Tensor
 	shape []int  // the global shape, for a parameter read from src
 	src   Source // reads blocks of the parameter; nil once read
+
+	layout shardLayout // shard's answer for Value, set by Parallelize
 }
 
 // Source reads the block of a parameter that starts at offset and has the given shape, both in
@@ -92,25 +94,48 @@ func (p *Parameter) Shape() []int {
 }
 
 // shard returns the tensor dim p is sharded on (-1 when dense, replicated or on one rank), the tp group,
-// and this rank's offset along that dim.
+// and this rank's offset along that dim. The layers call it on every Forward: Parallelize works
+// the answer out once, and it is worked out again only for a Value set some other way.
 func (p *Parameter) shard() (dim int, g *comm.ProcessGroup, offset int, err error) {
 	if p == nil || p.Value == nil {
 		return -1, nil, 0, nil
 	}
-	s, ok := p.Value.Placements()[0].(dtensor.Shard)
+	l := p.layout
+	if l.of != p.Value {
+		if l, err = layoutOf(p.Value); err != nil {
+			return 0, nil, 0, err
+		}
+	}
+	return l.dim, l.group, l.offset, nil
+}
+
+// shardLayout is what shard returns for the DTensor of.
+type shardLayout struct {
+	of     *dtensor.DTensor
+	dim    int
+	group  *comm.ProcessGroup
+	offset int
+}
+
+// layoutOf works out shard's answer for v.
+func layoutOf(v *dtensor.DTensor) (shardLayout, error) {
+	l := shardLayout{of: v, dim: -1}
+	s, ok := v.Placements()[0].(dtensor.Shard)
 	if !ok {
-		return -1, nil, 0, nil
+		return l, nil
 	}
-	m := p.Value.Mesh()
-	if m.Shape()[0] == 1 { // one rank holds everything: compute densely
-		return -1, nil, 0, nil
+	m := v.Mesh()
+	n := m.Shape()[0]
+	if n == 1 { // one rank holds everything: compute densely
+		return l, nil
 	}
-	g, err = m.GroupAt(0)
+	g, err := m.GroupAt(0)
 	if err != nil {
-		return 0, nil, 0, err
+		return shardLayout{}, err
 	}
-	off, _ := dtensor.ChunkRange(p.Value.Shape()[s.Dim], m.Shape()[0], m.Coordinate()[0])
-	return s.Dim, g, off, nil
+	off, _ := dtensor.ChunkRange(v.Shape()[s.Dim], n, m.Coordinate()[0])
+	l.dim, l.group, l.offset = s.Dim, g, off
+	return l, nil
 }
 
 // Module is anything with named parameters: a layer or a whole model. Parameters shared by
@@ -247,6 +272,9 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 			return fmt.Errorf("gccl: tp.Parallelize: parameter %q: %w", w.p.Name, err)
 		}
 		w.p.Value, w.p.full, w.p.src = d, nil, nil
+		if l, err := layoutOf(d); err == nil { // on error, shard reports it at Forward
+			w.p.layout = l
+		}
 	}
 	return nil
 }
