@@ -305,10 +305,8 @@ func agree(ctx context.Context, md *Model, op, fp, problem string) error {
 		v = verdict(vs)
 	}
 	if v != "" {
-		if strings.HasPrefix(v, fmt.Sprintf("rank %d: ", rank)) {
-			v = strings.TrimPrefix(v, fmt.Sprintf("rank %d: ", rank))
-		}
-		return errorf(op, rank, "%s", v)
+		// This rank's own problem is not prefixed with its rank: errorf names it.
+		return errorf(op, rank, "%s", strings.TrimPrefix(v, fmt.Sprintf("rank %d: ", rank)))
 	}
 	return nil
 }

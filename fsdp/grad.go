@@ -46,24 +46,22 @@ func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
 		return errorf(op, globalRank(g.model.mesh), "the gradient of %q must be a floating-point tensor of its shape %v, got %v; pass the full gradient",
 			name, p.shape, grad)
 	}
+	// The sum is in float32, and a reduced-precision accumulator gets it back converted.
 	acc := g.gradOf(p)
-	src := grad.Contiguous()
-	if acc.DType() == tensor.Float32 {
-		a := acc.Float32s()
-		if src.DType() != tensor.Float32 {
-			src = src.To(tensor.Float32)
-		}
-		for i, v := range src.Float32s() {
-			a[i] += v
-		}
-		return nil
+	sum, src := acc, grad.Contiguous()
+	if sum.DType() != tensor.Float32 {
+		sum = sum.To(tensor.Float32)
 	}
-	sum := acc.To(tensor.Float32)
+	if src.DType() != tensor.Float32 {
+		src = src.To(tensor.Float32)
+	}
 	s := sum.Float32s()
-	for i, v := range src.To(tensor.Float32).Float32s() {
+	for i, v := range src.Float32s() {
 		s[i] += v
 	}
-	convertInto(acc, sum)
+	if sum != acc {
+		convertInto(acc, sum)
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,7 +79,7 @@ func tensorShape(sd map[string]*tensor.Tensor) func(string) ([]int, bool) {
 // or extra key, or a shard of the wrong shape, is an error naming the key; nothing is loaded then.
 func (md *Model) LoadShardedStateDict(sd map[string]*tensor.Tensor) error {
 	const op = "LoadShardedStateDict"
-	names := slices.Collect(mapKeys(sd))
+	names := slices.Collect(maps.Keys(sd))
 	if problem := md.checkKeys(names, func(p *param) []int { return p.local(p.group.master).Shape() }, tensorShape(sd)); problem != "" {
 		return errorf(op, globalRank(md.mesh), "%s", problem)
 	}
@@ -87,16 +88,6 @@ func (md *Model) LoadShardedStateDict(sd map[string]*tensor.Tensor) error {
 		convertInto(p.local(p.group.master), t.Contiguous())
 	}
 	return nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // isRoot reports whether this rank is the mesh's first (coordinate 0 in every dimension).
@@ -167,7 +158,7 @@ func (md *Model) LoadFullStateDict(ctx context.Context, sd map[string]*tensor.Te
 	}
 	problem := ""
 	if md.isRoot() {
-		problem = md.checkKeys(slices.Collect(mapKeys(sd)), func(p *param) []int { return p.shape }, tensorShape(sd))
+		problem = md.checkKeys(slices.Collect(maps.Keys(sd)), func(p *param) []int { return p.shape }, tensorShape(sd))
 	}
 	if err := md.broadcastString(ctx, &problem); err != nil {
 		return opErr(op, rank, err)

@@ -29,10 +29,7 @@ func (g *Group) Prefetch(ctx context.Context) {
 		extra += int64(in.NBytes())
 	}
 	out := md.pool.tensor(md.paramDT, false, md.n*g.size)
-	fullBytes := int64(0)
-	for _, p := range g.params {
-		fullBytes += int64(p.shape[0] * p.rowSize * md.paramDT.Size())
-	}
+	fullBytes := g.fullBytes()
 	extra += int64(out.NBytes()) + fullBytes
 	md.account(extra)
 	w := md.shardPG.AllGatherAsync(out, in)
@@ -112,13 +109,19 @@ func (g *Group) Reshard() {
 	if g.full == nil {
 		return
 	}
-	var bytes int64
-	for _, t := range g.full {
-		bytes += int64(t.NBytes())
-	}
 	g.model.pool.put(g.full...)
 	g.full = nil
-	g.model.account(-bytes)
+	g.model.account(-g.fullBytes())
+}
+
+// fullBytes is the size of the group's full parameters, in MixedPrecision.ParamDType: what an
+// unshard adds to the byte count and Reshard takes off.
+func (g *Group) fullBytes() int64 {
+	var n int64
+	for _, p := range g.params {
+		n += int64(p.shape[0] * p.rowSize * g.model.paramDT.Size())
+	}
+	return n
 }
 
 // AfterForward is called by the model after the group's forward: it reshards, unless

@@ -285,11 +285,8 @@ func (s *stopwatch) start() { s.t0 = time.Now() }
 func (s *stopwatch) stop()  { s.total += time.Since(s.t0) }
 
 func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefetch, keep, bf16 bool, backend string) (*result, error) {
-	if backend == "" {
-		backend = os.Getenv("GCCL_BACKEND")
-	}
-	if backend == "" {
-		backend = "shm"
+	if backend == "" && os.Getenv("GCCL_BACKEND") == "" {
+		backend = "shm" // comm.Init's own default is gloo
 	}
 	ctx := context.Background()
 	pg, err := comm.Init(ctx, comm.Options{Backend: backend})

@@ -45,11 +45,12 @@ func initWeights(c Config) map[string]*tensor.Tensor {
 		out, in := c.dims(i)
 		wt, bt := tensor.New(tensor.Float32, out, in), tensor.New(tensor.Float32, out)
 		scale := 1 / math.Sqrt(float64(in))
-		for j := range wt.Float32s() {
-			wt.Float32s()[j] = float32((rng.Float64()*2 - 1) * scale)
+		ws, bs := wt.Float32s(), bt.Float32s()
+		for j := range ws {
+			ws[j] = float32((rng.Float64()*2 - 1) * scale)
 		}
-		for j := range bt.Float32s() {
-			bt.Float32s()[j] = float32((rng.Float64()*2 - 1) * 0.1)
+		for j := range bs {
+			bs[j] = float32((rng.Float64()*2 - 1) * 0.1)
 		}
 		w[weightName(i)], w[biasName(i)] = wt, bt
 	}
@@ -60,8 +61,9 @@ func initWeights(c Config) map[string]*tensor.Tensor {
 func batch(c Config, step, size int) (x, y *tensor.Tensor) {
 	rng := rand.New(rand.NewPCG(c.Seed+1000, uint64(step)))
 	x = tensor.New(tensor.Float32, size, c.In)
-	for j := range x.Float32s() {
-		x.Float32s()[j] = float32(rng.NormFloat64())
+	xs := x.Float32s()
+	for j := range xs {
+		xs[j] = float32(rng.NormFloat64())
 	}
 	// The teacher: y = sin(x·T) with a fixed T [in out].
 	trng := rand.New(rand.NewPCG(c.Seed+2000, 0))
@@ -70,7 +72,7 @@ func batch(c Config, step, size int) (x, y *tensor.Tensor) {
 		tm[j] = trng.NormFloat64() / math.Sqrt(float64(c.In))
 	}
 	y = tensor.New(tensor.Float32, size, c.Out)
-	xs, ys := x.Float32s(), y.Float32s()
+	ys := y.Float32s()
 	for b := range size {
 		for o := range c.Out {
 			var s float64
@@ -158,10 +160,11 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 	n := float64(b * c.Out)
 	d := tensor.New(tensor.Float32, b, c.Out)
 	var loss float64
+	ys, ds := y.Float32s(), d.Float32s()
 	for j, v := range outT.Float32s() {
-		e := float64(v) - float64(y.Float32s()[j])
+		e := float64(v) - float64(ys[j])
 		loss += 0.5 * e * e / n
-		d.Float32s()[j] = float32(e / n)
+		ds[j] = float32(e / n)
 	}
 	tm.stop()
 	for i := c.Layers - 1; i >= 0; i-- {

@@ -110,11 +110,8 @@ func run() error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	if backend == "" {
-		backend = os.Getenv("GCCL_BACKEND")
-	}
-	if backend == "" {
-		backend = "shm"
+	if backend == "" && os.Getenv("GCCL_BACKEND") == "" {
+		backend = "shm" // comm.Init's own default is gloo
 	}
 
 	ctx := context.Background()
@@ -200,7 +197,7 @@ func run() error {
 	if pg.Rank() != 0 {
 		return nil
 	}
-	fmt.Printf("tp=%d backend=%s hidden=%d layers=%d heads=%d kv-heads=%d vocab=%d\n", n, backend, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.Vocab)
+	fmt.Printf("tp=%d backend=%s hidden=%d layers=%d heads=%d kv-heads=%d vocab=%d\n", n, pg.Backend(), c.Hidden, c.Layers, c.Heads, c.KVHeads, c.Vocab)
 	fmt.Printf("tokens: %v\n", tokens)
 	fmt.Printf("prefill of %d tokens: %.3f ms\n", len(ids)-1, res.PrefillMS)
 	fmt.Printf("%.1f tokens/s, %.3f ms per decode step, %.1f%% of it in all-reduce\n", res.TokensPerS, res.StepMS, 100*res.AllReduceShare)
