@@ -3,7 +3,6 @@ package tensor
 import (
 	"fmt"
 	"slices"
-	"unsafe"
 )
 
 // matrix is a 2-D tensor as BLAS sees it: row-major storage of stored rows × cols with leading
@@ -164,10 +163,7 @@ func gemm(be *blasBackend, dst, a, b *Tensor, transA, transB bool, m, n, k int, 
 
 // floats views t's storage from element off to its end as []T (the tensor's dtype is T's).
 func floats[T float32 | float64](t *Tensor, off int) []T {
-	var zero T
-	size := int(unsafe.Sizeof(zero))
-	b := t.data[off*size:]
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/size)
+	return as[T](t.data[off*t.dtype.Size():])
 }
 
 // scaleInPlace sets every element of t to beta·t (to 0 when beta is 0, NaNs included).
