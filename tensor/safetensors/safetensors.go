@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
 	"slices"
 	"sort"
@@ -275,31 +276,19 @@ func checkInfo(name string, ri rawInfo) (TensorInfo, error) {
 		if s > math.MaxInt {
 			return TensorInfo{}, formatErr("tensor %q has shape %v: dim %d is too large", name, *ri.Shape, i)
 		}
-		hi, lo := mul64(numel, s)
+		hi, lo := bits.Mul64(numel, s)
 		if hi != 0 || lo > math.MaxInt64 {
 			return TensorInfo{}, formatErr("tensor %q has shape %v: too many elements", name, *ri.Shape)
 		}
 		numel = lo
 		shape[i] = int(s)
 	}
-	hi, nbytes := mul64(numel, uint64(dt.Size()))
+	hi, nbytes := bits.Mul64(numel, uint64(dt.Size()))
 	if hi != 0 || nbytes != offs[1]-offs[0] {
 		return TensorInfo{}, formatErr("tensor %q: shape %v of %s is %d×%d bytes, but its data_offsets [%d, %d] span %d bytes",
 			name, shape, *ri.DType, numel, dt.Size(), offs[0], offs[1], offs[1]-offs[0])
 	}
 	return TensorInfo{Name: name, DType: dt, Shape: shape, Begin: int64(offs[0]), End: int64(offs[1])}, nil
-}
-
-// mul64 returns the 128-bit product of a and b.
-func mul64(a, b uint64) (hi, lo uint64) {
-	if a == 0 || b == 0 {
-		return 0, 0
-	}
-	lo = a * b
-	if lo/b != a {
-		return 1, lo
-	}
-	return 0, lo
 }
 
 // Names returns the tensors' names in the order of their data in the file.
