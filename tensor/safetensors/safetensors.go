@@ -321,13 +321,22 @@ func (f *File) Info(name string) (TensorInfo, bool) {
 	return in, true
 }
 
-// Tensor reads the named tensor into a new contiguous tensor.Tensor.
-func (f *File) Tensor(name string) (*tensor.Tensor, error) {
+// lookup returns the description of the named tensor (sharing its shape), or an error if the file
+// has none.
+func (f *File) lookup(name string) (TensorInfo, error) {
 	i, ok := f.byName[name]
 	if !ok {
-		return nil, fmt.Errorf("safetensors: no tensor %q in the file", name)
+		return TensorInfo{}, fmt.Errorf("safetensors: no tensor %q in the file", name)
 	}
-	in := f.infos[i]
+	return f.infos[i], nil
+}
+
+// Tensor reads the named tensor into a new contiguous tensor.Tensor.
+func (f *File) Tensor(name string) (*tensor.Tensor, error) {
+	in, err := f.lookup(name)
+	if err != nil {
+		return nil, err
+	}
 	t := tensor.New(in.DType, in.Shape...)
 	if err := f.readInto(in, t.Bytes()); err != nil {
 		return nil, err
@@ -338,11 +347,10 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 // ReadInto reads the named tensor into dst, a contiguous tensor of its dtype and element count
 // (any shape), without allocating.
 func (f *File) ReadInto(name string, dst *tensor.Tensor) error {
-	i, ok := f.byName[name]
-	if !ok {
-		return fmt.Errorf("safetensors: no tensor %q in the file", name)
+	in, err := f.lookup(name)
+	if err != nil {
+		return err
 	}
-	in := f.infos[i]
 	if dst.DType() != in.DType || !dst.IsContiguous() || int64(dst.NBytes()) != in.End-in.Begin {
 		return fmt.Errorf("safetensors: ReadInto %q: dst is %s (contiguous %v); want a contiguous %s with the %d elements of shape %v",
 			name, dst, dst.IsContiguous(), in.DType, (in.End-in.Begin)/int64(in.DType.Size()), in.Shape)
@@ -356,11 +364,10 @@ func (f *File) ReadInto(name string, dst *tensor.Tensor) error {
 // spans every dim after its first narrowed one (a row shard), one read per row when it narrows
 // the last dim (a column shard).
 func (f *File) ReadRegion(name string, offset, shape []int) (*tensor.Tensor, error) {
-	i, ok := f.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("safetensors: no tensor %q in the file", name)
+	in, err := f.lookup(name)
+	if err != nil {
+		return nil, err
 	}
-	in := f.infos[i]
 	full := in.Shape
 	if len(offset) != len(full) || len(shape) != len(full) {
 		return nil, fmt.Errorf("safetensors: ReadRegion %q: offset %v and shape %v must have one entry per dim of the tensor's shape %v", name, offset, shape, full)
