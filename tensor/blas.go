@@ -91,10 +91,11 @@ func loadBLAS() *blasBackend {
 		lib.SetNumThreads(runtime.GOMAXPROCS(0))
 	}
 	be := &blasBackend{lib: lib, desc: "openblas (" + lib.Path + ")"}
-	if cfg := lib.Config(); cfg != "" {
+	cfg := lib.Config()
+	if cfg != "" {
 		be.desc = "openblas (" + lib.Path + ": " + cfg + ")"
 	}
-	slog.Debug("tensor: matmul uses OpenBLAS", "library", lib.Path, "config", lib.Config(), "threads", lib.NumThreads())
+	slog.Debug("tensor: matmul uses OpenBLAS", "library", lib.Path, "config", cfg, "threads", lib.NumThreads())
 	return be
 }
 

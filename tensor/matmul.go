@@ -3,7 +3,6 @@ package tensor
 import (
 	"fmt"
 	"slices"
-	"unsafe"
 )
 
 // matrix is a 2-D tensor as BLAS sees it: row-major storage of stored rows × cols with leading
@@ -164,10 +163,7 @@ func gemm(be *blasBackend, dst, a, b *Tensor, transA, transB bool, m, n, k int, 
 
 // floats views t's storage from element off to its end as []T (the tensor's dtype is T's).
 func floats[T float32 | float64](t *Tensor, off int) []T {
-	var zero T
-	size := int(unsafe.Sizeof(zero))
-	b := t.data[off*size:]
-	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/size)
+	return as[T](t.data[off*t.dtype.Size():])
 }
 
 // scaleInPlace sets every element of t to beta·t (to 0 when beta is 0, NaNs included).
@@ -221,11 +217,7 @@ func MatMul(a, b *Tensor) (*Tensor, error) {
 		outShape := append(cloneShape(a.shape[:ra-1]), n)
 		out := New(a.dtype, outShape...)
 		a, b = a.Contiguous(), b.Contiguous()
-		batch := a.numel / max(1, m*k)
-		if m*k == 0 {
-			batch = numelShape(a.shape[:ra-2])
-		}
-		for i := range batch {
+		for i := range numelShape(a.shape[:ra-2]) {
 			av := a.view2DAt(a.offset+i*m*k, m, k)
 			bv := b.view2DAt(b.offset+i*k*n, k, n)
 			if err := gemm(be, out.view2D(i*m*n, m, n), av, bv, false, false, m, n, k, 1, 0); err != nil {
@@ -238,6 +230,7 @@ func MatMul(a, b *Tensor) (*Tensor, error) {
 	}
 }
 
+// numelShape returns the number of elements of shape s.
 func numelShape(s []int) int {
 	n := 1
 	for _, x := range s {
@@ -259,14 +252,8 @@ func (t *Tensor) view2DAt(off, rows, cols int) *Tensor {
 // flattenRows views t [... R C] as [(...·R) C], copying it first if it is not contiguous.
 func flattenRows(t *Tensor) *Tensor {
 	t = t.Contiguous()
-	c := t.shape[len(t.shape)-1]
-	rows := 0
-	if c > 0 {
-		rows = t.numel / c
-	} else {
-		rows = numelShape(t.shape[:len(t.shape)-1])
-	}
-	return t.view2DAt(t.offset, rows, c)
+	last := len(t.shape) - 1
+	return t.view2DAt(t.offset, numelShape(t.shape[:last]), t.shape[last])
 }
 
 // Linear returns x·wᵀ + bias, like torch.nn.functional.linear: x is [... in], w [out in] (the

@@ -88,10 +88,7 @@ type Tensor struct {
 // makeTensor builds a tensor with the given layout; shape and strides are taken, not copied.
 func makeTensor(dt DType, shape, strides []int, offset int, data []byte, dev Device) *Tensor {
 	t := &Tensor{dtype: dt, shape: shape, strides: strides, offset: offset, data: data, device: dev}
-	t.numel = 1
-	for _, n := range shape {
-		t.numel *= n
-	}
+	t.numel = numelShape(shape)
 	t.contiguous = t.numel == 0 || stridesContiguous(shape, strides)
 	return t
 }

@@ -439,19 +439,19 @@ func (c *Comm) checkRoot(op string, root int) error {
 	return nil
 }
 
-// reduction runs a reducing call with op; for AVG the first time it tries onecclAvg, and when the
-// plugin rejects it (oneCCL's CPU plugin does) it runs SUM and divides by the size from then on
-// (host buffers only: with a device buffer among keep, that is an error).
-func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType, red tensor.ReduceOp, out Buffer, outCount int, call func(op int32) int32, keep ...Buffer) error {
-	_, r, err := c.reduceArgs(opName, dt, red)
+// reduction runs a reducing call with dt's oneCCL code and op; for AVG the first time it tries
+// onecclAvg, and when the plugin rejects it (oneCCL's CPU plugin does) it runs SUM and divides by
+// the size from then on (host buffers only: with a device buffer among keep, that is an error).
+func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType, red tensor.ReduceOp, out Buffer, outCount int, call func(code, op int32) int32, keep ...Buffer) error {
+	code, r, err := c.reduceArgs(opName, dt, red)
 	if err != nil {
 		return err
 	}
 	if red != tensor.Avg || c.avgNative.Load() == 1 {
-		return c.run(ctx, opName, fn, func() int32 { return call(r) }, keep...)
+		return c.run(ctx, opName, fn, func() int32 { return call(code, r) }, keep...)
 	}
 	if c.avgNative.Load() == 0 {
-		err := c.run(ctx, opName, fn, func() int32 { return call(cclAvg) }, keep...)
+		err := c.run(ctx, opName, fn, func() int32 { return call(code, cclAvg) }, keep...)
 		if !errors.Is(err, backends.ErrUnsupported) {
 			if err == nil {
 				c.avgNative.Store(1)
@@ -466,7 +466,7 @@ func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType
 			return c.errorf(opName, "%w: the oneCCL plugin (%s) rejects AVG, and xccl cannot divide device memory (it has no SYCL kernels): pass SUM and divide by %d on the device", backends.ErrUnsupported, c.lib.path, c.size)
 		}
 	}
-	if err := c.run(ctx, opName, fn, func() int32 { return call(cclSum) }, keep...); err != nil {
+	if err := c.run(ctx, opName, fn, func() int32 { return call(code, cclSum) }, keep...); err != nil {
 		return err
 	}
 	if out.host == nil {
@@ -482,8 +482,7 @@ func (c *Comm) AllReduce(ctx context.Context, send, recv Buffer, count int, dt t
 	if err := errors.Join(c.needBytes(name, "send buffer", send, n), c.needBytes(name, "receive buffer", recv, n)); err != nil {
 		return err
 	}
-	code, _ := dataType(dt)
-	return c.reduction(ctx, name, "onecclAllReduce", dt, op, recv, count, func(r int32) int32 {
+	return c.reduction(ctx, name, "onecclAllReduce", dt, op, recv, count, func(code, r int32) int32 {
 		return c.lib.call(c.lib.allReduce, send.addr(), recv.addr(), uintptr(count), uintptr(code), uintptr(r), c.handle, c.opts.Stream)
 	}, send, recv)
 }
@@ -504,8 +503,7 @@ func (c *Comm) Reduce(ctx context.Context, send, recv Buffer, count int, dt tens
 			return err
 		}
 	}
-	code, _ := dataType(dt)
-	return c.reduction(ctx, name, "onecclReduce", dt, op, recv, count, func(r int32) int32 {
+	return c.reduction(ctx, name, "onecclReduce", dt, op, recv, count, func(code, r int32) int32 {
 		return c.lib.call(c.lib.reduce, send.addr(), recv.addr(), uintptr(count), uintptr(code), uintptr(r), uintptr(root), c.handle, c.opts.Stream)
 	}, send, recv)
 }
@@ -518,8 +516,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, send, recv Buffer, count int, 
 	if err := errors.Join(c.needBytes(name, "send buffer", send, n*c.size), c.needBytes(name, "receive buffer", recv, n)); err != nil {
 		return err
 	}
-	code, _ := dataType(dt)
-	return c.reduction(ctx, name, "onecclReduceScatter", dt, op, recv, count, func(r int32) int32 {
+	return c.reduction(ctx, name, "onecclReduceScatter", dt, op, recv, count, func(code, r int32) int32 {
 		return c.lib.call(c.lib.reduceScatter, send.addr(), recv.addr(), uintptr(count), uintptr(code), uintptr(r), c.handle, c.opts.Stream)
 	}, send, recv)
 }

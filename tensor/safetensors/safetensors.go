@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"os"
 	"slices"
 	"sort"
@@ -275,31 +276,19 @@ func checkInfo(name string, ri rawInfo) (TensorInfo, error) {
 		if s > math.MaxInt {
 			return TensorInfo{}, formatErr("tensor %q has shape %v: dim %d is too large", name, *ri.Shape, i)
 		}
-		hi, lo := mul64(numel, s)
+		hi, lo := bits.Mul64(numel, s)
 		if hi != 0 || lo > math.MaxInt64 {
 			return TensorInfo{}, formatErr("tensor %q has shape %v: too many elements", name, *ri.Shape)
 		}
 		numel = lo
 		shape[i] = int(s)
 	}
-	hi, nbytes := mul64(numel, uint64(dt.Size()))
+	hi, nbytes := bits.Mul64(numel, uint64(dt.Size()))
 	if hi != 0 || nbytes != offs[1]-offs[0] {
 		return TensorInfo{}, formatErr("tensor %q: shape %v of %s is %d×%d bytes, but its data_offsets [%d, %d] span %d bytes",
 			name, shape, *ri.DType, numel, dt.Size(), offs[0], offs[1], offs[1]-offs[0])
 	}
 	return TensorInfo{Name: name, DType: dt, Shape: shape, Begin: int64(offs[0]), End: int64(offs[1])}, nil
-}
-
-// mul64 returns the 128-bit product of a and b.
-func mul64(a, b uint64) (hi, lo uint64) {
-	if a == 0 || b == 0 {
-		return 0, 0
-	}
-	lo = a * b
-	if lo/b != a {
-		return 1, lo
-	}
-	return 0, lo
 }
 
 // Names returns the tensors' names in the order of their data in the file.
@@ -332,13 +321,22 @@ func (f *File) Info(name string) (TensorInfo, bool) {
 	return in, true
 }
 
-// Tensor reads the named tensor into a new contiguous tensor.Tensor.
-func (f *File) Tensor(name string) (*tensor.Tensor, error) {
+// lookup returns the description of the named tensor (sharing its shape), or an error if the file
+// has none.
+func (f *File) lookup(name string) (TensorInfo, error) {
 	i, ok := f.byName[name]
 	if !ok {
-		return nil, fmt.Errorf("safetensors: no tensor %q in the file", name)
+		return TensorInfo{}, fmt.Errorf("safetensors: no tensor %q in the file", name)
 	}
-	in := f.infos[i]
+	return f.infos[i], nil
+}
+
+// Tensor reads the named tensor into a new contiguous tensor.Tensor.
+func (f *File) Tensor(name string) (*tensor.Tensor, error) {
+	in, err := f.lookup(name)
+	if err != nil {
+		return nil, err
+	}
 	t := tensor.New(in.DType, in.Shape...)
 	if err := f.readInto(in, t.Bytes()); err != nil {
 		return nil, err
@@ -349,11 +347,10 @@ func (f *File) Tensor(name string) (*tensor.Tensor, error) {
 // ReadInto reads the named tensor into dst, a contiguous tensor of its dtype and element count
 // (any shape), without allocating.
 func (f *File) ReadInto(name string, dst *tensor.Tensor) error {
-	i, ok := f.byName[name]
-	if !ok {
-		return fmt.Errorf("safetensors: no tensor %q in the file", name)
+	in, err := f.lookup(name)
+	if err != nil {
+		return err
 	}
-	in := f.infos[i]
 	if dst.DType() != in.DType || !dst.IsContiguous() || int64(dst.NBytes()) != in.End-in.Begin {
 		return fmt.Errorf("safetensors: ReadInto %q: dst is %s (contiguous %v); want a contiguous %s with the %d elements of shape %v",
 			name, dst, dst.IsContiguous(), in.DType, (in.End-in.Begin)/int64(in.DType.Size()), in.Shape)
@@ -367,11 +364,10 @@ func (f *File) ReadInto(name string, dst *tensor.Tensor) error {
 // spans every dim after its first narrowed one (a row shard), one read per row when it narrows
 // the last dim (a column shard).
 func (f *File) ReadRegion(name string, offset, shape []int) (*tensor.Tensor, error) {
-	i, ok := f.byName[name]
-	if !ok {
-		return nil, fmt.Errorf("safetensors: no tensor %q in the file", name)
+	in, err := f.lookup(name)
+	if err != nil {
+		return nil, err
 	}
-	in := f.infos[i]
 	full := in.Shape
 	if len(offset) != len(full) || len(shape) != len(full) {
 		return nil, fmt.Errorf("safetensors: ReadRegion %q: offset %v and shape %v must have one entry per dim of the tensor's shape %v", name, offset, shape, full)
