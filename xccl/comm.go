@@ -605,7 +605,10 @@ func (c *Comm) Group(ctx context.Context, op string, ops []P2P) error {
 		}
 		codes[i], keep[i] = code, o.Buf
 	}
-	fn := "onecclGroupStart"
+	// The call that failed, for the message; written on the communicator's thread, which may
+	// still run after an interrupted run returns, so atomically.
+	var fn atomic.Pointer[string]
+	fn.Store(ptr("onecclGroupStart"))
 	err := c.run(ctx, op, "oneCCL group", func() int32 {
 		lib := c.lib
 		if rc := lib.call(lib.groupStart); rc != resSuccess {
@@ -617,16 +620,16 @@ func (c *Comm) Group(ctx context.Context, op string, ops []P2P) error {
 				f, name = lib.recv, "onecclRecv"
 			}
 			if rc := lib.call(f, o.Buf.addr(), uintptr(o.Count), uintptr(codes[i]), uintptr(o.Peer), c.handle, c.opts.Stream); rc != resSuccess {
-				fn = name
+				fn.Store(&name)
 				lib.call(lib.groupEnd)
 				return rc
 			}
 		}
-		fn = "onecclGroupEnd"
+		fn.Store(ptr("onecclGroupEnd"))
 		return lib.call(lib.groupEnd)
 	}, keep...)
 	if err != nil {
-		return fmt.Errorf("%w (in %s)", err, fn)
+		return fmt.Errorf("%w (in %s)", err, *fn.Load())
 	}
 	return nil
 }
@@ -715,3 +718,5 @@ func (c *Comm) Close() error {
 	}
 	return nil
 }
+
+func ptr[T any](v T) *T { return &v }
