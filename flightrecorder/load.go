@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/big"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -111,13 +111,8 @@ func loadBytes(data []byte) (Dump, error) {
 func fromJSON(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
-		keys := make([]string, 0, len(t))
-		for k := range t {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		d := &pyDict{}
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(t)) {
 			d.set(k, fromJSON(t[k]))
 		}
 		return d
