@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"math"
 	"math/big"
 	"os"
@@ -112,7 +111,7 @@ func fromJSON(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
 		d := &pyDict{}
-		for _, k := range slices.Sorted(maps.Keys(t)) {
+		for _, k := range sortedKeys(t) {
 			d.set(k, fromJSON(t[k]))
 		}
 		return d

@@ -248,7 +248,7 @@ func (d Dump) WritePickle(w io.Writer) error {
 
 	p.str("pg_config")
 	p.beginDict()
-	for _, name := range slices.Sorted(maps.Keys(d.PGConfig)) {
+	for _, name := range sortedKeys(d.PGConfig) {
 		c := d.PGConfig[name]
 		p.str(name)
 		p.beginDict()
@@ -291,11 +291,11 @@ func (d Dump) WritePickle(w io.Writer) error {
 	if len(d.NCCLCommState) > 0 {
 		p.str("nccl_comm_state")
 		p.beginDict()
-		for _, c := range slices.Sorted(maps.Keys(d.NCCLCommState)) {
+		for _, c := range sortedKeys(d.NCCLCommState) {
 			p.str(c)
 			p.beginDict()
 			kv := d.NCCLCommState[c]
-			for _, k := range slices.Sorted(maps.Keys(kv)) {
+			for _, k := range sortedKeys(kv) {
 				p.str(k)
 				p.str(kv[k])
 			}
