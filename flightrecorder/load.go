@@ -720,14 +720,9 @@ func LoadDir(dir, prefix string) (map[int]Dump, []error) {
 	if err != nil {
 		return map[int]Dump{}, []error{err}
 	}
-	ranks := make([]int, 0, len(files))
-	for r := range files {
-		ranks = append(ranks, r)
-	}
-	slices.Sort(ranks)
 	dumps := make(map[int]Dump, len(files))
 	var errs []error
-	for _, r := range ranks {
+	for _, r := range sortedKeys(files) {
 		d, err := LoadFile(files[r])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rank %d: %w", r, err))
