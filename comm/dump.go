@@ -31,20 +31,16 @@ import (
 //     goes on;
 //   - on DumpFlightRecorder.
 
-// The store keys of dump requests: DumpRequestKey(n) is set for the n-th request (n from 1),
-// counted in dumpGenKey, and dumpFailureKey is claimed by the first rank whose op failed.
-const (
-	dumpGenKey     = "fr/dump/gen"
-	dumpFailureKey = "fr/dump/failure"
-)
-
 // DumpRequestKey is the store key of the n-th request that every rank dump its flight recorder
-// (n from 1). A launcher that hosts the store asks for dumps by adding 1 to "fr/dump/gen" and
-// setting this key for the number it got (the value says why).
+// (n from 1). A launcher that hosts the store asks for dumps by adding 1 to DumpGenerationKey
+// and setting this key for the number it got (the value says why).
 func DumpRequestKey(n int64) string { return "fr/dump/" + strconv.FormatInt(n, 10) }
 
 // DumpGenerationKey is the store counter of dump requests (see DumpRequestKey).
-const DumpGenerationKey = dumpGenKey
+const DumpGenerationKey = "fr/dump/gen"
+
+// dumpFailureKey is claimed by the first rank whose op failed: that rank asks for the dumps.
+const dumpFailureKey = "fr/dump/failure"
 
 // dumper writes one rank's dumps and serves its triggers.
 type dumper struct {
@@ -143,7 +139,7 @@ func (d *dumper) onFailure(err error) {
 
 // requestDumps asks every rank to dump, through st; the request's number goes to gen first.
 func requestDumps(ctx context.Context, st store.Store, reason string, gen *atomic.Int64) error {
-	n, err := st.Add(ctx, dumpGenKey, 1)
+	n, err := st.Add(ctx, DumpGenerationKey, 1)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -111,13 +110,8 @@ func loadBytes(data []byte) (Dump, error) {
 func fromJSON(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
-		keys := make([]string, 0, len(t))
-		for k := range t {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
 		d := &pyDict{}
-		for _, k := range keys {
+		for _, k := range sortedKeys(t) {
 			d.set(k, fromJSON(t[k]))
 		}
 		return d
@@ -726,14 +720,9 @@ func LoadDir(dir, prefix string) (map[int]Dump, []error) {
 	if err != nil {
 		return map[int]Dump{}, []error{err}
 	}
-	ranks := make([]int, 0, len(files))
-	for r := range files {
-		ranks = append(ranks, r)
-	}
-	slices.Sort(ranks)
 	dumps := make(map[int]Dump, len(files))
 	var errs []error
-	for _, r := range ranks {
+	for _, r := range sortedKeys(files) {
 		d, err := LoadFile(files[r])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rank %d: %w", r, err))

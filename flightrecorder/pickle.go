@@ -2,8 +2,10 @@ package flightrecorder
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -246,12 +248,7 @@ func (d Dump) WritePickle(w io.Writer) error {
 
 	p.str("pg_config")
 	p.beginDict()
-	names := make([]string, 0, len(d.PGConfig))
-	for name := range d.PGConfig {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range sortedKeys(d.PGConfig) {
 		c := d.PGConfig[name]
 		p.str(name)
 		p.beginDict()
@@ -294,21 +291,11 @@ func (d Dump) WritePickle(w io.Writer) error {
 	if len(d.NCCLCommState) > 0 {
 		p.str("nccl_comm_state")
 		p.beginDict()
-		comms := make([]string, 0, len(d.NCCLCommState))
-		for k := range d.NCCLCommState {
-			comms = append(comms, k)
-		}
-		slices.Sort(comms)
-		for _, c := range comms {
+		for _, c := range sortedKeys(d.NCCLCommState) {
 			p.str(c)
 			p.beginDict()
 			kv := d.NCCLCommState[c]
-			keys := make([]string, 0, len(kv))
-			for k := range kv {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			for _, k := range keys {
+			for _, k := range sortedKeys(kv) {
 				p.str(k)
 				p.str(kv[k])
 			}
@@ -398,33 +385,19 @@ func pickleEntry(p *pickler, e *Entry) {
 // map keyed by the integer id); keys that are not integers come after, in
 // string order.
 func sortedIDs[V any](m map[string]V) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b string) int {
+	return slices.SortedFunc(maps.Keys(m), func(a, b string) int {
 		x, errA := strconv.ParseInt(a, 10, 64)
 		y, errB := strconv.ParseInt(b, 10, 64)
 		switch {
 		case errA == nil && errB == nil:
-			if x != y {
-				if x < y {
-					return -1
-				}
-				return 1
+			if c := cmp.Compare(x, y); c != 0 {
+				return c
 			}
 		case errA == nil:
 			return -1
 		case errB == nil:
 			return 1
 		}
-		if a < b {
-			return -1
-		}
-		if a > b {
-			return 1
-		}
-		return 0
+		return strings.Compare(a, b)
 	})
-	return ids
 }

@@ -98,10 +98,11 @@ func (u *unpickler) read(n int) ([]byte, error) {
 	return b, nil
 }
 
-func (u *unpickler) readLen(size int) (int, error) {
+// readCounted reads a little-endian length of size bytes (1, 4 or 8), then that many bytes.
+func (u *unpickler) readCounted(size int) ([]byte, error) {
 	b, err := u.read(size)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var n uint64
 	switch size {
@@ -113,9 +114,9 @@ func (u *unpickler) readLen(size int) (int, error) {
 		n = binary.LittleEndian.Uint64(b)
 	}
 	if n > uint64(len(u.data)-u.pos) {
-		return 0, u.errorf("truncated: length %d, %d bytes left", n, len(u.data)-u.pos)
+		return nil, u.errorf("truncated: length %d, %d bytes left", n, len(u.data)-u.pos)
 	}
-	return int(n), nil
+	return u.read(int(n))
 }
 
 func (u *unpickler) line() (string, error) {
@@ -377,11 +378,7 @@ func (u *unpickler) step(op byte) error {
 		if op == opLong4 {
 			size = 4
 		}
-		n, err := u.readLen(size)
-		if err != nil {
-			return err
-		}
-		b, err := u.read(n)
+		b, err := u.readCounted(size)
 		if err != nil {
 			return err
 		}
@@ -411,11 +408,7 @@ func (u *unpickler) step(op byte) error {
 		case opBinUnicode8:
 			size = 8
 		}
-		n, err := u.readLen(size)
-		if err != nil {
-			return err
-		}
-		b, err := u.read(n)
+		b, err := u.readCounted(size)
 		if err != nil {
 			return err
 		}
@@ -444,19 +437,15 @@ func (u *unpickler) step(op byte) error {
 		case opBinBytes8, opByteArray8:
 			size = 8
 		}
-		n, err := u.readLen(size)
-		if err != nil {
-			return err
-		}
-		b, err := u.read(n)
+		b, err := u.readCounted(size)
 		if err != nil {
 			return err
 		}
 		u.push(pyBytes(append([]byte(nil), b...)))
 
-	case opEmptyList:
+	case opEmptyList, opEmptySet: // a set loads as a list
 		u.push(&pyList{})
-	case opList:
+	case opList, opFrozenSet:
 		items, err := u.popMark()
 		if err != nil {
 			return err
@@ -472,7 +461,7 @@ func (u *unpickler) step(op byte) error {
 			return err
 		}
 		return u.appendTo(t, []any{v})
-	case opAppends:
+	case opAppends, opAddItems:
 		items, err := u.popMark()
 		if err != nil {
 			return err
@@ -482,24 +471,6 @@ func (u *unpickler) step(op byte) error {
 			return err
 		}
 		return u.appendTo(t, items)
-	case opEmptySet:
-		u.push(&pyList{})
-	case opAddItems:
-		items, err := u.popMark()
-		if err != nil {
-			return err
-		}
-		t, err := u.top()
-		if err != nil {
-			return err
-		}
-		return u.appendTo(t, items)
-	case opFrozenSet:
-		items, err := u.popMark()
-		if err != nil {
-			return err
-		}
-		u.push(&pyList{items: items})
 
 	case opEmptyTuple:
 		u.push(pyTuple{})

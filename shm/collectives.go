@@ -77,7 +77,7 @@ func (g *Group) alone(ctx context.Context, op backends.Op, in, out []byte) error
 	if !sameMem(in, out) {
 		copy(out, in)
 	}
-	return g.begin1(ctx, op)
+	return g.begin(ctx, op)
 }
 
 // bytesOf is t's bytes, or nil for a tensor this rank does not have (a non-root's output).
@@ -102,11 +102,6 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 		}
 		return g.reduce(ctx, op, ib, ob, -1)
 	})
-}
-
-// begin1 keeps a one-rank group's sequence in step (nothing to check).
-func (g *Group) begin1(ctx context.Context, op backends.Op) error {
-	return g.begin(ctx, op)
 }
 
 // smallInput is where the members put a small reduction's input: tiny ones ride in the op's
@@ -188,7 +183,7 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 	return g.run(func() error {
 		bb := buf.Bytes()
 		if g.cfg.Size == 1 {
-			return g.begin1(ctx, op)
+			return g.begin(ctx, op)
 		}
 		return pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 			b := g.nextBuf()
@@ -373,5 +368,5 @@ func offsets(splits []int, es int) []int {
 
 // Barrier: one sync.
 func (g *Group) Barrier(ctx context.Context, op backends.Op) error {
-	return g.run(func() error { return g.begin1(ctx, op) })
+	return g.run(func() error { return g.begin(ctx, op) })
 }
