@@ -821,13 +821,11 @@ func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
 // failed ranks, and why the generation failed (nil when it did not).
 func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) ([]RankFailure, *remoteFailure) {
 	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res), Final: res.Signal != "" || res.TimedOut}
-	data, _ := json.Marshal(mine)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	failed := res.failed() || w.cause() != nil
-	if failed && dumpPrefix != "" {
+	if (res.failed() || w.cause() != nil) && dumpPrefix != "" {
 		mine.Dumps = a.shareDumps(ctx, gen, dumpPrefix, lay.offset)
-		data, _ = json.Marshal(mine)
 	}
+	data, _ := json.Marshal(mine)
 	if err := a.client.Set(ctx, a.key(gen, "result/"+strconv.Itoa(lay.me)), data); err != nil {
 		a.log.Warn("launch: telling the other nodes how this node's workers ended", "err", err)
 	}
