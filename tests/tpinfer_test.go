@@ -23,12 +23,6 @@ type tpResult struct {
 	Logits         []float32 `json:"logits"`
 }
 
-// buildTPInfer compiles the gccl CLI and examples/tpinfer.
-func buildTPInfer(t *testing.T) (gccl, job string) {
-	t.Helper()
-	return buildWith(t, "../examples/tpinfer")
-}
-
 // tiny is the agreement test's model: 8 heads over 4 kv heads, so tp 1, 2 and 4 all divide.
 var tiny = []string{"--hidden", "64", "--layers", "2", "--heads", "8", "--kv-heads", "4", "--vocab", "128",
 	"--prompt", "3,1,4,1,5", "--new-tokens", "8", "--seed", "7"}
@@ -37,7 +31,7 @@ var tiny = []string{"--hidden", "64", "--layers", "2", "--heads", "8", "--kv-hea
 // model: the same tokens, and final logits within float32 tolerance; then TP=2 again from the
 // weights saved as safetensors by the TP=1 run; and the bad inputs fail with clear errors.
 func TestTPInferAgreement(t *testing.T) {
-	gccl, job := buildTPInfer(t)
+	gccl, job := buildWith(t, "../examples/tpinfer")
 	weights := filepath.Join(t.TempDir(), "tiny.safetensors")
 	var ref tpResult
 	for _, n := range []int{1, 2, 4} {
