@@ -722,9 +722,7 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 	}
 	lostNode := func(name string) remoteFailure {
 		r := members[name]
-		nd := lay.nodes[r]
-		return remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
-			Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)}
+		return nodeLost(r, lay.nodes[r])
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -791,6 +789,12 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 	return w
 }
 
+// nodeLost is the failure of node r, which memberlist declared dead.
+func nodeLost(r int, nd nodeInfo) remoteFailure {
+	return remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
+		Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)}
+}
+
 // reported says whether node r published its result of generation gen (then it left on
 // purpose, and is not lost).
 func (a *agent) reported(gen, r int) bool {
@@ -841,8 +845,7 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 		}
 		for {
 			if a.isDead(nd.Member) && !a.reported(gen, r) {
-				w.note(remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
-					Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)})
+				w.note(nodeLost(r, nd))
 				break
 			}
 			if time.Now().After(deadline) {
