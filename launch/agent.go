@@ -722,9 +722,7 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 	}
 	lostNode := func(name string) remoteFailure {
 		r := members[name]
-		nd := lay.nodes[r]
-		return remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
-			Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)}
+		return nodeLost(r, lay.nodes[r])
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -791,6 +789,12 @@ func (a *agent) watch(gen int, lay *layout) *watcher {
 	return w
 }
 
+// nodeLost is the failure of node r, which memberlist declared dead.
+func nodeLost(r int, nd nodeInfo) remoteFailure {
+	return remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
+		Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)}
+}
+
 // reported says whether node r published its result of generation gen (then it left on
 // purpose, and is not lost).
 func (a *agent) reported(gen, r int) bool {
@@ -821,13 +825,11 @@ func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
 // failed ranks, and why the generation failed (nil when it did not).
 func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) ([]RankFailure, *remoteFailure) {
 	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res), Final: res.Signal != "" || res.TimedOut}
-	data, _ := json.Marshal(mine)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	failed := res.failed() || w.cause() != nil
-	if failed && dumpPrefix != "" {
+	if (res.failed() || w.cause() != nil) && dumpPrefix != "" {
 		mine.Dumps = a.shareDumps(ctx, gen, dumpPrefix, lay.offset)
-		data, _ = json.Marshal(mine)
 	}
+	data, _ := json.Marshal(mine)
 	if err := a.client.Set(ctx, a.key(gen, "result/"+strconv.Itoa(lay.me)), data); err != nil {
 		a.log.Warn("launch: telling the other nodes how this node's workers ended", "err", err)
 	}
@@ -843,8 +845,7 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 		}
 		for {
 			if a.isDead(nd.Member) && !a.reported(gen, r) {
-				w.note(remoteFailure{Node: r, Host: nd.Addr, Reason: "node lost",
-					Message: fmt.Sprintf("node %d (%s) was lost: its agent stopped answering and memberlist declared it dead", r, nd)})
+				w.note(nodeLost(r, nd))
 				break
 			}
 			if time.Now().After(deadline) {

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gccl/gccl/internal/ranktest"
 	"github.com/gccl/gccl/launch"
 )
 
@@ -195,29 +196,19 @@ func startLauncher(t *testing.T, workers string) (*exec.Cmd, []int, *bufio.Scann
 	return cmd, pids, sc
 }
 
-// alive reports whether pid is a live process (a zombie is dead).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	_, after, _ := strings.Cut(string(data), ") ")
-	return !strings.HasPrefix(after, "Z") && !strings.HasPrefix(after, "X")
-}
-
 func TestKilledLauncherLeavesNoWorker(t *testing.T) {
 	launcher, pids, _ := startLauncher(t, "sleep")
 	for _, pid := range pids {
-		require.True(t, alive(pid))
+		require.True(t, ranktest.Alive(pid))
 	}
 	require.NoError(t, launcher.Process.Signal(syscall.SIGKILL))
 	_ = launcher.Wait()
 	deadline := time.Now().Add(2 * time.Second)
 	for _, pid := range pids {
-		for alive(pid) && time.Now().Before(deadline) {
+		for ranktest.Alive(pid) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		assert.False(t, alive(pid), "worker %d survived its launcher", pid)
+		assert.False(t, ranktest.Alive(pid), "worker %d survived its launcher", pid)
 	}
 }
 
@@ -239,6 +230,6 @@ func TestLauncherForwardsSignals(t *testing.T) {
 	assert.Contains(t, lines, "launcher: <nil> job stopped by SIGTERM", "the job is reported stopped by the signal")
 	_ = launcher.Wait()
 	for _, pid := range pids {
-		assert.False(t, alive(pid), "worker %d", pid)
+		assert.False(t, ranktest.Alive(pid), "worker %d", pid)
 	}
 }

@@ -6,18 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// build compiles the gccl CLI and the scenario job once per test binary.
-func build(t *testing.T) (gccl, job string) {
-	t.Helper()
-	return buildWith(t, "./frjob")
-}
 
 // report is the part of gccl fr analyze --json the scenarios check.
 type report struct {
@@ -34,7 +29,7 @@ type report struct {
 // checks that every surviving rank leaves a dump and that gccl fr analyze names the right rank
 // and the right kind of problem.
 func TestFlightRecorderScenarios(t *testing.T) {
-	gccl, job := build(t)
+	gccl, job := buildWith(t, "./frjob")
 	cases := []struct {
 		scenario, backend string
 		kind              string
@@ -96,20 +91,11 @@ func TestFlightRecorderScenarios(t *testing.T) {
 			require.NoError(t, json.Unmarshal([]byte(stdout.String()), &rep), stdout.String())
 			found := false
 			for _, f := range rep.Findings {
-				if f.Kind == c.kind && f.Severity == "error" && (contains(f.Culprits, c.culprit) || contains(f.Ranks, c.culprit)) {
+				if f.Kind == c.kind && f.Severity == "error" && (slices.Contains(f.Culprits, c.culprit) || slices.Contains(f.Ranks, c.culprit)) {
 					found = true
 				}
 			}
 			assert.True(t, found, "want a %s finding naming rank %d; report:\n%s", c.kind, c.culprit, stdout.String())
 		})
 	}
-}
-
-func contains(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

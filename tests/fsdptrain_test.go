@@ -1,13 +1,7 @@
 package tests
 
 import (
-	"encoding/json"
 	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -30,14 +24,6 @@ type fsdpResult struct {
 	HeapPeakBytes     uint64    `json:"heap_peak_bytes"`
 }
 
-func runFSDPTrain(t *testing.T, gccl, job string, n int, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(gccl, append([]string{"run", "--nproc-per-node", strconv.Itoa(n), "--backend", "shm", "--", job}, args...)...)
-	cmd.Env = append(os.Environ(), "GCCL_TIMEOUT=30s")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
 // TestFSDPTrainAgreement runs examples/fsdptrain through gccl run: the single-process reference
 // (no fsdp), then FSDP over 2 and 4 ranks and HSDP over 2x2, with SGD and with AdamW and
 // clipping, and with bfloat16 parameters. The loss curves agree step for step within float32
@@ -45,12 +31,7 @@ func runFSDPTrain(t *testing.T, gccl, job string, n int, args ...string) (string
 // 1/N of the parameters plus at most two unsharded groups (the current and the prefetched one);
 // bad arguments fail with clear errors.
 func TestFSDPTrainAgreement(t *testing.T) {
-	dir := t.TempDir()
-	gccl, job := filepath.Join(dir, "gccl"), filepath.Join(dir, "fsdptrain")
-	for bin, pkg := range map[string]string{gccl: "../cmd/gccl", job: "../examples/fsdptrain"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
+	gccl, job := buildWith(t, "../examples/fsdptrain")
 	// 60 hidden units and 5 bias rows do not divide by 4: padded shards.
 	model := []string{"--json", "--steps", "12", "--hidden", "60", "--layers", "3", "--batch", "16"}
 	for _, o := range [][]string{
@@ -59,7 +40,7 @@ func TestFSDPTrainAgreement(t *testing.T) {
 	} {
 		t.Run(o[1], func(t *testing.T) {
 			args := append(append([]string(nil), model...), o...)
-			out, err := runFSDPTrain(t, gccl, job, 1, append(args, "--reference")...)
+			out, err := runShm(gccl, job, 1, append(args, "--reference")...)
 			require.NoError(t, err, out)
 			ref := lastFSDPJSON(t, out)
 			require.Len(t, ref.Losses, 12)
@@ -81,7 +62,7 @@ func TestFSDPTrainAgreement(t *testing.T) {
 				if c.name == "fsdp_2_bf16" {
 					tol = 2e-2 // bfloat16 parameters in the forward and backward: 8 bits of mantissa
 				}
-				out, err := runFSDPTrain(t, gccl, job, c.n, append(args, c.extra...)...)
+				out, err := runShm(gccl, job, c.n, append(args, c.extra...)...)
 				require.NoError(t, err, "%s:\n%s", c.name, out)
 				r := lastFSDPJSON(t, out)
 				assert.Equal(t, c.n, r.NRanks, c.name)
@@ -108,7 +89,7 @@ func TestFSDPTrainAgreement(t *testing.T) {
 
 	t.Run("bench", func(t *testing.T) {
 		// The benchmark mode runs and reports every number (their values are BENCHMARKS.md's).
-		out, err := runFSDPTrain(t, gccl, job, 2, "--json", "--steps", "1", "--bench", "2")
+		out, err := runShm(gccl, job, 2, "--json", "--steps", "1", "--bench", "2")
 		require.NoError(t, err, out)
 		r := lastFSDPJSON(t, out)
 		for name, v := range map[string]float64{"compute": r.ComputeMS, "comm": r.CommMS, "step": r.StepMS, "step_noprefetch": r.StepNoPrefetchMS} {
@@ -129,7 +110,7 @@ func TestFSDPTrainAgreement(t *testing.T) {
 			{"hsdp", 4, []string{"--hsdp", "3"}, "--hsdp 3 does not divide the 4 ranks"},
 			{"optimizer", 1, []string{"--optimizer", "lamb"}, "use sgd or adamw"},
 		} {
-			out, err := runFSDPTrain(t, gccl, job, c.n, c.args...)
+			out, err := runShm(gccl, job, c.n, c.args...)
 			assert.Error(t, err, c.name)
 			assert.Contains(t, out, c.want, c.name)
 		}
@@ -138,10 +119,7 @@ func TestFSDPTrainAgreement(t *testing.T) {
 
 func lastFSDPJSON(t *testing.T, out string) fsdpResult {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	last := strings.TrimPrefix(lines[len(lines)-1], "[rank 0] ")
-	var r fsdpResult
-	require.NoError(t, json.Unmarshal([]byte(last), &r), "last line of:\n%s", out)
+	r := lastRank0JSON[fsdpResult](t, out)
 	for _, l := range r.Losses {
 		require.False(t, math.IsNaN(l), "NaN loss in:\n%s", out)
 	}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gccl/gccl/internal/ranktest"
 )
 
 // cluster is a set of Linux network namespaces standing for hosts: node i is namespace
@@ -199,19 +201,6 @@ func (c *cluster) start(node int, env []string, name string, args ...string) *pr
 	return p
 }
 
-// alive reports whether pid is a live process (not a zombie).
-func alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
-}
-
 // waitGone waits until none of pids is alive and returns how long that took, failing after d.
 func waitGone(t testing.TB, pids []int, d time.Duration) time.Duration {
 	t.Helper()
@@ -219,7 +208,7 @@ func waitGone(t testing.TB, pids []int, d time.Duration) time.Duration {
 	for {
 		var left []int
 		for _, pid := range pids {
-			if alive(pid) {
+			if ranktest.Alive(pid) {
 				left = append(left, pid)
 			}
 		}

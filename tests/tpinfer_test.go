@@ -1,12 +1,9 @@
 package tests
 
 import (
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -26,37 +23,15 @@ type tpResult struct {
 	Logits         []float32 `json:"logits"`
 }
 
-// buildTPInfer compiles the gccl CLI and examples/tpinfer.
-func buildTPInfer(t *testing.T) (gccl, job string) {
-	t.Helper()
-	return buildWith(t, "../examples/tpinfer")
-}
-
 // tiny is the agreement test's model: 8 heads over 4 kv heads, so tp 1, 2 and 4 all divide.
 var tiny = []string{"--hidden", "64", "--layers", "2", "--heads", "8", "--kv-heads", "4", "--vocab", "128",
 	"--prompt", "3,1,4,1,5", "--new-tokens", "8", "--seed", "7"}
-
-func runTPInfer(gccl, job string, n int, args ...string) (string, error) {
-	cmd := exec.Command(gccl, append([]string{"run", "--nproc-per-node", strconv.Itoa(n), "--backend", "shm", "--", job}, args...)...)
-	cmd.Env = append(os.Environ(), "GCCL_TIMEOUT=30s")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func lastJSON(t *testing.T, out string) tpResult {
-	t.Helper()
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	last := strings.TrimPrefix(lines[len(lines)-1], "[rank 0] ")
-	var r tpResult
-	require.NoError(t, json.Unmarshal([]byte(last), &r), "last line of:\n%s", out)
-	return r
-}
 
 // TestTPInferAgreement runs examples/tpinfer through gccl run at TP=1, 2 and 4 on a tiny
 // model: the same tokens, and final logits within float32 tolerance; then TP=2 again from the
 // weights saved as safetensors by the TP=1 run; and the bad inputs fail with clear errors.
 func TestTPInferAgreement(t *testing.T) {
-	gccl, job := buildTPInfer(t)
+	gccl, job := buildWith(t, "../examples/tpinfer")
 	weights := filepath.Join(t.TempDir(), "tiny.safetensors")
 	var ref tpResult
 	for _, n := range []int{1, 2, 4} {
@@ -64,9 +39,9 @@ func TestTPInferAgreement(t *testing.T) {
 		if n == 1 {
 			args = append(args, "--save-weights", weights)
 		}
-		out, err := runTPInfer(gccl, job, n, args...)
+		out, err := runShm(gccl, job, n, args...)
 		require.NoError(t, err, "tp=%d:\n%s", n, out)
-		r := lastJSON(t, out)
+		r := lastRank0JSON[tpResult](t, out)
 		assert.Equal(t, n, r.TP)
 		assert.Len(t, r.Tokens, 8)
 		assert.Positive(t, r.TokensPerS)
@@ -83,18 +58,18 @@ func TestTPInferAgreement(t *testing.T) {
 
 	// From the file, each rank reading only its shards.
 	for _, n := range []int{2, 4} {
-		out, err := runTPInfer(gccl, job, n, append([]string{"--json", "--weights", weights}, tiny...)...)
+		out, err := runShm(gccl, job, n, append([]string{"--json", "--weights", weights}, tiny...)...)
 		require.NoError(t, err, out)
-		assert.Equal(t, ref.Tokens, lastJSON(t, out).Tokens, "tp=%d from the safetensors file", n)
+		assert.Equal(t, ref.Tokens, lastRank0JSON[tpResult](t, out).Tokens, "tp=%d from the safetensors file", n)
 	}
 
 	// More ranks than kv heads (tp 4 over 2 kv heads): k and v replicated, same tokens and logits.
 	kv2 := append(slices.Clone(tiny), "--kv-heads", "2")
 	var results [2]tpResult
 	for i, n := range []int{1, 4} {
-		out, err := runTPInfer(gccl, job, n, append([]string{"--json", "--logits"}, kv2...)...)
+		out, err := runShm(gccl, job, n, append([]string{"--json", "--logits"}, kv2...)...)
 		require.NoError(t, err, "tp=%d over 2 kv heads:\n%s", n, out)
-		results[i] = lastJSON(t, out)
+		results[i] = lastRank0JSON[tpResult](t, out)
 	}
 	assert.Equal(t, results[0].Tokens, results[1].Tokens, "tp=4 over 2 kv heads")
 	assert.True(t, tensor.AllClose(tensor.FromSlice(results[0].Logits), tensor.FromSlice(results[1].Logits), 1e-4, 1e-4), "tp=4 over 2 kv heads: logits")
@@ -124,7 +99,7 @@ func TestTPInferAgreement(t *testing.T) {
 			{"truncated", 1, append(tiny[:len(tiny):len(tiny)], "--weights", truncated), "truncated"},
 			{"wrong_dtype", 1, append(tiny[:len(tiny):len(tiny)], "--weights", wrongDType), "model.norm.weight"},
 		} {
-			out, err := runTPInfer(gccl, job, c.n, c.args...)
+			out, err := runShm(gccl, job, c.n, c.args...)
 			assert.Error(t, err, c.name)
 			assert.Contains(t, strings.ToLower(out), strings.ToLower(c.want), c.name)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -101,7 +102,7 @@ dtypes, state, creation time (UTC) and duration. It exits 1 if a dump could not 
 			var failed []error
 			out := cmd.OutOrStdout()
 			first := true
-			for _, r := range sortedRanks(files) {
+			for _, r := range slices.Sorted(maps.Keys(files)) {
 				if len(ranks) > 0 && !slices.Contains(ranks, r) {
 					continue
 				}
@@ -272,15 +273,6 @@ func dtypes(in, out []string) string {
 		return "-"
 	}
 	return strings.Join(all, ",")
-}
-
-func sortedRanks(m map[int]string) []int {
-	ranks := make([]int, 0, len(m))
-	for r := range m {
-		ranks = append(ranks, r)
-	}
-	slices.Sort(ranks)
-	return ranks
 }
 
 func plural(n int, one, many string) string {
