@@ -84,19 +84,18 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 			}
 			e.LocalWorldSize = 0
 		}
-		locS, v, ok := s.locS, "", false
+		locS, local, ok := s.locS, 0, false
 		if s.name == "slurm" {
-			locS, v, ok, err = slurmTasksOnThisNode(lookup)
-			if err != nil {
-				return e, err
-			}
-		} else {
-			v, ok = lookup(locS)
+			locS, local, ok, err = slurmTasksOnThisNode(lookup)
+		} else if v, set := lookup(locS); set {
+			local, err = envInt(locS, v)
+			ok = true
+		}
+		if err != nil {
+			return e, err
 		}
 		if ok {
-			if e.LocalWorldSize, err = envInt(locS, v); err != nil {
-				return e, err
-			}
+			e.LocalWorldSize = local
 		} else if e.LocalWorldSize == 0 {
 			e.LocalWorldSize = e.WorldSize
 		}
@@ -115,9 +114,9 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 // slurmTasksOnThisNode returns the number of tasks of the srun step on this node: from the
 // step's per-node list (SLURM_STEP_TASKS_PER_NODE, else SLURM_TASKS_PER_NODE, which srun always
 // sets, else SLURM_NTASKS_PER_NODE, set only with --ntasks-per-node), lists such as "4(x2),3"
-// meaning 4, 4, 3, at this node's index SLURM_NODEID. It returns the variable it read, the count
-// as a string, and whether any was set.
-func slurmTasksOnThisNode(lookup func(string) (string, bool)) (name, count string, ok bool, err error) {
+// meaning 4, 4, 3, at this node's index SLURM_NODEID. It returns the variable it read, the count,
+// and whether any was set.
+func slurmTasksOnThisNode(lookup func(string) (string, bool)) (name string, count int, ok bool, err error) {
 	for _, name = range []string{"SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE"} {
 		list, set := lookup(name)
 		if !set {
@@ -126,39 +125,40 @@ func slurmTasksOnThisNode(lookup func(string) (string, bool)) (name, count strin
 		node := 0
 		if v, set := lookup("SLURM_NODEID"); set {
 			if node, err = envInt("SLURM_NODEID", v); err != nil {
-				return name, "", false, err
+				return name, 0, false, err
 			}
 		}
-		counts, err := expandSlurmCounts(list)
+		count, nodes, err := slurmCountAt(list, node)
 		if err != nil {
-			return name, "", false, fmt.Errorf("gccl: %s=%q: %v; want counts such as 4(x2),3", name, list, err)
+			return name, 0, false, fmt.Errorf("gccl: %s=%q: %v; want counts such as 4(x2),3", name, list, err)
 		}
-		if node < 0 || node >= len(counts) {
-			return name, "", false, fmt.Errorf("gccl: SLURM_NODEID=%d is out of range for %s=%q (%d nodes)", node, name, list, len(counts))
+		if node < 0 || node >= nodes {
+			return name, 0, false, fmt.Errorf("gccl: SLURM_NODEID=%d is out of range for %s=%q (%d nodes)", node, name, list, nodes)
 		}
-		return name, strconv.Itoa(counts[node]), true, nil
+		return name, count, true, nil
 	}
-	return "SLURM_TASKS_PER_NODE", "", false, nil
+	return "SLURM_TASKS_PER_NODE", 0, false, nil
 }
 
-// expandSlurmCounts expands Slurm's compressed per-node counts: "4(x2),3" is [4 4 3].
-func expandSlurmCounts(list string) ([]int, error) {
-	var out []int
+// slurmCountAt reads Slurm's compressed per-node counts ("4(x2),3" is 4, 4, 3): the count of
+// node (0 when node is past the list) and how many nodes the list covers.
+func slurmCountAt(list string, node int) (count, nodes int, err error) {
 	for _, item := range strings.Split(list, ",") {
-		count, repeat := item, "1"
+		c, repeat := item, "1"
 		if i := strings.Index(item, "(x"); i >= 0 && strings.HasSuffix(item, ")") {
-			count, repeat = item[:i], item[i+2:len(item)-1]
+			c, repeat = item[:i], item[i+2:len(item)-1]
 		}
-		c, err1 := strconv.Atoi(count)
+		n, err1 := strconv.Atoi(c)
 		r, err2 := strconv.Atoi(repeat)
-		if err1 != nil || err2 != nil || c < 0 || r < 1 || r > 1<<20 {
-			return nil, fmt.Errorf("%q is not a count or count(xrepeat)", item)
+		if err1 != nil || err2 != nil || n < 0 || r < 1 || r > 1<<20 {
+			return 0, 0, fmt.Errorf("%q is not a count or count(xrepeat)", item)
 		}
-		for range r {
-			out = append(out, c)
+		if node >= nodes && node < nodes+r {
+			count = n
 		}
+		nodes += r
 	}
-	return out, nil
+	return count, nodes, nil
 }
 
 func envInt(name, v string) (int, error) {

@@ -601,11 +601,7 @@ func requestDumps(addr, token, reason string, log *slog.Logger) {
 		return
 	}
 	defer c.Close()
-	n, err := c.Add(ctx, comm.DumpGenerationKey, 1)
-	if err == nil {
-		err = c.Set(ctx, comm.DumpRequestKey(n), []byte("launcher: "+reason))
-	}
-	if err != nil {
+	if err := comm.RequestDumps(ctx, c, "launcher: "+reason); err != nil {
 		log.Debug("launch: requesting flight-recorder dumps", "err", err)
 	}
 }
