@@ -104,39 +104,46 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 	})
 }
 
-// smallInput is where the members put a small reduction's input: tiny ones ride in the op's
-// control line, with the phase and the fingerprint (one cache line per peer); the others go to
-// the next slot buffer.
-type smallInput struct {
-	seg    *segment
-	inline bool
-	opSeq  uint64 // the op's number (inline)
-	buf, n int    // the slot buffer (not inline) and the input's size
-}
-
-// smallInput picks the place for an input of n bytes of the op about to begin.
-func (g *Group) smallInput(n int) smallInput {
-	if n <= inlineMax {
-		return smallInput{seg: g.seg, inline: true, opSeq: g.opSeq + 1, n: n}
+// reduceInline reduces an input of at most inlineMax bytes: each rank writes it into its op line
+// next to the op's fingerprint and phase, so that one cache line per peer carries everything.
+// This is the latency path (an 8-byte all-reduce is one exchange of cache lines), kept free of
+// what larger ops need.
+func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
+	g.opSeq++
+	g.phase++
+	n, r, seq := g.cfg.Size, g.cfg.Rank, g.opSeq
+	me := g.seg.line(r, seq)
+	copy(me.inline[:], ib)
+	fp := opFingerprint(op)
+	me.fp = fp
+	publish(&me.phase, g.phase)
+	backends.Posted(ctx)
+	if err := g.waitPhase(ctx, g.phase); err != nil {
+		return err
 	}
-	return smallInput{seg: g.seg, buf: g.nextBuf(), n: n}
-}
-
-// of is member p's input.
-func (in smallInput) of(p int) []byte {
-	if in.inline {
-		return in.seg.inline(p, in.opSeq)[:in.n]
+	if err := g.checkFingerprints(fp); err != nil {
+		return err
 	}
-	return in.seg.slot(p, in.buf)[:in.n]
+	if root >= 0 && r != root {
+		return nil
+	}
+	srcs := g.srcList()
+	for p := 0; p < n; p++ {
+		srcs[p] = g.seg.line(p, seq).inline[:len(ib)]
+	}
+	return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
 }
 
 // reduce reduces ib over the group into ob on root (every rank when root < 0).
 func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 	srcs := g.srcList()
+	if len(ib) <= inlineMax {
+		return g.reduceInline(ctx, op, ib, ob, root)
+	}
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
-		in := g.smallInput(len(ib))
-		copy(in.of(r), ib)
+		b := g.nextBuf()
+		copy(g.seg.slot(r, b), ib)
 		if err := g.begin(ctx, op); err != nil {
 			return err
 		}
@@ -144,7 +151,7 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 			return nil
 		}
 		for p := range srcs {
-			srcs[p] = in.of(p)
+			srcs[p] = g.seg.slot(p, b)[:len(ib)]
 		}
 		return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
 	}

@@ -139,6 +139,7 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 // the peer's liveness, aborts and the deadline.
 func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done bool, err error)) error {
 	idle := idler{policy: g.policy}
+	posted := false
 	for iter := 0; ; iter++ {
 		moved, done, err := step()
 		if err != nil || done {
@@ -147,6 +148,10 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 		if moved {
 			idle.reset()
 			continue
+		}
+		if !posted {
+			backends.Posted(ctx)
+			posted = true
 		}
 		if iter&63 != 63 {
 			continue

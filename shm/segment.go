@@ -168,19 +168,32 @@ func (s *segment) opLine(rank int, opSeq uint64) int {
 	return s.l.ctrlOff + rank*ctrlSize + ctrlOp + int(opSeq%2)*line
 }
 
+// opLine is what a rank publishes in its control line for one op.
+type opLine struct {
+	phase  uint64 // the sync phase this rank reached in the op
+	fp     fingerprint
+	_      [inlineOff - fpOff - int(unsafe.Sizeof(fingerprint{}))]byte
+	inline [inlineMax]byte // a tiny all-reduce's input
+}
+
+// The struct matches the offsets (the build fails otherwise).
+var (
+	_ [unsafe.Offsetof(opLine{}.fp) - fpOff]struct{}
+	_ [fpOff - unsafe.Offsetof(opLine{}.fp)]struct{}
+	_ [unsafe.Offsetof(opLine{}.inline) - inlineOff]struct{}
+	_ [inlineOff - unsafe.Offsetof(opLine{}.inline)]struct{}
+)
+
+// line is rank's control line for op number opSeq.
+func (s *segment) line(rank int, opSeq uint64) *opLine {
+	return (*opLine)(unsafe.Pointer(&s.mem[s.opLine(rank, opSeq)]))
+}
+
 // phase is the sync phase rank published during op number opSeq.
-func (s *segment) phase(rank int, opSeq uint64) *uint64 { return s.u64(s.opLine(rank, opSeq)) }
+func (s *segment) phase(rank int, opSeq uint64) *uint64 { return &s.line(rank, opSeq).phase }
 
 // fp is rank's fingerprint for op number opSeq.
-func (s *segment) fp(rank int, opSeq uint64) *fingerprint {
-	return (*fingerprint)(unsafe.Pointer(&s.mem[s.opLine(rank, opSeq)+fpOff]))
-}
-
-// inline is rank's inline payload for op number opSeq.
-func (s *segment) inline(rank int, opSeq uint64) []byte {
-	off := s.opLine(rank, opSeq) + inlineOff
-	return s.mem[off : off+inlineMax : off+inlineMax]
-}
+func (s *segment) fp(rank int, opSeq uint64) *fingerprint { return &s.line(rank, opSeq).fp }
 
 // extra is rank's extra fields for op number opSeq.
 func (s *segment) extra(rank int, opSeq uint64) *opExtra {

@@ -57,7 +57,14 @@ type Group struct {
 	singleCopy bool
 }
 
-var _ backends.Group = (*Group)(nil)
+var (
+	_ backends.Group  = (*Group)(nil)
+	_ backends.Poster = (*Group)(nil)
+)
+
+// CallsPosted: every op calls backends.Posted once it has posted this rank's part, before it
+// waits for a peer (in sync, reduceInline and p2pWait).
+func (*Group) CallsPosted() {}
 
 // NewGroup maps the group's segment. Group rank 0 creates it and publishes where to find it;
 // the others map it and report back; rank 0 then drops its handle, so the segment lives exactly

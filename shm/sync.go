@@ -99,7 +99,8 @@ func fpMismatch(got, want fingerprint) string {
 // sync publishes that this rank reached the next phase and waits until every member has.
 func (g *Group) sync(ctx context.Context) error {
 	g.phase++
-	atomic.StoreUint64(g.seg.phase(g.cfg.Rank, g.opSeq), g.phase)
+	publish(g.seg.phase(g.cfg.Rank, g.opSeq), g.phase)
+	backends.Posted(ctx)
 	return g.waitPhase(ctx, g.phase)
 }
 
