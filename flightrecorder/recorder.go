@@ -3,6 +3,7 @@ package flightrecorder
 import (
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,10 +85,65 @@ type groupState struct {
 	registered bool   // appears in pg_config
 	hasStatus  bool   // appears in pg_status
 	status     PGStatus
+	shapes     [4]*opShape // the group's recent shapes, for reuse
+	nextShape  int         // the one shapes replaces next
 }
 
-// slot is one ring position. Its slices are reused from op to op, so a
-// steady-state Record allocates nothing.
+// opShape is the tensor shapes and dtypes of an entry, flattened as in PyTorch: dims[i] is the
+// rank of tensor i (inputs, then outputs) and sizes holds all extents back to back. It never
+// changes once made, so the entries of a group that repeat shapes (a decode loop's all-reduces,
+// a training step's per-layer ops) share one: recording an op costs a comparison, not a copy.
+type opShape struct {
+	inDims, outDims     []int32
+	sizes               []int64
+	inDtypes, outDtypes []string
+}
+
+// shapeLocked returns the group's opShape equal to the given shapes, made and remembered if it
+// has none. r.mu must be held.
+func (g *groupState) shapeLocked(inSizes, outSizes [][]int64, inDtypes, outDtypes []string) *opShape {
+	for _, sh := range g.shapes {
+		if sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
+			return sh
+		}
+	}
+	sh := &opShape{inDtypes: slices.Clone(inDtypes), outDtypes: slices.Clone(outDtypes)}
+	sh.inDims, sh.sizes = appendShapes(nil, nil, inSizes)
+	sh.outDims, sh.sizes = appendShapes(nil, sh.sizes, outSizes)
+	g.shapes[g.nextShape] = sh
+	g.nextShape = (g.nextShape + 1) % len(g.shapes)
+	return sh
+}
+
+func (sh *opShape) matches(inSizes, outSizes [][]int64, inDtypes, outDtypes []string) bool {
+	if len(sh.inDims) != len(inSizes) || len(sh.outDims) != len(outSizes) ||
+		!slices.Equal(sh.inDtypes, inDtypes) || !slices.Equal(sh.outDtypes, outDtypes) {
+		return false
+	}
+	at := 0
+	for _, shapes := range [2][][]int64{inSizes, outSizes} {
+		for _, dims := range shapes {
+			if at+len(dims) > len(sh.sizes) || !slices.Equal(sh.sizes[at:at+len(dims)], dims) {
+				return false
+			}
+			at += len(dims)
+		}
+	}
+	for i, dims := range inSizes {
+		if int(sh.inDims[i]) != len(dims) {
+			return false
+		}
+	}
+	for i, dims := range outSizes {
+		if int(sh.outDims[i]) != len(dims) {
+			return false
+		}
+	}
+	return at == len(sh.sizes)
+}
+
+// slot is one ring position. Its stack buffer is reused from op to op and its
+// shapes are shared (opShape), so a steady-state Record allocates nothing.
 type slot struct {
 	used  bool
 	id    uint64
@@ -109,12 +165,8 @@ type slot struct {
 	startedNs, completedNs int64 // that successive dumps agree
 	durationMs             float64
 
-	// Shapes are flattened as in PyTorch: dims[i] is the rank of tensor i
-	// (inputs, then outputs) and sizes holds all extents back to back.
-	inDims, outDims     []int32
-	sizes               []int64
-	inDtypes, outDtypes []string
-	pcs                 []uintptr
+	shape *opShape
+	pcs   []uintptr
 }
 
 // Recorder is a fixed-size ring of the most recent ops, safe for concurrent
@@ -253,10 +305,7 @@ func (r *Recorder) RecordShapes(op *OpRecord, inSizes, outSizes [][]int64, inDty
 	s.timeoutMs = op.Timeout.Milliseconds()
 	s.createdTick, s.startedTick, s.completedTick = now, now, 0
 	s.converted = 0
-	s.inDims, s.sizes = appendShapes(s.inDims[:0], s.sizes[:0], inSizes)
-	s.outDims, s.sizes = appendShapes(s.outDims[:0], s.sizes, outSizes)
-	s.inDtypes = append(s.inDtypes[:0], inDtypes...)
-	s.outDtypes = append(s.outDtypes[:0], outDtypes...)
+	s.shape = g.shapeLocked(inSizes, outSizes, inDtypes, outDtypes)
 	if stack != nil {
 		s.pcs = append(s.pcs[:0], stack[:depth]...)
 	} else {
@@ -425,9 +474,9 @@ func (r *Recorder) Snapshot() Dump {
 	var nShapes, nSizes, nDtypes, nPCs int
 	for id := lo; id < r.nextID; id++ {
 		s := &r.slots[id%n]
-		nShapes += len(s.inDims) + len(s.outDims)
-		nSizes += len(s.sizes)
-		nDtypes += len(s.inDtypes) + len(s.outDtypes)
+		nShapes += len(s.shape.inDims) + len(s.shape.outDims)
+		nSizes += len(s.shape.sizes)
+		nDtypes += len(s.shape.inDtypes) + len(s.shape.outDtypes)
 		nPCs += len(s.pcs)
 	}
 	shapes := make([][]int64, nShapes)
@@ -471,10 +520,10 @@ func (r *Recorder) Snapshot() Dump {
 		s.convert(conv)
 		e.TimeCreatedNs = s.createdNs
 		var at int
-		e.InputSizes, at = take(s.inDims, s.sizes, 0)
-		e.OutputSizes, _ = take(s.outDims, s.sizes, at)
-		e.InputDtypes = takeDtypes(s.inDtypes)
-		e.OutputDtypes = takeDtypes(s.outDtypes)
+		e.InputSizes, at = take(s.shape.inDims, s.shape.sizes, 0)
+		e.OutputSizes, _ = take(s.shape.outDims, s.shape.sizes, at)
+		e.InputDtypes = takeDtypes(s.shape.inDtypes)
+		e.OutputDtypes = takeDtypes(s.shape.outDtypes)
 		switch s.state {
 		case opScheduled:
 			e.State = StateScheduled
