@@ -16,13 +16,25 @@ type deadlineCtx struct {
 	context.Context
 	timeout  time.Duration
 	deadline time.Time // zero until first asked
+	pg       *ProcessGroup
+	entry    frEntry // the op's flight-recorder entry (a copy: a pointer would move the caller's request to the heap)
 }
 
 // deadline bounds the running op by the group's timeout. Ops on a group run one at a time, so
 // the group reuses one context for them rather than allocating one per op.
-func (pg *ProcessGroup) deadline(parent context.Context) context.Context {
-	pg.opCtx = deadlineCtx{Context: parent, timeout: pg.timeout}
-	return &pg.opCtx
+func (pg *ProcessGroup) deadline(parent context.Context, req *request) context.Context {
+	c := &pg.opCtx
+	c.Context, c.timeout, c.deadline, c.pg = parent, pg.timeout, time.Time{}, pg
+	c.entry = req.frEntry()
+	return c
+}
+
+// Posted is called by backends (backends.Posted) when the op has posted its part and is about
+// to wait for the peers: the op's flight-recorder entry is made then, off the critical path.
+func (c *deadlineCtx) Posted() {
+	if !c.entry.made {
+		c.pg.record(&c.entry, true)
+	}
 }
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gccl/gccl/backends"
@@ -27,16 +28,18 @@ type ProcessGroup struct {
 	// recordedBackend prefixes flight-recorder profiling names: backendName, or for backend
 	// "auto" the backend it picked (shm, gloo), as PyTorch names the backend that runs the op.
 	recordedBackend string
+	posts           bool // the backend calls backends.Posted (backends.Poster)
 	store           store.Store
 	timeout         time.Duration
 	ownsWorld       bool
 
 	mu       sync.Mutex
-	cond     sync.Cond
-	issued   uint64 // tickets handed out
-	turn     uint64 // ticket allowed to run
-	collSeq  uint64 // collectives issued
-	p2pSeq   uint64 // p2p ops issued
+	cond     sync.Cond     // signals turn changes to waiters (under mu)
+	issued   uint64        // tickets handed out
+	turn     atomic.Uint64 // ticket allowed to run
+	waiters  atomic.Int32  // goroutines waiting on cond for a turn
+	collSeq  uint64        // collectives issued
+	p2pSeq   uint64        // p2p ops issued
 	queue    []*request
 	worker   bool // async worker running
 	closed   bool
@@ -81,7 +84,9 @@ type request struct {
 	inEl, outEl []int            // all-to-all split sizes, in elements
 	list        []*tensor.Tensor // list outputs, filled from out after the op
 	ticket      uint64
-	record      uint64 // flight-recorder id
+	seqs        [2]int64 // the group's collective and p2p counters just after the op was issued
+	record      uint64   // flight-recorder id, when issue recorded the op (recorded)
+	recorded    bool
 	work        *Work
 }
 
@@ -130,8 +135,27 @@ func failedWork(err error) *Work {
 	return w
 }
 
-// issue assigns the op its sequence number and ticket and records it. A synchronous op (sync)
-// whose turn has come already is recorded as started; issue reports whether it may run now.
+// frEntry is what an op's flight-recorder entry is made from, and the entry once made.
+type frEntry struct {
+	in, out *tensor.Tensor
+	kind    backends.OpKind
+	peer    int
+	opID    int64
+	seqs    [2]int64 // collective, p2p
+	id      uint64
+	made    bool
+}
+
+func (req *request) frEntry() frEntry {
+	return frEntry{in: req.in, out: req.out, kind: req.op.Kind, peer: req.op.Peer, opID: int64(req.ticket + 1),
+		seqs: req.seqs, id: req.record, made: req.recorded}
+}
+
+// issue assigns the op its sequence number and ticket and reports whether it may run now: it
+// is synchronous (sync) and its turn has come. Such an op on a backend that posts
+// (backends.Poster) is recorded by runNow, once the backend has posted this rank's part (see
+// deadlineCtx.Posted), when the peers no longer wait for this rank; any other op is recorded
+// here, started if it runs now.
 func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 	pg.mu.Lock()
 	if pg.closed {
@@ -145,38 +169,50 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 		pg.collSeq++
 		req.op.Seq = pg.collSeq
 	}
-	collSeq, p2pSeq := pg.collSeq, pg.p2pSeq
 	req.ticket = pg.issued
 	pg.issued++
-	ready = sync && pg.turn == req.ticket
+	req.seqs = [2]int64{int64(pg.collSeq), int64(pg.p2pSeq)}
+	ready = sync && pg.turn.Load() == req.ticket
 	pg.mu.Unlock()
-	if rec := pg.w.recorder; rec.Enabled() {
-		// Shapes go through stack buffers: the recorder copies them.
-		var dims [16]int64
-		inSizes, inDtypes, nIn, rest := shapesOf(req.in, dims[:0:8])
-		outSizes, outDtypes, nOut, _ := shapesOf(req.out, rest)
-		r := flightrecorder.OpRecord{
-			Group: pg.id, ProfilingName: pg.profilingName(req.op), OpID: int64(req.ticket + 1),
-			IsP2P: req.op.Kind.IsP2P(), Timeout: pg.timeout, Started: ready, CaptureStack: pg.w.frStacks,
-		}
-		// Like PyTorch, every entry carries both counters as they stand after this op.
-		r.CollectiveSeqID, r.P2PSeqID = int64(collSeq), int64(p2pSeq)
-		req.record = rec.RecordShapes(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
+	if !ready || !pg.posts {
+		e := req.frEntry()
+		pg.record(&e, ready)
+		req.record, req.recorded = e.id, true
 	}
 	return ready, nil
 }
 
-func (pg *ProcessGroup) profilingName(op backends.Op) string {
-	switch op.Kind {
+// record makes e's flight-recorder entry, started or scheduled.
+func (pg *ProcessGroup) record(e *frEntry, started bool) {
+	e.made = true
+	rec := pg.w.recorder
+	if !rec.Enabled() {
+		return
+	}
+	// Shapes go through stack buffers: the recorder copies them.
+	var dims [16]int64
+	inSizes, inDtypes, nIn, rest := shapesOf(e.in, dims[:0:8])
+	outSizes, outDtypes, nOut, _ := shapesOf(e.out, rest)
+	r := flightrecorder.OpRecord{
+		Group: pg.id, ProfilingName: pg.profilingName(e.kind, e.peer), OpID: e.opID,
+		IsP2P: e.kind.IsP2P(), Timeout: pg.timeout, Started: started, CaptureStack: pg.w.frStacks,
+		// Like PyTorch, every entry carries both counters as they stand after this op.
+		CollectiveSeqID: e.seqs[0], P2PSeqID: e.seqs[1],
+	}
+	e.id = rec.RecordShapes(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
+}
+
+func (pg *ProcessGroup) profilingName(kind backends.OpKind, peer int) string {
+	switch kind {
 	case backends.OpSend:
-		return fmt.Sprintf("%s:send %d->%d", pg.recordedBackend, pg.rank, op.Peer)
+		return fmt.Sprintf("%s:send %d->%d", pg.recordedBackend, pg.rank, peer)
 	case backends.OpRecv:
-		return fmt.Sprintf("%s:recv %d<-%d", pg.recordedBackend, pg.rank, op.Peer)
+		return fmt.Sprintf("%s:recv %d<-%d", pg.recordedBackend, pg.rank, peer)
 	}
-	if int(op.Kind) < len(pg.names) && pg.names[op.Kind] != "" {
-		return pg.names[op.Kind]
+	if int(kind) < len(pg.names) && pg.names[kind] != "" {
+		return pg.names[kind]
 	}
-	return pg.recordedBackend + ":" + op.Kind.String()
+	return pg.recordedBackend + ":" + kind.String()
 }
 
 // execute runs req on the caller's goroutine once every op issued before it has finished.
@@ -224,9 +260,7 @@ func (pg *ProcessGroup) work() {
 		}
 		req := pg.queue[0]
 		pg.queue = pg.queue[1:]
-		for pg.turn != req.ticket {
-			pg.cond.Wait()
-		}
+		pg.waitTurnLocked(req.ticket)
 		pg.mu.Unlock()
 		pg.w.recorder.Started(req.record)
 		req.work.err = pg.runNow(context.Background(), req)
@@ -237,17 +271,30 @@ func (pg *ProcessGroup) work() {
 
 func (pg *ProcessGroup) waitTurn(ticket uint64) {
 	pg.mu.Lock()
-	for pg.turn != ticket {
-		pg.cond.Wait()
-	}
+	pg.waitTurnLocked(ticket)
 	pg.mu.Unlock()
 }
 
+// waitTurnLocked waits, under mu, until turn is ticket. The waiter counts itself before it
+// looks at turn and finishTurn counts waiters after it moves turn, so (the atomics being
+// sequentially consistent) either the waiter sees the new turn or finishTurn sees the waiter and
+// broadcasts, under mu, which the waiter holds until cond.Wait has queued it.
+func (pg *ProcessGroup) waitTurnLocked(ticket uint64) {
+	pg.waiters.Add(1)
+	for pg.turn.Load() != ticket {
+		pg.cond.Wait()
+	}
+	pg.waiters.Add(-1)
+}
+
+// finishTurn lets the next ticket run; it takes the lock only when someone waits.
 func (pg *ProcessGroup) finishTurn() {
-	pg.mu.Lock()
-	pg.turn++
-	pg.cond.Broadcast()
-	pg.mu.Unlock()
+	pg.turn.Add(1)
+	if pg.waiters.Load() > 0 {
+		pg.mu.Lock()
+		pg.cond.Broadcast()
+		pg.mu.Unlock()
+	}
 }
 
 // runNow calls the backend with the op's timeout (its flight-recorder entry is marked started
@@ -255,13 +302,17 @@ func (pg *ProcessGroup) finishTurn() {
 // aborted so that no rank waits forever.
 func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
-	ctx = pg.deadline(ctx)
+	ctx = pg.deadline(ctx, req)
 	err := pg.call(ctx, req)
+	fr := &pg.opCtx.entry
+	if !fr.made {
+		pg.record(fr, true) // the backend never waited
+	}
 	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if err == nil {
-		rec.Completed(req.record)
+		rec.Completed(fr.id)
 	} else {
-		rec.Retire(req.record) // retired but not completed: PyTorch's mark of a failed op
+		rec.Retire(fr.id) // retired but not completed: PyTorch's mark of a failed op
 	}
 	if err == nil {
 		return nil
@@ -289,10 +340,7 @@ func (pg *ProcessGroup) Close() error {
 		return nil
 	}
 	pg.closed = true
-	last := pg.issued
-	for pg.turn != last {
-		pg.cond.Wait()
-	}
+	pg.waitTurnLocked(pg.issued)
 	pg.mu.Unlock()
 	err := pg.backend.Close()
 	if pg.ownsWorld {

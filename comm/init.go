@@ -374,6 +374,7 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		return nil, fmt.Errorf("gccl: creating group %q (rank %d of %d) on backend %s: %w", name, rank, len(ranks), backendName, err)
 	}
 	pg.backend = bg
+	_, pg.posts = bg.(backends.Poster)
 	// Flight-recorder entries name the backend that moves the bytes: backend "auto" records as
 	// shm or gloo when it picked one of them.
 	pg.recordedBackend = backendName

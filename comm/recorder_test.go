@@ -2,6 +2,7 @@ package comm_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/flightrecorder"
+	"github.com/gccl/gccl/internal/ranktest"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -65,4 +67,59 @@ func TestFailedOpIsRetiredNotCompleted(t *testing.T) {
 	require.Len(t, d.Entries, 1)
 	assert.True(t, d.Entries[0].Retired)
 	assert.NotEqual(t, flightrecorder.StateCompleted, d.Entries[0].State)
+}
+
+// An op waiting for a late peer is in the flight recorder, started, while it waits, on a
+// backend that records ops when they have posted (shm) and on one recorded up front (gloo); and
+// a sequence of ops records each with its own counters and completion.
+func TestWaitingOpIsRecordedStarted(t *testing.T) {
+	if ranktest.Child(t) {
+		waitingOpChild(t, os.Getenv("WAIT_TEST_BACKEND"))
+		return
+	}
+	for _, backend := range []string{"shm", "gloo"} {
+		res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Env: []string{"WAIT_TEST_BACKEND=" + backend}})
+		ranktest.AssertExitedZero(t, res)
+	}
+}
+
+func waitingOpChild(t *testing.T, backend string) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Backend: backend})
+	require.NoError(t, err)
+	defer pg.Close()
+	x := tensor.New(tensor.Float32, 2)
+	for i := 0; i < 5; i++ {
+		require.NoError(t, pg.AllReduce(ctx, x, comm.Sum))
+	}
+	if pg.Rank() == 1 {
+		time.Sleep(300 * time.Millisecond) // rank 0 waits in its sixth all-reduce
+		require.NoError(t, pg.AllReduce(ctx, x, comm.Sum))
+		return
+	}
+	seen := make(chan flightrecorder.Entry, 1)
+	go func() {
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+			if es := pg.Recorder().Snapshot().Entries; len(es) == 6 {
+				seen <- es[5]
+				return
+			}
+		}
+		close(seen)
+	}()
+	require.NoError(t, pg.AllReduce(ctx, x, comm.Sum))
+	e, ok := <-seen
+	require.True(t, ok, "%s: the waiting all-reduce never appeared in the recorder", backend)
+	assert.Equal(t, flightrecorder.StateStarted, e.State, "%s: seen while it waited", backend)
+	assert.Equal(t, int64(6), e.CollectiveSeqID)
+	assert.Equal(t, backend+":all_reduce", e.ProfilingName)
+	es := pg.Recorder().Snapshot().Entries
+	require.Len(t, es, 6)
+	for i, e := range es {
+		assert.Equal(t, flightrecorder.StateCompleted, e.State, "entry %d", i)
+		assert.Equal(t, int64(i+1), e.CollectiveSeqID)
+		assert.Equal(t, int64(i+1), e.OpID)
+		assert.Equal(t, [][]int64{{2}}, e.InputSizes)
+		assert.NotNil(t, e.DurationMs)
+	}
 }
