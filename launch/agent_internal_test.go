@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -38,4 +39,13 @@ func TestAssignNodeRanks(t *testing.T) {
 			assert.Equal(t, c.slots, slots)
 		})
 	}
+}
+
+// A job stopped with no failed rank (a timeout) reports "failures": [], never null.
+func TestFailureReportWithoutFailuresListsNone(t *testing.T) {
+	rep := newFailureReport(&Config{RunID: "r"}, &Result{TimedOut: true}, nil, nil)
+	data, err := json.Marshal(rep)
+	require.NoError(t, err)
+	assert.Contains(t, string(data), `"failures":[]`)
+	assert.Equal(t, "timeout", rep.Reason)
 }

@@ -72,7 +72,7 @@ type FlightRecorder struct {
 // the failed ranks the other nodes reported (others) and why the generation failed (cause).
 func newFailureReport(cfg *Config, res *Result, others []RankFailure, cause *remoteFailure) *FailureReport {
 	rep := &FailureReport{RunID: cfg.RunID, RestartCount: res.RestartCount, MaxRestarts: cfg.MaxRestarts, DumpDir: res.DumpDir, Failures: []RankFailure{}}
-	rep.Failures = append(localFailures(cfg, res), others...)
+	rep.Failures = append(append(rep.Failures, localFailures(cfg, res)...), others...) // [] in JSON, never null
 	slices.SortStableFunc(rep.Failures, func(a, b RankFailure) int { return a.Time.Compare(b.Time) })
 	if res.First != nil {
 		for i := range rep.Failures {
