@@ -125,6 +125,14 @@ type Config struct {
 	MasterAddr string
 }
 
+// GlobalRank maps group rank r to its global rank (-1 when r is not a member).
+func (c Config) GlobalRank(r int) int {
+	if r >= 0 && r < len(c.GlobalRanks) {
+		return c.GlobalRanks[r]
+	}
+	return -1
+}
+
 // Backend is a factory for groups, registered under a name with comm.Register.
 type Backend interface {
 	// NewGroup connects this rank to the other members. Every member calls it concurrently.

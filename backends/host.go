@@ -1,8 +1,10 @@
 package backends
 
 import (
+	"bytes"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -40,4 +42,23 @@ func SocketHost(master string) string {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).IP.String()
+}
+
+// ProcessAlive reports whether pid is a running process of this host: it exists and is not a
+// zombie or dead (Z, X or x in /proc/PID/stat).
+func ProcessAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses, which may hold anything: "pid (comm) S ...".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return true
+	}
+	switch b[i+2] {
+	case 'Z', 'X', 'x':
+		return false
+	}
+	return true
 }

@@ -137,7 +137,6 @@ func (d *dumper) onFailure(err error) {
 	_ = requestDumps(ctx, d.store, reason, &d.ownGen)
 }
 
-// requestDumps asks every rank to dump, through st; the request's number goes to gen first.
 // RequestDumps asks every rank of the job that uses st to dump its flight recorder, with reason
 // (what a launcher does when a worker fails): one request through DumpGenerationKey and
 // DumpRequestKey.
@@ -145,6 +144,7 @@ func RequestDumps(ctx context.Context, st store.Store, reason string) error {
 	return requestDumps(ctx, st, reason, nil)
 }
 
+// requestDumps asks every rank to dump, through st; the request's number goes to gen first.
 func requestDumps(ctx context.Context, st store.Store, reason string, gen *atomic.Int64) error {
 	n, err := st.Add(ctx, DumpGenerationKey, 1)
 	if err != nil {

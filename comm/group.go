@@ -297,16 +297,17 @@ func (pg *ProcessGroup) finishTurn() {
 	}
 }
 
-// runNow calls the backend with the op's timeout (its flight-recorder entry is marked started
-// already) and turns failures into errors that name the op; on a timeout or failure the group is
-// aborted so that no rank waits forever.
+// runNow calls the backend with the op's timeout (the op's flight-recorder entry is started
+// already, or made when the backend posts, or after it returns if it never did) and turns
+// failures into errors that name the op; on a timeout or failure the group is aborted so that no
+// rank waits forever.
 func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
 	ctx = pg.deadline(ctx, req)
 	err := pg.call(ctx, req)
 	fr := &pg.opCtx.entry
 	if !fr.made {
-		pg.record(fr, true) // the backend never waited
+		pg.record(fr, true) // the backend never posted
 	}
 	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	if err == nil {

@@ -350,8 +350,8 @@ func (pg *ProcessGroup) checkList(kind backends.OpKind, what string, list []*ten
 			return pg.invalid(kind, "%s[%d] is %d x %s but must match the single tensor (%d x %s)",
 				what, i, t.Numel(), t.DType(), like.Numel(), like.DType())
 		}
-		if err := pg.checkSameDevice(kind, fmt.Sprintf("%s[%d]", what, i), t, "single tensor", like); err != nil {
-			return err
+		if t.Device() != like.Device() { // the name is built only for the error
+			return pg.checkSameDevice(kind, fmt.Sprintf("%s[%d]", what, i), t, "single tensor", like)
 		}
 	}
 	return nil

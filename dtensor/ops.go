@@ -39,7 +39,7 @@ func linearPartial(p Placement) bool {
 // propagate applies an op's per-mesh-dimension rule to the inputs' placements (ins[k][i] is
 // input k's placement on mesh dimension i; a nil ins[k] is an absent optional input, given to
 // the rule as nil). The error names every input's placements, the mesh dimension and the hint.
-func propagate(ins [][]Placement, sep string, f func(i int, ps []Placement) rule) ([]Placement, error) {
+func propagate(ins [][]Placement, f func(i int, ps []Placement) rule) ([]Placement, error) {
 	n := 0
 	for _, in := range ins {
 		n = max(n, len(in))
@@ -56,31 +56,34 @@ func propagate(ins [][]Placement, sep string, f func(i int, ps []Placement) rule
 		r := f(i, ps)
 		if r.failed() {
 			return nil, fmt.Errorf("no rule for %s (mesh dimension %d: %s): %s: %w",
-				describe(ins, sep), i, describeOne(ps, sep), r.hint, ErrNoRule)
+				describe(ins), i, describeOne(ps), r.hint, ErrNoRule)
 		}
 		out[i] = r.out
 	}
 	return out, nil
 }
 
-func describe(ins [][]Placement, sep string) string {
+// inputSep separates the inputs in propagate's errors.
+const inputSep = " x "
+
+func describe(ins [][]Placement) string {
 	parts := make([]string, 0, len(ins))
 	for _, in := range ins {
 		if in != nil {
 			parts = append(parts, formatPlacements(in))
 		}
 	}
-	return strings.Join(parts, sep)
+	return strings.Join(parts, inputSep)
 }
 
-func describeOne(ps []Placement, sep string) string {
+func describeOne(ps []Placement) string {
 	parts := make([]string, 0, len(ps))
 	for _, p := range ps {
 		if p != nil {
 			parts = append(parts, p.String())
 		}
 	}
-	return strings.Join(parts, sep)
+	return strings.Join(parts, inputSep)
 }
 
 // opError wraps err (a rule's or a shape check's) with the op, the rank and
@@ -145,7 +148,7 @@ func unaryRuleFor(op string, x []Placement, rank int, rows bool) ([]Placement, e
 	if rows {
 		last = rank - 1
 	}
-	return propagate([][]Placement{x}, " x ", unaryRule(op, last))
+	return propagate([][]Placement{x}, unaryRule(op, last))
 }
 
 // binaryKind is how a binary elementwise op treats Partial inputs.
@@ -161,7 +164,7 @@ const (
 // it, broadcast over a's leading dims).
 func binaryRule(op string, kind binaryKind, a, b []Placement, ra, rb int) ([]Placement, error) {
 	off := ra - rb
-	return propagate([][]Placement{a, b}, " x ", func(_ int, ps []Placement) rule {
+	return propagate([][]Placement{a, b}, func(_ int, ps []Placement) rule {
 		pa, pb := ps[0], ps[1]
 		da, db := shardDim(pa), shardDim(pb)
 		switch {

@@ -23,7 +23,7 @@ func matmulRule(aShape, bShape []int, a, b []Placement) ([]int, []Placement, err
 		return nil, nil, fmt.Errorf("batch dims differ: a %v, b %v (b may also be 2-D)", aShape, bShape)
 	}
 	shape := append(slices.Clone(aShape[:ra-1]), bShape[rb-1])
-	ps, err := propagate([][]Placement{a, b}, " x ", func(_ int, ps []Placement) rule {
+	ps, err := propagate([][]Placement{a, b}, func(_ int, ps []Placement) rule {
 		pa, pb := ps[0], ps[1]
 		da, db := shardDim(pa), shardDim(pb)
 		switch {
@@ -104,7 +104,7 @@ func linearRule(xShape, wShape, biasShape []int, x, w, bias []Placement) ([]int,
 		return nil, nil, fmt.Errorf("bias is %v; want [%d]", biasShape, wShape[0])
 	}
 	shape := append(slices.Clone(xShape[:rx-1]), wShape[0])
-	ps, err := propagate([][]Placement{x, w, bias}, " x ", func(_ int, ps []Placement) rule {
+	ps, err := propagate([][]Placement{x, w, bias}, func(_ int, ps []Placement) rule {
 		px, pw, pb := ps[0], ps[1], ps[2]
 		dx, dw := shardDim(px), shardDim(pw)
 		biasR := pb == nil || pb == (Replicate{})

@@ -12,7 +12,7 @@ import (
 // P(sum) (each rank looks up the ids in its rows, zeros for the others), S(1) stays S(1), R
 // stays R; a Partial table is an error.
 func embeddingRule(table []Placement) ([]Placement, error) {
-	return propagate([][]Placement{table}, " x ", func(_ int, ps []Placement) rule {
+	return propagate([][]Placement{table}, func(_ int, ps []Placement) rule {
 		switch p := ps[0]; {
 		case shardDim(p) == 0:
 			return ok(Partial{})
@@ -181,7 +181,7 @@ func reshapeRule(in, out []int, x []Placement, meshShape []int) ([]Placement, er
 		}
 		return dimGroup{}
 	}
-	return propagate([][]Placement{x}, " x ", func(i int, ps []Placement) rule {
+	return propagate([][]Placement{x}, func(i int, ps []Placement) rule {
 		d := shardDim(ps[0])
 		if d < 0 {
 			return ok(ps[0])

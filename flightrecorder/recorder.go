@@ -116,27 +116,23 @@ func (g *groupState) shapeLocked(inSizes, outSizes [][]int64, inDtypes, outDtype
 }
 
 func (sh *opShape) matches(inSizes, outSizes [][]int64, inDtypes, outDtypes []string) bool {
-	if len(sh.inDims) != len(inSizes) || len(sh.outDims) != len(outSizes) ||
-		!slices.Equal(sh.inDtypes, inDtypes) || !slices.Equal(sh.outDtypes, outDtypes) {
+	if !slices.Equal(sh.inDtypes, inDtypes) || !slices.Equal(sh.outDtypes, outDtypes) {
 		return false
 	}
 	at := 0
-	for _, shapes := range [2][][]int64{inSizes, outSizes} {
-		for _, dims := range shapes {
-			if at+len(dims) > len(sh.sizes) || !slices.Equal(sh.sizes[at:at+len(dims)], dims) {
+	for _, side := range [2]struct {
+		dims   []int32
+		shapes [][]int64
+	}{{sh.inDims, inSizes}, {sh.outDims, outSizes}} {
+		if len(side.dims) != len(side.shapes) {
+			return false
+		}
+		for i, shape := range side.shapes {
+			end := at + len(shape)
+			if int(side.dims[i]) != len(shape) || end > len(sh.sizes) || !slices.Equal(sh.sizes[at:end], shape) {
 				return false
 			}
-			at += len(dims)
-		}
-	}
-	for i, dims := range inSizes {
-		if int(sh.inDims[i]) != len(dims) {
-			return false
-		}
-	}
-	for i, dims := range outSizes {
-		if int(sh.outDims[i]) != len(dims) {
-			return false
+			at = end
 		}
 	}
 	return at == len(sh.sizes)

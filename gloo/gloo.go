@@ -67,7 +67,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 }
 
 func (g *Group) connect(ctx context.Context) error {
-	tcps, err := peerconn.Connect(ctx, peerconn.Config{Group: g.cfg, KeyPrefix: "gloo/addr/", Magic: helloMagic, Logger: g.log})
+	tcps, err := peerconn.Connect(ctx, peerconn.Config{Group: g.cfg, KeyPrefix: "gloo/addr/", Magic: helloMagic})
 	if err != nil {
 		return err
 	}

@@ -421,7 +421,7 @@ func (a *agent) rendezvous(ctx context.Context, gen int, sigs <-chan os.Signal) 
 		}
 	}
 	if slot >= closed {
-		return nil, &lateError{gen: gen, closed: closed, slot: slot}
+		return nil, &lateError{gen: gen, closed: closed}
 	}
 	nodes := make([]nodeInfo, closed)
 	for s := 0; s < closed; s++ {
@@ -460,7 +460,7 @@ func (a *agent) markEnded(gen int) {
 }
 
 // lateError: the generation closed before this agent joined it.
-type lateError struct{ gen, closed, slot int }
+type lateError struct{ gen, closed int }
 
 func (e *lateError) Error() string {
 	return fmt.Sprintf("generation %d closed with %d node(s) before this node joined it", e.gen, e.closed)

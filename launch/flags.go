@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/gccl/gccl/comm/store"
 )
 
 // Flags are gccl run's command-line flags: torchrun's names and meanings, plus gccl's own. Register adds them to a flag set; Config turns them into a Config.
@@ -115,7 +117,7 @@ func (f *Flags) Config(args []string) (Config, error) {
 	if cfg.MasterPort < 0 || cfg.MasterPort > 65535 {
 		return cfg, fmt.Errorf("run: port %d: want 0..65535", cfg.MasterPort)
 	}
-	if cfg.MaxNodes > 1 {
+	if cfg.multiNode() {
 		// torchrun's static rendezvous: the store at --master-addr:--master-port (29500 by default).
 		port := cfg.MasterPort
 		if port == 0 {
@@ -166,10 +168,10 @@ func (f *Flags) Config(args []string) (Config, error) {
 		if cfg.Token = strings.TrimSpace(string(data)); cfg.Token == "" {
 			return cfg, fmt.Errorf("run: --token-file %s is empty", f.TokenFile)
 		}
-	} else if cfg.MaxNodes > 1 {
-		cfg.Token = os.Getenv("GCCL_TOKEN")
+	} else if cfg.multiNode() {
+		cfg.Token = os.Getenv(store.TokenEnv)
 	}
-	if cfg.MaxNodes > 1 && cfg.Token == "" {
+	if cfg.multiNode() && cfg.Token == "" {
 		return cfg, fmt.Errorf("run: --nnodes %s: every node needs the same job token: --token-file FILE (the same secret on every node) or GCCL_TOKEN", f.NNodes)
 	}
 	cfg.ForwardSignals = true

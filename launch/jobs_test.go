@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gccl/gccl/internal/ranktest"
+	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/launch"
 )
 
@@ -199,16 +199,16 @@ func startLauncher(t *testing.T, workers string) (*exec.Cmd, []int, *bufio.Scann
 func TestKilledLauncherLeavesNoWorker(t *testing.T) {
 	launcher, pids, _ := startLauncher(t, "sleep")
 	for _, pid := range pids {
-		require.True(t, ranktest.Alive(pid))
+		require.True(t, backends.ProcessAlive(pid))
 	}
 	require.NoError(t, launcher.Process.Signal(syscall.SIGKILL))
 	_ = launcher.Wait()
 	deadline := time.Now().Add(2 * time.Second)
 	for _, pid := range pids {
-		for ranktest.Alive(pid) && time.Now().Before(deadline) {
+		for backends.ProcessAlive(pid) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		assert.False(t, ranktest.Alive(pid), "worker %d survived its launcher", pid)
+		assert.False(t, backends.ProcessAlive(pid), "worker %d survived its launcher", pid)
 	}
 }
 
@@ -230,6 +230,6 @@ func TestLauncherForwardsSignals(t *testing.T) {
 	assert.Contains(t, lines, "launcher: <nil> job stopped by SIGTERM", "the job is reported stopped by the signal")
 	_ = launcher.Wait()
 	for _, pid := range pids {
-		assert.False(t, ranktest.Alive(pid), "worker %d", pid)
+		assert.False(t, backends.ProcessAlive(pid), "worker %d", pid)
 	}
 }

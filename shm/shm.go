@@ -199,14 +199,7 @@ func (g *Group) fail(err error) {
 // peerAbort is the error for a peer's published abort word.
 func (g *Group) peerAbort(p int, word uint64) error {
 	lost := int(word&0xffffffff) - 1
-	return backends.PeerAbortError(backends.AbortClass(word>>32), p, lost, g.globalRank(lost), "")
-}
-
-func (g *Group) globalRank(r int) int {
-	if r >= 0 && r < len(g.cfg.GlobalRanks) {
-		return g.cfg.GlobalRanks[r]
-	}
-	return -1
+	return backends.PeerAbortError(backends.AbortClass(word>>32), p, lost, g.cfg.GlobalRank(lost), "")
 }
 
 // Abort fails the running op and every later one, and tells the peers.

@@ -1,12 +1,9 @@
 package shm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -204,28 +201,10 @@ func (g *Group) behind(from int, phase uint64) []int {
 // checkAlive turns a dead awaited member into a PeerLostError.
 func (g *Group) checkAlive(from int, phase uint64) error {
 	for _, p := range g.behind(from, phase) {
-		if !alive(g.pids[p]) {
-			return &backends.PeerLostError{Rank: p, GlobalRank: g.globalRank(p),
+		if !backends.ProcessAlive(g.pids[p]) {
+			return &backends.PeerLostError{Rank: p, GlobalRank: g.cfg.GlobalRank(p),
 				Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[p])}
 		}
 	}
 	return nil
-}
-
-// alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses: "pid (comm) S ...".
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return true
-	}
-	switch b[i+2] {
-	case 'Z', 'X', 'x':
-		return false
-	}
-	return true
 }

@@ -246,7 +246,7 @@ func (t *Tensor) view2D(off, rows, cols int) *Tensor {
 
 // view2DAt returns a packed rows×cols view of t's storage starting at absolute element off.
 func (t *Tensor) view2DAt(off, rows, cols int) *Tensor {
-	return makeTensor(t.dtype, []int{rows, cols}, []int{cols, 1}, off, t.data, t.device)
+	return t.view([]int{rows, cols}, []int{cols, 1}, off)
 }
 
 // flattenRows views t [... R C] as [(...·R) C], copying it first if it is not contiguous.

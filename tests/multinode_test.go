@@ -3,9 +3,11 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -100,14 +102,6 @@ func TestMultiNode(t *testing.T) {
 		require.Len(t, pids, 2*len(ps))
 		return pids
 	}
-	values := func(m map[int]int) []int {
-		var out []int
-		for _, v := range m {
-			out = append(out, v)
-		}
-		return out
-	}
-
 	t.Run("conformance", func(t *testing.T) {
 		ps := agents(t, 3, "", "check", t.TempDir(), nodeRank)
 		for i, p := range ps {
@@ -151,7 +145,7 @@ func TestMultiNode(t *testing.T) {
 		ps := agents(t, 3, "", "idle", logs, nodeRank)
 		pids := readyPids(t, ps)
 		require.NoError(t, syscall.Kill(pids[3], syscall.SIGKILL))
-		took := waitGone(t, values(pids), 15*time.Second)
+		took := waitGone(t, slices.Collect(maps.Values(pids)), 15*time.Second)
 		t.Logf("every worker on every node stopped %v after rank 3 was killed", took)
 		for i, p := range ps {
 			assert.NotEqual(t, 0, p.wait(t, time.Minute), "node %d must report the failure", i)
@@ -180,7 +174,7 @@ func TestMultiNode(t *testing.T) {
 		require.NoError(t, ps[2].cmd.Process.Kill())
 		// The dead agent's workers die with it (parent-death signal), the others are stopped.
 		waitGone(t, []int{pids[4], pids[5]}, 5*time.Second)
-		took := waitGone(t, values(pids), 30*time.Second)
+		took := waitGone(t, slices.Collect(maps.Values(pids)), 30*time.Second)
 		t.Logf("every worker stopped %v after node 2's agent was killed", took)
 		for i, p := range ps[:2] {
 			assert.NotEqual(t, 0, p.wait(t, time.Minute), "node %d must report the failure", i)
@@ -206,7 +200,7 @@ func TestMultiNode(t *testing.T) {
 			}
 			assert.Contains(t, p.output(), "memberlist declared it dead")
 		}
-		waitGone(t, values(pids), 5*time.Second)
+		waitGone(t, slices.Collect(maps.Values(pids)), 5*time.Second)
 	})
 
 	t.Run("agent killed and started again: the job restarts with it", func(t *testing.T) {
@@ -226,7 +220,7 @@ func TestMultiNode(t *testing.T) {
 				assert.Contains(t, p.output(), fmt.Sprintf("[rank %d] rank %d of 6 node %d local %d restart 1: ok", r, r, i, l))
 			}
 		}
-		waitGone(t, values(pids), 5*time.Second)
+		waitGone(t, slices.Collect(maps.Values(pids)), 5*time.Second)
 	})
 
 	t.Run("every agent killed", func(t *testing.T) {
@@ -235,7 +229,7 @@ func TestMultiNode(t *testing.T) {
 		for _, p := range ps {
 			require.NoError(t, p.cmd.Process.Kill())
 		}
-		waitGone(t, values(pids), 5*time.Second)
+		waitGone(t, slices.Collect(maps.Values(pids)), 5*time.Second)
 	})
 
 	t.Run("agent stopped by SIGTERM: no restart", func(t *testing.T) {
@@ -243,7 +237,7 @@ func TestMultiNode(t *testing.T) {
 		ps := agents(t, 3, "", "idle", logs, func(i int) []string { return append(nodeRank(i), "--max-restarts", "2") })
 		pids := readyPids(t, ps)
 		require.NoError(t, ps[1].cmd.Process.Signal(syscall.SIGTERM))
-		waitGone(t, values(pids), 15*time.Second)
+		waitGone(t, slices.Collect(maps.Values(pids)), 15*time.Second)
 		assert.Equal(t, 128+int(syscall.SIGTERM), ps[1].wait(t, time.Minute), "gccl run exits 128 + SIGTERM")
 		for i, p := range ps {
 			code := p.wait(t, time.Minute)
@@ -264,7 +258,7 @@ func TestMultiNode(t *testing.T) {
 			return extra
 		})
 		pids := readyPids(t, ps)
-		waitGone(t, values(pids), 20*time.Second)
+		waitGone(t, slices.Collect(maps.Values(pids)), 20*time.Second)
 		for i, p := range ps {
 			assert.NotEqual(t, 0, p.wait(t, time.Minute), "node %d", i)
 			assert.NotContains(t, p.output(), "restarting the job", "node %d: a timeout stops the job for good", i)
@@ -278,7 +272,7 @@ func TestMultiNode(t *testing.T) {
 		ps := agents(t, 3, "", "idle", logs, func(i int) []string { return append(nodeRank(i), "--max-restarts", "2") })
 		pids := readyPids(t, ps)
 		require.NoError(t, ps[0].cmd.Process.Kill()) // node 0's agent hosts the rendezvous store
-		waitGone(t, values(pids), 20*time.Second)
+		waitGone(t, slices.Collect(maps.Values(pids)), 20*time.Second)
 		for i, p := range ps[1:] {
 			assert.NotEqual(t, 0, p.wait(t, time.Minute), "node %d", i+1)
 			assert.NotContains(t, p.output(), "restarting the job", "node %d: without the store there is no restart", i+1)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gccl/gccl/internal/ranktest"
+	"github.com/gccl/gccl/backends"
 )
 
 // cluster is a set of Linux network namespaces standing for hosts: node i is namespace
@@ -208,7 +208,7 @@ func waitGone(t testing.TB, pids []int, d time.Duration) time.Duration {
 	for {
 		var left []int
 		for _, pid := range pids {
-			if ranktest.Alive(pid) {
+			if backends.ProcessAlive(pid) {
 				left = append(left, pid)
 			}
 		}

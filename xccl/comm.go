@@ -461,7 +461,7 @@ func (c *Comm) reduction(ctx context.Context, opName, fn string, dt tensor.DType
 		c.avgNative.Store(-1)
 		c.log.Debug("xccl: the oneCCL plugin rejects AVG; running SUM then dividing", "communicator", c.opts.Name, "error", err)
 	}
-	for _, b := range append(keep, out) {
+	for _, b := range keep { // out is one of them
 		if b.onDevice {
 			return c.errorf(opName, "%w: the oneCCL plugin (%s) rejects AVG, and xccl cannot divide device memory (it has no SYCL kernels): pass SUM and divide by %d on the device", backends.ErrUnsupported, c.lib.path, c.size)
 		}

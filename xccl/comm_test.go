@@ -201,6 +201,6 @@ func TestGoodbyeIsNotALoss(t *testing.T) {
 func spawnFixtureRanks(t *testing.T, n int) []ranktest.Result {
 	lib := buildFixture(t)
 	return ranktest.Spawn(t, ranktest.Config{Ranks: n, Timeout: time.Minute, Env: []string{
-		EnvLibrary + "=" + lib, "GCCL_XCCL_FIXTURE_DIR=" + t.TempDir(), "GCCL_FR_DUMP_PREFIX=" + t.TempDir() + "/fr_",
+		EnvLibrary + "=" + lib, "GCCL_XCCL_FIXTURE_DIR=" + t.TempDir(),
 	}})
 }

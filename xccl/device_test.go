@@ -41,7 +41,7 @@ func TestDeviceTensorsThroughComm(t *testing.T) {
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: time.Minute,
 		Env: []string{
 			EnvLibrary + "=" + buildFixture(t), "GCCL_XCCL_FIXTURE_DIR=" + t.TempDir(),
-			"GCCL_FR_DUMP_PREFIX=" + t.TempDir() + "/fr_", EnvDevice + "=xpu:0",
+			EnvDevice + "=xpu:0",
 		},
 		RankEnv: func(r int) []string {
 			return []string{"GCCL_XCCL_FIXTURE_LOG=" + filepath.Join(dir, "calls."+strconv.Itoa(r))}

@@ -42,7 +42,6 @@ var ffiLibraries = []string{"libffi.so.8", "libffi.so.7", "libffi.so"}
 
 // ffiLib is a loaded libffi.
 type ffiLib struct {
-	path                           string
 	prepCIF, call                  uintptr
 	typeUint8, typeUint64, typeS32 uintptr // addresses of ffi_type_uint8, _uint64, _sint32
 	typePointer                    uintptr
@@ -59,7 +58,7 @@ func loadFFI() (*ffiLib, error) {
 			tried = append(tried, err.Error())
 			continue
 		}
-		f := &ffiLib{path: name}
+		f := &ffiLib{}
 		for _, s := range []struct {
 			name string
 			p    *uintptr

@@ -70,7 +70,7 @@ func (b Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Gr
 		_ = coll.Close()
 		return nil, err
 	}
-	g := &group{cfg: cfg, coll: coll, p2p: p2p, device: dev, stash: map[int][]message{}, barrier: HostBuffer(make([]byte, 4))}
+	g := &group{cfg: cfg, coll: coll, p2p: p2p, stash: map[int][]message{}, barrier: HostBuffer(make([]byte, 4))}
 	if !dev.IsCPU() && coll.lib.memAlloc != 0 {
 		// A device communicator's barrier all-reduces device memory, like its other ops.
 		p, err := coll.MemAlloc(ctx, 4)
@@ -95,7 +95,6 @@ var _ backends.DeviceGroup = (*group)(nil)
 type group struct {
 	cfg       backends.Config
 	coll, p2p *Comm
-	device    tensor.Device // the communicators' device: the zero Device for host only
 	watch     *watch
 	barrier   Buffer // 4 bytes: device memory on a device group where the library allocates it
 
@@ -149,7 +148,8 @@ func buffer(t *tensor.Tensor) Buffer {
 // SupportsDevice reports whether dev is the device the group's communicators were created on
 // (Backend.Device, GCCL_XCCL_DEVICE): comm then hands it device tensors on dev.
 func (g *group) SupportsDevice(dev tensor.Device) bool {
-	return !g.device.IsCPU() && dev == g.device
+	d := g.coll.opts.Device // the zero Device for host only
+	return !d.IsCPU() && dev == d
 }
 
 // hostOnly refuses device tensors in the ops that would have to copy device memory on the host

@@ -50,7 +50,7 @@ const (
 // backend listens on, published in the group's store; gloo's rendezvous). ctx bounds the whole
 // setup. Nothing is watched until start.
 func newWatch(ctx context.Context, cfg backends.Config, lost func(error)) (*watch, error) {
-	tcps, err := peerconn.Connect(ctx, peerconn.Config{Group: cfg, KeyPrefix: watchKeyPrefix, Magic: watchMagic, Logger: cfg.Logger})
+	tcps, err := peerconn.Connect(ctx, peerconn.Config{Group: cfg, KeyPrefix: watchKeyPrefix, Magic: watchMagic})
 	if err != nil {
 		return nil, fmt.Errorf("xccl: group %q rank %d of %d: connecting the liveness watch to the peers: %w", cfg.Name, cfg.Rank, cfg.Size, err)
 	}
@@ -86,7 +86,7 @@ func (w *watch) read(peer int, c net.Conn) {
 			reason := make([]byte, binary.LittleEndian.Uint16(hdr[5:]))
 			if _, err = io.ReadFull(c, reason); err == nil && !w.closing.Load() {
 				lost := int(int32(binary.LittleEndian.Uint32(hdr[1:])))
-				w.lost(backends.PeerAbortError(backends.AbortClass(hdr[0]), peer, lost, w.globalRank(lost), string(reason)))
+				w.lost(backends.PeerAbortError(backends.AbortClass(hdr[0]), peer, lost, w.cfg.GlobalRank(lost), string(reason)))
 				return
 			}
 		}
@@ -104,15 +104,7 @@ func (w *watch) read(peer int, c net.Conn) {
 	case !errors.Is(err, io.EOF):
 		cause = fmt.Sprintf("its liveness connection broke (%v): the process, its host or the network is gone", err)
 	}
-	w.lost(&backends.PeerLostError{Rank: peer, GlobalRank: w.globalRank(peer), Cause: cause})
-}
-
-// globalRank is the global rank of group rank r (-1 when r is out of range).
-func (w *watch) globalRank(r int) int {
-	if r < 0 || r >= len(w.cfg.GlobalRanks) {
-		return -1
-	}
-	return w.cfg.GlobalRanks[r]
+	w.lost(&backends.PeerLostError{Rank: peer, GlobalRank: w.cfg.GlobalRank(peer), Cause: cause})
 }
 
 // abort tells every peer why this rank aborted, once, so that they fail with the same kind of

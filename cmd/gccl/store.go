@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gccl/gccl/comm/store"
 	"github.com/gccl/gccl/launch"
 )
 
@@ -20,7 +21,7 @@ address it listens on and serves until SIGINT or SIGTERM.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.TokenFile == "" {
-				cfg.Token = os.Getenv("GCCL_TOKEN")
+				cfg.Token = os.Getenv(store.TokenEnv)
 			}
 			cfg.Ready = func(addr string) { fmt.Fprintf(cmd.OutOrStdout(), "gccl store: listening on %s\n", addr) }
 			return launch.ServeStore(cmd.Context(), cfg)

@@ -246,6 +246,7 @@ func (p *plain) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 // update applies one optimizer step (the same hyperparameters as the fsdp run's).
 func (p *plain) update(o optimConfig) {
 	p.steps++
+	bc1, bc2 := 1-math.Pow(0.9, float64(p.steps)), 1-math.Pow(0.999, float64(p.steps)) // AdamW's bias corrections
 	for name, w := range p.w {
 		ws, gs := w.Float32s(), p.g[name].Float32s()
 		if p.m[name] == nil {
@@ -262,7 +263,6 @@ func (p *plain) update(o optimConfig) {
 				x *= 1 - o.lr*o.weightDecay
 				m[i] = float64(float32(0.9*m[i] + 0.1*g))
 				v[i] = float64(float32(0.999*v[i] + 0.001*g*g))
-				bc1, bc2 := 1-math.Pow(0.9, float64(p.steps)), 1-math.Pow(0.999, float64(p.steps))
 				x -= o.lr / bc1 * m[i] / (math.Sqrt(v[i])/math.Sqrt(bc2) + 1e-8)
 			}
 			ws[i] = float32(x)

@@ -16,7 +16,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -204,7 +203,7 @@ func run() error {
 	if asJSON {
 		b, err := json.Marshal(res)
 		if err != nil {
-			return errors.Join(err)
+			return err
 		}
 		fmt.Println(string(b))
 	}

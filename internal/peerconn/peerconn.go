@@ -27,7 +27,6 @@ type Config struct {
 	Group     backends.Config
 	KeyPrefix string // store key of rank r's address: KeyPrefix + r
 	Magic     uint32 // first word of the hello: a connection made for another use is refused
-	Logger    *slog.Logger
 }
 
 // Connect returns one connection per peer (nil at this rank's index), or an error after closing
@@ -37,9 +36,6 @@ func Connect(ctx context.Context, cfg Config) ([]*net.TCPConn, error) {
 	conns := make([]*net.TCPConn, cfg.Group.Size)
 	if cfg.Group.Size == 1 {
 		return conns, nil
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	if err := connect(ctx, cfg, conns); err != nil {
 		for _, c := range conns {
@@ -54,6 +50,10 @@ func Connect(ctx context.Context, cfg Config) ([]*net.TCPConn, error) {
 
 func connect(ctx context.Context, cfg Config, conns []*net.TCPConn) error {
 	g := cfg.Group
+	log := g.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(backends.SocketHost(g.MasterAddr), "0"))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -80,7 +80,7 @@ func connect(ctx context.Context, cfg Config, conns []*net.TCPConn) error {
 			}
 			peer, err := readHello(cfg, c)
 			if err != nil {
-				cfg.Logger.Warn("gccl: refused a connection", "group", g.Name, "from", c.RemoteAddr().String(), "err", err)
+				log.Warn("gccl: refused a connection", "group", g.Name, "from", c.RemoteAddr().String(), "err", err)
 				c.Close()
 				continue
 			}

@@ -146,18 +146,3 @@ func AssertExitedZero(t *testing.T, res []Result) {
 		assert.Equal(t, 0, r.ExitCode, "rank %d:\n%s", r.Rank, r.Output)
 	}
 }
-
-// Alive reports whether pid is a live process: it exists and is neither a zombie (Z) nor dead
-// (X) in /proc/PID/stat.
-func Alive(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')') // the command name, in parentheses, may hold anything
-	if i < 0 || i+2 >= len(s) {
-		return true
-	}
-	return s[i+2] != 'Z' && s[i+2] != 'X'
-}

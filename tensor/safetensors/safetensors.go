@@ -214,7 +214,6 @@ func parseHeader(header []byte, dataLen int64) (*File, error) {
 		if err != nil {
 			return nil, err
 		}
-		f.byName[name] = len(f.infos)
 		f.infos = append(f.infos, info)
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
