@@ -31,22 +31,17 @@ func TestConnect(t *testing.T) {
 		err   error
 	}
 	results := make([]chan result, n)
-	for r := range n {
+	start := func(r int) {
 		results[r] = make(chan result, 1)
-		if r == 0 {
-			continue // started after the stray connection below
-		}
 		go func() {
 			c, err := Connect(ctx, cfg(r))
 			results[r] <- result{c, err}
 		}()
 	}
-	go func() {
-		c, err := Connect(ctx, cfg(0))
-		results[0] <- result{c, err}
-	}()
-	// A stray client with another magic, at rank 0's address: refused, and rank 0 still
-	// accepts ranks 1 and 2.
+	// Rank 0 first, then a stray client with another magic at its address: refused. Ranks 1
+	// and 2 start only then, so rank 0's listener is still open for the stray (it closes once
+	// the genuine ranks are in), and rank 0 must still accept them after the refusal.
+	start(0)
 	addr, err := st.Get(ctx, "test/addr/0")
 	require.NoError(t, err)
 	stray, err := net.Dial("tcp", string(addr))
@@ -57,6 +52,9 @@ func TestConnect(t *testing.T) {
 	var ne net.Error
 	assert.False(t, errors.As(err, &ne) && ne.Timeout(), "rank 0 must close the stray connection (EOF or reset), got %v", err)
 	stray.Close()
+	for r := 1; r < n; r++ {
+		start(r)
+	}
 
 	conns := make([][]*net.TCPConn, n)
 	for r := range n {
