@@ -145,6 +145,7 @@ func (pg *ProcessGroup) AllReduceAsync(t *tensor.Tensor, op ReduceOp) *Work {
 	return pg.enqueue(req)
 }
 
+// allReduceReq validates an all-reduce and fills req, which is the zero request.
 func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reduction) error {
 	const kind = backends.OpAllReduce
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
@@ -154,7 +155,10 @@ func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reducti
 	if err != nil {
 		return err
 	}
-	*req = request{red: red, in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Reduce: low}}
+	// Field by field into the zero request: a composite literal is built on the stack and
+	// copied whole (~200 bytes), on the latency path of every small all-reduce.
+	req.red, req.in, req.out = red, t, t
+	req.op.Kind, req.op.DType, req.op.Count, req.op.Reduce = kind, t.DType(), t.Numel(), low
 	return nil
 }
 
