@@ -66,4 +66,13 @@ func TestBadInput(t *testing.T) {
 	assert.ErrorContains(t, err, `unexpected key "x"`)
 	err = md.LoadCheckpoint(ctx, t.TempDir(), nil)
 	assert.ErrorContains(t, err, "pass a directory written by SaveCheckpoint")
+
+	// A group refuses the name of a parameter that another group holds.
+	md, err = fsdp.Shard(ctx, m, [][]fsdp.Param{{p("a", f32(2))}, {p("b", f32(3))}}, fsdp.Options{})
+	require.NoError(t, err)
+	_, err = md.Group(0).Grad("b")
+	assert.ErrorIs(t, err, comm.ErrInvalidArgument)
+	assert.ErrorContains(t, err, `group 0 has no parameter "b" (it has a); ask the group that holds it (Model.GroupOf)`)
+	_, err = md.Group(1).Grad("b")
+	assert.NoError(t, err)
 }

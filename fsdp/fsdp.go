@@ -415,11 +415,11 @@ func (g *Group) Names() []string {
 // every rank, so the all-gather and the reduce-scatter move equal blocks.
 func (g *Group) ShardSize() int { return g.size }
 
+// param looks the named parameter up in the group (through the model's index: names are unique
+// across the model).
 func (g *Group) param(op, name string) (*param, error) {
-	for _, p := range g.params {
-		if p.name == name {
-			return p, nil
-		}
+	if p := g.model.byName[name]; p != nil && p.group == g {
+		return p, nil
 	}
 	return nil, errorf(op, globalRank(g.model.mesh), "group %d has no parameter %q (it has %s); ask the group that holds it (Model.GroupOf)",
 		g.index, name, strings.Join(g.Names(), ", "))
