@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/gccl/gccl/comm"
-	"github.com/gccl/gccl/dtensor"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -107,12 +106,9 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 			continue
 		}
 		src := g.grads[i].Bytes()
-		row := p.rowSize * es
-		for r := range md.n {
-			start, n := dtensor.ChunkRange(p.shape[0], md.n, r)
-			to := (r*g.size + p.offset) * es
-			copy(buf[to:to+n*row], src[start*row:(start+n)*row])
-		}
+		g.eachChunk(p, es, func(fullAt, flatAt, n int) {
+			copy(buf[flatAt:flatAt+n], src[fullAt:fullAt+n])
+		})
 	}
 	md.pool.put(g.grads...)
 	g.grads = nil

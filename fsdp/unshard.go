@@ -60,15 +60,24 @@ func (g *Group) copyOut(all *tensor.Tensor, dt tensor.DType) []*tensor.Tensor {
 	for i, p := range g.params {
 		t := g.model.pool.tensor(dt, false, p.shape...) // every row is written below
 		dst := t.Bytes()
-		row := p.rowSize * es
-		for r := range g.model.n {
-			start, n := dtensor.ChunkRange(p.shape[0], g.model.n, r)
-			from := (r*g.size + p.offset) * es
-			copy(dst[start*row:(start+n)*row], src[from:from+n*row])
-		}
+		g.eachChunk(p, es, func(fullAt, flatAt, n int) {
+			copy(dst[fullAt:fullAt+n], src[flatAt:flatAt+n])
+		})
 		full[i] = t
 	}
 	return full
+}
+
+// eachChunk calls f once per rank r of the shard group with where r's torch.chunk of p stands,
+// in bytes (elements of es bytes): at fullAt in p's full tensor, and at flatAt in a buffer of
+// the ranks' flat shards in rank order (an all-gather's output, a reduce-scatter's input),
+// n bytes long. copyOut copies out of the flat buffer, ReduceGradientsAsync into it.
+func (g *Group) eachChunk(p *param, es int, f func(fullAt, flatAt, n int)) {
+	row := p.rowSize * es
+	for r := range g.model.n {
+		start, rows := dtensor.ChunkRange(p.shape[0], g.model.n, r)
+		f(start*row, (r*g.size+p.offset)*es, rows*row)
+	}
 }
 
 // Unshard makes the group's full parameters available (Param): one all-gather of the group's flat
