@@ -49,21 +49,34 @@ func Embedding(ctx context.Context, ids []int, table *DTensor) (*DTensor, error)
 		return nil, opError(op, table.mesh, err)
 	}
 	lshape, off := localShape(table.shape, table.mesh.Shape(), table.mesh.Coordinate(), table.placements, len(ps))
-	lo, hi := off[0], off[0]+lshape[0]
 	out := tensor.New(table.dtype, len(ids), lshape[1])
+	if err := EmbeddingShardInto(out, ids, table.local, off[0]); err != nil {
+		return nil, localError(op, table.mesh, err)
+	}
+	return result(op, table.mesh, []int{len(ids), table.shape[1]}, ps, out)
+}
+
+// EmbeddingShardInto is the local lookup of a vocab-parallel embedding: shard holds the rows
+// [lo, lo+rows) of a table [vocab hidden], and for every ids[i] in that range it copies the
+// shard's row ids[i]-lo into row i of dst [len(ids) hidden]; the other rows of dst are left as
+// they are (zero in a new tensor), so that the sum over the ranks holding the other rows is the
+// lookup. ids outside the vocabulary are not reported: the caller checks them. Embedding uses it
+// for a table sharded on vocab, and so does tp.VocabParallelEmbedding.
+func EmbeddingShardInto(dst *tensor.Tensor, ids []int, shard *tensor.Tensor, lo int) error {
+	hi := lo + shard.Shape()[0]
 	for i, id := range ids {
 		if id < lo || id >= hi {
 			continue
 		}
-		row, err := out.Narrow(0, i, 1)
+		row, err := dst.Narrow(0, i, 1)
 		if err == nil {
-			err = tensor.EmbeddingInto(row, []int{id - lo}, table.local)
+			err = tensor.EmbeddingInto(row, []int{id - lo}, shard)
 		}
 		if err != nil {
-			return nil, localError(op, table.mesh, err)
+			return err
 		}
 	}
-	return result(op, table.mesh, []int{len(ids), table.shape[1]}, ps, out)
+	return nil
 }
 
 // transposeRule swaps shards of d0 and d1; everything else passes through.

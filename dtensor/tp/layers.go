@@ -359,23 +359,15 @@ func (e *VocabParallelEmbedding) Forward(ctx context.Context, ids []int) (*tenso
 	}
 	shape := e.Weight.Shape()
 	vocab, hidden := shape[0], shape[1]
-	w := e.Weight.Local()
-	rows := w.Shape()[0]
-	dst := tensor.New(w.DType(), len(ids), hidden)
 	for i, id := range ids {
 		if id < 0 || id >= vocab {
 			return nil, fmt.Errorf("gccl: tp.VocabParallelEmbedding: id %d (position %d) out of range for a vocabulary of %d: %w", id, i, vocab, comm.ErrInvalidArgument)
 		}
-		if id < off || id >= off+rows {
-			continue
-		}
-		row, err := dst.Narrow(0, i, 1)
-		if err != nil {
-			return nil, err
-		}
-		if err := tensor.EmbeddingInto(row, []int{id - off}, w); err != nil {
-			return nil, err
-		}
+	}
+	w := e.Weight.Local()
+	dst := tensor.New(w.DType(), len(ids), hidden)
+	if err := dtensor.EmbeddingShardInto(dst, ids, w, off); err != nil {
+		return nil, err
 	}
 	if err := e.Stats.allReduce(ctx, g, dst); err != nil {
 		return nil, fmt.Errorf("gccl: tp.VocabParallelEmbedding: %w", err)
