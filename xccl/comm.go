@@ -658,14 +658,22 @@ func (c *Comm) MemFree(ctx context.Context, p uintptr) error {
 	if c.closed {
 		return c.errorf("mem_free", "%w: the communicator is closed", backends.ErrAborted)
 	}
-	var err error
-	if terr := c.th.do(ctx, nil, func() { err = c.lib.resultError("onecclMemFree", c.lib.call(c.lib.memFree, p), 0) }); terr != nil {
-		return c.errorf("mem_free", "%w: %w", backends.ErrTimeout, terr)
+	_, err := c.release(ctx, "mem_free", "onecclMemFree", func() int32 { return c.lib.call(c.lib.memFree, p) })
+	return err
+}
+
+// release makes one oneCCL call of MemFree or Close on the thread: unlike run it does not give up
+// when the communicator is aborted (what an aborted communicator holds must still be freed), and
+// when ctx ends first it fails with ErrTimeout. returned reports whether the call returned.
+func (c *Comm) release(ctx context.Context, op, fn string, call func() int32) (returned bool, err error) {
+	var callErr error
+	if terr := c.th.do(ctx, nil, func() { callErr = c.lib.resultError(fn, call(), 0) }); terr != nil {
+		return false, c.errorf(op, "%w: %w", backends.ErrTimeout, terr)
 	}
-	if err != nil {
-		return c.errorf("mem_free", "%w", err)
+	if callErr != nil {
+		return true, c.errorf(op, "%w", callErr)
 	}
-	return nil
+	return true, nil
 }
 
 // Abort fails the running op at once and every later one. When the library has
@@ -708,15 +716,11 @@ func (c *Comm) Close() error {
 	c.handleMu.Lock()
 	c.destroyed = true
 	c.handleMu.Unlock()
-	var err error
-	if terr := c.th.do(wait, nil, func() { err = c.lib.resultError("onecclCommDestroy", c.lib.call(c.lib.commDestroy, c.handle), 0) }); terr != nil {
-		return c.errorf("close", "%w: %w", backends.ErrTimeout, terr)
+	returned, err := c.release(wait, "close", "onecclCommDestroy", func() int32 { return c.lib.call(c.lib.commDestroy, c.handle) })
+	if returned {
+		c.th.stop()
 	}
-	c.th.stop()
-	if err != nil {
-		return c.errorf("close", "%w", err)
-	}
-	return nil
+	return err
 }
 
 func ptr[T any](v T) *T { return &v }
