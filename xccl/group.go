@@ -202,56 +202,51 @@ func (g *group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 
 // Gather: the root receives every other rank's input in one group of receives.
 func (g *group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
-	if op.Count == 0 {
-		return g.check(op)
-	}
-	if err := g.hostOnly(op, "all-gather on the device instead (comm's AllGather), or gather host copies", in, out); err != nil {
-		return g.fail(err)
-	}
-	if err := g.check(op); err != nil {
-		return err
-	}
-	n, r := g.cfg.Size, g.cfg.Rank
-	if r != op.Root {
-		return g.fail(g.coll.Group(ctx, "gather", []P2P{{Buf: buffer(in), Count: op.Count, DType: op.DType, Peer: op.Root}}))
-	}
-	per := op.Count * op.DType.Size()
-	ob := out.Bytes()
-	copy(ob[r*per:(r+1)*per], in.Bytes())
-	ops := make([]P2P, 0, n-1)
-	for p := 0; p < n; p++ {
-		if p != r {
-			ops = append(ops, P2P{Recv: true, Buf: HostBuffer(ob[p*per : (p+1)*per]), Count: op.Count, DType: op.DType, Peer: p})
-		}
-	}
-	return g.fail(g.coll.Group(ctx, "gather", ops))
+	return g.rooted(ctx, op, "gather", "all-gather on the device instead (comm's AllGather), or gather host copies", true, in, out)
 }
 
 // Scatter: the root sends every other rank its slot in one group of sends.
 func (g *group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
+	return g.rooted(ctx, op, "scatter", "broadcast on the device and take this rank's slot (comm's Broadcast), or scatter host copies", false, in, out)
+}
+
+// rooted runs Gather (gather true: out holds a slot of op.Count elements per rank, which the root
+// receives from every other rank's in) or Scatter (in holds the slots, and the root sends every
+// other rank its slot, into that rank's out): the root copies its own slot and makes one group
+// of receives or sends; every other rank one receive or send. name names the op in errors, fix
+// says what to do instead with device tensors.
+func (g *group) rooted(ctx context.Context, op backends.Op, name, fix string, gather bool, in, out *tensor.Tensor) error {
 	if op.Count == 0 {
 		return g.check(op)
 	}
-	if err := g.hostOnly(op, "broadcast on the device and take this rank's slot (comm's Broadcast), or scatter host copies", in, out); err != nil {
+	if err := g.hostOnly(op, fix, in, out); err != nil {
 		return g.fail(err)
 	}
 	if err := g.check(op); err != nil {
 		return err
 	}
+	own, slots := in, out // this rank's slot, and the root's slots of every rank
+	if !gather {
+		own, slots = out, in
+	}
 	n, r := g.cfg.Size, g.cfg.Rank
 	if r != op.Root {
-		return g.fail(g.coll.Group(ctx, "scatter", []P2P{{Recv: true, Buf: buffer(out), Count: op.Count, DType: op.DType, Peer: op.Root}}))
+		return g.fail(g.coll.Group(ctx, name, []P2P{{Recv: !gather, Buf: buffer(own), Count: op.Count, DType: op.DType, Peer: op.Root}}))
 	}
 	per := op.Count * op.DType.Size()
-	ib := in.Bytes()
-	copy(out.Bytes(), ib[r*per:(r+1)*per])
+	sb := slots.Bytes()
+	if gather {
+		copy(sb[r*per:(r+1)*per], own.Bytes())
+	} else {
+		copy(own.Bytes(), sb[r*per:(r+1)*per])
+	}
 	ops := make([]P2P, 0, n-1)
 	for p := 0; p < n; p++ {
 		if p != r {
-			ops = append(ops, P2P{Buf: HostBuffer(ib[p*per : (p+1)*per]), Count: op.Count, DType: op.DType, Peer: p})
+			ops = append(ops, P2P{Recv: gather, Buf: HostBuffer(sb[p*per : (p+1)*per]), Count: op.Count, DType: op.DType, Peer: p})
 		}
 	}
-	return g.fail(g.coll.Group(ctx, "scatter", ops))
+	return g.fail(g.coll.Group(ctx, name, ops))
 }
 
 // AllToAll: onecclAllToAll for equal splits, else one group of sends and receives.
