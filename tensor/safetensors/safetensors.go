@@ -34,29 +34,44 @@ var ErrFormat = errors.New("safetensors: invalid file")
 // (I16, U16, U32, U64, F8_E8M0, F4, F6_*, C64, or an unknown name).
 var ErrUnsupportedDType = errors.New("safetensors: unsupported dtype")
 
-// The format's dtype names for gccl's dtypes, and the rank of each in the reference writer's
-// sort order (its Dtype enum: BOOL < U8 < I8 < F8_E5M2 < F8_E4M3 < F16 < BF16 < I32 < F32 < F64 <
-// I64), which puts the widest elements first.
+// dtypes is every dtype the format and gccl share, in the order errors list them: its name in
+// the format, and its rank in the reference writer's sort order (its Dtype enum: BOOL < U8 < I8 <
+// F8_E5M2 < F8_E4M3 < F16 < BF16 < I32 < F32 < F64 < I64), which puts the widest elements first.
+// The maps below derive from it.
+var dtypes = []struct {
+	dt   tensor.DType
+	name string
+	rank int
+}{
+	{tensor.Bool, "BOOL", 0},
+	{tensor.Uint8, "U8", 1},
+	{tensor.Int8, "I8", 2},
+	{tensor.Int32, "I32", 7},
+	{tensor.Int64, "I64", 10},
+	{tensor.Float8E4M3FN, "F8_E4M3", 4},
+	{tensor.Float8E5M2, "F8_E5M2", 3},
+	{tensor.Float16, "F16", 5},
+	{tensor.BFloat16, "BF16", 6},
+	{tensor.Float32, "F32", 8},
+	{tensor.Float64, "F64", 9},
+}
+
 var (
-	dtypeNames = map[tensor.DType]string{
-		tensor.Bool: "BOOL", tensor.Uint8: "U8", tensor.Int8: "I8",
-		tensor.Float8E5M2: "F8_E5M2", tensor.Float8E4M3FN: "F8_E4M3",
-		tensor.Float16: "F16", tensor.BFloat16: "BF16", tensor.Int32: "I32",
-		tensor.Float32: "F32", tensor.Float64: "F64", tensor.Int64: "I64",
-	}
-	dtypeRank = map[tensor.DType]int{
-		tensor.Bool: 0, tensor.Uint8: 1, tensor.Int8: 2, tensor.Float8E5M2: 3, tensor.Float8E4M3FN: 4,
-		tensor.Float16: 5, tensor.BFloat16: 6, tensor.Int32: 7, tensor.Float32: 8, tensor.Float64: 9,
-		tensor.Int64: 10,
-	}
-	dtypeByName = func() map[string]tensor.DType {
-		m := make(map[string]tensor.DType, len(dtypeNames))
-		for d, n := range dtypeNames {
-			m[n] = d
-		}
-		return m
-	}()
+	dtypeNames  = map[tensor.DType]string{} // the format's name of each dtype
+	dtypeRank   = map[tensor.DType]int{}    // each dtype's rank in the reference writer's order
+	dtypeByName = map[string]tensor.DType{} // the dtype of each of the format's names
+	// readableDTypes lists the names for errors: "BOOL, U8, ...".
+	readableDTypes string
 )
+
+func init() {
+	names := make([]string, len(dtypes))
+	for i, d := range dtypes {
+		dtypeNames[d.dt], dtypeRank[d.dt], dtypeByName[d.name] = d.name, d.rank, d.dt
+		names[i] = d.name
+	}
+	readableDTypes = strings.Join(names, ", ")
+}
 
 // DTypeName returns the format's name of dt ("F32", "BF16", "BOOL", ...), or false if the format
 // has none for it.
@@ -260,7 +275,7 @@ func checkInfo(name string, ri rawInfo) (TensorInfo, error) {
 		if !slices.Contains([]string{"I16", "U16", "U32", "U64", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"}, *ri.DType) {
 			known = "an unknown dtype"
 		}
-		return TensorInfo{}, fmt.Errorf("%w: tensor %q has dtype %q, %s (readable: BOOL, U8, I8, I32, I64, F8_E4M3, F8_E5M2, F16, BF16, F32, F64)", ErrUnsupportedDType, name, *ri.DType, known)
+		return TensorInfo{}, fmt.Errorf("%w: tensor %q has dtype %q, %s (readable: %s)", ErrUnsupportedDType, name, *ri.DType, known, readableDTypes)
 	}
 	offs := *ri.DataOffsets
 	if len(offs) != 2 {
