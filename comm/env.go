@@ -18,17 +18,17 @@ type Env struct {
 
 // envSource is one family of launcher variables.
 type envSource struct {
-	name                        string
-	rank, size, localRank, locS string
-	guard                       string // only considered when this variable is set (Slurm: inside an srun step)
+	name                             string
+	rank, size, localRank, localSize string // localSize: none for Slurm (see slurmTasksOnThisNode)
+	guard                            string // only considered when this variable is set (Slurm: inside an srun step)
 }
 
 // The discovery order of DESIGN.md: torchrun names first, then OpenMPI, PMI, Slurm.
 var envSources = []envSource{
-	{name: "torchrun", rank: "RANK", size: "WORLD_SIZE", localRank: "LOCAL_RANK", locS: "LOCAL_WORLD_SIZE"},
-	{name: "openmpi", rank: "OMPI_COMM_WORLD_RANK", size: "OMPI_COMM_WORLD_SIZE", localRank: "OMPI_COMM_WORLD_LOCAL_RANK", locS: "OMPI_COMM_WORLD_LOCAL_SIZE"},
-	{name: "pmi", rank: "PMI_RANK", size: "PMI_SIZE", localRank: "MPI_LOCALRANKID", locS: "MPI_LOCALNRANKS"},
-	{name: "slurm", rank: "SLURM_PROCID", size: "SLURM_NTASKS", localRank: "SLURM_LOCALID", locS: "SLURM_NTASKS_PER_NODE", guard: "SLURM_STEP_ID"},
+	{name: "torchrun", rank: "RANK", size: "WORLD_SIZE", localRank: "LOCAL_RANK", localSize: "LOCAL_WORLD_SIZE"},
+	{name: "openmpi", rank: "OMPI_COMM_WORLD_RANK", size: "OMPI_COMM_WORLD_SIZE", localRank: "OMPI_COMM_WORLD_LOCAL_RANK", localSize: "OMPI_COMM_WORLD_LOCAL_SIZE"},
+	{name: "pmi", rank: "PMI_RANK", size: "PMI_SIZE", localRank: "MPI_LOCALRANKID", localSize: "MPI_LOCALNRANKS"},
+	{name: "slurm", rank: "SLURM_PROCID", size: "SLURM_NTASKS", localRank: "SLURM_LOCALID", guard: "SLURM_STEP_ID"},
 }
 
 // DiscoverEnv reads the rank layout from the environment: torchrun's names, then OpenMPI's,
@@ -84,13 +84,7 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 			}
 			e.LocalWorldSize = 0
 		}
-		locS, local, ok := s.locS, 0, false
-		if s.name == "slurm" {
-			locS, local, ok, err = slurmTasksOnThisNode(lookup)
-		} else if v, set := lookup(locS); set {
-			local, err = envInt(locS, v)
-			ok = true
-		}
+		sizeVar, local, ok, err := s.localWorldSize(lookup)
 		if err != nil {
 			return e, err
 		}
@@ -100,15 +94,28 @@ func discoverEnv(lookup func(string) (string, bool)) (Env, error) {
 			e.LocalWorldSize = e.WorldSize
 		}
 		if e.LocalWorldSize < 1 || e.LocalWorldSize > e.WorldSize {
-			return e, fmt.Errorf("gccl: %s=%d is out of range: it must be between 1 and %s=%d", locS, e.LocalWorldSize, s.size, e.WorldSize)
+			return e, fmt.Errorf("gccl: %s=%d is out of range: it must be between 1 and %s=%d", sizeVar, e.LocalWorldSize, s.size, e.WorldSize)
 		}
 		if e.LocalRank < 0 || e.LocalRank >= e.LocalWorldSize {
-			return e, fmt.Errorf("gccl: %s=%d is out of range for %s=%d: local ranks run from 0 to local world size - 1", s.localRank, e.LocalRank, locS, e.LocalWorldSize)
+			return e, fmt.Errorf("gccl: %s=%d is out of range for %s=%d: local ranks run from 0 to local world size - 1", s.localRank, e.LocalRank, sizeVar, e.LocalWorldSize)
 		}
 		e.Source = s.name
 		return e, nil
 	}
 	return e, nil
+}
+
+// localWorldSize reads the family's local world size: the variable it read (for errors), its
+// value, and whether it was set.
+func (s envSource) localWorldSize(lookup func(string) (string, bool)) (name string, count int, ok bool, err error) {
+	if s.name == "slurm" {
+		return slurmTasksOnThisNode(lookup)
+	}
+	v, set := lookup(s.localSize)
+	if set {
+		count, err = envInt(s.localSize, v)
+	}
+	return s.localSize, count, set, err
 }
 
 // slurmTasksOnThisNode returns the number of tasks of the srun step on this node: from the
