@@ -496,6 +496,17 @@ func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan 
 			spec.onFailure = nil
 		}
 	}
+	// failedHere: the job failed on this node (f). Every worker, on every node, is asked for its
+	// flight-recorder dump, the other nodes are told, and the local workers get DumpWait to dump.
+	failedHere := func(f remoteFailure) {
+		if dumpPrefix != "" {
+			requestDumps(spec.storeAddr, cfg.Token, f.Message, log)
+		}
+		tell(f)
+		if dumpPrefix != "" {
+			waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
+		}
+	}
 	for done := 0; done < cfg.NProcs; {
 		select {
 		case r := <-exits:
@@ -512,13 +523,7 @@ func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan 
 				}
 				res.First = rr
 				log.Debug("launch: rank failed; stopping the others", "rank", rr.Rank, "status", rr.String())
-				if dumpPrefix != "" {
-					requestDumps(spec.storeAddr, cfg.Token, rr.String(), log)
-				}
-				tell(remoteFailure{Reason: "worker failed", Message: rr.String()})
-				if dumpPrefix != "" {
-					waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
-				}
+				failedHere(remoteFailure{Reason: "worker failed", Message: rr.String()})
 				stop(syscall.SIGTERM)
 			}
 		case f := <-spec.remote:
@@ -548,13 +553,7 @@ func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan 
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), errJobTimeout) {
 				res.TimedOut = true
-				if dumpPrefix != "" {
-					requestDumps(spec.storeAddr, cfg.Token, fmt.Sprintf("the job timed out after %v", cfg.Timeout), log)
-				}
-				tell(remoteFailure{Reason: "timeout", Message: fmt.Sprintf("the job timed out after %v", cfg.Timeout), Final: true})
-				if dumpPrefix != "" {
-					waitDumps(dumpPrefix, spec.offset, exited, cfg.DumpWait)
-				}
+				failedHere(remoteFailure{Reason: "timeout", Message: fmt.Sprintf("the job timed out after %v", cfg.Timeout), Final: true})
 			}
 			stop(syscall.SIGTERM)
 			ctx = context.Background() // keep collecting exits
