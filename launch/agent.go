@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,18 +204,7 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 				cfg.JoinTimeout, cfg.MinNodes))
 		}
 	}
-	if spec.dumpPrefix != "" {
-		res.Dumps = foundDumps(spec.dumpPrefix, 0, spec.world) // this node's and those the others shared
-		if len(res.Dumps) > 0 {
-			res.DumpDir = filepath.Dir(spec.dumpPrefix)
-		}
-	}
-	res.Report = newFailureReport(cfg, res, others, cause)
-	if res.First == nil && res.Report.RootCause != nil {
-		rc := res.Report.RootCause
-		res.First = &RankResult{Rank: rc.Rank, LocalRank: rc.LocalRank, Pid: rc.Pid, ExitCode: rc.ExitCode, Signal: rc.Signal, Time: rc.Time}
-	}
-	cfg.writeReport(res.Report)
+	cfg.reportFailure(res, &spec, others, cause)
 	return res, nil
 }
 

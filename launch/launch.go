@@ -305,19 +305,34 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		cfg.Logger.Warn("launch: restarting the job", "failure", res.First.String(), "restart", gen+1, "max_restarts", cfg.MaxRestarts)
 	}
-	if spec.dumpPrefix != "" {
-		res.Dumps = foundDumps(spec.dumpPrefix, 0, cfg.NProcs)
-	}
 	if !res.failed() {
+		if spec.dumpPrefix != "" {
+			res.Dumps = foundDumps(spec.dumpPrefix, 0, cfg.NProcs)
+		}
 		cleanup()
 		return res, nil
 	}
-	if len(res.Dumps) > 0 {
-		res.DumpDir = filepath.Dir(spec.dumpPrefix)
-	}
-	res.Report = newFailureReport(&cfg, res, nil, nil)
-	cfg.writeReport(res.Report)
+	cfg.reportFailure(res, &spec, nil, nil)
 	return res, nil
+}
+
+// reportFailure completes the Result of a failed job from its last attempt (spec): the
+// flight-recorder dumps found, the failure report (on several nodes, with the ranks that failed
+// on the other nodes and why the attempt failed) and where it was written (LogDir/failure.json).
+func (cfg *Config) reportFailure(res *Result, spec *genSpec, others []RankFailure, cause *remoteFailure) {
+	if spec.dumpPrefix != "" {
+		res.Dumps = foundDumps(spec.dumpPrefix, 0, spec.world) // on several nodes: this node's and those the others shared
+		if len(res.Dumps) > 0 {
+			res.DumpDir = filepath.Dir(spec.dumpPrefix)
+		}
+	}
+	res.Report = newFailureReport(cfg, res, others, cause)
+	// On several nodes the root cause may be a rank this node did not see fail first.
+	if res.First == nil && res.Report.RootCause != nil {
+		rc := res.Report.RootCause
+		res.First = &RankResult{Rank: rc.Rank, LocalRank: rc.LocalRank, Pid: rc.Pid, ExitCode: rc.ExitCode, Signal: rc.Signal, Time: rc.Time}
+	}
+	cfg.writeReport(res.Report)
 }
 
 // writeReport writes the failure report to LogDir/failure.json, when there is a log directory.
