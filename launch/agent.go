@@ -186,7 +186,7 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 		w.stop()
 		workers.close()
 		failed := res.failed() || len(others) > 0 || cause != nil
-		if !failed || res.TimedOut || res.Signal != "" || (cause != nil && cause.Final) || ctx.Err() != nil || gen >= cfg.MaxRestarts {
+		if !failed || cfg.noRestart(ctx, res, gen) || (cause != nil && cause.Final) {
 			if !failed {
 				cleanup()
 				return res, nil

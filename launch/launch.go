@@ -300,7 +300,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !res.failed() || res.TimedOut || res.Signal != "" || ctx.Err() != nil || gen >= cfg.MaxRestarts {
+		if !res.failed() || cfg.noRestart(ctx, res, gen) {
 			break
 		}
 		cfg.Logger.Warn("launch: restarting the job", "failure", res.First.String(), "restart", gen+1, "max_restarts", cfg.MaxRestarts)
@@ -314,6 +314,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cfg.reportFailure(res, &spec, nil, nil)
 	return res, nil
+}
+
+// noRestart says that attempt gen (res), when it failed, is the job's last: a timeout or a signal
+// stopped it, ctx ended, or no restart is left.
+func (cfg *Config) noRestart(ctx context.Context, res *Result, gen int) bool {
+	return res.TimedOut || res.Signal != "" || ctx.Err() != nil || gen >= cfg.MaxRestarts
 }
 
 // reportFailure completes the Result of a failed job from its last attempt (spec): the
