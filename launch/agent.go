@@ -140,10 +140,10 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 	}
 	defer a.close()
 	var (
-		res    *Result
-		others []RankFailure
-		cause  *remoteFailure
-		spec   genSpec
+		res           *Result
+		local, others []RankFailure
+		cause         *remoteFailure
+		spec          genSpec
 	)
 	// An agent that starts while the job runs (a node replaced after a failure) joins the
 	// current generation, and when that one runs without it, the next.
@@ -182,7 +182,7 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 			workers.close()
 			return nil, err
 		}
-		others, cause = a.finish(gen, lay, res, w, spec.dumpPrefix)
+		local, others, cause = a.finish(gen, lay, res, w, spec.dumpPrefix)
 		w.stop()
 		workers.close()
 		failed := res.failed() || len(others) > 0 || cause != nil
@@ -204,7 +204,7 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 				cfg.JoinTimeout, cfg.MinNodes))
 		}
 	}
-	cfg.reportFailure(res, &spec, others, cause)
+	cfg.reportFailure(res, &spec, append(local, others...), cause)
 	return res, nil
 }
 
@@ -809,9 +809,10 @@ func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
 	deliver(f)
 }
 
-// finish publishes how this node's workers ended and gathers the other nodes' results: their
-// failed ranks, and why the generation failed (nil when it did not).
-func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) ([]RankFailure, *remoteFailure) {
+// finish publishes how this node's workers ended and gathers the other nodes' results. It
+// returns this node's failed ranks (local), the other nodes' (others), and why the generation
+// failed (nil when it did not).
+func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) (local, others []RankFailure, cause *remoteFailure) {
 	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res), Final: res.Signal != "" || res.TimedOut}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if (res.failed() || w.cause() != nil) && dumpPrefix != "" {
@@ -825,7 +826,6 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 	// The others stop their workers within the grace period of the failure, plus the time to
 	// collect dumps; a node that neither answers nor is declared dead by then is lost.
 	deadline := time.Now().Add(a.cfg.GracePeriod + a.cfg.DumpWait + 10*time.Second)
-	var others []RankFailure
 	final := false
 	for r, nd := range lay.nodes {
 		if r == lay.me {
@@ -860,7 +860,7 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 			if !errors.Is(err, context.DeadlineExceeded) {
 				w.note(remoteFailure{Node: -1, Host: a.cfg.RdzvEndpoint, Reason: "store lost",
 					Message: fmt.Sprintf("lost the rendezvous store at %s: %v", a.cfg.RdzvEndpoint, err), Final: true})
-				return others, w.cause()
+				return mine.Failures, others, w.cause()
 			}
 		}
 	}
@@ -870,13 +870,13 @@ func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix
 	cancel()
 	a.last = lay
 	a.lastGen = gen
-	cause := w.cause()
+	cause = w.cause()
 	if final && cause != nil && !cause.Final {
 		c := *cause
 		c.Final = true
 		cause = &c
 	}
-	return others, cause
+	return mine.Failures, others, cause
 }
 
 // waitDone waits, when this agent hosts the rendezvous store, until every agent of the last

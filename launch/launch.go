@@ -312,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		cleanup()
 		return res, nil
 	}
-	cfg.reportFailure(res, &spec, nil, nil)
+	cfg.reportFailure(res, &spec, localFailures(&cfg, res), nil)
 	return res, nil
 }
 
@@ -323,16 +323,17 @@ func (cfg *Config) noRestart(ctx context.Context, res *Result, gen int) bool {
 }
 
 // reportFailure completes the Result of a failed job from its last attempt (spec): the
-// flight-recorder dumps found, the failure report (on several nodes, with the ranks that failed
-// on the other nodes and why the attempt failed) and where it was written (LogDir/failure.json).
-func (cfg *Config) reportFailure(res *Result, spec *genSpec, others []RankFailure, cause *remoteFailure) {
+// flight-recorder dumps found, the failure report (from the ranks that failed, this node's
+// first, and on several nodes why the attempt failed) and where it was written
+// (LogDir/failure.json).
+func (cfg *Config) reportFailure(res *Result, spec *genSpec, failures []RankFailure, cause *remoteFailure) {
 	if spec.dumpPrefix != "" {
 		res.Dumps = foundDumps(spec.dumpPrefix, 0, spec.world) // on several nodes: this node's and those the others shared
 		if len(res.Dumps) > 0 {
 			res.DumpDir = filepath.Dir(spec.dumpPrefix)
 		}
 	}
-	res.Report = newFailureReport(cfg, res, others, cause)
+	res.Report = newFailureReport(cfg, res, failures, cause)
 	// On several nodes the root cause may be a rank this node did not see fail first.
 	if res.First == nil && res.Report.RootCause != nil {
 		rc := res.Report.RootCause

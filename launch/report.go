@@ -68,11 +68,12 @@ type FlightRecorder struct {
 	Errors   []string `json:"errors,omitempty"` // dumps that could not be read
 }
 
-// newFailureReport describes a failed job from this node's ranks (res) and, on several nodes,
-// the failed ranks the other nodes reported (others) and why the generation failed (cause).
-func newFailureReport(cfg *Config, res *Result, others []RankFailure, cause *remoteFailure) *FailureReport {
+// newFailureReport describes a failed job from this node's ranks (res), the ranks that failed on
+// their own (failures: localFailures, then on several nodes those the other nodes reported) and,
+// on several nodes, why the generation failed (cause).
+func newFailureReport(cfg *Config, res *Result, failures []RankFailure, cause *remoteFailure) *FailureReport {
 	rep := &FailureReport{RunID: cfg.RunID, RestartCount: res.RestartCount, MaxRestarts: cfg.MaxRestarts, DumpDir: res.DumpDir, Failures: []RankFailure{}}
-	rep.Failures = append(append(rep.Failures, localFailures(cfg, res)...), others...) // [] in JSON, never null
+	rep.Failures = append(rep.Failures, failures...) // [] in JSON, never null
 	slices.SortStableFunc(rep.Failures, func(a, b RankFailure) int { return a.Time.Compare(b.Time) })
 	if res.First != nil {
 		for i := range rep.Failures {
