@@ -161,11 +161,10 @@ func (f *Flags) Config(args []string) (Config, error) {
 		}
 	}
 	if f.TokenFile != "" {
-		data, err := os.ReadFile(f.TokenFile)
-		if err != nil {
-			return cfg, fmt.Errorf("run: --token-file: %w", err)
+		if cfg.Token, err = readTokenFile("run", f.TokenFile); err != nil {
+			return cfg, err
 		}
-		if cfg.Token = strings.TrimSpace(string(data)); cfg.Token == "" {
+		if cfg.Token == "" {
 			return cfg, fmt.Errorf("run: --token-file %s is empty", f.TokenFile)
 		}
 	} else if cfg.multiNode() {
@@ -176,6 +175,16 @@ func (f *Flags) Config(args []string) (Config, error) {
 	}
 	cfg.ForwardSignals = true
 	return cfg, nil
+}
+
+// readTokenFile reads the job token from the --token-file of gccl command (run, store): the
+// file's content without surrounding white space.
+func readTokenFile(command, path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: --token-file: %w", command, err)
+	}
+	return strings.TrimSpace(string(data)), nil
 }
 
 // ParseNProcs reads --nproc-per-node: a positive number, or auto (the number of CPUs, as torchrun

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 
 	"github.com/gccl/gccl/comm/store"
 )
@@ -28,11 +26,10 @@ func ServeStore(ctx context.Context, cfg StoreConfig) error {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.TokenFile != "" {
-		data, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
-			return fmt.Errorf("store: --token-file: %w", err)
+		var err error
+		if cfg.Token, err = readTokenFile("store", cfg.TokenFile); err != nil {
+			return err
 		}
-		cfg.Token = strings.TrimSpace(string(data))
 	}
 	if cfg.Token == "" {
 		return fmt.Errorf("store: no job token: --token-file FILE (or GCCL_TOKEN), the same secret the agents use")
