@@ -813,7 +813,7 @@ func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
 // returns this node's failed ranks (local), the other nodes' (others), and why the generation
 // failed (nil when it did not).
 func (a *agent) finish(gen int, lay *layout, res *Result, w *watcher, dumpPrefix string) (local, others []RankFailure, cause *remoteFailure) {
-	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res), Final: res.Signal != "" || res.TimedOut}
+	mine := nodeResult{Node: lay.me, Failures: localFailures(a.cfg, res), Final: res.SignalNum != 0 || res.TimedOut}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if (res.failed() || w.cause() != nil) && dumpPrefix != "" {
 		mine.Dumps = a.shareDumps(ctx, gen, dumpPrefix, lay.offset)

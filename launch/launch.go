@@ -183,9 +183,8 @@ type Result struct {
 	RestartCount int
 	// TimedOut says the job ran longer than Config.Timeout and was stopped.
 	TimedOut bool
-	// Signal names the signal that stopped the job, when one did (ForwardSignals), and SignalNum
-	// is its number (a launcher exits with 128 + it, as shells do).
-	Signal    string
+	// SignalNum is the signal that stopped the job, when one did (ForwardSignals): a launcher
+	// exits with 128 + it, as shells do. Signal names it.
 	SignalNum syscall.Signal
 	// DumpDir holds the workers' flight-recorder dumps of a failed job ("" when the job
 	// succeeded or the workers write their dumps elsewhere), Dumps the files found there.
@@ -205,7 +204,10 @@ func (r *Result) Err() error {
 	return errors.New(strings.TrimRight(b.String(), "\n"))
 }
 
-func (r *Result) failed() bool { return r.First != nil || r.TimedOut || r.Signal != "" }
+// Signal names the signal that stopped the job, such as "SIGTERM" ("" when none did).
+func (r *Result) Signal() string { return unix.SignalName(r.SignalNum) }
+
+func (r *Result) failed() bool { return r.First != nil || r.TimedOut || r.SignalNum != 0 }
 
 // forwarded are the signals Run forwards to the workers with ForwardSignals; the first three
 // stop the job.
@@ -319,7 +321,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 // noRestart says that attempt gen (res), when it failed, is the job's last: a timeout or a signal
 // stopped it, ctx ended, or no restart is left.
 func (cfg *Config) noRestart(ctx context.Context, res *Result, gen int) bool {
-	return res.TimedOut || res.Signal != "" || ctx.Err() != nil || gen >= cfg.MaxRestarts
+	return res.TimedOut || res.SignalNum != 0 || ctx.Err() != nil || gen >= cfg.MaxRestarts
 }
 
 // reportFailure completes the Result of a failed job from its last attempt (spec): the
@@ -566,11 +568,11 @@ func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan 
 				signalAll(cmds, exited, s)
 				continue
 			}
-			if res.Signal == "" {
-				res.Signal, res.SignalNum = unix.SignalName(s), s
+			if res.SignalNum == 0 {
+				res.SignalNum = s
 			}
-			log.Debug("launch: forwarding a signal and stopping the job", "signal", res.Signal)
-			tell(remoteFailure{Reason: "signal", Message: "the agent was stopped by " + res.Signal, Final: true})
+			log.Debug("launch: forwarding a signal and stopping the job", "signal", res.Signal())
+			tell(remoteFailure{Reason: "signal", Message: "the agent was stopped by " + res.Signal(), Final: true})
 			stop(s)
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), errJobTimeout) {

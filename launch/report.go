@@ -88,8 +88,8 @@ func newFailureReport(cfg *Config, res *Result, failures []RankFailure, cause *r
 	switch {
 	case res.TimedOut:
 		rep.Reason, rep.Message = "timeout", fmt.Sprintf("job timed out after %v and was stopped", cfg.Timeout)
-	case res.Signal != "":
-		rep.Reason, rep.Message = "signal", fmt.Sprintf("job stopped by %s", res.Signal)
+	case res.SignalNum != 0:
+		rep.Reason, rep.Message = "signal", fmt.Sprintf("job stopped by %s", res.Signal())
 	case cause != nil && cause.Reason != "worker failed":
 		// A lost node or store: the failed ranks elsewhere are its victims.
 		rep.Reason, rep.Message = cause.Reason, "job failed: "+cause.Message
