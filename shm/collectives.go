@@ -117,7 +117,7 @@ func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte,
 	me.fp = fp
 	publish(&me.phase, g.phase)
 	backends.Posted(ctx)
-	if err := g.waitPhase(ctx, g.phase); err != nil {
+	if err := g.waitPhase(ctx, g.phase, len(ib) > headMax); err != nil {
 		return err
 	}
 	if err := g.checkFingerprints(fp); err != nil {

@@ -27,15 +27,18 @@ const (
 // Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
 // line, next to the op's fingerprint and, for a tiny all-reduce, the data itself, so that a peer
 // that sees the phase finds the rest in the same 64-byte cache line: one cache miss per peer per
-// sync. Ops alternate between two such lines (128 bytes apart): a rank rewrites one two ops
-// later, once every member has passed a sync of the op between. The op's rarely used extra
-// fields (all-to-all's block size, single-copy's address) follow in the next cache line.
+// sync. Ops alternate between two such op spans (128 bytes apart): a rank rewrites one two ops
+// later, once every member has passed a sync of the op between. A span's second cache line holds
+// the rest of an inline payload longer than headMax (a waiter loads that line while it spins, so
+// that its miss overlaps the phase's instead of following it), then the op's rarely used extra
+// fields (all-to-all's block size, single-copy's address).
 const (
-	ctrlOp    = 0        // 2 x op span (line bytes each): the op line, then the extra line
-	fpOff     = 8        // the fingerprint's offset in an op line, after the uint64 phase
-	inlineOff = 32       // the inline payload's offset in an op line
-	inlineMax = 32       // the largest inline payload: all-reduces up to this size skip the slots
-	extraOff  = 64       // the extra fields' offset in an op span
+	ctrlOp    = 0        // 2 x op span (line bytes each)
+	fpOff     = 8        // the fingerprint's offset in an op span, after the uint64 phase
+	inlineOff = 32       // the inline payload's offset in an op span
+	headMax   = 32       // the part of an inline payload in the span's first cache line
+	inlineMax = 80       // the largest inline payload: all-reduces up to this size skip the slots
+	extraOff  = 112      // the extra fields' offset in an op span
 	ctrlPid   = 2 * line // int64: the rank's pid (liveness)
 	ctrlAbort = 3 * line // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
 )
@@ -58,11 +61,14 @@ type opExtra struct {
 	Addr     uint64 // single-copy ops: the address of this rank's buffer
 }
 
-// The phase, the fingerprint and the inline payload share one 64-byte cache line (the build
-// fails otherwise).
+// The phase, the fingerprint and the payload's head share one 64-byte cache line; the payload's
+// tail and the extra fields fill the second (the build fails otherwise).
 var (
 	_ [inlineOff - fpOff - int(unsafe.Sizeof(fingerprint{}))]struct{}
-	_ [64 - inlineOff - inlineMax]struct{}
+	_ [64 - inlineOff - headMax]struct{}
+	_ [inlineOff + headMax - 64]struct{}
+	_ [extraOff - inlineOff - inlineMax]struct{}
+	_ [line - extraOff - int(unsafe.Sizeof(opExtra{}))]struct{}
 )
 
 // layout computes a group's segment geometry.
@@ -168,13 +174,17 @@ func (s *segment) opLine(rank int, opSeq uint64) int {
 	return s.l.ctrlOff + rank*ctrlSize + ctrlOp + int(opSeq%2)*line
 }
 
-// opLine is what a rank publishes in its control line for one op.
+// opLine is what a rank publishes in its op span for one op (but the extra fields).
 type opLine struct {
 	phase  uint64 // the sync phase this rank reached in the op
 	fp     fingerprint
 	_      [inlineOff - fpOff - int(unsafe.Sizeof(fingerprint{}))]byte
 	inline [inlineMax]byte // a tiny all-reduce's input
 }
+
+// tail is a word in the op span's second cache line, which a waiter for an inline payload
+// longer than headMax loads while it spins.
+func (l *opLine) tail() *uint64 { return (*uint64)(unsafe.Pointer(&l.inline[headMax])) }
 
 // The struct matches the offsets (the build fails otherwise).
 var (

@@ -80,6 +80,16 @@ func cases(n int, large bool) []tcase {
 			}
 		}
 	}
+	// Sizes on either side of the small-message paths' limits a backend may have (shm: 32 and
+	// 80 bytes inline), for element sizes 4, 8 and 2.
+	for _, e := range []struct {
+		dt     tensor.DType
+		counts []int
+	}{{tensor.Float32, []int{8, 9, 16, 20, 21}}, {tensor.Float64, []int{10, 11}}, {tensor.BFloat16, []int{40, 41}}} {
+		for _, c := range e.counts {
+			add(fmt.Sprintf("all_reduce/edges/%s/n%d", e.dt, c), allReduceCase(e.dt, comm.Reduction{Op: tensor.Sum}, c, next(), false))
+		}
+	}
 	add("all_reduce/float32/SUM/async", allReduceCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, 1001, next(), true))
 	if large {
 		add("all_reduce/float32/SUM/1MiB", allReduceCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, mib(tensor.Float32, 1), next(), false))
@@ -114,6 +124,9 @@ func cases(n int, large bool) []tcase {
 		for _, c := range smallCounts {
 			add(fmt.Sprintf("reduce/each_root/float32/SUM/n%d/root%d", c, root), reduceCase(tensor.Float32, tensor.Sum, c, root, next()))
 		}
+	}
+	for _, root := range roots(n) {
+		add(fmt.Sprintf("reduce/edges/float32/MAX/n20/root%d", root), reduceCase(tensor.Float32, tensor.Max, 20, root, next()))
 	}
 	if large {
 		add("reduce/float32/SUM/16MiB/root0", reduceCase(tensor.Float32, tensor.Sum, mib(tensor.Float32, 16), 0, next()))
