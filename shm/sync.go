@@ -124,7 +124,7 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, tail bool) error {
 		if next == n {
 			return nil
 		}
-		if iter&63 != 63 {
+		if !idle.due(iter) {
 			continue
 		}
 		if err := g.checkPeers(ctx, next, phase); err != nil {
@@ -154,12 +154,23 @@ type idler struct {
 // reset: something moved; the wait starts over.
 func (d *idler) reset() { d.since = time.Time{} }
 
+// due reports whether iteration iter of a wait loop should look beyond the awaited words
+// (aborts, the deadline) and pause: every 64th while spinning pays, every 8th when the policy
+// yields at once (more ranks than cores), where spinning only delays the peer that shares the
+// core.
+func (d *idler) due(iter int) bool {
+	mask := 63
+	if d.policy.Spin == 0 {
+		mask = 7
+	}
+	return iter&mask == mask
+}
+
 // pause paces one idle round and reports whether a liveness check is due.
 func (d *idler) pause() bool {
 	t := now()
 	if d.since.IsZero() {
 		d.since, d.lastLiveness, d.sleep = t, t, 20*time.Microsecond
-		return false
 	}
 	switch d.policy.At(t.Sub(d.since)) {
 	case wait.SpinPhase:
