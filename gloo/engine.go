@@ -530,6 +530,7 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 		}
 	}
 	var idleSince time.Time
+	var yield wait.Yielder
 	checks := 0
 	for {
 		if done() {
@@ -576,7 +577,7 @@ func (e *engine) wait(ctx context.Context, g waiter, done func() bool) error {
 		case wait.SpinPhase:
 			continue
 		case wait.YieldPhase:
-			wait.Yield()
+			yield.Yield()
 			continue
 		}
 		if err := g.aborted(); err != nil {

@@ -149,6 +149,7 @@ type idler struct {
 	policy              wait.Policy
 	since, lastLiveness time.Time
 	sleep               time.Duration
+	yield               wait.Yielder
 }
 
 // reset: something moved; the wait starts over.
@@ -175,7 +176,7 @@ func (d *idler) pause() bool {
 	switch d.policy.At(t.Sub(d.since)) {
 	case wait.SpinPhase:
 	case wait.YieldPhase:
-		wait.Yield()
+		d.yield.Yield()
 	default:
 		time.Sleep(d.sleep)
 		d.sleep = min(2*d.sleep, time.Millisecond)
