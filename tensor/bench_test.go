@@ -68,15 +68,16 @@ func BenchmarkReduceInto(b *testing.B) {
 }
 
 // BenchmarkReduceMany reports the throughput of dst = src0 + ... + src(k-1), in bytes of dst per
-// second: 2 and 8 sources of 8 KiB (the shm backend's small-message all-reduce sums every rank's
-// slot this way), and 8 sources of the larger sizes.
+// second: 2 sources of 8 and 64 bytes (the shm backend's inline all-reduce), 2 and 8 sources of
+// 8 KiB (the shm backend's small-message all-reduce sums every rank's slot this way), and 8
+// sources of the larger sizes.
 func BenchmarkReduceMany(b *testing.B) {
 	type benchCase struct {
 		k     int
 		name  string
 		bytes int
 	}
-	cases := []benchCase{{2, "8KiB", 8 << 10}, {8, "8KiB", 8 << 10}}
+	cases := []benchCase{{2, "8B", 8}, {2, "64B", 64}, {2, "8KiB", 8 << 10}, {8, "8KiB", 8 << 10}}
 	for _, sz := range benchSizes {
 		cases = append(cases, benchCase{8, sz.name, sz.bytes})
 	}
