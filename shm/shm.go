@@ -247,5 +247,8 @@ func (g *Group) scratch(n int) []byte {
 	return g.tmp[:n]
 }
 
-// now is the clock used for idle times.
-var now = time.Now
+// clock reads the monotonic clock used for idle times: one read, where time.Now also reads the
+// wall clock (~20 ns more here, on every pause of a wait).
+func clock() time.Duration { return time.Since(clockBase) }
+
+var clockBase = time.Now()

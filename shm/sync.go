@@ -147,13 +147,14 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, tail bool) error {
 // to 1 ms), per the wait policy, and says when the awaited peers' liveness is due a check.
 type idler struct {
 	policy              wait.Policy
-	since, lastLiveness time.Time
+	idle                bool          // since is set: the wait has been idle since then
+	since, lastLiveness time.Duration // monotonic clock readings (clock)
 	sleep               time.Duration
 	yield               wait.Yielder
 }
 
 // reset: something moved; the wait starts over.
-func (d *idler) reset() { d.since = time.Time{} }
+func (d *idler) reset() { d.idle = false }
 
 // due reports whether iteration iter of a wait loop should look beyond the awaited words
 // (aborts, the deadline) and pause: every 64th while spinning pays, every 8th when the policy
@@ -169,11 +170,11 @@ func (d *idler) due(iter int) bool {
 
 // pause paces one idle round and reports whether a liveness check is due.
 func (d *idler) pause() bool {
-	t := now()
-	if d.since.IsZero() {
-		d.since, d.lastLiveness, d.sleep = t, t, 20*time.Microsecond
+	t := clock()
+	if !d.idle {
+		d.idle, d.since, d.lastLiveness, d.sleep = true, t, t, 20*time.Microsecond
 	}
-	switch d.policy.At(t.Sub(d.since)) {
+	switch d.policy.At(t - d.since) {
 	case wait.SpinPhase:
 	case wait.YieldPhase:
 		d.yield.Yield()
@@ -181,7 +182,7 @@ func (d *idler) pause() bool {
 		time.Sleep(d.sleep)
 		d.sleep = min(2*d.sleep, time.Millisecond)
 	}
-	if t.Sub(d.lastLiveness) >= livenessEvery {
+	if t-d.lastLiveness >= livenessEvery {
 		d.lastLiveness = t
 		return true
 	}
