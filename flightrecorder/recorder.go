@@ -87,6 +87,7 @@ type groupState struct {
 	status     PGStatus
 	shapes     [4]*opShape // the group's recent shapes, for reuse
 	nextShape  int         // the one shapes replaces next
+	lastShape  int         // the one last used
 }
 
 // opShape is the tensor shapes and dtypes of an entry, flattened as in PyTorch: dims[i] is the
@@ -102,8 +103,12 @@ type opShape struct {
 // shapeLocked returns the group's opShape equal to the given shapes, made and remembered if it
 // has none. r.mu must be held.
 func (g *groupState) shapeLocked(inSizes, outSizes [][]int64, inDtypes, outDtypes []string) *opShape {
-	for _, sh := range g.shapes {
+	if sh := g.shapes[g.lastShape]; sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
+		return sh // most often: an op repeats the group's previous shapes
+	}
+	for i, sh := range g.shapes {
 		if sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
+			g.lastShape = i
 			return sh
 		}
 	}
@@ -111,6 +116,7 @@ func (g *groupState) shapeLocked(inSizes, outSizes [][]int64, inDtypes, outDtype
 	sh.inDims, sh.sizes = appendShapes(nil, nil, inSizes)
 	sh.outDims, sh.sizes = appendShapes(nil, sh.sizes, outSizes)
 	g.shapes[g.nextShape] = sh
+	g.lastShape = g.nextShape
 	g.nextShape = (g.nextShape + 1) % len(g.shapes)
 	return sh
 }
@@ -119,23 +125,26 @@ func (sh *opShape) matches(inSizes, outSizes [][]int64, inDtypes, outDtypes []st
 	if !slices.Equal(sh.inDtypes, inDtypes) || !slices.Equal(sh.outDtypes, outDtypes) {
 		return false
 	}
-	at := 0
-	for _, side := range [2]struct {
-		dims   []int32
-		shapes [][]int64
-	}{{sh.inDims, inSizes}, {sh.outDims, outSizes}} {
-		if len(side.dims) != len(side.shapes) {
-			return false
-		}
-		for i, shape := range side.shapes {
-			end := at + len(shape)
-			if int(side.dims[i]) != len(shape) || end > len(sh.sizes) || !slices.Equal(sh.sizes[at:end], shape) {
-				return false
-			}
-			at = end
-		}
+	rest, ok := matchShapes(sh.inDims, inSizes, sh.sizes)
+	if ok {
+		_, ok = matchShapes(sh.outDims, outSizes, rest) // the dims account for every size
 	}
-	return at == len(sh.sizes)
+	return ok
+}
+
+// matchShapes reports whether shapes are the ones dims and the front of sizes describe, and
+// returns the rest of sizes.
+func matchShapes(dims []int32, shapes [][]int64, sizes []int64) ([]int64, bool) {
+	if len(dims) != len(shapes) {
+		return nil, false
+	}
+	for i, shape := range shapes {
+		if int(dims[i]) != len(shape) || len(sizes) < len(shape) || !slices.Equal(sizes[:len(shape)], shape) {
+			return nil, false
+		}
+		sizes = sizes[len(shape):]
+	}
+	return sizes, true
 }
 
 // slot is one ring position. Its stack buffer is reused from op to op and its

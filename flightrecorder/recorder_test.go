@@ -89,6 +89,39 @@ func TestSlotReuseWithDifferentShapes(t *testing.T) {
 	assert.Equal(t, []string{"Float", "Float"}, e.OutputDtypes)
 }
 
+// TestSharedShapesStayExact: a group's entries share interned shapes, so every entry must still
+// read back its own shapes when ops cycle through more shapes than the group keeps, and when
+// shapes differ only in how the same extents split between tensors, inputs and outputs.
+func TestSharedShapesStayExact(t *testing.T) {
+	type shape struct {
+		in, out     [][]int64
+		inDT, outDT []string
+	}
+	shapes := []shape{
+		{[][]int64{{2, 3}}, [][]int64{{2, 3}}, []string{"Float"}, []string{"Float"}},
+		{[][]int64{{2}, {3}}, [][]int64{{2, 3}}, []string{"Float", "Float"}, []string{"Float"}},
+		{[][]int64{{2, 3, 2}}, [][]int64{{3}}, []string{"Float"}, []string{"Float"}},
+		{[][]int64{{2, 3}}, [][]int64{{2}, {3}}, []string{"Float"}, []string{"Float", "Float"}},
+		{[][]int64{{2, 3}}, [][]int64{{2, 3}}, []string{"BFloat16"}, []string{"Float"}},
+		{[][]int64{{2, 3}}, [][]int64{{2, 4}}, []string{"Float"}, []string{"Float"}},
+		{[][]int64{{}}, [][]int64{}, []string{"Float"}, []string{}},
+		{[][]int64{}, [][]int64{{}}, []string{}, []string{"Float"}},
+	}
+	rec := flightrecorder.New(64)
+	var want []shape
+	for i := range 60 {
+		sh := shapes[(i*i+i/7)%len(shapes)] // repeats, returns and skips in no simple cycle
+		rec.Record(flightrecorder.OpRecord{Group: i % 2, InputSizes: sh.in, OutputSizes: sh.out, InputDtypes: sh.inDT, OutputDtypes: sh.outDT})
+		want = append(want, sh)
+	}
+	for i, e := range rec.Snapshot().Entries {
+		assert.Equal(t, want[i].in, e.InputSizes, "entry %d", i)
+		assert.Equal(t, want[i].out, e.OutputSizes, "entry %d", i)
+		assert.Equal(t, want[i].inDT, e.InputDtypes, "entry %d", i)
+		assert.Equal(t, want[i].outDT, e.OutputDtypes, "entry %d", i)
+	}
+}
+
 // An op recorded as started (a synchronous op that runs as it is issued) skips "scheduled":
 // it was discovered started at its creation, and completes with a duration.
 func TestRecordStarted(t *testing.T) {
