@@ -116,9 +116,9 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 		g.grad = tensor.New(tensor.Float32, g.size)
 	}
 	acc := g.grad
-	// Sum, then divide while accumulating into the float32 sharded gradient: the same as Avg
-	// (which comm also computes as a sum and a division), without a separate pass over the
-	// buffer (on shm, Avg's division costs several times the reduce-scatter itself).
+	// Sum, then (in the goroutine below) divide and add into the float32 sharded gradient: the
+	// same bits as Avg, which comm also computes as a sum and a division, but the division runs
+	// here, off the collective (on shm, Avg's division cost several times the reduce-scatter).
 	out := md.pool.tensor(md.reduceDT, false, g.size)
 	w := md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
 	red := &reduction{done: make(chan struct{}), issued: make(chan struct{})}
@@ -159,11 +159,10 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 		if err == nil {
 			err = tensor.ReduceInto(tensor.Sum, tensor.Float32, acc.Bytes(), sum.Bytes())
 		}
+		md.pool.put(in, out) // the collective is over: the buffers are free either way
 		if err != nil {
 			red.err = opErr("ReduceGradients", globalRank(md.mesh), err)
-			return
 		}
-		md.pool.put(in, out)
 	}()
 }
 

@@ -104,8 +104,9 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 	})
 }
 
-// reduceInline reduces an input of at most inlineMax bytes: each rank writes it into its op line
-// next to the op's fingerprint and phase, so that one cache line per peer carries everything.
+// reduceInline reduces an input of at most inlineMax bytes: each rank writes it into its op span
+// next to the op's fingerprint and phase, so that one cache line per peer carries everything up
+// to headMax bytes, and a second one, loaded while the waiter spins, the rest.
 // This is the latency path (an 8-byte all-reduce is one exchange of cache lines): it does what
 // begin and sync do, written out, which measured ~20 ns less per op than calling them.
 func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {

@@ -20,14 +20,16 @@ const (
 	line       = 128
 	headerSize = line
 	ctrlSize   = 4 * line
-	mailboxHdr = 2 * line         // head (written by the sender), tail (written by the receiver)
-	magic      = 0x4d485347434347 // "GCCGSHM"
+	mailboxHdr = 2 * line // head (written by the sender), tail (written by the receiver)
+	// magic is "GCCGSHM2", its last byte bumped when the layout changes, so that ranks of
+	// different builds refuse each other's segment instead of misreading it.
+	magic = 0x324d485347434347
 )
 
 // Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
-// line, next to the op's fingerprint and, for a tiny all-reduce, the data itself, so that a peer
-// that sees the phase finds the rest in the same 64-byte cache line: one cache miss per peer per
-// sync. Ops alternate between two such op spans (128 bytes apart): a rank rewrites one two ops
+// span, next to the op's fingerprint and, for a tiny all-reduce, the data itself, so that a peer
+// that sees the phase finds the rest in the same 64-byte cache line (up to headMax bytes of
+// data): one cache miss per peer per sync. Ops alternate between two such op spans (128 bytes apart): a rank rewrites one two ops
 // later, once every member has passed a sync of the op between. A span's second cache line holds
 // the rest of an inline payload longer than headMax (a waiter loads that line while it spins, so
 // that its miss overlaps the phase's instead of following it), then the op's rarely used extra
@@ -143,9 +145,9 @@ func openSegment(pid, fd int, l layout) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if atomic.LoadUint64(seg.u64(0)) != magic {
+	if m := atomic.LoadUint64(seg.u64(0)); m != magic {
 		seg.unmap()
-		return nil, fmt.Errorf("%s is not a gccl segment", path)
+		return nil, fmt.Errorf("%s is not a segment of this gccl build's layout (magic %#x, want %#x): do all ranks run the same build?", path, m, magic)
 	}
 	return seg, nil
 }
@@ -169,7 +171,7 @@ func (s *segment) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[
 
 func (s *segment) ctrl(rank, field int) *uint64 { return s.u64(s.l.ctrlOff + rank*ctrlSize + field) }
 
-// opLine is the offset of rank's control line for op number opSeq.
+// opLine is the offset of rank's op span for op number opSeq.
 func (s *segment) opLine(rank int, opSeq uint64) int {
 	return s.l.ctrlOff + rank*ctrlSize + ctrlOp + int(opSeq%2)*line
 }
@@ -194,7 +196,7 @@ var (
 	_ [inlineOff - unsafe.Offsetof(opLine{}.inline)]struct{}
 )
 
-// line is rank's control line for op number opSeq.
+// line is rank's op span for op number opSeq.
 func (s *segment) line(rank int, opSeq uint64) *opLine {
 	return (*opLine)(unsafe.Pointer(&s.mem[s.opLine(rank, opSeq)]))
 }

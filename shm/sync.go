@@ -157,9 +157,8 @@ type idler struct {
 func (d *idler) reset() { d.idle = false }
 
 // due reports whether iteration iter of a wait loop should look beyond the awaited words
-// (aborts, the deadline) and pause: every 64th while spinning pays, every 8th when the policy
-// yields at once (more ranks than cores), where spinning only delays the peer that shares the
-// core.
+// (aborts, the deadline) and pause: every 64th while the policy spins, every 8th when it yields
+// at once (more ranks than cores), where spinning only delays the peer that shares the core.
 func (d *idler) due(iter int) bool {
 	mask := 63
 	if d.policy.Spin == 0 {

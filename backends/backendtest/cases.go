@@ -80,8 +80,9 @@ func cases(n int, large bool) []tcase {
 			}
 		}
 	}
-	// Sizes on either side of the small-message paths' limits a backend may have (shm: 32 and
-	// 80 bytes inline), for element sizes 4, 8 and 2.
+	// Sizes on either side of the small-message limits a backend may have (shm: 32 bytes, where
+	// an inline payload spills into a second cache line, and 80, the inline limit), for element
+	// sizes 4, 8 and 2.
 	for _, e := range []struct {
 		dt     tensor.DType
 		counts []int

@@ -67,9 +67,9 @@ func Yield() {
 	runtime.Gosched()
 }
 
-// Yielder gives the CPU away during one wait on other processes. Every Yield lets another runnable thread of this
-// host have the core (sched_yield); every 8th also lets this process's other goroutines run
-// (runtime.Gosched). Going through the Go scheduler on every yield cost ~0.4 µs per small
+// Yielder gives the CPU away during one wait on other processes. Every Yield lets another
+// runnable thread of this host have the core (sched_yield); every 8th also lets this process's
+// other goroutines run (runtime.Gosched). Going through the Go scheduler on every yield cost ~0.4 µs per small
 // all-reduce with 4 ranks on 2 cores, where a rank yields once or twice per op; a wait that lasts
 // longer still lets the other goroutines in, which with a rank pinned to one core (GOMAXPROCS 1)
 // would otherwise wait for the runtime's preemption (10 ms). The zero Yielder is ready; use one
