@@ -35,12 +35,13 @@ func (g *Group) nextBuf() int {
 	return b
 }
 
-// enter is a piece's sync: the op's first piece checks the fingerprint.
-func (g *Group) enter(ctx context.Context, op backends.Op, first bool) error {
+// enter is a piece's sync: the op's first piece checks the fingerprint. t says what the piece
+// reads from the peers (see touch).
+func (g *Group) enter(ctx context.Context, op backends.Op, first bool, t touch) error {
 	if first {
-		return g.begin(ctx, op)
+		return g.beginTouching(ctx, op, t)
 	}
-	return g.sync(ctx)
+	return g.syncTouching(ctx, t)
 }
 
 // part is rank p's share [lo, hi) of a piece of n bytes, split element-aligned among size ranks.
@@ -118,7 +119,7 @@ func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte,
 	me.fp = fp
 	publish(&me.phase, g.phase)
 	backends.Posted(ctx)
-	if err := g.waitPhase(ctx, g.phase, len(ib) > headMax); err != nil {
+	if err := g.waitPhase(ctx, g.phase, touch{tail: len(ib) > headMax}); err != nil {
 		return err
 	}
 	if err := g.checkFingerprints(fp); err != nil {
@@ -144,7 +145,11 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib)
-		if err := g.begin(ctx, op); err != nil {
+		t := touch{}
+		if root < 0 || r == root { // the ranks that read every slot
+			t = touchSlots(b, len(ib), -1)
+		}
+		if err := g.beginTouching(ctx, op, t); err != nil {
 			return err
 		}
 		if root >= 0 && r != root {
@@ -159,7 +164,7 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 		b := g.nextBuf()
 		mine := g.seg.slot(r, b)
 		copy(mine, ib[off:off+pl])
-		if err := g.enter(ctx, op, first); err != nil {
+		if err := g.enter(ctx, op, first, touch{}); err != nil {
 			return err
 		}
 		lo, hi := part(pl, n, r, es)
@@ -194,10 +199,12 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 		}
 		return pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 			b := g.nextBuf()
+			t := touchSlots(b, pl, op.Root) // the others read the root's slot
 			if g.cfg.Rank == op.Root {
 				copy(g.seg.slot(op.Root, b), bb[off:off+pl])
+				t = touch{}
 			}
-			if err := g.enter(ctx, op, first); err != nil {
+			if err := g.enter(ctx, op, first, t); err != nil {
 				return err
 			}
 			if g.cfg.Rank != op.Root {
@@ -225,7 +232,11 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	return pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib[off:off+pl])
-		if err := g.enter(ctx, op, first); err != nil {
+		t := touch{}
+		if root < 0 || r == root { // the ranks that read every slot
+			t = touchSlots(b, pl, -1)
+		}
+		if err := g.enter(ctx, op, first, t); err != nil {
 			return err
 		}
 		if root >= 0 && r != root {
@@ -278,7 +289,7 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 					copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
 				}
 			}
-			if err := g.enter(ctx, op, first); err != nil {
+			if err := g.enter(ctx, op, first, touch{}); err != nil {
 				return err
 			}
 			copy(ob[off:off+pl], g.seg.slot(op.Root, b)[r*q:r*q+pl])
@@ -304,7 +315,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			for p := 0; p < n; p++ {
 				copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
 			}
-			if err := g.enter(ctx, op, first); err != nil {
+			if err := g.enter(ctx, op, first, touch{}); err != nil {
 				return err
 			}
 			for p := range srcs {
