@@ -25,7 +25,7 @@ type deadlineCtx struct {
 func (pg *ProcessGroup) deadline(parent context.Context, req *request) context.Context {
 	c := &pg.opCtx
 	c.Context, c.timeout, c.deadline, c.pg = parent, pg.timeout, time.Time{}, pg
-	c.entry = req.frEntry()
+	req.setFREntry(&c.entry)
 	return c
 }
 
