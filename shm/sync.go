@@ -18,12 +18,12 @@ const livenessEvery = 100 * time.Millisecond
 
 // opFingerprint describes op for the mismatch check.
 func opFingerprint(op backends.Op) fingerprint {
-	fp := fingerprint{Seq: op.Seq, Kind: uint8(op.Kind), DType: uint8(op.DType), Reduce: uint8(op.Reduce),
-		Root: int32(op.Root), Count: int64(op.Count)}
+	count := int64(op.Count)
 	if op.Kind == backends.OpAllToAll {
-		fp.Count = 0 // split sizes legitimately differ per rank
+		count = 0 // split sizes legitimately differ per rank
 	}
-	return fp
+	return fingerprint{Seq: op.Seq, Count: count, What: uint64(uint32(int32(op.Root))) |
+		uint64(uint8(op.Kind))<<32 | uint64(uint8(op.DType))<<40 | uint64(uint8(op.Reduce))<<48}
 }
 
 // begin is an op's first sync: it publishes the op's fingerprint, waits for every member and
@@ -77,23 +77,23 @@ func (g *Group) checkFingerprints(fp fingerprint) error {
 }
 
 func describe(fp fingerprint) string {
-	return fmt.Sprintf("%s #%d (%d x %s, op %s, root %d)", backends.OpKind(fp.Kind), fp.Seq, fp.Count,
-		tensor.DType(fp.DType), tensor.ReduceOp(fp.Reduce), fp.Root)
+	return fmt.Sprintf("%s #%d (%d x %s, op %s, root %d)", backends.OpKind(fp.kind()), fp.Seq, fp.Count,
+		tensor.DType(fp.dtype()), tensor.ReduceOp(fp.reduce()), fp.root())
 }
 
 func fpMismatch(got, want fingerprint) string {
 	switch {
 	case got.Seq != want.Seq:
 		return "ranks issued a different number of collectives"
-	case got.Kind != want.Kind:
+	case got.kind() != want.kind():
 		return "ranks called different collectives"
-	case got.DType != want.DType:
+	case got.dtype() != want.dtype():
 		return "ranks passed different dtypes"
 	case got.Count != want.Count:
 		return "ranks passed different element counts"
-	case got.Reduce != want.Reduce:
+	case got.reduce() != want.reduce():
 		return "ranks passed different reduce ops"
-	case got.Root != want.Root:
+	case got.root() != want.root():
 		return "ranks passed different roots"
 	}
 	return ""
