@@ -8,3 +8,9 @@ package shm
 //
 //go:noescape
 func publish(addr *uint64, v uint64)
+
+// spinPause tells the core that this thread is spinning (PAUSE): a hyperthread sharing the core
+// gets its execution resources meanwhile. On this VM the two vCPUs are at times siblings of one
+// core, and then a spinning rank without it slowed its peer's work: 8-byte all-reduce, 2 ranks,
+// 0.45 against 0.38 µs.
+func spinPause()

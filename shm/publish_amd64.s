@@ -7,3 +7,8 @@ TEXT ·publish(SB), NOSPLIT, $0-16
 	MOVQ BX, (AX)
 	RET
 
+
+// func spinPause()
+TEXT ·spinPause(SB), NOSPLIT, $0-0
+	PAUSE
+	RET

@@ -169,6 +169,7 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, t touch) error {
 		if next == n {
 			return nil
 		}
+		spinPause()
 		if !idle.due(iter) {
 			continue
 		}
