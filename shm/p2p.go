@@ -153,7 +153,7 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 			backends.Posted(ctx)
 			posted = true
 		}
-		spinPause()
+		idle.spun()
 		if !idle.due(iter) {
 			continue
 		}
