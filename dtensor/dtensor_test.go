@@ -2,9 +2,7 @@ package dtensor_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,15 +17,13 @@ import (
 	"github.com/gccl/gccl/tensor"
 )
 
-// meshCase is one mesh the ranks of TestRedistribute build, passed to them as JSON.
+// meshCase is one mesh the ranks of TestRedistribute build, passed to them as ranktest's Case.
 type meshCase struct {
 	Name  string
 	Ranks int
 	Shape []int
 	Long  bool // skipped with -short
 }
-
-const caseEnv = "GCCL_DTENSOR_TEST_CASE"
 
 // TestRedistribute: on 1-D meshes of 2, 3 and 4 real processes and 2-D meshes of 2x2 (and 2x3),
 // for every pair of placements per mesh dimension (S(0), S(1), R, P(sum), and on 1-D meshes
@@ -38,7 +34,7 @@ const caseEnv = "GCCL_DTENSOR_TEST_CASE"
 func TestRedistribute(t *testing.T) {
 	if ranktest.Child(t) {
 		var tc meshCase
-		require.NoError(t, json.Unmarshal([]byte(os.Getenv(caseEnv)), &tc))
+		ranktest.ReadCase(t, &tc)
 		redistributeChild(t, tc)
 		return
 	}
@@ -54,11 +50,9 @@ func TestRedistribute(t *testing.T) {
 			if tc.Long && testing.Short() {
 				t.Skip("-short: 6 ranks on a small machine; 2x2 covers 2-D meshes")
 			}
-			js, err := json.Marshal(tc)
-			require.NoError(t, err)
 			start := time.Now()
-			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute,
-				Env: []string{caseEnv + "=" + string(js), "GCCL_TIMEOUT=60s", "GCCL_BACKEND=gloo"}})
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute, Case: tc,
+				Env: []string{"GCCL_TIMEOUT=60s", "GCCL_BACKEND=gloo"}})
 			ranktest.AssertExitedZero(t, res)
 			t.Logf("%s: %d ranks in %v; rank 0: %s", tc.Name, tc.Ranks, time.Since(start).Round(time.Millisecond), strings.TrimSpace(res[0].Output))
 		})

@@ -2,10 +2,8 @@ package dtensor_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -31,7 +29,7 @@ import (
 func TestOps(t *testing.T) {
 	if ranktest.Child(t) {
 		var tc meshCase
-		require.NoError(t, json.Unmarshal([]byte(os.Getenv(caseEnv)), &tc))
+		ranktest.ReadCase(t, &tc)
 		opsChild(t, tc)
 		return
 	}
@@ -42,11 +40,9 @@ func TestOps(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			js, err := json.Marshal(tc)
-			require.NoError(t, err)
 			start := time.Now()
-			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: time.Minute,
-				Env: []string{caseEnv + "=" + string(js), "GCCL_TIMEOUT=30s", "GCCL_BACKEND=gloo"}})
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: time.Minute, Case: tc,
+				Env: []string{"GCCL_TIMEOUT=30s", "GCCL_BACKEND=gloo"}})
 			ranktest.AssertExitedZero(t, res)
 			t.Logf("%s: %d ranks in %v; rank 0: %s", tc.Name, tc.Ranks, time.Since(start).Round(time.Millisecond), strings.TrimSpace(res[0].Output))
 		})

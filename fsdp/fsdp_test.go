@@ -2,12 +2,10 @@ package fsdp_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,8 +31,6 @@ type ranksCase struct {
 	Load  []string // checkpoints written by earlier cases (other world sizes) to load
 }
 
-const ranksCaseEnv = "GCCL_FSDP_TEST_CASE"
-
 // TestRanks runs the package on real processes: FSDP over 2 and 4 ranks and HSDP over a 2x2
 // mesh. In each job every rank checks the sharding and padding layout, that Unshard and Prefetch
 // rebuild the full parameters with one all-gather per group, that ReduceGradients gives the
@@ -46,7 +42,7 @@ const ranksCaseEnv = "GCCL_FSDP_TEST_CASE"
 func TestRanks(t *testing.T) {
 	if ranktest.Child(t) {
 		var tc ranksCase
-		require.NoError(t, json.Unmarshal([]byte(os.Getenv(ranksCaseEnv)), &tc))
+		ranktest.ReadCase(t, &tc)
 		ranksChild(t, tc)
 		return
 	}
@@ -59,10 +55,8 @@ func TestRanks(t *testing.T) {
 	}
 	for _, tc := range cases {
 		ok := t.Run(tc.Name, func(t *testing.T) {
-			js, err := json.Marshal(tc)
-			require.NoError(t, err)
-			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute,
-				Env: []string{ranksCaseEnv + "=" + string(js), "GCCL_TIMEOUT=60s", "GCCL_BACKEND=gloo"}})
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute, Case: tc,
+				Env: []string{"GCCL_TIMEOUT=60s", "GCCL_BACKEND=gloo"}})
 			ranktest.AssertExitedZero(t, res)
 		})
 		if !ok {

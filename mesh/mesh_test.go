@@ -2,8 +2,6 @@ package mesh_test
 
 import (
 	"context"
-	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +16,7 @@ import (
 	"github.com/gccl/gccl/tensor"
 )
 
-// layoutCase is one mesh the ranks of TestLayout build, passed to them as JSON in meshCaseEnv.
+// layoutCase is one mesh the ranks of TestLayout build, passed to them as ranktest's Case.
 type layoutCase struct {
 	Name     string
 	Ranks    int
@@ -30,8 +28,6 @@ type layoutCase struct {
 	Long     bool              // skipped with -short (the race target): other cases cover it
 }
 
-const meshCaseEnv = "GCCL_MESH_TEST_CASE"
-
 // TestLayout: on every rank, for 1-, 2- and 3-D meshes over 4 and 8 real processes, the
 // coordinates, local ranks, sizes and group members follow the row-major formula; an
 // all-reduce on each dimension's group sums exactly the ranks that share the other
@@ -41,7 +37,7 @@ const meshCaseEnv = "GCCL_MESH_TEST_CASE"
 func TestLayout(t *testing.T) {
 	if ranktest.Child(t) {
 		var tc layoutCase
-		require.NoError(t, json.Unmarshal([]byte(os.Getenv(meshCaseEnv)), &tc))
+		ranktest.ReadCase(t, &tc)
 		layoutChild(t, tc)
 		return
 	}
@@ -63,15 +59,13 @@ func TestLayout(t *testing.T) {
 			if tc.Long && testing.Short() {
 				t.Skip("-short: 3-D and 8 ranks are covered by backends_2x2x2")
 			}
-			js, err := json.Marshal(tc)
-			require.NoError(t, err)
-			env := []string{meshCaseEnv + "=" + string(js), "GCCL_TIMEOUT=60s"}
+			env := []string{"GCCL_TIMEOUT=60s"}
 			if tc.World != "" {
 				env = append(env, "GCCL_BACKEND="+tc.World)
 			} else {
 				env = append(env, "GCCL_BACKEND=gloo")
 			}
-			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute, Env: env})
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute, Case: tc, Env: env})
 			ranktest.AssertExitedZero(t, res)
 		})
 	}

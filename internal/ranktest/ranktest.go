@@ -16,6 +16,7 @@ package ranktest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -34,7 +35,10 @@ import (
 	"github.com/gccl/gccl/comm/store"
 )
 
-const envChild = "GCCL_RANKTEST_CHILD"
+const (
+	envChild = "GCCL_RANKTEST_CHILD"
+	envCase  = "GCCL_RANKTEST_CASE"
+)
 
 // Token is the job token of the store Spawn hosts.
 const Token = "ranktest-token"
@@ -54,6 +58,16 @@ type Config struct {
 	NoStore bool
 	// Started, if set, is called once every rank has started, with their processes.
 	Started func(procs []*os.Process)
+	// Case, if set, is handed to every rank as JSON; a rank reads it with ReadCase.
+	Case any
+}
+
+// ReadCase decodes into c the Config.Case this rank was started with.
+func ReadCase(t *testing.T, c any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(os.Getenv(envCase)), c); err != nil {
+		t.Fatalf("ranktest: reading the case in %s: %v", envCase, err)
+	}
 }
 
 // Result is how one rank ended.
@@ -85,6 +99,13 @@ func Spawn(t *testing.T, cfg Config) []Result {
 		t.Cleanup(func() { _ = srv.Close() })
 		host, port, _ := net.SplitHostPort(srv.Addr())
 		env = append(env, "MASTER_ADDR="+host, "MASTER_PORT="+port, "GCCL_STORE_HOSTED=1", "GCCL_TOKEN="+Token)
+	}
+	if cfg.Case != nil {
+		js, err := json.Marshal(cfg.Case)
+		if err != nil {
+			t.Fatalf("ranktest: Config.Case: %v", err)
+		}
+		env = append(env, envCase+"="+string(js))
 	}
 	env = append(env, cfg.Env...)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
