@@ -30,15 +30,25 @@ func SocketHost(master string) string {
 			return v
 		}
 	}
-	if master == "" || master == "localhost" {
+	if master == "" {
 		return "127.0.0.1"
 	}
-	if ip := net.ParseIP(master); ip != nil && ip.IsLoopback() {
+	if a := RouteAddr(master); a != "" {
+		return a
+	}
+	return "0.0.0.0"
+}
+
+// RouteAddr is the local address this host reaches host from: 127.0.0.1 when host is local
+// ("localhost" or a loopback address), else the address of the interface the route to it goes
+// through (found without sending anything), or "" when there is no route.
+func RouteAddr(host string) string {
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
 		return "127.0.0.1"
 	}
-	c, err := net.Dial("udp", net.JoinHostPort(master, "9"))
+	c, err := net.Dial("udp", net.JoinHostPort(host, "9"))
 	if err != nil {
-		return "0.0.0.0"
+		return ""
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).IP.String()

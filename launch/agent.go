@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/comm/store"
 	"github.com/gccl/gccl/flightrecorder"
 )
@@ -991,15 +992,10 @@ func isLocalHost(host string) (local, resolved bool) {
 }
 
 // routeTo is the local address that routes to host: the address the other nodes reach this one
-// at (loopback for a local endpoint).
+// at (loopback for a local endpoint, or when there is no route).
 func routeTo(host string) string {
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
-		return "127.0.0.1"
+	if a := backends.RouteAddr(host); a != "" {
+		return a
 	}
-	c, err := net.Dial("udp", net.JoinHostPort(host, "9"))
-	if err != nil {
-		return "127.0.0.1"
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP.String()
+	return "127.0.0.1"
 }
