@@ -44,6 +44,9 @@ type Options struct {
 	MixedPrecision MixedPrecisionPolicy
 }
 
+// masterDT is the dtype of the master shards (and of the parameters Shard accepts).
+const masterDT = tensor.Float32
+
 // Model is a set of parameter groups sharded over a mesh: what torch's fully_shard makes of a
 // module. Its methods are called from one goroutine (the training loop); the only concurrency is
 // its own prefetch, which it synchronises.
@@ -55,7 +58,6 @@ type Model struct {
 	n, rank    int                // shard-group size and this rank's place in it
 	replRank   int                // this rank's place in the replicate group (0 without one)
 	opts       Options
-	masterDT   tensor.DType
 	paramDT    tensor.DType
 	reduceDT   tensor.DType
 	groups     []*Group
@@ -144,7 +146,7 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 	if m == nil {
 		return nil, errorf(opShard, rank, "the mesh is nil; pass a 1-D mesh (FSDP) or a 2-D mesh (HSDP: replicate x shard)")
 	}
-	md := &Model{mesh: m, opts: opts, byName: map[string]*param{}, gradSync: true, masterDT: tensor.Float32}
+	md := &Model{mesh: m, opts: opts, byName: map[string]*param{}, gradSync: true}
 	switch m.NDim() {
 	case 1:
 		md.placements = []dtensor.Placement{dtensor.Shard{Dim: 0}}
@@ -160,10 +162,10 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 	md.n, md.rank = md.shardPG.Size(), md.shardPG.Rank()
 	md.paramDT, md.reduceDT = opts.MixedPrecision.ParamDType, opts.MixedPrecision.ReduceDType
 	if md.paramDT == tensor.Invalid {
-		md.paramDT = md.masterDT
+		md.paramDT = masterDT
 	}
 	if md.reduceDT == tensor.Invalid {
-		md.reduceDT = md.masterDT
+		md.reduceDT = masterDT
 	}
 	problem := md.checkSpec(groups)
 	// The ranks must agree on the groups: compare a fingerprint (and any local problem) across
@@ -185,13 +187,10 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 			g.params = append(g.params, pr)
 			md.byName[p.Name] = pr
 		}
-		g.master = tensor.New(md.masterDT, g.size)
+		g.master = tensor.New(masterDT, g.size)
 		for pi, p := range ps {
 			pr := g.params[pi]
-			src := p.Tensor.Contiguous()
-			if src.DType() != md.masterDT {
-				src = src.To(md.masterDT)
-			}
+			src := p.Tensor.Contiguous() // float32, as checkSpec requires
 			local, err := src.Narrow(0, pr.startRow, pr.localRows)
 			if err != nil {
 				return nil, opErr(opShard, rank, err)
@@ -248,7 +247,7 @@ func (md *Model) checkSpec(groups [][]Param) string {
 				return fmt.Sprintf("parameter %q is nil; pass its full tensor", p.Name)
 			case p.Tensor.Dim() == 0:
 				return fmt.Sprintf("parameter %q is a scalar; reshape it to [1] so that it has a dim 0 to shard", p.Name)
-			case p.Tensor.DType() != md.masterDT:
+			case p.Tensor.DType() != masterDT:
 				return fmt.Sprintf("parameter %q is %s; pass float32 master parameters (and MixedPrecision.ParamDType for %s compute)",
 					p.Name, p.Tensor.DType(), p.Tensor.DType())
 			}

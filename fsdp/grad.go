@@ -54,9 +54,8 @@ func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
 	if src.DType() != tensor.Float32 {
 		src = src.To(tensor.Float32)
 	}
-	s := sum.Float32s()
-	for i, v := range src.Float32s() {
-		s[i] += v
+	if err := tensor.ReduceInto(tensor.Sum, tensor.Float32, sum.Bytes(), src.Bytes()); err != nil {
+		return errorf(op, globalRank(g.model.mesh), "adding the gradient of %q: %v", name, err)
 	}
 	if sum != acc {
 		convertInto(acc, sum)
@@ -255,9 +254,8 @@ func (md *Model) ClipGradNorm(ctx context.Context, maxNorm float64) (float64, er
 			if g.grad == nil {
 				continue
 			}
-			gs := g.grad.Float32s()
-			for i, v := range gs {
-				gs[i] = float32(float64(v) * coef)
+			if err := tensor.Scale(tensor.Float32, g.grad.Bytes(), coef); err != nil {
+				return 0, opErr(op, rank, err)
 			}
 		}
 	}

@@ -108,7 +108,7 @@ func (md *Model) FullStateDict(ctx context.Context) (map[string]*tensor.Tensor, 
 	for _, g := range md.groups {
 		var all *tensor.Tensor
 		if md.rank == 0 {
-			all = tensor.New(md.masterDT, md.n*g.size)
+			all = tensor.New(masterDT, md.n*g.size)
 		}
 		if err := md.shardPG.Gather(ctx, all, g.master, 0); err != nil {
 			return nil, opErr(op, globalRank(md.mesh), err)
@@ -116,7 +116,7 @@ func (md *Model) FullStateDict(ctx context.Context) (map[string]*tensor.Tensor, 
 		if md.rank != 0 {
 			continue
 		}
-		full := g.copyOut(all, md.masterDT)
+		full := g.copyOut(all, masterDT)
 		for i, p := range g.params {
 			out[p.name] = full[i]
 		}
@@ -171,7 +171,7 @@ func (md *Model) LoadFullStateDict(ctx context.Context, sd map[string]*tensor.Te
 		for _, p := range g.params {
 			total += p.shape[0] * p.rowSize
 		}
-		flat := tensor.New(md.masterDT, total)
+		flat := tensor.New(masterDT, total)
 		if md.isRoot() {
 			off := 0
 			for _, p := range g.params {
@@ -280,7 +280,7 @@ func (md *Model) SaveCheckpoint(ctx context.Context, dir string, opt Optimizer) 
 			}
 			for _, g := range md.groups {
 				for _, p := range g.params {
-					meta.Params = append(meta.Params, checkpointParm{Name: p.name, Group: g.index, DType: md.masterDT.String(), Shape: p.shape})
+					meta.Params = append(meta.Params, checkpointParm{Name: p.name, Group: g.index, DType: masterDT.String(), Shape: p.shape})
 				}
 			}
 			js, _ := json.MarshalIndent(meta, "", "  ")
@@ -399,8 +399,8 @@ func (md *Model) loadCheckpoint(dir string, opt Optimizer) error {
 			}
 			part, _ := src.Narrow(0, lo-start, hi-lo)
 			into, _ := dst.Narrow(0, lo-p.startRow, hi-lo)
-			if part.DType() != md.masterDT {
-				part = part.To(md.masterDT)
+			if part.DType() != masterDT {
+				part = part.To(masterDT)
 			}
 			if err := into.CopyFrom(part); err != nil {
 				return fail("key %q: %v", key, err)

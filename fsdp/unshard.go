@@ -22,7 +22,7 @@ func (g *Group) Prefetch(ctx context.Context) {
 	in := g.master
 	var extra int64
 	var converted *tensor.Tensor
-	if md.paramDT != md.masterDT {
+	if md.paramDT != masterDT {
 		converted = md.pool.tensor(md.paramDT, false, g.size)
 		convertInto(converted, g.master)
 		in = converted
