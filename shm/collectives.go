@@ -145,11 +145,7 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib)
-		t := touch{}
-		if root < 0 || r == root { // the ranks that read every slot
-			t = touchSlots(b, len(ib), -1)
-		}
-		if err := g.beginTouching(ctx, op, t); err != nil {
+		if err := g.beginTouching(ctx, op, g.touchAllIfReading(b, len(ib), root)); err != nil {
 			return err
 		}
 		if root >= 0 && r != root {
@@ -232,11 +228,7 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	return pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib[off:off+pl])
-		t := touch{}
-		if root < 0 || r == root { // the ranks that read every slot
-			t = touchSlots(b, pl, -1)
-		}
-		if err := g.enter(ctx, op, first, t); err != nil {
+		if err := g.enter(ctx, op, first, g.touchAllIfReading(b, pl, root)); err != nil {
 			return err
 		}
 		if root >= 0 && r != root {

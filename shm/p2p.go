@@ -167,13 +167,15 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
 				backends.ErrTimeout, peer)
 		}
-		if idle.pause() && !backends.ProcessAlive(g.pids[peer]) {
+		if !idle.pause() {
+			continue
+		}
+		if err := g.gone(peer); err != nil {
 			// It may have aborted, then exited, while we paused: its abort word says why.
 			if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
 				return g.peerAbort(peer, w)
 			}
-			return &backends.PeerLostError{Rank: peer, GlobalRank: g.cfg.GlobalRank(peer),
-				Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[peer])}
+			return err
 		}
 	}
 }

@@ -152,9 +152,8 @@ func (g *Group) allReduceSingleCopy(ctx context.Context, op backends.Op, ib, ob 
 
 // remoteErr explains a failed read of peer p's memory: usually p died.
 func (g *Group) remoteErr(p int, err error) error {
-	if !backends.ProcessAlive(g.pids[p]) {
-		return &backends.PeerLostError{Rank: p, GlobalRank: g.cfg.GlobalRank(p),
-			Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[p])}
+	if err := g.gone(p); err != nil {
+		return err
 	}
 	return fmt.Errorf("reading rank %d's buffer: %w", p, err)
 }

@@ -137,6 +137,15 @@ func touchSlots(b, n, root int) touch {
 	return touch{bytes: n, slot: b, root: root}
 }
 
+// touchAllIfReading is touchSlots of every peer for a rank that reads every slot after the
+// sync (all of them when root < 0, else only the root), and nothing for the others.
+func (g *Group) touchAllIfReading(b, n, root int) touch {
+	if root >= 0 && g.cfg.Rank != root {
+		return touch{}
+	}
+	return touchSlots(b, n, -1)
+}
+
 // load issues t's loads from peer p, whose op span is l.
 func (t touch) load(s *segment, p int, l *opLine) {
 	if t.tail {
@@ -279,10 +288,18 @@ func (g *Group) behind(from int, phase uint64) []int {
 // checkAlive turns a dead awaited member into a PeerLostError.
 func (g *Group) checkAlive(from int, phase uint64) error {
 	for _, p := range g.behind(from, phase) {
-		if !backends.ProcessAlive(g.pids[p]) {
-			return &backends.PeerLostError{Rank: p, GlobalRank: g.cfg.GlobalRank(p),
-				Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[p])}
+		if err := g.gone(p); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// gone is a PeerLostError for member p if its process no longer runs, else nil.
+func (g *Group) gone(p int) error {
+	if backends.ProcessAlive(g.pids[p]) {
+		return nil
+	}
+	return &backends.PeerLostError{Rank: p, GlobalRank: g.cfg.GlobalRank(p),
+		Cause: fmt.Sprintf("process %d is gone (exited or killed)", g.pids[p])}
 }
