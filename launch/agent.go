@@ -672,12 +672,18 @@ func (w *watcher) publish(f remoteFailure) {
 		f.Message += fmt.Sprintf(" on node %d (%s)", f.Node, f.Host)
 	}
 	w.note(f)
+	if err := w.setFailed(f); err != nil {
+		a.log.Warn("launch: telling the other nodes of the failure", "err", err)
+	}
+}
+
+// setFailed stores f as the generation's failure in the store, unless one is stored already.
+func (w *watcher) setFailed(f remoteFailure) error {
 	data, _ := json.Marshal(f)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := a.client.CompareAndSet(ctx, a.key(w.gen, "failed"), nil, data); err != nil {
-		a.log.Warn("launch: telling the other nodes of the failure", "err", err)
-	}
+	_, err := w.a.client.CompareAndSet(ctx, w.a.key(w.gen, "failed"), nil, data)
+	return err
 }
 
 func (w *watcher) stop() {
@@ -801,12 +807,8 @@ func (a *agent) peek(ctx context.Context, key string) ([]byte, error) {
 
 // publishLost tells the other agents a node was lost, and this agent's workers.
 func (w *watcher) publishLost(f remoteFailure, deliver func(remoteFailure)) {
-	a := w.a
-	a.log.Warn("launch: "+f.Message, "generation", w.gen)
-	data, _ := json.Marshal(f)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_, _ = a.client.CompareAndSet(ctx, a.key(w.gen, "failed"), nil, data)
+	w.a.log.Warn("launch: "+f.Message, "generation", w.gen)
+	_ = w.setFailed(f) // best effort: the lost node may have been the store's host
 	deliver(f)
 }
 
