@@ -107,7 +107,7 @@ func (g *groupState) shapeLocked(inSizes, outSizes [][]int64, inDtypes, outDtype
 		return sh // most often: an op repeats the group's previous shapes
 	}
 	for i, sh := range g.shapes {
-		if sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
+		if i != g.lastShape && sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
 			g.lastShape = i
 			return sh
 		}

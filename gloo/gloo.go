@@ -77,11 +77,7 @@ func (g *Group) connect(ctx context.Context) error {
 		}
 		c, err := newConn(p, t)
 		if err != nil {
-			for _, t := range tcps {
-				if t != nil {
-					t.Close()
-				}
-			}
+			peerconn.CloseAll(tcps)
 			return err
 		}
 		c.group = g.eng.group

@@ -38,14 +38,19 @@ func Connect(ctx context.Context, cfg Config) ([]*net.TCPConn, error) {
 		return conns, nil
 	}
 	if err := connect(ctx, cfg, conns); err != nil {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
+		CloseAll(conns)
 		return nil, err
 	}
 	return conns, nil
+}
+
+// CloseAll closes every connection of conns (skipping the nil ones).
+func CloseAll(conns []*net.TCPConn) {
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 func connect(ctx context.Context, cfg Config, conns []*net.TCPConn) error {
