@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,7 @@ type ProcessGroup struct {
 	children map[string]int // NewGroup / Split counters, for stable group names
 	names    [16]string     // flight-recorder profiling names by op kind
 	opCtx    deadlineCtx    // the running op's context (one op runs at a time)
+	frOps    [16]frOpCache  // by op kind, for the op that holds the turn (see record)
 }
 
 // Rank is this process's rank in the group.
@@ -195,6 +197,16 @@ func (pg *ProcessGroup) record(e *frEntry, started bool) {
 	var dims [16]int64
 	inSizes, inDtypes, nIn, rest := shapesOf(e.in, dims[:0:8])
 	outSizes, outDtypes, nOut, _ := shapesOf(e.out, rest)
+	// An op started as it is recorded holds the group's turn, which makes it the only user of
+	// the group's Op cache.
+	var c *frOpCache
+	if started && int(e.kind) < len(pg.frOps) {
+		c = &pg.frOps[e.kind]
+		if c.fits(e, inSizes[:nIn], outSizes[:nOut]) {
+			e.id = rec.RecordOp(c.op, e.seqs[0], e.seqs[1], e.opID, true)
+			return
+		}
+	}
 	// Field by field into a zero record: a composite literal is built aside and copied whole,
 	// and the copy's wide loads stall on the narrow stores just made (~20 ns per op).
 	var r flightrecorder.OpRecord
@@ -202,7 +214,53 @@ func (pg *ProcessGroup) record(e *frEntry, started bool) {
 	r.IsP2P, r.Timeout, r.Started, r.CaptureStack = e.kind.IsP2P(), pg.timeout, started, pg.w.frStacks
 	// Like PyTorch, every entry carries both counters as they stand after this op.
 	r.CollectiveSeqID, r.P2PSeqID = e.seqs[0], e.seqs[1]
-	e.id = rec.RecordShapes(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
+	if c == nil {
+		e.id = rec.RecordShapes(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
+		return
+	}
+	c.set(rec.NewOp(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut]), e, inSizes[:nIn], outSizes[:nOut])
+	e.id = rec.RecordOp(c.op, e.seqs[0], e.seqs[1], e.opID, true)
+}
+
+// frOpCache is the flight-recorder Op of the group's last op of one kind and what it was made
+// from, so that an op that repeats it (a decode loop's all-reduce) is recorded without the
+// recorder comparing shapes and names.
+type frOpCache struct {
+	op      *flightrecorder.Op
+	peer    int
+	in, out frTensorKey
+}
+
+// frTensorKey is what an Op records of an op's tensor: none, or its dtype and shape.
+type frTensorKey struct {
+	present bool
+	dtype   tensor.DType
+	shape   []int64
+}
+
+func (c *frOpCache) fits(e *frEntry, in, out [][]int64) bool {
+	return c.op != nil && c.peer == e.peer && c.in.fits(e.in, in) && c.out.fits(e.out, out)
+}
+
+func (c *frOpCache) set(op *flightrecorder.Op, e *frEntry, in, out [][]int64) {
+	c.op, c.peer = op, e.peer
+	c.in.set(e.in, in)
+	c.out.set(e.out, out)
+}
+
+// fits reports whether t, whose shape is in shapes (one, or none for a nil t), is what k holds.
+func (k *frTensorKey) fits(t *tensor.Tensor, shapes [][]int64) bool {
+	if t == nil {
+		return !k.present
+	}
+	return k.present && k.dtype == t.DType() && slices.Equal(k.shape, shapes[0])
+}
+
+func (k *frTensorKey) set(t *tensor.Tensor, shapes [][]int64) {
+	k.present = t != nil
+	if t != nil {
+		k.dtype, k.shape = t.DType(), append(k.shape[:0], shapes[0]...)
+	}
 }
 
 func (pg *ProcessGroup) profilingName(kind backends.OpKind, peer int) string {

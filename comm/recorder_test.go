@@ -123,3 +123,57 @@ func waitingOpChild(t *testing.T, backend string) {
 		assert.NotNil(t, e.DurationMs)
 	}
 }
+
+// Ops that repeat a kind with another peer, shape or dtype each record their own: the group
+// reuses the recorder's description of its last op of a kind only when it still fits.
+func TestRepeatedOpsRecordTheirOwnPeersAndShapes(t *testing.T) {
+	if ranktest.Child(t) {
+		repeatedOpsChild(t, os.Getenv("WAIT_TEST_BACKEND"))
+		return
+	}
+	for _, backend := range []string{"shm", "gloo"} {
+		res := ranktest.Spawn(t, ranktest.Config{Ranks: 3, Env: []string{"WAIT_TEST_BACKEND=" + backend}})
+		ranktest.AssertExitedZero(t, res)
+	}
+}
+
+func repeatedOpsChild(t *testing.T, backend string) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Backend: backend})
+	require.NoError(t, err)
+	defer pg.Close()
+	x := tensor.New(tensor.Float32, 2)
+	if pg.Rank() == 0 {
+		require.NoError(t, pg.Send(ctx, x, 1, 0))
+		require.NoError(t, pg.Send(ctx, x, 2, 0))
+		require.NoError(t, pg.Send(ctx, x, 1, 0))
+	} else {
+		require.NoError(t, pg.Recv(ctx, x, 0, 0))
+		if pg.Rank() == 1 {
+			require.NoError(t, pg.Recv(ctx, x, 0, 0))
+		}
+	}
+	ops := []*tensor.Tensor{x, tensor.New(tensor.Float32, 3), tensor.New(tensor.Float64, 3), tensor.New(tensor.Float32, 3, 1), x}
+	for _, y := range ops {
+		require.NoError(t, pg.AllReduce(ctx, y, comm.Sum))
+	}
+
+	es := pg.Recorder().Snapshot().Entries
+	var names []string
+	for _, e := range es[:len(es)-len(ops)] {
+		names = append(names, e.ProfilingName)
+	}
+	want := map[int][]string{
+		0: {backend + ":send 0->1", backend + ":send 0->2", backend + ":send 0->1"},
+		1: {backend + ":recv 1<-0", backend + ":recv 1<-0"},
+		2: {backend + ":recv 2<-0"},
+	}[pg.Rank()]
+	assert.Equal(t, want, names, "rank %d", pg.Rank())
+	for i, e := range es[len(es)-len(ops):] {
+		y := ops[i]
+		assert.Equal(t, backend+":all_reduce", e.ProfilingName)
+		assert.Equal(t, [][]int64{y.AppendShape(nil)}, e.InputSizes, "all-reduce %d", i)
+		assert.Equal(t, []string{y.DType().TorchName()}, e.InputDtypes, "all-reduce %d", i)
+		assert.Equal(t, flightrecorder.StateCompleted, e.State)
+	}
+}

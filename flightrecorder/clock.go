@@ -36,12 +36,12 @@ func newAnchor() anchor {
 	return anchor{tick: t0 + (t1-t0)/2, at: at}
 }
 
-// ticks reads the recorder's clock.
+// ticks reads the recorder's clock, which never reads 0 (a slot's 0 means "not reached").
 func ticks() int64 {
 	if tscClock {
 		return rdtsc()
 	}
-	return int64(time.Since(monoBase))
+	return int64(time.Since(monoBase)) + 1
 }
 
 // monoBase is the origin of ticks when they are monotonic-clock nanoseconds.

@@ -63,17 +63,17 @@ type OpRecord struct {
 
 type opState uint8
 
-// Bits of slot.converted.
-const (
-	convCreated uint8 = 1 << iota
-	convStarted
-	convCompleted
-)
-
 const (
 	opScheduled opState = iota
 	opStarted
 	opCompleted
+)
+
+// Bits of slotExtra.converted.
+const (
+	convCreated uint8 = 1 << iota
+	convStarted
+	convCompleted
 )
 
 // groupState is what the recorder knows about one process group. Pointers to
@@ -81,47 +81,78 @@ const (
 type groupState struct {
 	id         int
 	name, desc string
+	gen        uint64 // bumped when name or desc change: Ops made before are stale
 	ranks      string // FormatRanks of the members
 	registered bool   // appears in pg_config
 	hasStatus  bool   // appears in pg_status
 	status     PGStatus
-	shapes     [4]*opShape // the group's recent shapes, for reuse
-	nextShape  int         // the one shapes replaces next
-	lastShape  int         // the one last used
+	ops        [8]*Op // the group's recent Ops, for reuse
+	nextOp     int    // the one ops replaces next
+	lastOp     int    // the one last used
 }
 
-// opShape is the tensor shapes and dtypes of an entry, flattened as in PyTorch: dims[i] is the
-// rank of tensor i (inputs, then outputs) and sizes holds all extents back to back. It never
-// changes once made, so the entries of a group that repeat shapes (a decode loop's all-reduces,
-// a training step's per-layer ops) share one: recording an op costs a comparison, not a copy.
+// Op is what the entries of one kind of op share: group, profiling name, tensor shapes and
+// dtypes, timeout, thread, whether it is point-to-point. A caller that issues the same op
+// again and again (a decode loop's all-reduce, a training step's per-layer ops) makes its Op
+// once with NewOp and records each instance with RecordOp: recording then writes counters and
+// a time into one cache line instead of comparing and copying shapes and names. An Op never
+// changes once made and may be used from any goroutine; it belongs to the Recorder that made it.
+type Op struct {
+	g                    *groupState
+	gen                  uint64 // g.gen when made: pgName and pgDesc are g's then
+	pgName, pgDesc       string
+	profilingName        string
+	threadName, threadID string
+	isP2P                bool
+	captureStack         bool
+	timeoutMs            int64
+	shape                *opShape
+}
+
+// opShape is the tensor shapes and dtypes of an Op, flattened as in PyTorch: dims[i] is the
+// rank of tensor i (inputs, then outputs) and sizes holds all extents back to back.
 type opShape struct {
 	inDims, outDims     []int32
 	sizes               []int64
 	inDtypes, outDtypes []string
 }
 
-// shapeLocked returns the group's opShape equal to the given shapes, made and remembered if it
-// has none. r.mu must be held.
-func (g *groupState) shapeLocked(inSizes, outSizes [][]int64, inDtypes, outDtypes []string) *opShape {
-	if sh := g.shapes[g.lastShape]; sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
-		return sh // most often: an op repeats the group's previous shapes
+// opLocked returns the group's Op for op and the given shapes, made and remembered if it has
+// none. r.mu must be held.
+func (g *groupState) opLocked(op *OpRecord, inSizes, outSizes [][]int64, inDtypes, outDtypes []string) *Op {
+	if o := g.ops[g.lastOp]; o != nil && o.matches(op, inSizes, outSizes, inDtypes, outDtypes) {
+		return o // most often: an op repeats the group's previous one
 	}
-	for i, sh := range g.shapes {
-		if i != g.lastShape && sh != nil && sh.matches(inSizes, outSizes, inDtypes, outDtypes) {
-			g.lastShape = i
-			return sh
+	for i, o := range g.ops {
+		if i != g.lastOp && o != nil && o.matches(op, inSizes, outSizes, inDtypes, outDtypes) {
+			g.lastOp = i
+			return o
 		}
 	}
-	sh := &opShape{inDtypes: slices.Clone(inDtypes), outDtypes: slices.Clone(outDtypes)}
+	o := &Op{
+		g: g, gen: g.gen, pgName: g.name, pgDesc: g.desc,
+		profilingName: op.ProfilingName, threadName: op.ThreadName, threadID: op.ThreadID,
+		isP2P: op.IsP2P, captureStack: op.CaptureStack, timeoutMs: op.Timeout.Milliseconds(),
+		shape: &opShape{inDtypes: slices.Clone(inDtypes), outDtypes: slices.Clone(outDtypes)},
+	}
+	sh := o.shape
 	sh.inDims, sh.sizes = appendShapes(nil, nil, inSizes)
 	sh.outDims, sh.sizes = appendShapes(nil, sh.sizes, outSizes)
-	g.shapes[g.nextShape] = sh
-	g.lastShape = g.nextShape
-	g.nextShape = (g.nextShape + 1) % len(g.shapes)
-	return sh
+	g.ops[g.nextOp] = o
+	g.lastOp = g.nextOp
+	g.nextOp = (g.nextOp + 1) % len(g.ops)
+	return o
 }
 
-func (sh *opShape) matches(inSizes, outSizes [][]int64, inDtypes, outDtypes []string) bool {
+// matches reports whether o is what op and the given shapes describe, in o's group as it
+// stands.
+func (o *Op) matches(op *OpRecord, inSizes, outSizes [][]int64, inDtypes, outDtypes []string) bool {
+	if o.gen != o.g.gen || o.profilingName != op.ProfilingName || o.isP2P != op.IsP2P ||
+		o.captureStack != op.CaptureStack || o.timeoutMs != op.Timeout.Milliseconds() ||
+		o.threadName != op.ThreadName || o.threadID != op.ThreadID {
+		return false
+	}
+	sh := o.shape
 	if !slices.Equal(sh.inDtypes, inDtypes) || !slices.Equal(sh.outDtypes, outDtypes) {
 		return false
 	}
@@ -130,6 +161,36 @@ func (sh *opShape) matches(inSizes, outSizes [][]int64, inDtypes, outDtypes []st
 		_, ok = matchShapes(sh.outDims, outSizes, rest) // the dims account for every size
 	}
 	return ok
+}
+
+// current returns o, or if its group's name or desc changed since it was made, the group's
+// equal Op with the current ones. r.mu must be held.
+func (o *Op) current() *Op {
+	if o.gen == o.g.gen {
+		return o
+	}
+	rec := OpRecord{
+		Group: o.g.id, ProfilingName: o.profilingName, IsP2P: o.isP2P, CaptureStack: o.captureStack,
+		Timeout: time.Duration(o.timeoutMs) * time.Millisecond, ThreadName: o.threadName, ThreadID: o.threadID,
+	}
+	sh := o.shape
+	in, out := sh.sizesOf()
+	return o.g.opLocked(&rec, in, out, sh.inDtypes, sh.outDtypes)
+}
+
+// sizesOf returns the shapes sh describes, inputs then outputs.
+func (sh *opShape) sizesOf() (in, out [][]int64) {
+	at := 0
+	split := func(dims []int32) [][]int64 {
+		var shapes [][]int64
+		for _, nd := range dims {
+			shapes = append(shapes, sh.sizes[at:at+int(nd)])
+			at += int(nd)
+		}
+		return shapes
+	}
+	in = split(sh.inDims)
+	return in, split(sh.outDims)
 }
 
 // matchShapes reports whether shapes are the ones dims and the front of sizes describe, and
@@ -147,31 +208,52 @@ func matchShapes(dims []int32, shapes [][]int64, sizes []int64) ([]int64, bool) 
 	return sizes, true
 }
 
-// slot is one ring position. Its stack buffer is reused from op to op and its
-// shapes are shared (opShape), so a steady-state Record allocates nothing.
+// slot is one ring position: what recording an op writes, one cache line (64 bytes; the ring
+// of a default-sized recorder is a large allocation, so page-aligned). Its state follows from
+// its times (0: not reached). The rest of an entry is its Op, and in the slot's slotExtra what
+// only stacks, failures and dumps write.
 type slot struct {
-	used  bool
-	id    uint64
-	group *groupState
+	key                                     uint64 // record id + 1; 0: never used
+	op                                      *Op
+	collSeq, p2pSeq, opID                   int64
+	createdTick, startedTick, completedTick int64 // clock ticks (see clock.go)
+}
 
-	pgName, pgDesc         string
-	threadName, threadID   string
-	profilingName          string
-	collSeq, p2pSeq, opID  int64
-	isP2P, retired         bool
-	state                  opState
-	hasDuration            bool // completed after a separate start: duration_ms is known
-	timeoutMs              int64
-	createdTick            int64 // clock ticks (see clock.go) at Record
-	startedTick            int64 // valid from the state reached
-	completedTick          int64
+func (s *slot) state() opState {
+	switch {
+	case s.completedTick != 0:
+		return opCompleted
+	case s.startedTick != 0:
+		return opStarted
+	}
+	return opScheduled
+}
+
+// hasDuration reports whether the entry completed after a separate start, so that duration_ms
+// is known (Completed keeps the two ticks apart).
+func (s *slot) hasDuration() bool {
+	return s.completedTick != 0 && s.completedTick != s.startedTick
+}
+
+// slotExtra is the rest of a slot: valid for the entry whose key it holds, zero for any other.
+type slotExtra struct {
+	key                    uint64
+	retired                bool  // retired without completing (Retire)
 	converted              uint8 // which of the times below Snapshot has computed (conv*)
 	createdNs              int64 // wall clock, from the ticks: kept once computed, so
 	startedNs, completedNs int64 // that successive dumps agree
 	durationMs             float64
+	pcs                    []uintptr // reused from entry to entry
+}
 
-	shape *opShape
-	pcs   []uintptr
+// extraLocked returns the extra of slot i for its entry, reset if it held another's. r.mu
+// must be held.
+func (r *Recorder) extraLocked(i uint64) *slotExtra {
+	x := &r.extra[i]
+	if key := r.slots[i].key; x.key != key {
+		*x = slotExtra{key: key, pcs: x.pcs[:0]}
+	}
+	return x
 }
 
 // Recorder is a fixed-size ring of the most recent ops, safe for concurrent
@@ -180,6 +262,7 @@ type slot struct {
 type Recorder struct {
 	mu             sync.Mutex
 	slots          []slot
+	extra          []slotExtra // parallel to slots
 	nextID         uint64
 	groups         map[int]*groupState
 	byID           []*groupState // groups with small non-negative ids, indexed by id (no map lookup per op)
@@ -192,6 +275,7 @@ func New(capacity int) *Recorder {
 	r := &Recorder{}
 	if capacity > 0 {
 		r.slots = make([]slot, capacity)
+		r.extra = make([]slotExtra, capacity)
 		r.groups = make(map[int]*groupState)
 	}
 	return r
@@ -236,7 +320,11 @@ func (r *Recorder) RegisterGroup(g GroupInfo) {
 	ranks := FormatRanks(g.Ranks)
 	r.mu.Lock()
 	gs := r.groupLocked(g.ID)
-	gs.name, gs.desc, gs.ranks, gs.registered = name, desc, ranks, true
+	if gs.name != name || gs.desc != desc {
+		gs.name, gs.desc = name, desc
+		gs.gen++
+	}
+	gs.ranks, gs.registered = ranks, true
 	r.mu.Unlock()
 }
 
@@ -280,51 +368,77 @@ func (r *Recorder) RecordShapes(op *OpRecord, inSizes, outSizes [][]int64, inDty
 	if !r.Enabled() {
 		return 0
 	}
-	var stack *[MaxFrames]uintptr
-	var depth int
-	if op.CaptureStack {
-		stack = stackPool.Get().(*[MaxFrames]uintptr)
-		depth = runtime.Callers(2, stack[:])
-	}
+	stack, depth := captureStack(op.CaptureStack)
 	now := ticks()
-
 	r.mu.Lock()
-	g := r.groupLocked(op.Group)
-	id := r.nextID
-	r.nextID++
-	s := &r.slots[id%uint64(len(r.slots))]
-	s.used = true
-	s.id = id
-	s.group = g
-	s.pgName, s.pgDesc = g.name, g.desc
-	s.threadName, s.threadID = op.ThreadName, op.ThreadID
-	s.profilingName = op.ProfilingName
-	s.collSeq, s.p2pSeq, s.opID = op.CollectiveSeqID, op.P2PSeqID, op.OpID
-	s.isP2P = op.IsP2P
-	s.retired = false
-	s.state = opScheduled
-	if op.Started {
-		s.state = opStarted
-	}
-	s.hasDuration = false
-	s.timeoutMs = op.Timeout.Milliseconds()
-	s.createdTick, s.startedTick, s.completedTick = now, now, 0
-	s.converted = 0
-	s.shape = g.shapeLocked(inSizes, outSizes, inDtypes, outDtypes)
-	if stack != nil {
-		s.pcs = append(s.pcs[:0], stack[:depth]...)
-	} else {
-		s.pcs = s.pcs[:0]
-	}
-	g.hasStatus = true
-	g.status.LastEnqueuedCollective = s.seq()
-	if op.Started {
-		g.status.LastStartedCollective = s.seq()
-	}
+	o := r.groupLocked(op.Group).opLocked(op, inSizes, outSizes, inDtypes, outDtypes)
+	id := r.recordLocked(o, op.CollectiveSeqID, op.P2PSeqID, op.OpID, op.Started, now, stack, depth)
 	r.mu.Unlock()
-
 	if stack != nil {
 		stackPool.Put(stack)
+	}
+	return id
+}
+
+// NewOp returns the Op that op and the given shapes describe (op's counters and Started are
+// not part of it), for RecordOp. It copies what it keeps. A disabled Recorder returns nil.
+func (r *Recorder) NewOp(op *OpRecord, inSizes, outSizes [][]int64, inDtypes, outDtypes []string) *Op {
+	if !r.Enabled() {
+		return nil
+	}
+	r.mu.Lock()
+	o := r.groupLocked(op.Group).opLocked(op, inSizes, outSizes, inDtypes, outDtypes)
+	r.mu.Unlock()
+	return o
+}
+
+// RecordOp is Record of an instance of o with the given counters (see OpRecord), started at
+// its creation if started is set. o must come from r's NewOp (nil on a disabled Recorder).
+func (r *Recorder) RecordOp(o *Op, collSeq, p2pSeq, opID int64, started bool) uint64 {
+	if !r.Enabled() {
+		return 0
+	}
+	stack, depth := captureStack(o.captureStack)
+	now := ticks()
+	r.mu.Lock()
+	id := r.recordLocked(o, collSeq, p2pSeq, opID, started, now, stack, depth)
+	r.mu.Unlock()
+	if stack != nil {
+		stackPool.Put(stack)
+	}
+	return id
+}
+
+// captureStack returns the caller's caller's stack from the pool, if asked.
+func captureStack(capture bool) (*[MaxFrames]uintptr, int) {
+	if !capture {
+		return nil, 0
+	}
+	stack := stackPool.Get().(*[MaxFrames]uintptr)
+	return stack, runtime.Callers(3, stack[:])
+}
+
+// recordLocked writes the next slot. r.mu must be held.
+func (r *Recorder) recordLocked(o *Op, collSeq, p2pSeq, opID int64, started bool, now int64, stack *[MaxFrames]uintptr, depth int) uint64 {
+	o = o.current()
+	id := r.nextID
+	r.nextID++
+	i := id % uint64(len(r.slots))
+	s := &r.slots[i]
+	s.key, s.op = id+1, o
+	s.collSeq, s.p2pSeq, s.opID = collSeq, p2pSeq, opID
+	s.createdTick, s.startedTick, s.completedTick = now, 0, 0
+	seq := s.seq()
+	g := o.g
+	g.hasStatus = true
+	g.status.LastEnqueuedCollective = seq
+	if started {
+		s.startedTick = now
+		g.status.LastStartedCollective = seq
+	}
+	if stack != nil {
+		x := r.extraLocked(i)
+		x.pcs = append(x.pcs, stack[:depth]...)
 	}
 	return id
 }
@@ -340,44 +454,47 @@ func appendShapes(dims []int32, sizes []int64, shapes [][]int64) ([]int32, []int
 // seq is the sequence number pg_status reports for the op: PyTorch uses the
 // work's sequence number, the p2p one for p2p ops.
 func (s *slot) seq() int64 {
-	if s.isP2P {
+	if s.op.isP2P {
 		return s.p2pSeq
 	}
 	return s.collSeq
 }
 
-// convert computes the slot's wall-clock times and duration that are known and not yet
-// computed. r.mu must be held.
-func (s *slot) convert(c converter) {
-	if s.converted&convCreated == 0 {
-		s.createdNs = c.wallNs(s.createdTick)
-		s.converted |= convCreated
+// convert computes the times and duration of slot i's entry that are known and not yet
+// computed, into its extra. r.mu must be held.
+func (r *Recorder) convertLocked(i uint64, c converter) *slotExtra {
+	s, x := &r.slots[i], r.extraLocked(i)
+	if x.converted&convCreated == 0 {
+		x.createdNs = c.wallNs(s.createdTick)
+		x.converted |= convCreated
 	}
-	if s.state >= opStarted && s.converted&convStarted == 0 {
+	state := s.state()
+	if state >= opStarted && x.converted&convStarted == 0 {
 		// An op recorded started shares its creation's reading.
-		s.startedNs = s.createdNs
+		x.startedNs = x.createdNs
 		if s.startedTick != s.createdTick {
-			s.startedNs = c.wallNs(s.startedTick)
+			x.startedNs = c.wallNs(s.startedTick)
 		}
-		s.converted |= convStarted
+		x.converted |= convStarted
 	}
-	if s.state == opCompleted && s.converted&convCompleted == 0 {
-		s.completedNs = c.wallNs(s.completedTick)
+	if state == opCompleted && x.converted&convCompleted == 0 {
+		x.completedNs = c.wallNs(s.completedTick)
 		if s.startedTick == s.completedTick {
-			s.completedNs = s.startedNs
+			x.completedNs = x.startedNs
 		}
-		if s.hasDuration {
-			s.durationMs = c.ms(s.completedTick - s.startedTick)
+		if s.hasDuration() {
+			x.durationMs = c.ms(s.completedTick - s.startedTick)
 		}
-		s.converted |= convCompleted
+		x.converted |= convCompleted
 	}
+	return x
 }
 
 // lookupLocked returns the slot holding record id, or nil if that entry was
 // overwritten or never recorded. r.mu must be held.
 func (r *Recorder) lookupLocked(id uint64) *slot {
 	s := &r.slots[id%uint64(len(r.slots))]
-	if !s.used || s.id != id {
+	if s.key != id+1 {
 		return nil
 	}
 	return s
@@ -392,10 +509,9 @@ func (r *Recorder) Started(id uint64) {
 	}
 	now := ticks()
 	r.mu.Lock()
-	if s := r.lookupLocked(id); s != nil && s.state == opScheduled {
-		s.state = opStarted
+	if s := r.lookupLocked(id); s != nil && s.startedTick == 0 {
 		s.startedTick = now
-		s.group.status.LastStartedCollective = s.seq()
+		s.op.g.status.LastStartedCollective = s.seq()
 	}
 	r.mu.Unlock()
 }
@@ -412,18 +528,17 @@ func (r *Recorder) Completed(id uint64) {
 	}
 	now := ticks()
 	r.mu.Lock()
-	if s := r.lookupLocked(id); s != nil && s.state != opCompleted {
+	if s := r.lookupLocked(id); s != nil && s.completedTick == 0 {
 		seq := s.seq()
-		if s.state == opScheduled {
+		g := s.op.g
+		if s.startedTick == 0 {
 			s.startedTick = now
-			s.group.status.LastStartedCollective = seq
-		} else {
-			s.hasDuration = true
+			g.status.LastStartedCollective = seq
+		} else if now == s.startedTick {
+			now++ // a duration, if only of a tick: hasDuration tells the cases apart by the ticks
 		}
-		s.state = opCompleted
 		s.completedTick = now
-		s.retired = true
-		s.group.status.LastCompletedCollective = seq
+		g.status.LastCompletedCollective = seq
 	}
 	r.mu.Unlock()
 }
@@ -437,7 +552,7 @@ func (r *Recorder) Retire(id uint64) {
 	}
 	r.mu.Lock()
 	if s := r.lookupLocked(id); s != nil {
-		s.retired = true
+		r.extraLocked(id % uint64(len(r.slots))).retired = true
 	}
 	r.mu.Unlock()
 }
@@ -478,11 +593,11 @@ func (r *Recorder) Snapshot() Dump {
 	// allocations whatever the number of entries.
 	var nShapes, nSizes, nDtypes, nPCs int
 	for id := lo; id < r.nextID; id++ {
-		s := &r.slots[id%n]
-		nShapes += len(s.shape.inDims) + len(s.shape.outDims)
-		nSizes += len(s.shape.sizes)
-		nDtypes += len(s.shape.inDtypes) + len(s.shape.outDtypes)
-		nPCs += len(s.pcs)
+		sh := r.slots[id%n].op.shape
+		nShapes += len(sh.inDims) + len(sh.outDims)
+		nSizes += len(sh.sizes)
+		nDtypes += len(sh.inDtypes) + len(sh.outDtypes)
+		nPCs += len(r.extraLocked(id % n).pcs)
 	}
 	shapes := make([][]int64, nShapes)
 	sizes := make([]int64, nSizes)
@@ -514,22 +629,25 @@ func (r *Recorder) Snapshot() Dump {
 		return out
 	}
 	for k := range count {
-		s := &r.slots[(lo+uint64(k))%n]
+		i := (lo + uint64(k)) % n
+		s := &r.slots[i]
+		o, sh := s.op, s.op.shape
+		x := r.convertLocked(i, conv)
 		e := &d.Entries[k]
-		e.RecordID = s.id
-		e.PGID = s.group.id
-		e.ProcessGroup = [2]string{s.pgName, s.pgDesc}
-		e.ThreadName, e.ThreadID = s.threadName, s.threadID
+		e.RecordID = s.key - 1
+		e.PGID = o.g.id
+		e.ProcessGroup = [2]string{o.pgName, o.pgDesc}
+		e.ThreadName, e.ThreadID = o.threadName, o.threadID
 		e.CollectiveSeqID, e.P2PSeqID, e.OpID = s.collSeq, s.p2pSeq, s.opID
-		e.ProfilingName = s.profilingName
-		s.convert(conv)
-		e.TimeCreatedNs = s.createdNs
+		e.ProfilingName = o.profilingName
+		e.TimeCreatedNs = x.createdNs
 		var at int
-		e.InputSizes, at = take(s.shape.inDims, s.shape.sizes, 0)
-		e.OutputSizes, _ = take(s.shape.outDims, s.shape.sizes, at)
-		e.InputDtypes = takeDtypes(s.shape.inDtypes)
-		e.OutputDtypes = takeDtypes(s.shape.outDtypes)
-		switch s.state {
+		e.InputSizes, at = take(sh.inDims, sh.sizes, 0)
+		e.OutputSizes, _ = take(sh.outDims, sh.sizes, at)
+		e.InputDtypes = takeDtypes(sh.inDtypes)
+		e.OutputDtypes = takeDtypes(sh.outDtypes)
+		state := s.state()
+		switch state {
 		case opScheduled:
 			e.State = StateScheduled
 		case opStarted:
@@ -537,22 +655,22 @@ func (r *Recorder) Snapshot() Dump {
 		default:
 			e.State = StateCompleted
 		}
-		if s.state >= opStarted {
-			times[2*k] = s.startedNs
+		if state >= opStarted {
+			times[2*k] = x.startedNs
 			e.TimeDiscoveredStartedNs = &times[2*k]
 		}
-		if s.state == opCompleted {
-			times[2*k+1] = s.completedNs
+		if state == opCompleted {
+			times[2*k+1] = x.completedNs
 			e.TimeDiscoveredCompletedNs = &times[2*k+1]
 		}
-		if s.hasDuration {
-			durations[k] = s.durationMs
+		if s.hasDuration() {
+			durations[k] = x.durationMs
 			e.DurationMs = &durations[k]
 		}
-		e.Retired = s.retired
-		e.TimeoutMs = s.timeoutMs
-		e.IsP2P = s.isP2P
-		end := iPC + copy(pcs[iPC:], s.pcs)
+		e.Retired = state == opCompleted || x.retired
+		e.TimeoutMs = o.timeoutMs
+		e.IsP2P = o.isP2P
+		end := iPC + copy(pcs[iPC:], x.pcs)
 		pcRanges[k] = [2]int{iPC, end}
 		iPC = end
 	}

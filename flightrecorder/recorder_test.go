@@ -717,3 +717,17 @@ func BenchmarkRecordSyncOp(b *testing.B) {
 		rec.Completed(rec.Record(op))
 	}
 }
+
+// BenchmarkRecordOpSyncOp is BenchmarkRecordSyncOp through an Op made once, as comm records a
+// synchronous op that repeats its group's previous one.
+func BenchmarkRecordOpSyncOp(b *testing.B) {
+	rec := flightrecorder.New(flightrecorder.DefaultCapacity)
+	op := allReduce(1)
+	o := rec.NewOp(&op, op.InputSizes, op.OutputSizes, op.InputDtypes, op.OutputDtypes)
+	b.ReportAllocs()
+	var seq int64
+	for b.Loop() {
+		seq++
+		rec.Completed(rec.RecordOp(o, seq, 0, seq, true))
+	}
+}
