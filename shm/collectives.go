@@ -105,12 +105,14 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 	})
 }
 
-// reduceInline reduces an input of at most inlineMax bytes: each rank writes it into its op span
-// next to the op's fingerprint and phase, so that one cache line per peer carries everything up
-// to headMax bytes, and a second one, loaded while the waiter spins, the rest.
-// This is the latency path (an 8-byte all-reduce is one exchange of cache lines): it does what
-// begin and sync do, written out, which measured ~20 ns less per op than calling them.
-func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
+// exchangeInline is the latency path of the small collectives, one exchange of cache lines:
+// each rank writes ib (at most inlineMax bytes, possibly none) into its op span next to the
+// op's fingerprint and phase, then waits until every member has done the same, so that one
+// cache line per peer carries everything up to headMax bytes, and a second one the rest
+// (loaded while the waiter spins when tail is set: this rank reads past headMax). The members'
+// payloads are then inline(p, n) until this rank's next op. It does what begin and sync do,
+// written out, which measured ~20 ns less per op than calling them.
+func (g *Group) exchangeInline(ctx context.Context, op backends.Op, ib []byte, tail bool) error {
 	g.opSeq++
 	g.phase++
 	me := g.seg.line(g.cfg.Rank, g.opSeq)
@@ -119,18 +121,24 @@ func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte,
 	me.fp = fp
 	publish(&me.phase, g.phase)
 	backends.Posted(ctx)
-	if err := g.waitPhase(ctx, g.phase, touch{tail: len(ib) > headMax}); err != nil {
+	if err := g.waitPhase(ctx, g.phase, touch{tail: tail}); err != nil {
 		return err
 	}
-	if err := g.checkFingerprints(fp); err != nil {
+	return g.checkFingerprints(fp)
+}
+
+// inline is the first n bytes member p published with exchangeInline in the current op.
+func (g *Group) inline(p, n int) []byte { return g.seg.line(p, g.opSeq).inline[:n] }
+
+// reduceInline reduces an input of at most inlineMax bytes through exchangeInline.
+func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
+	reads := root < 0 || g.cfg.Rank == root
+	if err := g.exchangeInline(ctx, op, ib, reads && len(ib) > headMax); err != nil || !reads {
 		return err
-	}
-	if root >= 0 && g.cfg.Rank != root {
-		return nil
 	}
 	srcs := g.srcList()
 	for p := range srcs {
-		srcs[p] = g.seg.line(p, g.opSeq).inline[:len(ib)]
+		srcs[p] = g.inline(p, len(ib))
 	}
 	return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
 }
@@ -186,12 +194,23 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	})
 }
 
-// Broadcast: the root copies each piece into its slot, the others copy it out.
+// Broadcast: the root copies each piece into its slot, the others copy it out; up to inlineMax
+// bytes go through the op spans instead (exchangeInline).
 func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {
 		bb := buf.Bytes()
 		if g.cfg.Size == 1 {
 			return g.begin(ctx, op)
+		}
+		if len(bb) <= inlineMax {
+			if g.cfg.Rank == op.Root {
+				return g.exchangeInline(ctx, op, bb, false)
+			}
+			if err := g.exchangeInline(ctx, op, nil, len(bb) > headMax); err != nil {
+				return err
+			}
+			copy(bb, g.inline(op.Root, len(bb)))
+			return nil
 		}
 		return pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 			b := g.nextBuf()
@@ -225,6 +244,16 @@ func (g *Group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tens
 // gather copies every rank's in into out (rank order) on root, or on every rank when root < 0.
 func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
 	n, r, per := g.cfg.Size, g.cfg.Rank, len(ib)
+	if per <= inlineMax {
+		reads := root < 0 || r == root
+		if err := g.exchangeInline(ctx, op, ib, reads && per > headMax); err != nil || !reads {
+			return err
+		}
+		for p := 0; p < n; p++ {
+			copy(ob[p*per:(p+1)*per], g.inline(p, per))
+		}
+		return nil
+	}
 	return pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
 		copy(g.seg.slot(r, b), ib[off:off+pl])
@@ -241,7 +270,8 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	})
 }
 
-// AllGather: every rank copies its part in, then every part out.
+// AllGather: every rank copies its part in, then every part out (through the op spans up to
+// inlineMax bytes a rank).
 func (g *Group) AllGather(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
 		ib, ob := in.Bytes(), out.Bytes()
@@ -264,13 +294,24 @@ func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tens
 }
 
 // Scatter: the root copies every rank's part into a region of its slot; each rank copies its
-// region out.
+// region out. Up to inlineMax bytes in all, the root's op span carries them (exchangeInline).
 func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
 		ib, ob := bytesOf(in), bytesOf(out)
 		n, r, per := g.cfg.Size, g.cfg.Rank, len(ob)
 		if g.cfg.Size == 1 {
 			return g.alone(ctx, op, ib, ob)
+		}
+		if n*per <= inlineMax {
+			var mine []byte // the root publishes every part, the others nothing
+			if r == op.Root {
+				mine = ib
+			}
+			if err := g.exchangeInline(ctx, op, mine, (r+1)*per > headMax); err != nil {
+				return err
+			}
+			copy(ob, g.inline(op.Root, n*per)[r*per:])
+			return nil
 		}
 		q := g.pieceSize(op.DType.Size(), n)
 		return pieces(per, q, func(off, pl int, first bool) error {
@@ -291,7 +332,8 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 }
 
 // ReduceScatter: every rank copies its block for each rank into a region of its slot; each rank
-// reduces its region from every slot, in rank order.
+// reduces its region from every slot, in rank order. An input of up to inlineMax bytes goes
+// through the op spans instead (exchangeInline).
 func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
 		ib, ob := in.Bytes(), out.Bytes()
@@ -299,8 +341,17 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 		if g.cfg.Size == 1 {
 			return g.alone(ctx, op, ib, ob)
 		}
-		q := g.pieceSize(op.DType.Size(), n)
 		srcs := g.srcList()
+		if len(ib) <= inlineMax {
+			if err := g.exchangeInline(ctx, op, ib, (r+1)*per > headMax); err != nil {
+				return err
+			}
+			for p := range srcs {
+				srcs[p] = g.inline(p, len(ib))[r*per : (r+1)*per]
+			}
+			return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
+		}
+		q := g.pieceSize(op.DType.Size(), n)
 		return pieces(per, q, func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			slot := g.seg.slot(r, b)

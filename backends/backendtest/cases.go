@@ -161,6 +161,16 @@ func cases(n int, large bool) []tcase {
 		add(fmt.Sprintf("gather/float32/n1001/root%d/inplace", root), gatherCase(tensor.Float32, 1001, root, true, next()))
 		add(fmt.Sprintf("scatter/float32/n1001/root%d/inplace", root), scatterCase(tensor.Float32, 1001, root, true, next()))
 	}
+	// Either side of shm's inline limits (see all_reduce/edges): bytes per rank for gather, in
+	// all for scatter.
+	for _, c := range []int{8, 9, 20, 21} {
+		add(fmt.Sprintf("broadcast/edges/float32/n%d/rootlast", c), broadcastCase(tensor.Float32, c, n-1, next()))
+		add(fmt.Sprintf("all_gather/edges/float32/n%d", c), allGatherCase(tensor.Float32, c, "out", next()))
+		add(fmt.Sprintf("gather/edges/float32/n%d/rootlast", c), gatherCase(tensor.Float32, c, n-1, false, next()))
+	}
+	for _, c := range []int{1, 2, 3, 4, 5, 10, 11} {
+		add(fmt.Sprintf("scatter/edges/float32/n%d/rootlast", c), scatterCase(tensor.Float32, c, n-1, false, next()))
+	}
 	if large {
 		add("gather/float32/1MiB/rootlast", gatherCase(tensor.Float32, mib(tensor.Float32, 1), n-1, false, next()))
 		add("scatter/float32/1MiB/root0", scatterCase(tensor.Float32, mib(tensor.Float32, 1), 0, false, next()))
@@ -177,6 +187,10 @@ func cases(n int, large bool) []tcase {
 	for _, c := range smallCounts {
 		add(fmt.Sprintf("reduce_scatter/float32/SUM/n%d/inplace", c), reduceScatterCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, c, "inplace", next()))
 		add(fmt.Sprintf("reduce_scatter/int32/MAX/n%d/list", c), reduceScatterCase(tensor.Int32, comm.Reduction{Op: tensor.Max}, c, "list", next()))
+	}
+	for _, c := range []int{1, 2, 3, 4, 5, 10, 11} { // either side of shm's inline limits, in all
+		add(fmt.Sprintf("reduce_scatter/edges/float32/SUM/n%d", c), reduceScatterCase(tensor.Float32, comm.Reduction{Op: tensor.Sum}, c, "out", next()))
+		add(fmt.Sprintf("reduce_scatter/edges/float32/MAX/n%d/inplace", c), reduceScatterCase(tensor.Float32, comm.Reduction{Op: tensor.Max}, c, "inplace", next()))
 	}
 	add("reduce_scatter/float32/PREMUL_SUM/n1001/inplace", reduceScatterCase(tensor.Float32, comm.PreMulSum(0.5), 1001, "inplace", next()))
 	if large {
