@@ -731,3 +731,51 @@ func BenchmarkRecordOpSyncOp(b *testing.B) {
 		rec.Completed(rec.RecordOp(o, seq, 0, seq, true))
 	}
 }
+
+// An Op made once records every instance with its counters, and after its group is renamed,
+// with the new name (earlier entries keep theirs); its states and times follow Started,
+// Completed and Retire like Record's.
+func TestRecordOp(t *testing.T) {
+	rec := flightrecorder.New(8)
+	rec.RegisterGroup(flightrecorder.GroupInfo{ID: 0, Name: "first", Ranks: []int{0, 1}})
+	op := allReduce(0)
+	o := rec.NewOp(&op, op.InputSizes, op.OutputSizes, op.InputDtypes, op.OutputDtypes)
+	a := rec.RecordOp(o, 1, 0, 1, true)
+	rec.Completed(a)
+	b := rec.RecordOp(o, 2, 0, 2, false)
+	rec.RegisterGroup(flightrecorder.GroupInfo{ID: 0, Name: "second", Ranks: []int{0, 1}})
+	c := rec.RecordOp(o, 3, 0, 3, true)
+	rec.Retire(c)
+	rec.Started(b)
+
+	es := rec.Snapshot().Entries
+	require.Len(t, es, 3)
+	for i, e := range es {
+		assert.Equal(t, int64(i+1), e.CollectiveSeqID)
+		assert.Equal(t, int64(i+1), e.OpID)
+		assert.Equal(t, "gloo:all_reduce", e.ProfilingName)
+		assert.Equal(t, [][]int64{{4, 8}}, e.InputSizes)
+		assert.Equal(t, []string{"Float"}, e.OutputDtypes)
+		assert.Equal(t, int64(30000), e.TimeoutMs)
+	}
+	assert.Equal(t, "first", es[0].ProcessGroup[0])
+	assert.Equal(t, "first", es[1].ProcessGroup[0])
+	assert.Equal(t, "second", es[2].ProcessGroup[0])
+	assert.Equal(t, flightrecorder.StateCompleted, es[0].State)
+	assert.True(t, es[0].Retired)
+	require.NotNil(t, es[0].DurationMs, "recorded started, then completed")
+	assert.Equal(t, flightrecorder.StateStarted, es[1].State)
+	assert.False(t, es[1].Retired)
+	assert.Nil(t, es[1].TimeDiscoveredCompletedNs)
+	assert.Equal(t, flightrecorder.StateStarted, es[2].State)
+	assert.True(t, es[2].Retired, "retired without completing")
+	assert.Nil(t, es[2].DurationMs)
+	assert.Equal(t, es[2].TimeCreatedNs, *es[2].TimeDiscoveredStartedNs, "recorded started: one reading")
+
+	d := rec.Snapshot()
+	st := d.PGStatus["0"]
+	assert.Equal(t, flightrecorder.PGStatus{LastEnqueuedCollective: 3, LastStartedCollective: 2, LastCompletedCollective: 1}, st, "the last Started was entry 2")
+
+	assert.Nil(t, flightrecorder.New(0).NewOp(&op, nil, nil, nil, nil), "a disabled recorder makes no Op")
+	assert.Zero(t, flightrecorder.New(0).RecordOp(nil, 1, 0, 1, true))
+}
