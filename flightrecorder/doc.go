@@ -51,7 +51,12 @@
 //
 // Record, Started and Completed take one mutex each and reuse preallocated
 // slots, so recording costs no allocation unless OpRecord.CaptureStack asks
-// for the caller's stack. A Recorder of capacity 0 (or a nil *Recorder) is
+// for the caller's stack. An entry is one cache line (counters and times)
+// pointing to an Op, what the entries of one kind of op share (group, name,
+// shapes, dtypes); Record finds or makes it among its group's recent ones. A
+// caller that repeats an op makes its Op once (NewOp) and records each
+// instance with RecordOp, which skips that search: comm does, and records a
+// synchronous op in ~35 ns. A Recorder of capacity 0 (or a nil *Recorder) is
 // disabled and every method returns at once. An id whose entry the ring has
 // since overwritten is ignored by Started, Completed and Retire.
 //
