@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,20 +192,20 @@ func (pg *ProcessGroup) record(e *frEntry, started bool) {
 	if !rec.Enabled() {
 		return
 	}
-	// Shapes go through stack buffers: the recorder copies them.
-	var dims [16]int64
-	inSizes, inDtypes, nIn, rest := shapesOf(e.in, dims[:0:8])
-	outSizes, outDtypes, nOut, _ := shapesOf(e.out, rest)
 	// An op started as it is recorded holds the group's turn, which makes it the only user of
 	// the group's Op cache.
 	var c *frOpCache
 	if started && int(e.kind) < len(pg.frOps) {
 		c = &pg.frOps[e.kind]
-		if c.fits(e, inSizes[:nIn], outSizes[:nOut]) {
+		if c.fits(e) {
 			e.id = rec.RecordOp(c.op, e.seqs[0], e.seqs[1], e.opID, true)
 			return
 		}
 	}
+	// Shapes go through stack buffers: the recorder copies them.
+	var dims [16]int64
+	inSizes, inDtypes, nIn, rest := shapesOf(e.in, dims[:0:8])
+	outSizes, outDtypes, nOut, _ := shapesOf(e.out, rest)
 	// Field by field into a zero record: a composite literal is built aside and copied whole,
 	// and the copy's wide loads stall on the narrow stores just made (~20 ns per op).
 	var r flightrecorder.OpRecord
@@ -218,7 +217,7 @@ func (pg *ProcessGroup) record(e *frEntry, started bool) {
 		e.id = rec.RecordShapes(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut])
 		return
 	}
-	c.set(rec.NewOp(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut]), e, inSizes[:nIn], outSizes[:nOut])
+	c.set(rec.NewOp(&r, inSizes[:nIn], outSizes[:nOut], inDtypes[:nIn], outDtypes[:nOut]), e)
 	e.id = rec.RecordOp(c.op, e.seqs[0], e.seqs[1], e.opID, true)
 }
 
@@ -231,35 +230,59 @@ type frOpCache struct {
 	in, out frTensorKey
 }
 
-// frTensorKey is what an Op records of an op's tensor: none, or its dtype and shape.
+// frTensorKey is what an Op records of an op's tensor: none, or its dtype and shape, the shape
+// held here (up to frMaxDims dims; dims -1 for a tensor with more, which fits nothing) so that
+// comparing it touches no other memory.
 type frTensorKey struct {
 	present bool
 	dtype   tensor.DType
-	shape   []int64
+	dims    int
+	shape   [frMaxDims]int64
 }
 
-func (c *frOpCache) fits(e *frEntry, in, out [][]int64) bool {
-	return c.op != nil && c.peer == e.peer && c.in.fits(e.in, in) && c.out.fits(e.out, out)
+const frMaxDims = 4
+
+func (c *frOpCache) fits(e *frEntry) bool {
+	return c.op != nil && c.peer == e.peer && c.in.fits(e.in) && c.out.fits(e.out)
 }
 
-func (c *frOpCache) set(op *flightrecorder.Op, e *frEntry, in, out [][]int64) {
+func (c *frOpCache) set(op *flightrecorder.Op, e *frEntry) {
 	c.op, c.peer = op, e.peer
-	c.in.set(e.in, in)
-	c.out.set(e.out, out)
+	c.in.set(e.in)
+	c.out.set(e.out)
 }
 
-// fits reports whether t, whose shape is in shapes (one, or none for a nil t), is what k holds.
-func (k *frTensorKey) fits(t *tensor.Tensor, shapes [][]int64) bool {
+// fits reports whether t is what k holds.
+func (k *frTensorKey) fits(t *tensor.Tensor) bool {
+	if k.dims < 0 {
+		return false
+	}
 	if t == nil {
 		return !k.present
 	}
-	return k.present && k.dtype == t.DType() && slices.Equal(k.shape, shapes[0])
+	if !k.present || k.dtype != t.DType() || k.dims != t.Dim() {
+		return false
+	}
+	for d := range k.dims {
+		if k.shape[d] != int64(t.Size(d)) {
+			return false
+		}
+	}
+	return true
 }
 
-func (k *frTensorKey) set(t *tensor.Tensor, shapes [][]int64) {
-	k.present = t != nil
-	if t != nil {
-		k.dtype, k.shape = t.DType(), append(k.shape[:0], shapes[0]...)
+func (k *frTensorKey) set(t *tensor.Tensor) {
+	k.present, k.dims = t != nil, 0
+	if t == nil {
+		return
+	}
+	k.dtype, k.dims = t.DType(), t.Dim()
+	if k.dims > frMaxDims {
+		k.dims = -1 // fits nothing: the next op of this kind makes its Op again
+		return
+	}
+	for d := range k.dims {
+		k.shape[d] = int64(t.Size(d))
 	}
 }
 

@@ -153,7 +153,8 @@ func repeatedOpsChild(t *testing.T, backend string) {
 			require.NoError(t, pg.Recv(ctx, x, 0, 0))
 		}
 	}
-	ops := []*tensor.Tensor{x, tensor.New(tensor.Float32, 3), tensor.New(tensor.Float64, 3), tensor.New(tensor.Float32, 3, 1), x}
+	ops := []*tensor.Tensor{x, tensor.New(tensor.Float32, 3), tensor.New(tensor.Float64, 3), tensor.New(tensor.Float32, 3, 1), x,
+		tensor.New(tensor.Float32, 1, 1, 1, 1, 2), tensor.New(tensor.Float32, 1, 1, 1, 2, 1), x} // more dims than the cache holds
 	for _, y := range ops {
 		require.NoError(t, pg.AllReduce(ctx, y, comm.Sum))
 	}

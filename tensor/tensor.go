@@ -437,6 +437,10 @@ func (t *Tensor) Strides() []int { return cloneShape(t.strides) }
 // Dim returns the number of dims.
 func (t *Tensor) Dim() int { return len(t.shape) }
 
+// Size returns the size of dim d (0 <= d < Dim()), like torch's t.size(d), without the copy
+// Shape makes.
+func (t *Tensor) Size(d int) int { return t.shape[d] }
+
 // Numel returns the number of elements: the product of the shape, 1 for a 0-dim tensor.
 func (t *Tensor) Numel() int { return t.numel }
 

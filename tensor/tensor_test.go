@@ -624,3 +624,15 @@ func TestString(t *testing.T) {
 	x.device = Device{Type: "xpu", Index: 0}
 	assert.Equal(t, "tensor(bfloat16, [4], xpu:0)", x.String())
 }
+
+// Size is each dim's extent, as Shape lists them, views included.
+func TestSize(t *testing.T) {
+	x := New(Float32, 2, 3, 4)
+	for d, n := range x.Shape() {
+		assert.Equal(t, n, x.Size(d))
+	}
+	v, err := x.Transpose(0, 2)
+	require.NoError(t, err)
+	assert.Equal(t, []int{4, 3, 2}, []int{v.Size(0), v.Size(1), v.Size(2)})
+	assert.Panics(t, func() { x.Size(3) })
+}
