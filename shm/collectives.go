@@ -322,7 +322,7 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 					copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
 				}
 			}
-			if err := g.enter(ctx, op, first, touch{}); err != nil {
+			if err := g.enter(ctx, op, first, touchRegion(b, r*q, pl, op.Root)); err != nil {
 				return err
 			}
 			copy(ob[off:off+pl], g.seg.slot(op.Root, b)[r*q:r*q+pl])
@@ -358,7 +358,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			for p := 0; p < n; p++ {
 				copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
 			}
-			if err := g.enter(ctx, op, first, touch{}); err != nil {
+			if err := g.enter(ctx, op, first, touchRegion(b, r*q, pl, -1)); err != nil {
 				return err
 			}
 			for p := range srcs {

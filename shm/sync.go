@@ -119,8 +119,9 @@ func (g *Group) syncTouching(ctx context.Context, t touch) error {
 // touch loads nothing.
 type touch struct {
 	tail  bool // the op span's second cache line (an inline payload longer than headMax)
-	bytes int  // the first bytes of slot buffer slot (at most touchMax)
+	bytes int  // how many bytes of slot buffer slot, from at (at most touchMax)
 	slot  int
+	at    int
 	root  int // only rank root's slot, when bytes > 0 and root >= 0
 }
 
@@ -135,6 +136,14 @@ func touchSlots(b, n, root int) touch {
 		return touch{}
 	}
 	return touch{bytes: n, slot: b, root: root}
+}
+
+// touchRegion is touchSlots of n bytes at offset at of the slot buffers (the region a
+// reduce-scatter or a scatter reads).
+func touchRegion(b, at, n, root int) touch {
+	t := touchSlots(b, n, root)
+	t.at = at
+	return t
 }
 
 // touchAllIfReading is touchSlots of every peer for a rank that reads every slot after the
@@ -152,7 +161,7 @@ func (t touch) load(s *segment, p int, l *opLine) {
 		atomic.LoadUint64(l.tail())
 	}
 	if t.bytes > 0 && (t.root < 0 || t.root == p) {
-		buf := s.slot(p, t.slot)
+		buf := s.slot(p, t.slot)[t.at:]
 		for off := 0; off < t.bytes; off += 64 {
 			atomic.LoadUint64((*uint64)(unsafe.Pointer(&buf[off])))
 		}
