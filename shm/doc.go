@@ -13,6 +13,9 @@
 // yielding, then sleeping), then reads what it needs. Small all-reduces are reduced by every
 // rank from all slots in rank order (one sync, bitwise-identical results); large ones are
 // reduce-scattered and all-gathered within each piece. Alternating slots mean no trailing sync.
+// The smallest ops (up to 80 bytes: all-reduce, reduce, broadcast, the gathers and scatters,
+// reduce-scatter, barrier) skip the slots: the data travels in the op span next to the phase
+// and the fingerprint, one exchange of cache lines.
 //
 // Every op's first sync publishes its fingerprint (sequence, op, dtype, count, root, reduce op);
 // every rank checks every other's, so a mismatch is an error on every rank. While waiting, a
