@@ -529,14 +529,24 @@ func TestConcurrentRecording(t *testing.T) {
 		}
 	})
 
+	// Half the goroutines record through one Op each (RecordOp), shared with nobody else's
+	// search, while Records of the same group look for and make Ops under the lock.
 	var wg sync.WaitGroup
 	for g := range goroutines {
 		wg.Go(func() {
+			shared := allReduce(0)
+			shared.Group = g % 4
+			o := rec.NewOp(&shared, shared.InputSizes, shared.OutputSizes, shared.InputDtypes, shared.OutputDtypes)
 			for i := range perG {
 				op := allReduce(int64(g*perG + i))
 				op.Group = g % 4
 				op.CaptureStack = i%50 == 0
-				id := rec.Record(op)
+				var id uint64
+				if g%2 == 0 {
+					id = rec.RecordOp(o, op.CollectiveSeqID, 0, op.OpID, false)
+				} else {
+					id = rec.Record(op)
+				}
 				rec.Started(id)
 				if i%7 == 0 {
 					rec.Retire(id)
@@ -574,6 +584,11 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 		rec.Completed(id)
 	})
 	assert.Zero(t, allocs)
+	o := rec.NewOp(&op, op.InputSizes, op.OutputSizes, op.InputDtypes, op.OutputDtypes)
+	allocs = testing.AllocsPerRun(1000, func() {
+		rec.Completed(rec.RecordOp(o, 2, 0, 2, true))
+	})
+	assert.Zero(t, allocs, "RecordOp")
 }
 
 func TestCapacityFromEnv(t *testing.T) {
