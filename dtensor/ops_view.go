@@ -63,7 +63,7 @@ func Embedding(ctx context.Context, ids []int, table *DTensor) (*DTensor, error)
 // lookup. ids outside the vocabulary are not reported: the caller checks them. Embedding uses it
 // for a table sharded on vocab, and so does tp.VocabParallelEmbedding.
 func EmbeddingShardInto(dst *tensor.Tensor, ids []int, shard *tensor.Tensor, lo int) error {
-	hi := lo + shard.Shape()[0]
+	hi := lo + shard.Size(0)
 	for i, id := range ids {
 		if id < lo || id >= hi {
 			continue

@@ -63,7 +63,7 @@ var (
 )
 
 // CallsPosted: every op calls backends.Posted once it has posted this rank's part, before it
-// waits for a peer (in sync, reduceInline and p2pWait).
+// waits for a peer (in syncTouching, exchangeInline and p2pWait).
 func (*Group) CallsPosted() {}
 
 // NewGroup maps the group's segment. Group rank 0 creates it and publishes where to find it;

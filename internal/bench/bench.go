@@ -130,12 +130,7 @@ func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) 
 		if needsDivisible(cfg.Op) {
 			count = count / int64(n) * int64(n)
 		}
-		if i == 0 {
-			if err := settle(ctx, pg, cfg, int(count)); err != nil {
-				return rows, err
-			}
-		}
-		row, err := measure(ctx, pg, cfg, int(count))
+		row, err := measure(ctx, pg, cfg, int(count), i == 0)
 		if err != nil {
 			return rows, err
 		}
@@ -253,10 +248,16 @@ func runOnce(ctx context.Context, pg *comm.ProcessGroup, cfg Config, b buffers) 
 	return fmt.Errorf("bench: unknown op %q", cfg.Op)
 }
 
-func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int) (Row, error) {
+// measure times the op on count elements; first: it is the run's first size, which settles first.
+func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, first bool) (Row, error) {
 	n := pg.Size()
 	row := Row{Op: cfg.Op, DType: cfg.DType.String(), NRanks: n, Count: int64(count), Wrong: -1}
 	b := makeBuffers(cfg, n, pg.Rank(), count)
+	if first {
+		if err := settle(ctx, pg, cfg, b); err != nil {
+			return row, err
+		}
+	}
 	for i := 0; i < cfg.Warmup; i++ {
 		if err := runOnce(ctx, pg, cfg, b); err != nil {
 			return row, err
@@ -316,7 +317,6 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int) 
 	return row, nil
 }
 
-// maxOverRanks is the largest v across the group (the slowest rank sets the time).
 // settleTime is how long the ranks run the first size before measuring anything. They have
 // just started, and spent their start waiting on the store with idle cores; on the VMs this
 // was tuned on, the first ~0.1 s of ops after that ran at a fraction of the steady speed (8 B
@@ -328,14 +328,12 @@ var settleTime = func() time.Duration {
 	return 200 * time.Millisecond
 }()
 
-// settle runs the op of count elements for at least settleTime on every rank, in rounds of 1,
-// 2, 4, ... 1024 ops, after each of which the ranks agree whether to go on (an all-reduce of
-// the time each has run).
-func settle(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int) error {
+// settle runs the op on b for at least settleTime on every rank, in rounds of 1, 2, 4, ... 1024
+// ops, after each of which the ranks agree whether to go on (from the least time any has run).
+func settle(ctx context.Context, pg *comm.ProcessGroup, cfg Config, b buffers) error {
 	if settleTime <= 0 {
 		return nil
 	}
-	b := makeBuffers(cfg, pg.Size(), pg.Rank(), count)
 	start := time.Now()
 	for round := 1; ; round = min(2*round, 1024) {
 		for range round {
@@ -343,17 +341,17 @@ func settle(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int) e
 				return err
 			}
 		}
-		least := -float64(time.Since(start))
-		least, err := maxOverRanks(ctx, pg, least)
+		negLeast, err := maxOverRanks(ctx, pg, -float64(time.Since(start)))
 		if err != nil {
 			return err
 		}
-		if -least >= float64(settleTime) {
+		if -negLeast >= float64(settleTime) {
 			return nil
 		}
 	}
 }
 
+// maxOverRanks is the largest v across the group (the slowest rank sets the time).
 func maxOverRanks(ctx context.Context, pg *comm.ProcessGroup, v float64) (float64, error) {
 	t := tensor.FromSlice([]float64{v})
 	if err := pg.AllReduce(ctx, t, comm.Max); err != nil {
