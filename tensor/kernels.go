@@ -127,6 +127,32 @@ func ReduceMany(op ReduceOp, dt DType, dst []byte, srcs ...[]byte) error {
 	return nil
 }
 
+// SumFloat32Small sets dst to the float32 sum srcs[0] + srcs[1] + ..., element by element, added
+// in that order: the bits ReduceMany(Sum, Float32, dst, srcs...) gives, but that where NaNs meet
+// either may come out (the compiler picks the operand order of an addition, which decides the
+// payload on amd64; one binary always picks the same, so ranks still agree bit for bit). It
+// is for the few elements of a latency path (the shm backend's inline all-reduce), where
+// ReduceMany's checks and kernel dispatch cost more than the additions; it checks nothing: there
+// must be at least one source, each at least as long as dst (a multiple of 4 bytes). dst may be
+// one of the sources; any alignment.
+func SumFloat32Small(dst []byte, srcs [][]byte) {
+	first, rest := srcs[0], srcs[1:]
+	for off := 0; off+4 <= len(dst); off += 4 {
+		acc := f32At(first, off)
+		for _, s := range rest {
+			acc += f32At(s, off)
+		}
+		_ = dst[off+3]
+		*(*float32)(unsafe.Pointer(&dst[off])) = acc
+	}
+}
+
+// f32At is the float32 at byte offset off of b (any alignment; off+4 <= len(b), checked).
+func f32At(b []byte, off int) float32 {
+	_ = b[off+3]
+	return *(*float32)(unsafe.Pointer(&b[off]))
+}
+
 // smallBlockBytes is the block size reduceBlocks uses for buffers of at most that size, so that
 // small messages do not pay for clearing 12 KiB of stack scratch.
 const smallBlockBytes = 256

@@ -97,6 +97,59 @@ func TestReduceManyMatchesReference(t *testing.T) {
 	}
 }
 
+// TestSumFloat32SmallMatchesReduceMany checks the unchecked small float32 sum against ReduceMany
+// bit for bit (infinities, signed zeros, subnormals; a NaN where ReduceMany has one, whatever its
+// payload), with dst a fresh buffer, a source, or misaligned.
+func TestSumFloat32SmallMatchesReduceMany(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for n := range 41 {
+		for _, k := range []int{1, 2, 3, 8} {
+			for _, flavor := range []dataFlavor{flavorMixed, flavorFinite, flavorSpecial} {
+				srcs := make([][]byte, k)
+				for i := range srcs {
+					srcs[i] = flavorElems(rng, Float32, n, flavor)
+				}
+				want := make([]byte, 4*n)
+				require.NoError(t, ReduceMany(Sum, Float32, want, srcs...))
+				what := fmt.Sprintf("n=%d k=%d %s", n, k, flavor)
+
+				got := make([]byte, 4*n)
+				SumFloat32Small(got, srcs)
+				sameSum(t, want, got, what)
+
+				in := make([][]byte, k)
+				for i := range srcs {
+					in[i] = append([]byte{}, srcs[i]...)
+				}
+				SumFloat32Small(in[k-1], in)
+				sameSum(t, want, in[k-1], what+", dst is the last source")
+
+				mis := make([][]byte, k)
+				for i := range srcs {
+					mis[i] = misalignedCopy(srcs[i])
+				}
+				misDst := misalignedCopy(make([]byte, 4*n))
+				SumFloat32Small(misDst, mis)
+				sameSum(t, want, misDst, what+", misaligned")
+			}
+		}
+	}
+}
+
+// sameSum requires got to hold want's float32 bits, but for a NaN, any NaN.
+func sameSum(t *testing.T, want, got []byte, what string) {
+	t.Helper()
+	require.Len(t, got, len(want), what)
+	for i := 0; i < len(want); i += 4 {
+		w := math.Float32frombits(binary.LittleEndian.Uint32(want[i:]))
+		g := math.Float32frombits(binary.LittleEndian.Uint32(got[i:]))
+		if math.IsNaN(float64(w)) && math.IsNaN(float64(g)) {
+			continue
+		}
+		require.Equalf(t, want[i:i+4], got[i:i+4], "%s: element %d", what, i/4)
+	}
+}
+
 // TestReduceManyHalfAccumulatesInFloat32 shows that ReduceMany keeps a float32 accumulator across
 // all sources: adding many values below half an ulp of the running sum is lost with a rounding to
 // the 16-bit format after every step, but not in ReduceMany.
