@@ -132,9 +132,9 @@ func ReduceMany(op ReduceOp, dt DType, dst []byte, srcs ...[]byte) error {
 // either may come out (the compiler picks the operand order of an addition, which decides the
 // payload on amd64; one binary always picks the same, so ranks still agree bit for bit). It
 // is for the few elements of a latency path (the shm backend's inline all-reduce), where
-// ReduceMany's checks and kernel dispatch cost more than the additions; it checks nothing: there
-// must be at least one source, each at least as long as dst (a multiple of 4 bytes). dst may be
-// one of the sources; any alignment.
+// ReduceMany's checks and kernel dispatch cost more than the additions. It validates nothing:
+// there must be at least one source, each at least as long as dst (a multiple of 4 bytes; a
+// shorter source panics on Go's bounds check). dst may be one of the sources; any alignment.
 func SumFloat32Small(dst []byte, srcs [][]byte) {
 	first, rest := srcs[0], srcs[1:]
 	for off := 0; off+4 <= len(dst); off += 4 {
