@@ -140,10 +140,15 @@ func (g *Group) reduceInline(ctx context.Context, op backends.Op, ib, ob []byte,
 	for p := range srcs {
 		srcs[p] = g.inline(p, len(ib))
 	}
+	return reduceInlined(op, ob, srcs)
+}
+
+// reduceInlined reduces the members' inline payloads srcs (rank order) into ob. Up to headMax
+// bytes of float32 SUM a scalar loop beats ReduceMany's checks and kernel call (5-15 ns against
+// 20 alone, and ~50 ns less per op here: an 8-byte all-reduce of 2 ranks took 0.24 µs with
+// ReduceMany, 0.20 without); from 16 elements the kernel wins.
+func reduceInlined(op backends.Op, ob []byte, srcs [][]byte) error {
 	if op.Reduce == tensor.Sum && op.DType == tensor.Float32 && len(ob) <= headMax {
-		// Up to 8 elements a scalar loop beats ReduceMany's checks and kernel call (5-15 ns
-		// against 20 alone, and ~50 ns less per op here: an 8-byte all-reduce of 2 ranks took
-		// 0.24 µs with ReduceMany, 0.20 without); from 16 elements the kernel wins.
 		tensor.SumFloat32Small(ob, srcs)
 		return nil
 	}
@@ -356,7 +361,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			for p := range srcs {
 				srcs[p] = g.inline(p, len(ib))[r*per : (r+1)*per]
 			}
-			return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
+			return reduceInlined(op, ob, srcs)
 		}
 		q := g.pieceSize(op.DType.Size(), n)
 		return pieces(per, q, func(off, pl int, first bool) error {
