@@ -99,3 +99,35 @@ func BenchmarkReduceMany(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSumFloat32Small compares the unchecked small float32 sum (SSE on amd64), its portable
+// loop and ReduceMany at the sizes of the shm backend's inline all-reduce (up to 80 bytes), 2 and
+// 4 sources.
+func BenchmarkSumFloat32Small(b *testing.B) {
+	impls := []struct {
+		name string
+		sum  func(dst []byte, srcs [][]byte)
+	}{
+		{"SumFloat32Small", SumFloat32Small},
+		{"portable", sumFloat32SmallGo},
+		{"ReduceMany", func(dst []byte, srcs [][]byte) {
+			if err := ReduceMany(Sum, Float32, dst, srcs...); err != nil {
+				b.Fatal(err)
+			}
+		}},
+	}
+	for _, k := range []int{2, 4} {
+		for _, n := range []int{8, 32, 64, 80} {
+			for _, im := range impls {
+				b.Run(fmt.Sprintf("%dsrcs/%dB/%s", k, n, im.name), func(b *testing.B) {
+					srcs := benchData(Float32, n, k)
+					dst := make([]byte, n)
+					b.SetBytes(int64(n))
+					for b.Loop() {
+						im.sum(dst, srcs)
+					}
+				})
+			}
+		}
+	}
+}

@@ -97,10 +97,15 @@ func TestReduceManyMatchesReference(t *testing.T) {
 	}
 }
 
-// TestSumFloat32SmallMatchesReduceMany checks the unchecked small float32 sum against ReduceMany
-// bit for bit (infinities, signed zeros, subnormals; a NaN where ReduceMany has one, whatever its
-// payload), with dst a fresh buffer, a source, or misaligned.
+// TestSumFloat32SmallMatchesReduceMany checks the unchecked small float32 sum, the exported one
+// (SSE on amd64) and the portable loop, against ReduceMany bit for bit (infinities, signed zeros,
+// subnormals; a NaN where ReduceMany has one, whatever its payload), with dst a fresh buffer, a
+// source, or misaligned.
 func TestSumFloat32SmallMatchesReduceMany(t *testing.T) {
+	impls := map[string]func(dst []byte, srcs [][]byte){
+		"SumFloat32Small":   SumFloat32Small,
+		"sumFloat32SmallGo": sumFloat32SmallGo,
+	}
 	rng := rand.New(rand.NewPCG(31, 32))
 	for n := range 41 {
 		for _, k := range []int{1, 2, 3, 8} {
@@ -111,29 +116,46 @@ func TestSumFloat32SmallMatchesReduceMany(t *testing.T) {
 				}
 				want := make([]byte, 4*n)
 				require.NoError(t, ReduceMany(Sum, Float32, want, srcs...))
-				what := fmt.Sprintf("n=%d k=%d %s", n, k, flavor)
+				for name, sum := range impls {
+					what := fmt.Sprintf("%s n=%d k=%d %s", name, n, k, flavor)
 
-				got := make([]byte, 4*n)
-				SumFloat32Small(got, srcs)
-				sameSum(t, want, got, what)
+					got := make([]byte, 4*n)
+					sum(got, srcs)
+					sameSum(t, want, got, what)
 
-				in := make([][]byte, k)
-				for i := range srcs {
-					in[i] = append([]byte{}, srcs[i]...)
+					in := make([][]byte, k)
+					for i := range srcs {
+						in[i] = append([]byte{}, srcs[i]...)
+					}
+					sum(in[k-1], in)
+					sameSum(t, want, in[k-1], what+", dst is the last source")
+
+					mis := make([][]byte, k)
+					for i := range srcs {
+						mis[i] = misalignedCopy(srcs[i])
+					}
+					misDst := misalignedCopy(make([]byte, 4*n))
+					sum(misDst, mis)
+					sameSum(t, want, misDst, what+", misaligned")
 				}
-				SumFloat32Small(in[k-1], in)
-				sameSum(t, want, in[k-1], what+", dst is the last source")
-
-				mis := make([][]byte, k)
-				for i := range srcs {
-					mis[i] = misalignedCopy(srcs[i])
-				}
-				misDst := misalignedCopy(make([]byte, 4*n))
-				SumFloat32Small(misDst, mis)
-				sameSum(t, want, misDst, what+", misaligned")
 			}
 		}
 	}
+}
+
+// TestSumFloat32SmallChecksMemory shows that SumFloat32Small, which validates nothing else,
+// panics rather than read past a short source, and leaves a trailing partial element alone.
+func TestSumFloat32SmallChecksMemory(t *testing.T) {
+	assert.Panics(t, func() { SumFloat32Small(make([]byte, 8), nil) }, "no sources")
+	assert.Panics(t, func() {
+		SumFloat32Small(make([]byte, 8), [][]byte{make([]byte, 8), make([]byte, 4)})
+	}, "a source shorter than dst")
+	one := math.Float32bits(1)
+	src := binary.LittleEndian.AppendUint32(nil, one)
+	dst := []byte{0, 0, 0, 0, 0xAA, 0xBB}
+	SumFloat32Small(dst, [][]byte{src, src})
+	assert.Equal(t, math.Float32bits(2), binary.LittleEndian.Uint32(dst), "the whole element")
+	assert.Equal(t, []byte{0xAA, 0xBB}, dst[4:], "the partial element is not written")
 }
 
 // sameSum requires got to hold want's float32 bits, but for a NaN, any NaN.

@@ -1,0 +1,74 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func sumF32SSE(dst *byte, n int, srcs *[]byte, k int)
+//
+// dst[i] = srcs[0][i] + srcs[1][i] + ... + srcs[k-1][i] for the n/4 float32 elements (n a multiple
+// of 4, k >= 1), added in source order: four elements at a time with ADDPS, then at most one pair
+// (ADDPS on the low half) and one single element (ADDSS). SSE is in every amd64 CPU, so there is
+// no dispatch. Every source is loaded at an offset before dst is stored there, so dst may be one
+// of the sources.
+TEXT ·sumF32SSE(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ n+8(FP), CX
+	MOVQ srcs+16(FP), SI
+	MOVQ k+24(FP), BX
+	IMULQ $24, BX            // the end of the slice headers, in bytes from SI
+	XORQ AX, AX              // byte offset of the next element
+vec:
+	LEAQ 16(AX), DX
+	CMPQ DX, CX
+	JA pair
+	MOVQ (SI), R10
+	MOVUPS (R10)(AX*1), X0
+	MOVQ $24, R9
+vadd:
+	CMPQ R9, BX
+	JAE vstore
+	MOVQ (SI)(R9*1), R10
+	MOVUPS (R10)(AX*1), X1
+	ADDPS X1, X0
+	ADDQ $24, R9
+	JMP vadd
+vstore:
+	MOVUPS X0, (DI)(AX*1)
+	MOVQ DX, AX
+	JMP vec
+pair:
+	LEAQ 8(AX), DX
+	CMPQ DX, CX
+	JA one
+	MOVQ (SI), R10
+	MOVSD (R10)(AX*1), X0    // two elements, the upper lanes zero (0+0 stays 0, unstored)
+	MOVQ $24, R9
+padd:
+	CMPQ R9, BX
+	JAE pstore
+	MOVQ (SI)(R9*1), R10
+	MOVSD (R10)(AX*1), X1
+	ADDPS X1, X0
+	ADDQ $24, R9
+	JMP padd
+pstore:
+	MOVSD X0, (DI)(AX*1)
+	MOVQ DX, AX
+one:
+	LEAQ 4(AX), DX
+	CMPQ DX, CX
+	JA done
+	MOVQ (SI), R10
+	MOVSS (R10)(AX*1), X0
+	MOVQ $24, R9
+sadd:
+	CMPQ R9, BX
+	JAE sstore
+	MOVQ (SI)(R9*1), R10
+	MOVSS (R10)(AX*1), X1
+	ADDSS X1, X0
+	ADDQ $24, R9
+	JMP sadd
+sstore:
+	MOVSS X0, (DI)(AX*1)
+done:
+	RET
