@@ -131,3 +131,23 @@ func BenchmarkSumFloat32Small(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDivideBy reports DivideBy's throughput on 512 KiB of float32 (fsdp's averaging of a
+// 1 MiB group's gradient over 2 ranks): by 2 (a multiplication by the exact reciprocal, SIMD) and
+// by 3 (a float64 division per element), at every level.
+func BenchmarkDivideBy(b *testing.B) {
+	for _, n := range []int{2, 3} {
+		for _, lv := range simdLevels {
+			b.Run(fmt.Sprintf("by%d/%s", n, lv), func(b *testing.B) {
+				useLevel(b, lv)
+				buf := benchData(Float32, 512<<10, 1)[0]
+				b.SetBytes(int64(len(buf)))
+				for b.Loop() {
+					if err := DivideBy(Float32, buf, n); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

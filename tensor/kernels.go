@@ -162,6 +162,14 @@ func sumFloat32SmallGo(dst []byte, srcs [][]byte) {
 	}
 }
 
+// scaleFloat32Go is scaleFloat32's portable loop, the fallback and the reference its SIMD
+// version is tested against.
+func scaleFloat32Go(v []float32, r float32) {
+	for i := range v {
+		v[i] *= r
+	}
+}
+
 // f32At is the float32 at byte offset off of b (any alignment; off+4 <= len(b), checked).
 func f32At(b []byte, off int) float32 {
 	_ = b[off+3]
@@ -637,6 +645,12 @@ func scaleNative(dt DType, b []byte, factor float64) {
 	switch dt {
 	case Float32:
 		v := as[float32](b)
+		if r := float32(factor); float64(r) == factor {
+			// x·r is exact in float64 (24-bit significands), so rounding it to float32 is
+			// rounding once, as float32 multiplication does.
+			scaleFloat32(v, r)
+			return
+		}
 		for i := range v {
 			v[i] = float32(float64(v[i]) * factor)
 		}
@@ -700,10 +714,7 @@ func divideNative(dt DType, b []byte, fn float64) {
 	case Float32:
 		v := as[float32](b)
 		if n&(n-1) == 0 { // 2, 4, 8 ranks: 1/n is exact, and x·(1/n) is the one rounding of x/n
-			r := float32(1 / fn)
-			for i := range v {
-				v[i] *= r
-			}
+			scaleFloat32(v, float32(1/fn))
 			return
 		}
 		for i := range v {

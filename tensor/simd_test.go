@@ -349,3 +349,35 @@ func FuzzSIMDMatchesGo(f *testing.F) {
 
 // ptrOf returns the address of b's first element.
 func ptrOf(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+// TestScaleFloat32MatchesGo compares the SIMD scaling of float32 (Scale by a factor float32 holds,
+// DivideBy a power of two) with the scalar reference float32(float64(x)·r) bit for bit, NaN
+// payloads included, at every level this CPU has.
+func TestScaleFloat32MatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(41, 42))
+	lengths := []int{4099}
+	for n := range 80 {
+		lengths = append(lengths, n)
+	}
+	for _, lv := range simdLevels {
+		t.Run(lv.String(), func(t *testing.T) {
+			useLevel(t, lv)
+			for _, n := range lengths {
+				for _, flavor := range []dataFlavor{flavorMixed, flavorSpecial} {
+					src := flavorElems(rng, Float32, n, flavor)
+					for _, r := range []float32{0.5, 0.125, 3, -1.5, 1e-30, 1e30, float32(math.Inf(1)), 0} {
+						got := as[float32](append([]byte{}, src...))
+						scaleFloat32(got, r)
+						for i, x := range as[float32](src) {
+							want := float32(float64(x) * float64(r))
+							if math.Float32bits(want) != math.Float32bits(got[i]) {
+								t.Fatalf("n=%d %s r=%g: element %d (%#x): got %#x, want %#x", n, flavor, r, i,
+									math.Float32bits(x), math.Float32bits(got[i]), math.Float32bits(want))
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}

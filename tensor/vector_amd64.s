@@ -72,3 +72,46 @@ sstore:
 	MOVSS X0, (DI)(AX*1)
 done:
 	RET
+
+// func scaleF32AVX2(v *float32, n int, r float32)
+//
+// v[i] *= r for the n elements, eight at a time with VMULPS (32 a round), the last n%8 with
+// VMULSS: the bits of the scalar loop, NaN payloads included when r is not a NaN (a NaN v[i] comes
+// out quieted, as from MULSS). Any alignment.
+TEXT ·scaleF32AVX2(SB), NOSPLIT, $0-20
+	MOVQ v+0(FP), DI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS r+16(FP), Y0
+	XORQ AX, AX              // index of the next element
+by32:
+	LEAQ 32(AX), DX
+	CMPQ DX, CX
+	JA by8
+	VMULPS (DI)(AX*4), Y0, Y1
+	VMULPS 32(DI)(AX*4), Y0, Y2
+	VMULPS 64(DI)(AX*4), Y0, Y3
+	VMULPS 96(DI)(AX*4), Y0, Y4
+	VMOVUPS Y1, (DI)(AX*4)
+	VMOVUPS Y2, 32(DI)(AX*4)
+	VMOVUPS Y3, 64(DI)(AX*4)
+	VMOVUPS Y4, 96(DI)(AX*4)
+	MOVQ DX, AX
+	JMP by32
+by8:
+	LEAQ 8(AX), DX
+	CMPQ DX, CX
+	JA by1
+	VMULPS (DI)(AX*4), Y0, Y1
+	VMOVUPS Y1, (DI)(AX*4)
+	MOVQ DX, AX
+	JMP by8
+by1:
+	CMPQ AX, CX
+	JAE done
+	VMULSS (DI)(AX*4), X0, X1
+	VMOVSS X1, (DI)(AX*4)
+	INCQ AX
+	JMP by1
+done:
+	VZEROUPPER
+	RET

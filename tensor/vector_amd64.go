@@ -1,0 +1,29 @@
+//go:build !purego
+
+package tensor
+
+// Hand-written vector kernels (vector_amd64.s), outside the generated reduction families of
+// reduce_amd64.s.
+
+//go:noescape
+func sumF32SSE(dst *byte, n int, srcs *[]byte, k int)
+
+//go:noescape
+func scaleF32AVX2(v *float32, n int, r float32)
+
+// sumFloat32Small is SumFloat32Small after its checks: SSE, four elements an instruction.
+func sumFloat32Small(dst []byte, srcs [][]byte) {
+	if len(dst) > 0 {
+		sumF32SSE(&dst[0], len(dst), &srcs[0], len(srcs))
+	}
+}
+
+// scaleFloat32 multiplies every element of v by r, which is not a NaN: AVX2 when the CPU has it
+// (simdLevel), else the portable loop; the same bits either way.
+func scaleFloat32(v []float32, r float32) {
+	if simdLevel >= levelAVX2 && len(v) > 0 {
+		scaleF32AVX2(&v[0], len(v), r)
+		return
+	}
+	scaleFloat32Go(v, r)
+}
