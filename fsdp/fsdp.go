@@ -81,6 +81,7 @@ type Group struct {
 	size     int            // elements in this rank's flat shard (padded)
 	master   *tensor.Tensor // this rank's flat master shard, float32, size elements
 	grad     *tensor.Tensor // flat sharded gradient, float32; nil until ReduceGradients
+	spare    *tensor.Tensor // the sharded gradient's memory after ZeroGrad, for the next one
 	full     []*tensor.Tensor
 	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
 	fetch    *fetch           // an unshard in flight (Prefetch)

@@ -365,6 +365,42 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		checkGrads(t, md, 7, 1e-5) // 1 + 2 + 4
 	})
 
+	t.Run("zero_grad_then_a_missing_gradient", func(t *testing.T) {
+		// An evenly sharded group (8 rows over 2 or 4 ranks: no padding), so that only a missing
+		// gradient leaves bytes of the flat buffer uncopied: after a full reduction (the reused
+		// buffers then hold gradients) and ZeroGrad, a reduction without e.bias's gradient gives
+		// e.bias a zero sharded gradient and e.weight the new average, not added to the old one.
+		shapes := map[string][]int{"e.weight": {8, 3}, "e.bias": {8}}
+		names := []string{"e.weight", "e.bias"}
+		var params []fsdp.Param
+		for _, name := range names {
+			params = append(params, fsdp.Param{Name: name, Tensor: fullTensor(name, shapes[name], 0)})
+		}
+		em, err := fsdp.Shard(ctx, m, [][]fsdp.Param{params}, fsdp.Options{})
+		require.NoError(t, err)
+		g := em.Group(0)
+		for range 2 {
+			for _, name := range names {
+				require.NoError(t, g.AccumulateGrad(name, gradFor(name, shapes[name], m.Rank())))
+			}
+			require.NoError(t, g.ReduceGradients(ctx))
+			em.ZeroGrad()
+		}
+		got, err := g.ShardedGrad("e.weight")
+		require.NoError(t, err)
+		assert.Nil(t, got, "no sharded gradient after ZeroGrad")
+		require.NoError(t, g.AccumulateGrad("e.weight", gradFor("e.weight", shapes["e.weight"], m.Rank())))
+		require.NoError(t, g.ReduceGradients(ctx))
+		start, rows := dtensor.ChunkRange(8, n, sr)
+		got, err = g.ShardedGrad("e.weight")
+		require.NoError(t, err)
+		want, _ := avgGrad("e.weight", shapes["e.weight"], 1).Narrow(0, start, rows)
+		assert.True(t, tensor.AllClose(want.Contiguous(), got, 1e-6, 1e-6), "e.weight: %v vs %v", got, want)
+		got, err = g.ShardedGrad("e.bias")
+		require.NoError(t, err)
+		assert.True(t, tensor.Equal(tensor.New(tensor.Float32, rows), got), "e.bias had no gradient: %v", got)
+	})
+
 	t.Run("mixed_precision", func(t *testing.T) {
 		mp, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{MixedPrecision: fsdp.MixedPrecisionPolicy{ParamDType: tensor.BFloat16}})
 		require.NoError(t, err)
