@@ -208,8 +208,9 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 		md.account(int64(g.master.NBytes()))
 		// Room for what a step cycles through: with prefetch, the current group's full
 		// parameters, the next one's and its all-gather output (3 groups' worth, the peak the
-		// byte count shows); a reduction needs less (gradients, reduce-scatter input and output).
-		md.pool.limit = max(md.pool.limit, 3*md.n*g.size*max(md.paramDT.Size(), md.reduceDT.Size()))
+		// byte count shows), and a reduction's buffers besides (gradients, reduce-scatter input
+		// and output).
+		md.pool.limit = max(md.pool.limit, 4*md.n*g.size*max(md.paramDT.Size(), md.reduceDT.Size()))
 	}
 	return md, nil
 }

@@ -233,6 +233,7 @@ func (md *Model) ZeroGrad() {
 		if g.grad != nil {
 			g.spare = g.grad
 		}
+		md.pool.put(g.grads...)
 		g.grad, g.grads = nil, nil
 	}
 }

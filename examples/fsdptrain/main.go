@@ -392,13 +392,18 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 			return err
 		}
 	}
+	// One untimed step allocates the gradient accumulators, which the timed steps add into (no
+	// ZeroGrad between them), so that the compute is timed without fresh allocations.
+	if _, err := Step(c, params, Hooks{}, noTimer{}, x, y); err != nil {
+		return err
+	}
 	var sw stopwatch
 	for range k {
 		if _, err := Step(c, params, Hooks{}, &sw, x, y); err != nil {
 			return err
 		}
-		md.ZeroGrad()
 	}
+	md.ZeroGrad()
 	for _, g := range md.Groups() {
 		g.Reshard()
 	}
