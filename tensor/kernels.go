@@ -170,6 +170,20 @@ func scaleFloat32Go(v []float32, r float32) {
 	}
 }
 
+// divideFloat32Go is divideFloat32's portable loop, the fallback and the reference.
+func divideFloat32Go(v []float32, d float64) {
+	for i := range v {
+		v[i] = float32(float64(v[i]) / d)
+	}
+}
+
+// scaleFloat32By64Go is scaleFloat32By64's portable loop, the fallback and the reference.
+func scaleFloat32By64Go(v []float32, f float64) {
+	for i := range v {
+		v[i] = float32(float64(v[i]) * f)
+	}
+}
+
 // f32At is the float32 at byte offset off of b (any alignment; off+4 <= len(b), checked).
 func f32At(b []byte, off int) float32 {
 	_ = b[off+3]
@@ -651,6 +665,10 @@ func scaleNative(dt DType, b []byte, factor float64) {
 			scaleFloat32(v, r)
 			return
 		}
+		if !math.IsNaN(factor) {
+			scaleFloat32By64(v, factor)
+			return
+		}
 		for i := range v {
 			v[i] = float32(float64(v[i]) * factor)
 		}
@@ -717,11 +735,9 @@ func divideNative(dt DType, b []byte, fn float64) {
 			scaleFloat32(v, float32(1/fn))
 			return
 		}
-		for i := range v {
-			// float64 has more than twice float32's precision, so rounding the float64
-			// quotient again to float32 gives the correctly rounded quotient.
-			v[i] = float32(float64(v[i]) / fn)
-		}
+		// float64 has more than twice float32's precision, so rounding the float64 quotient
+		// again to float32 gives the correctly rounded quotient.
+		divideFloat32(v, fn)
 	case Float64:
 		v := as[float64](b)
 		if n&(n-1) == 0 {

@@ -350,14 +350,36 @@ func FuzzSIMDMatchesGo(f *testing.F) {
 // ptrOf returns the address of b's first element.
 func ptrOf(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
-// TestScaleFloat32MatchesGo compares the SIMD scaling of float32 (Scale by a factor float32 holds,
-// DivideBy a power of two) with the scalar reference float32(float64(x)·r) bit for bit, NaN
-// payloads included, at every level this CPU has.
+// TestScaleFloat32MatchesGo compares the SIMD scaling of float32 (Scale, and DivideBy: by a
+// float32 factor in float32, by anything else through float64) with the scalar reference,
+// float32(float64(x)·f) or float32(float64(x)/d), bit for bit, NaN payloads included, at every
+// level this CPU has.
 func TestScaleFloat32MatchesGo(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
 	lengths := []int{4099}
 	for n := range 80 {
 		lengths = append(lengths, n)
+	}
+	type kernel struct {
+		name string
+		run  func(v []float32)
+		want func(x float32) float32
+	}
+	var kernels []kernel
+	for _, r := range []float32{0.5, 0.125, 3, -1.5, 1e-30, 1e30, float32(math.Inf(1)), 0} {
+		kernels = append(kernels, kernel{fmt.Sprintf("scale32 %g", r),
+			func(v []float32) { scaleFloat32(v, r) },
+			func(x float32) float32 { return float32(float64(x) * float64(r)) }})
+	}
+	for _, f := range []float64{0.1, 1.0 / 3, -2.5e-40, 1e300, 1e-300, math.Inf(-1)} {
+		kernels = append(kernels, kernel{fmt.Sprintf("scale64 %g", f),
+			func(v []float32) { scaleFloat32By64(v, f) },
+			func(x float32) float32 { return float32(float64(x) * f) }})
+	}
+	for _, d := range []float64{3, 5, 6, 7, 1e-300} {
+		kernels = append(kernels, kernel{fmt.Sprintf("divide %g", d),
+			func(v []float32) { divideFloat32(v, d) },
+			func(x float32) float32 { return float32(float64(x) / d) }})
 	}
 	for _, lv := range simdLevels {
 		t.Run(lv.String(), func(t *testing.T) {
@@ -365,13 +387,12 @@ func TestScaleFloat32MatchesGo(t *testing.T) {
 			for _, n := range lengths {
 				for _, flavor := range []dataFlavor{flavorMixed, flavorSpecial} {
 					src := flavorElems(rng, Float32, n, flavor)
-					for _, r := range []float32{0.5, 0.125, 3, -1.5, 1e-30, 1e30, float32(math.Inf(1)), 0} {
+					for _, k := range kernels {
 						got := as[float32](append([]byte{}, src...))
-						scaleFloat32(got, r)
+						k.run(got)
 						for i, x := range as[float32](src) {
-							want := float32(float64(x) * float64(r))
-							if math.Float32bits(want) != math.Float32bits(got[i]) {
-								t.Fatalf("n=%d %s r=%g: element %d (%#x): got %#x, want %#x", n, flavor, r, i,
+							if want := k.want(x); math.Float32bits(want) != math.Float32bits(got[i]) {
+								t.Fatalf("%s, n=%d %s: element %d (%#x): got %#x, want %#x", k.name, n, flavor, i,
 									math.Float32bits(x), math.Float32bits(got[i]), math.Float32bits(want))
 							}
 						}

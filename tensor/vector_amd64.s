@@ -115,3 +115,67 @@ by1:
 done:
 	VZEROUPPER
 	RET
+
+// func divF32F64AVX2(v *float32, n int, d float64)
+//
+// v[i] = float32(float64(v[i]) / d) for the n elements, four at a time (VCVTPS2PD, VDIVPD,
+// VCVTPD2PS), the last n%4 one by one: the instructions the scalar loop compiles to, so the same
+// bits, NaN payloads included. Any alignment.
+TEXT ·divF32F64AVX2(SB), NOSPLIT, $0-24
+	MOVQ v+0(FP), DI
+	MOVQ n+8(FP), CX
+	VBROADCASTSD d+16(FP), Y0
+	XORQ AX, AX
+div4:
+	LEAQ 4(AX), DX
+	CMPQ DX, CX
+	JA div1
+	VCVTPS2PD (DI)(AX*4), Y1
+	VDIVPD Y0, Y1, Y1
+	VCVTPD2PSY Y1, X1
+	VMOVUPS X1, (DI)(AX*4)
+	MOVQ DX, AX
+	JMP div4
+div1:
+	CMPQ AX, CX
+	JAE divdone
+	VCVTSS2SD (DI)(AX*4), X1, X1
+	VDIVSD X0, X1, X1
+	VCVTSD2SS X1, X1, X1
+	VMOVSS X1, (DI)(AX*4)
+	INCQ AX
+	JMP div1
+divdone:
+	VZEROUPPER
+	RET
+
+// func mulF32F64AVX2(v *float32, n int, f float64)
+//
+// v[i] = float32(float64(v[i]) * f), as divF32F64AVX2 divides.
+TEXT ·mulF32F64AVX2(SB), NOSPLIT, $0-24
+	MOVQ v+0(FP), DI
+	MOVQ n+8(FP), CX
+	VBROADCASTSD f+16(FP), Y0
+	XORQ AX, AX
+mul4:
+	LEAQ 4(AX), DX
+	CMPQ DX, CX
+	JA mul1
+	VCVTPS2PD (DI)(AX*4), Y1
+	VMULPD Y0, Y1, Y1
+	VCVTPD2PSY Y1, X1
+	VMOVUPS X1, (DI)(AX*4)
+	MOVQ DX, AX
+	JMP mul4
+mul1:
+	CMPQ AX, CX
+	JAE muldone
+	VCVTSS2SD (DI)(AX*4), X1, X1
+	VMULSD X0, X1, X1
+	VCVTSD2SS X1, X1, X1
+	VMOVSS X1, (DI)(AX*4)
+	INCQ AX
+	JMP mul1
+muldone:
+	VZEROUPPER
+	RET
