@@ -43,6 +43,12 @@ package tensor
 // every float16 and bfloat16 bit pattern; FuzzSIMDMatchesGo does the same on arbitrary bytes.
 // The hand-encoded VCVTNE2PS2BF16 (the Go assembler lacks it) is checked against GNU as in
 // internal/asmgen's tests.
+//
+// Besides the generated reductions, vector_amd64.s holds a few hand-written kernels, each with
+// its portable loop as fallback and reference (tested bit for bit in kernels_test.go and
+// simd_test.go): SumFloat32Small in SSE (every amd64 CPU has it, so no dispatch: it is for the
+// shm backend's few-element all-reduces, where dispatch would cost more than the additions), and
+// float32 scaling and division (Scale, DivideBy, so Avg and PreMulSum) in AVX2.
 
 // isaLevel is an instruction-set level of the reduction kernels.
 type isaLevel uint8
