@@ -221,7 +221,8 @@ func (g *Group) ShardedGrad(name string) (*tensor.Tensor, error) {
 // ZeroGrad drops every group's sharded and unsharded gradients (torch's zero_grad with
 // set_to_none: ShardedGrad is nil until the next ReduceGradients), after waiting for the
 // reductions in flight (whose errors the next WaitGradients returns). The sharded gradients'
-// memory is kept for the next step's.
+// memory is kept for the next step's, and the unsharded ones' serves later unshards and
+// reductions: do not use tensors from Grad or ShardedGrad after.
 func (md *Model) ZeroGrad() {
 	for _, g := range md.groups {
 		if err := g.waitReduce(); err != nil {

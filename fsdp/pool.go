@@ -23,8 +23,8 @@ type pool struct {
 }
 
 // slack is how much larger than asked a pooled buffer may be (a fraction of the size asked):
-// enough for a group's flat buffer (its shards, padded) to serve its largest parameter, or the
-// reverse, and too little for a full-size buffer to serve a shard-size request.
+// enough for a group's flat buffer (all its padded shards) to serve its largest parameter's full
+// tensor or gradient, too little for a full-size buffer to serve a shard-size request.
 const slack = 4 // n/slack bytes
 
 // tensor returns a contiguous tensor of dt and shape over a pooled buffer (the smallest free one
