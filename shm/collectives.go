@@ -179,16 +179,19 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	return pieces(len(ib), g.pieceSize(es, 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
 		mine := g.seg.slot(r, b)
-		copy(mine, ib[off:off+pl])
+		// The peers read the rest of the piece from our slot; our own share we read from ib.
+		lo, hi := part(pl, n, r, es)
+		copy(mine[:lo], ib[off:off+lo])
+		copy(mine[hi:pl], ib[off+hi:off+pl])
 		if err := g.enter(ctx, op, first, touch{}); err != nil {
 			return err
 		}
-		lo, hi := part(pl, n, r, es)
 		for p := range srcs {
 			srcs[p] = g.seg.slot(p, b)[lo:hi]
 		}
-		// Our share, reduced in rank order, in place in our own slot: only we read it there
-		// until the next sync.
+		srcs[r] = ib[off+lo : off+hi]
+		// Our share, reduced in rank order, into our own slot: only we read it there until the
+		// next sync.
 		if err := tensor.ReduceMany(op.Reduce, op.DType, mine[lo:hi], srcs...); err != nil {
 			return err
 		}
