@@ -346,8 +346,8 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 	})
 }
 
-// ReduceScatter: every rank copies its block for each rank into a region of its slot; each rank
-// reduces its region from every slot, in rank order. An input of up to inlineMax bytes goes
+// ReduceScatter: every rank copies its block for each other rank into a region of its slot; each
+// rank reduces its region from every slot (its own block from its input), in rank order. An input of up to inlineMax bytes goes
 // through the op spans instead (exchangeInline).
 func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
@@ -371,7 +371,9 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			b := g.nextBuf()
 			slot := g.seg.slot(r, b)
 			for p := 0; p < n; p++ {
-				copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+				if p != r { // our own block we reduce from ib
+					copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+				}
 			}
 			if err := g.enter(ctx, op, first, touchRegion(b, r*q, pl, -1)); err != nil {
 				return err
@@ -379,6 +381,8 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			for p := range srcs {
 				srcs[p] = g.seg.slot(p, b)[r*q : r*q+pl]
 			}
+			// In place, ob is exactly our block of ib: dst is then srcs[r] itself.
+			srcs[r] = ib[r*per+off : r*per+off+pl]
 			return tensor.ReduceMany(op.Reduce, op.DType, ob[off:off+pl], srcs...)
 		})
 	})
