@@ -347,8 +347,8 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 }
 
 // ReduceScatter: every rank copies its block for each other rank into a region of its slot; each
-// rank reduces its region from every slot (its own block from its input), in rank order. An input of up to inlineMax bytes goes
-// through the op spans instead (exchangeInline).
+// rank reduces its region from every slot (its own block from its input), in rank order. An
+// input of up to inlineMax bytes goes through the op spans instead (exchangeInline).
 func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
 		ib, ob := in.Bytes(), out.Bytes()
