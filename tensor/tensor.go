@@ -728,6 +728,9 @@ func (t *Tensor) To(dt DType) *Tensor {
 	t.hostOnly("To")
 	out := New(dt, t.shape...)
 	out.device = t.device
+	if t.contiguous && convertFloats(dt, out.data, t.dtype, t.Bytes()) {
+		return out
+	}
 	intToInt := (t.dtype.IsInteger() || t.dtype == Bool) && (dt.IsInteger() || dt == Bool)
 	size := dt.Size()
 	i := 0
