@@ -153,6 +153,7 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 		}
 		if err != nil {
 			// The buffers are not given back: the collectives may still be using them.
+			md.pool.forget(in, out)
 			red.err = opErr("ReduceGradients", globalRank(md.mesh), err)
 			return
 		}

@@ -18,7 +18,8 @@ type pool struct {
 	limit int
 	// lent maps the first byte of every buffer handed out to the whole buffer, which may be
 	// longer than the tensor over it (whose Bytes cannot show the rest), so that put gets it
-	// all back.
+	// all back. Every buffer handed out is given back (put) or let go (forget), so that lent
+	// holds no memory the pool will not see again.
 	lent map[*byte][]byte
 }
 
@@ -101,5 +102,18 @@ func (p *pool) put(ts ...*tensor.Tensor) {
 		}
 		p.free = append(p.free, b)
 		p.bytes += len(b)
+	}
+}
+
+// forget lets ts' buffers go for good (the caller keeps them, or a collective that failed may
+// still write them): the pool stops tracking them, so that the collector frees them once nobody
+// else holds them.
+func (p *pool) forget(ts ...*tensor.Tensor) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range ts {
+		if t != nil && t.NBytes() > 0 {
+			delete(p.lent, &t.Bytes()[0])
+		}
 	}
 }

@@ -39,4 +39,10 @@ func TestPoolReuse(t *testing.T) {
 	p.put(c, small, tensor.New(tensor.Float32, 500)) // 1200 + 1000 + 400 = 2600; 2000 more is over
 	assert.Equal(t, 2600, p.bytes, "a buffer over the limit is dropped")
 	require.Len(t, p.free, 3)
+
+	// A buffer the caller keeps is let go: the pool holds no reference to it.
+	kept := p.tensor(tensor.Float32, false, 250)
+	require.Contains(t, p.lent, &kept.Bytes()[0])
+	p.forget(kept)
+	assert.NotContains(t, p.lent, &kept.Bytes()[0])
 }

@@ -117,6 +117,7 @@ func (md *Model) FullStateDict(ctx context.Context) (map[string]*tensor.Tensor, 
 			continue
 		}
 		full := g.copyOut(all, masterDT)
+		md.pool.forget(full...) // the caller's now
 		for i, p := range g.params {
 			out[p.name] = full[i]
 		}

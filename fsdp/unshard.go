@@ -39,6 +39,7 @@ func (g *Group) Prefetch(ctx context.Context) {
 		defer close(f.done)
 		if err := w.Wait(ctx); err != nil {
 			// The buffers are not given back: the all-gather may still be writing them.
+			md.pool.forget(out, converted)
 			f.err = opErr("Unshard", globalRank(md.mesh), err)
 			md.account(-extra)
 			return

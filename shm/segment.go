@@ -31,10 +31,10 @@ const (
 // that sees the phase finds the rest in the same 64-byte cache line (up to headMax bytes of
 // data): one cache miss per peer per sync. Ops alternate between two such op spans (128 bytes
 // apart): a rank rewrites one two ops later, once every member has passed a sync of the op
-// between. A span's second cache line holds
-// the rest of an inline payload longer than headMax (a waiter loads that line while it spins, so
-// that its miss overlaps the phase's instead of following it), then the op's rarely used extra
-// fields (all-to-all's block size, single-copy's address).
+// between. A span's second cache line holds the rest of an inline payload longer than headMax (a
+// waiter loads that line while it spins, so that its miss overlaps the phase's instead of
+// following it), then the op's rarely used extra fields (all-to-all's block size, single-copy's
+// address).
 const (
 	ctrlOp    = 0        // 2 x op span (line bytes each)
 	fpOff     = 8        // the fingerprint's offset in an op span, after the uint64 phase
