@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/dtensor"
+	"github.com/gccl/gccl/flightrecorder"
 	"github.com/gccl/gccl/fsdp"
 	"github.com/gccl/gccl/internal/ranktest"
 	"github.com/gccl/gccl/mesh"
@@ -324,6 +326,33 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		}
 		require.NoError(t, am.WaitGradients())
 		checkGrads(t, am, 2, 1e-6)
+	})
+
+	t.Run("reduce_gradients_async_one_processor", func(t *testing.T) {
+		// With one Go processor the reduction is over when ReduceGradientsAsync returns: its
+		// reduce-scatter is completed in the flight recorder, and the result is right.
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+		am, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
+		require.NoError(t, err)
+		for gi := len(order) - 1; gi >= 0; gi-- {
+			g := am.Group(gi)
+			require.NoError(t, g.Unshard(ctx))
+			for _, name := range order[gi] {
+				require.NoError(t, g.AccumulateGrad(name, gradFor(name, spec[gi][name], m.Rank())))
+			}
+			mark := lastRecord(pg)
+			g.ReduceGradientsAsync(ctx)
+			var states []string
+			for _, e := range pg.Recorder().Snapshot().Entries {
+				if int64(e.RecordID) > mark && strings.HasSuffix(e.ProfilingName, ":reduce_scatter") {
+					states = append(states, e.State)
+				}
+			}
+			assert.Equal(t, []string{flightrecorder.StateCompleted}, states, "group %d", gi)
+			g.Reshard()
+		}
+		require.NoError(t, am.WaitGradients())
+		checkGrads(t, am, 1, 1e-6)
 	})
 
 	t.Run("clip", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"slices"
 
 	"github.com/gccl/gccl/comm"
@@ -88,6 +89,12 @@ type reduction struct {
 // issues HSDP's all-reduce (in the same order on every rank) and adds the result into the
 // sharded gradient. Everything that reads the sharded gradients (ShardedGrad, ClipGradNorm,
 // the optimizers' Step, ZeroGrad, WaitGradients) waits for it first.
+//
+// With a single Go processor (GOMAXPROCS=1, what gccl run gives each rank when there are as
+// many ranks as cores) it returns only once the reduction is done (errors still come from
+// WaitGradients): nothing can run beside the caller's compute there, so a reduce-scatter left
+// in flight progresses only when the caller blocks, half done, while its peers wait for it
+// (measured with examples/fsdptrain: steps 15-25% longer than reducing at once).
 func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 	md := g.model
 	if !md.gradSync {
@@ -176,6 +183,9 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 			red.err = opErr("ReduceGradients", globalRank(md.mesh), err)
 		}
 	}()
+	if runtime.GOMAXPROCS(0) == 1 {
+		<-red.done
+	}
 }
 
 // waitReduce waits for the group's reduction in flight, if any, and returns its error.
