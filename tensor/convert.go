@@ -315,20 +315,14 @@ func convertFloats(dd DType, dst []byte, sd DType, src []byte) bool {
 	}
 	switch {
 	case sd == Float32 && dd == BFloat16:
-		d := as[uint16](dst)
-		for i, v := range as[float32](src) {
-			d[i] = narrowToBFloat16(math.Float32bits(v))
-		}
+		toBFloat16(as[uint16](dst), as[float32](src))
 	case sd == Float32 && dd == Float16:
 		d := as[uint16](dst)
 		for i, v := range as[float32](src) {
 			d[i] = narrowToFloat16(math.Float32bits(v))
 		}
 	case sd == BFloat16 && dd == Float32:
-		d := as[uint32](dst)
-		for i, h := range as[uint16](src) {
-			d[i] = quietNaN32(uint32(h) << 16)
-		}
+		fromBFloat16(as[uint32](dst), as[uint16](src))
 	case sd == Float16 && dd == Float32:
 		d := as[uint32](dst)
 		for i, h := range as[uint16](src) {
@@ -348,6 +342,20 @@ func convertFloats(dd DType, dst []byte, sd DType, src []byte) bool {
 		return false
 	}
 	return true
+}
+
+// toBFloat16Go is toBFloat16's portable loop, and its reference.
+func toBFloat16Go(d []uint16, s []float32) {
+	for i, v := range s {
+		d[i] = narrowToBFloat16(math.Float32bits(v))
+	}
+}
+
+// fromBFloat16Go is fromBFloat16's portable loop, and its reference.
+func fromBFloat16Go(d []uint32, s []uint16) {
+	for i, h := range s {
+		d[i] = quietNaN32(uint32(h) << 16)
+	}
 }
 
 // narrowToBFloat16 is To's float32 -> bfloat16: rounding to nearest even, and a NaN becomes the

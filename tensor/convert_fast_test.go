@@ -59,7 +59,27 @@ func TestConvertFloatsMatchesTo(t *testing.T) {
 		{Float64, Float32, f64Bytes},
 	}
 	for _, tc := range tests {
-		t.Run(tc.sd.String()+"_to_"+tc.dd.String(), func(t *testing.T) {
+		for _, lv := range simdLevels {
+			t.Run(tc.sd.String()+"_to_"+tc.dd.String()+"/"+lv.String(), func(t *testing.T) {
+				useLevel(t, lv)
+				checkConvertFloats(t, tc.sd, tc.dd, tc.src)
+			})
+		}
+	}
+	require.False(t, convertFloats(Int32, alloc(4), Float32, alloc(4)), "not a float pair")
+	require.False(t, convertFloats(BFloat16, alloc(4), Float32, alloc(9)[1:]), "misaligned source")
+}
+
+// checkConvertFloats converts src (dtype sd) to dd with convertFloats, and with To, and checks both
+// against the element-by-element path, whole and from a few element offsets on (vector tails, and
+// vectors that do not start on a 32-byte boundary).
+func checkConvertFloats(t *testing.T, sd, dd DType, all []byte) {
+	for _, skip := range []int{0, 1, 3, 7, 15, 17} {
+		tc := struct {
+			sd, dd DType
+			src    []byte
+		}{sd, dd, all[skip*sd.Size():]}
+		func() {
 			n := len(tc.src) / tc.sd.Size()
 			src := alloc(len(tc.src))
 			copy(src, tc.src)
@@ -72,15 +92,13 @@ func TestConvertFloatsMatchesTo(t *testing.T) {
 			for i := range n {
 				g, w := got[i*tc.dd.Size():(i+1)*tc.dd.Size()], want[i*tc.dd.Size():(i+1)*tc.dd.Size()]
 				if string(g) != string(w) {
-					t.Fatalf("element %d (%x): got %x, want %x", i, src[i*tc.sd.Size():(i+1)*tc.sd.Size()], g, w)
+					t.Fatalf("from element %d, element %d (%x): got %x, want %x", skip, i, src[i*tc.sd.Size():(i+1)*tc.sd.Size()], g, w)
 				}
 			}
 			// To takes the fast path for a contiguous tensor, and gives the same.
 			tt, err := FromBytes(tc.sd, src)
 			require.NoError(t, err)
 			require.Equal(t, want, tt.To(tc.dd).Bytes())
-		})
+		}()
 	}
-	require.False(t, convertFloats(Int32, alloc(4), Float32, alloc(4)), "not a float pair")
-	require.False(t, convertFloats(BFloat16, alloc(4), Float32, alloc(9)[1:]), "misaligned source")
 }

@@ -494,34 +494,59 @@ func (t *Tensor) Bytes() []byte {
 // shape (any strides) or, if both are contiguous, the same number of elements (the elements are
 // copied in row-major order). It copies correctly even when src and t overlap in memory.
 func (t *Tensor) CopyFrom(src *Tensor) error {
+	if src.dtype != t.dtype && !t.IsDevice() && !src.IsDevice() {
+		return fmt.Errorf("tensor: CopyFrom: src is %s but dst is %s; convert src with To first, or use ConvertFrom", src.dtype, t.dtype)
+	}
+	if err := t.checkCopy("CopyFrom", src); err != nil {
+		return err
+	}
+	if !slices.Equal(src.shape, t.shape) || t.IsContiguous() && src.IsContiguous() {
+		copy(t.Bytes(), src.Bytes())
+		return nil
+	}
+	if t.SharesStorage(src) {
+		src = src.Clone()
+	}
+	copyElems(t, src)
+	return nil
+}
+
+// ConvertFrom copies the elements of src into t converting them to t's dtype, with To's results
+// (torch's copy_ across dtypes); with the same dtype it is CopyFrom. The shapes follow CopyFrom's
+// rule. Contiguous float32 <-> bfloat16, float16, float64 take To's typed loops (SIMD for
+// bfloat16), without To's allocation.
+func (t *Tensor) ConvertFrom(src *Tensor) error {
+	if src.dtype == t.dtype {
+		return t.CopyFrom(src)
+	}
+	if err := t.checkCopy("ConvertFrom", src); err != nil {
+		return err
+	}
+	if t.IsContiguous() && src.IsContiguous() && !t.SharesStorage(src) && convertFloats(t.dtype, t.Bytes(), src.dtype, src.Bytes()) {
+		return nil
+	}
+	return t.CopyFrom(src.To(t.dtype))
+}
+
+// checkCopy is CopyFrom's and ConvertFrom's check of src against t (op names the caller): both on
+// the host, and either of the same shape or both contiguous with as many elements.
+func (t *Tensor) checkCopy(op string, src *Tensor) error {
 	for _, x := range []*Tensor{t, src} {
 		if x.IsDevice() {
-			return fmt.Errorf("tensor: CopyFrom: %s is in the memory of %v, which the host cannot copy: use the device's API (such as a SYCL memcpy)", x, x.device)
+			return fmt.Errorf("tensor: %s: %s is in the memory of %v, which the host cannot copy: use the device's API (such as a SYCL memcpy)", op, x, x.device)
 		}
-	}
-	if src.dtype != t.dtype {
-		return fmt.Errorf("tensor: CopyFrom: src is %s but dst is %s; convert src with To first", src.dtype, t.dtype)
 	}
 	if slices.Equal(src.shape, t.shape) {
-		if t.IsContiguous() && src.IsContiguous() {
-			copy(t.Bytes(), src.Bytes())
-			return nil
-		}
-		if t.SharesStorage(src) {
-			src = src.Clone()
-		}
-		copyElems(t, src)
 		return nil
 	}
 	if src.Numel() != t.Numel() {
-		return fmt.Errorf("tensor: CopyFrom: src shape %v (%d elements) does not match dst shape %v (%d elements)",
-			src.shape, src.Numel(), t.shape, t.Numel())
+		return fmt.Errorf("tensor: %s: src shape %v (%d elements) does not match dst shape %v (%d elements)",
+			op, src.shape, src.Numel(), t.shape, t.Numel())
 	}
 	if !t.IsContiguous() || !src.IsContiguous() {
-		return fmt.Errorf("tensor: CopyFrom: src shape %v differs from dst shape %v, which is allowed only when both are contiguous; Reshape one of them first",
-			src.shape, t.shape)
+		return fmt.Errorf("tensor: %s: src shape %v differs from dst shape %v, which is allowed only when both are contiguous; Reshape one of them first",
+			op, src.shape, t.shape)
 	}
-	copy(t.Bytes(), src.Bytes())
 	return nil
 }
 

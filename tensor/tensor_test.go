@@ -425,6 +425,37 @@ func TestClone(t *testing.T) {
 	assert.Equal(t, 1.0, x.Float(0, 1), "deep copy")
 }
 
+// TestConvertFrom: ConvertFrom gives To's elements in t's dtype, into contiguous and strided
+// destinations, from contiguous (the fast path) and strided sources, and CopyFrom's errors.
+func TestConvertFrom(t *testing.T) {
+	vals := []float64{0, 1.00390625, -2.5, 1e-40, 3.4e38, math.Inf(-1), math.NaN(), 7, 65519, 1e5}
+	src, err := FromFloat64s(Float32, vals, 2, 5)
+	require.NoError(t, err)
+	srcT, err := src.Transpose(0, 1) // [5 2], strided
+	require.NoError(t, err)
+	for _, dt := range []DType{BFloat16, Float16, Float64, Float32, Int32} {
+		for _, s := range []*Tensor{src, srcT} {
+			want := s.To(dt)
+			dst := New(dt, s.Shape()...)
+			require.NoError(t, dst.ConvertFrom(s), dt.String())
+			assert.Equal(t, want.Bytes(), dst.Bytes(), "%s from strides %v", dt, s.Strides())
+			// Into a strided view: the transposed rows of a larger buffer.
+			big := New(dt, 2*s.Shape()[1], s.Shape()[0])
+			bt, err := big.Transpose(0, 1)
+			require.NoError(t, err)
+			v, err := bt.Narrow(1, 0, s.Shape()[1])
+			require.NoError(t, err)
+			require.NoError(t, v.ConvertFrom(s), dt.String())
+			assert.Equal(t, want.Bytes(), v.Contiguous().Bytes(), "%s into a view, from strides %v", dt, s.Strides())
+		}
+	}
+	flat := New(BFloat16, 10)
+	require.NoError(t, flat.ConvertFrom(src), "same numel, both contiguous")
+	assert.Equal(t, src.To(BFloat16).Bytes(), flat.Bytes())
+	assert.ErrorContains(t, New(BFloat16, 7).ConvertFrom(src), "tensor: ConvertFrom: src shape [2 5] (10 elements) does not match")
+	assert.ErrorContains(t, New(BFloat16, 10).ConvertFrom(srcT), "only when both are contiguous")
+}
+
 func TestCopyFrom(t *testing.T) {
 	t.Run("strided src into contiguous dst", func(t *testing.T) {
 		tr, err := arange(t, 2, 3).Transpose(0, 1)
@@ -475,7 +506,7 @@ func TestCopyFrom(t *testing.T) {
 	})
 	t.Run("errors", func(t *testing.T) {
 		x := New(Float32, 2, 3)
-		assert.EqualError(t, x.CopyFrom(New(Float64, 2, 3)), "tensor: CopyFrom: src is float64 but dst is float32; convert src with To first")
+		assert.EqualError(t, x.CopyFrom(New(Float64, 2, 3)), "tensor: CopyFrom: src is float64 but dst is float32; convert src with To first, or use ConvertFrom")
 		assert.ErrorContains(t, x.CopyFrom(New(Float32, 7)), "does not match")
 		tr, err := New(Float32, 3, 2).Transpose(0, 1)
 		require.NoError(t, err)

@@ -17,6 +17,12 @@ func divF32F64AVX2(v *float32, n int, d float64)
 //go:noescape
 func mulF32F64AVX2(v *float32, n int, f float64)
 
+//go:noescape
+func bf16FromF32AVX2(dst *uint16, src *float32, n int)
+
+//go:noescape
+func f32FromBF16AVX2(dst *uint32, src *uint16, n int)
+
 // sumFloat32Small is SumFloat32Small after its checks: SSE, four elements an instruction.
 func sumFloat32Small(dst []byte, srcs [][]byte) {
 	if len(dst) > 0 {
@@ -52,4 +58,24 @@ func scaleFloat32By64(v []float32, f float64) {
 		return
 	}
 	scaleFloat32By64Go(v, f)
+}
+
+// toBFloat16 sets d[i] to To's bfloat16 of s[i] (len(d) == len(s)): AVX2 for the multiple of 16
+// elements when the CPU has it, the portable loop for the rest; the same bits either way.
+func toBFloat16(d []uint16, s []float32) {
+	if n := len(s) &^ 15; simdLevel >= levelAVX2 && n > 0 {
+		bf16FromF32AVX2(&d[0], &s[0], n)
+		d, s = d[n:], s[n:]
+	}
+	toBFloat16Go(d, s)
+}
+
+// fromBFloat16 sets d[i] to To's float32 bits of the bfloat16 s[i] (len(d) == len(s)): AVX2
+// for the multiple of 8 elements when the CPU has it, the portable loop for the rest.
+func fromBFloat16(d []uint32, s []uint16) {
+	if n := len(s) &^ 7; simdLevel >= levelAVX2 && n > 0 {
+		f32FromBF16AVX2(&d[0], &s[0], n)
+		d, s = d[n:], s[n:]
+	}
+	fromBFloat16Go(d, s)
 }

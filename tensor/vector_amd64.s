@@ -179,3 +179,105 @@ mul1:
 muldone:
 	VZEROUPPER
 	RET
+
+// func bf16FromF32AVX2(dst *uint16, src *float32, n int)
+//
+// dst[i] = To's bfloat16 of src[i] for the n elements, n a multiple of 16: round to nearest,
+// ties to even ((b + 0x7fff + (b>>16)&1) >> 16, whose carry turns the largest finite values
+// into Inf as it should), and a NaN becomes sign | 0x7fc0. Sixteen at a time: two vectors of
+// eight 32-bit results packed into 16 bits (VPACKUSDW, exact: every result is below 0x10000;
+// it packs within 128-bit lanes, so VPERMQ puts the quarters back in order). Any alignment.
+TEXT ·bf16FromF32AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL $0x7fffffff, AX
+	MOVQ AX, X8
+	VPBROADCASTD X8, Y8 // magnitude mask
+	MOVL $0x7f800000, AX
+	MOVQ AX, X9
+	VPBROADCASTD X9, Y9 // +Inf: a magnitude above it is a NaN
+	MOVL $1, AX
+	MOVQ AX, X10
+	VPBROADCASTD X10, Y10
+	MOVL $0x7fff, AX
+	MOVQ AX, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0x8000, AX
+	MOVQ AX, X12
+	VPBROADCASTD X12, Y12 // the sign, once shifted down
+	MOVL $0x7fc0, AX
+	MOVQ AX, X13
+	VPBROADCASTD X13, Y13 // the canonical quiet NaN
+	XORQ AX, AX
+bf16loop:
+	CMPQ AX, CX
+	JAE bf16done
+	VMOVDQU (SI)(AX*4), Y0
+	VMOVDQU 32(SI)(AX*4), Y1
+	// Y0 -> Y2: the rounded halves; Y4: NaN mask; Y6: the NaN results.
+	VPSRLD $16, Y0, Y2
+	VPAND Y10, Y2, Y3
+	VPADDD Y11, Y0, Y2
+	VPADDD Y3, Y2, Y2
+	VPSRLD $16, Y2, Y2
+	VPAND Y8, Y0, Y4
+	VPCMPGTD Y9, Y4, Y4
+	VPSRLD $16, Y0, Y6
+	VPAND Y12, Y6, Y6
+	VPOR Y13, Y6, Y6
+	VPBLENDVB Y4, Y6, Y2, Y2
+	// The same for Y1 -> Y3.
+	VPSRLD $16, Y1, Y3
+	VPAND Y10, Y3, Y5
+	VPADDD Y11, Y1, Y3
+	VPADDD Y5, Y3, Y3
+	VPSRLD $16, Y3, Y3
+	VPAND Y8, Y1, Y5
+	VPCMPGTD Y9, Y5, Y5
+	VPSRLD $16, Y1, Y7
+	VPAND Y12, Y7, Y7
+	VPOR Y13, Y7, Y7
+	VPBLENDVB Y5, Y7, Y3, Y3
+	VPACKUSDW Y3, Y2, Y2 // lanes: Y2[0:4] Y3[0:4] | Y2[4:8] Y3[4:8]
+	VPERMQ $0xd8, Y2, Y2
+	VMOVDQU Y2, (DI)(AX*2)
+	ADDQ $16, AX
+	JMP bf16loop
+bf16done:
+	VZEROUPPER
+	RET
+
+// func f32FromBF16AVX2(dst *uint32, src *uint16, n int)
+//
+// dst[i] = src[i] << 16 with the quiet bit set in a NaN (To's widening: through float64, which
+// quiets), for the n elements, n a multiple of 8, eight at a time. Any alignment.
+TEXT ·f32FromBF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVL $0x7fffffff, AX
+	MOVQ AX, X8
+	VPBROADCASTD X8, Y8
+	MOVL $0x7f800000, AX
+	MOVQ AX, X9
+	VPBROADCASTD X9, Y9
+	MOVL $0x00400000, AX
+	MOVQ AX, X10
+	VPBROADCASTD X10, Y10 // the quiet bit
+	XORQ AX, AX
+f32loop:
+	CMPQ AX, CX
+	JAE f32done
+	VPMOVZXWD (SI)(AX*2), Y0
+	VPSLLD $16, Y0, Y0
+	VPAND Y8, Y0, Y1
+	VPCMPGTD Y9, Y1, Y1
+	VPAND Y10, Y1, Y1
+	VPOR Y1, Y0, Y0
+	VMOVDQU Y0, (DI)(AX*4)
+	ADDQ $8, AX
+	JMP f32loop
+f32done:
+	VZEROUPPER
+	RET

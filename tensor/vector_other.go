@@ -13,3 +13,9 @@ func divideFloat32(v []float32, d float64) { divideFloat32Go(v, d) }
 
 // scaleFloat32By64 sets every element of v to float32(float64(v[i]) * f): the portable loop.
 func scaleFloat32By64(v []float32, f float64) { scaleFloat32By64Go(v, f) }
+
+// toBFloat16 sets d[i] to To's bfloat16 of s[i]: the portable loop.
+func toBFloat16(d []uint16, s []float32) { toBFloat16Go(d, s) }
+
+// fromBFloat16 sets d[i] to To's float32 bits of the bfloat16 s[i]: the portable loop.
+func fromBFloat16(d []uint32, s []uint16) { fromBFloat16Go(d, s) }
