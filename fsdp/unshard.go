@@ -160,32 +160,10 @@ func (g *Group) Param(name string) (*tensor.Tensor, error) {
 }
 
 // convertInto copies src's elements into dst (both contiguous, with as many elements), converting
-// the dtype: float32 <-> bfloat16 and float16 directly, anything else through tensor.To.
+// the dtype as tensor's To does (SIMD between float32 and bfloat16). Its callers check the shapes
+// first, so an error is a bug in fsdp.
 func convertInto(dst, src *tensor.Tensor) {
-	switch {
-	case dst.DType() == src.DType():
-		copy(dst.Bytes(), src.Bytes())
-	case src.DType() == tensor.Float32 && dst.DType() == tensor.BFloat16:
-		d := dst.Uint16s()
-		for i, v := range src.Float32s() {
-			d[i] = tensor.Float32ToBFloat16(v)
-		}
-	case src.DType() == tensor.Float32 && dst.DType() == tensor.Float16:
-		d := dst.Uint16s()
-		for i, v := range src.Float32s() {
-			d[i] = tensor.Float32ToFloat16(v)
-		}
-	case src.DType() == tensor.BFloat16 && dst.DType() == tensor.Float32:
-		d := dst.Float32s()
-		for i, v := range src.Uint16s() {
-			d[i] = tensor.BFloat16ToFloat32(v)
-		}
-	case src.DType() == tensor.Float16 && dst.DType() == tensor.Float32:
-		d := dst.Float32s()
-		for i, v := range src.Uint16s() {
-			d[i] = tensor.Float16ToFloat32(v)
-		}
-	default:
-		copy(dst.Bytes(), src.Contiguous().To(dst.DType()).Bytes())
+	if err := dst.ConvertFrom(src); err != nil {
+		panic("fsdp: internal error: " + err.Error())
 	}
 }
