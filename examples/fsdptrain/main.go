@@ -12,8 +12,9 @@
 //
 // Rank 0 prints the loss of every step and the peak parameter memory per rank; with --json it
 // ends with one JSON line with the keys nranks, steps, losses and peak_param_bytes (and, with
-// --bench K, the times of compute alone, communication alone and whole steps with and without
-// prefetch, over K steps, and heap sizes read from runtime/metrics).
+// --bench K, the median times of compute alone, communication alone and whole steps with and
+// without prefetch, over K rounds that interleave the four, and heap sizes read from
+// runtime/metrics).
 package main
 
 import (
@@ -26,6 +27,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"time"
 
 	"github.com/gccl/gccl/comm"
@@ -49,7 +51,7 @@ type result struct {
 	ModelParamBytes   int64 `json:"model_param_bytes"`
 	LargestGroupBytes int64 `json:"largest_group_bytes"`
 	ShardedParamBytes int64 `json:"sharded_param_bytes"`
-	// --bench: milliseconds per step.
+	// --bench: milliseconds per step, the median over the rounds.
 	ComputeMS        float64 `json:"compute_ms,omitempty"`
 	CommMS           float64 `json:"comm_ms,omitempty"`
 	StepMS           float64 `json:"step_ms,omitempty"`
@@ -99,7 +101,7 @@ func run() error {
 	flag.BoolVar(&noPrefetch, "no-prefetch", false, "do not prefetch the next group's all-gather, nor reduce-scatter asynchronously (nothing overlaps compute)")
 	flag.BoolVar(&keep, "no-reshard-after-forward", false, "keep the full parameters between forward and backward")
 	flag.BoolVar(&bf16, "bf16", false, "mixed precision: all-gather and compute with bfloat16 parameters")
-	flag.IntVar(&bench, "bench", 0, "after training, time K steps of compute alone, communication alone, and whole steps with and without prefetch")
+	flag.IntVar(&bench, "bench", 0, "after training, time K rounds of one step each: compute alone, communication alone, whole steps without and with prefetch (medians)")
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write each rank's CPU profile to FILE.<rank> (for go tool pprof)")
 	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: nranks, steps, losses, peak_param_bytes")
@@ -177,7 +179,7 @@ func trainReference(c Config, o optimConfig, steps, batchSize int) (*result, err
 	res.PeakParamBytes, res.ShardedParamBytes = res.ModelParamBytes, res.ModelParamBytes
 	for s := range steps {
 		x, y := batch(c, s, batchSize)
-		loss, err := Step(c, p, Hooks{}, noTimer{}, x, y)
+		loss, err := Step(c, p, Hooks{}, x, y)
 		if err != nil {
 			return nil, err
 		}
@@ -202,10 +204,17 @@ func (p fsdpParams) Weights(i int) (w, b *tensor.Tensor, err error) {
 	if b, err = g.Param(biasName(i)); err != nil {
 		return nil, nil, err
 	}
-	if w.DType() != tensor.Float32 { // mixed precision: bfloat16 parameters, float32 math
-		w, b = w.To(tensor.Float32), b.To(tensor.Float32)
-	}
+	w, b = forCompute(w, b)
 	return w, b, nil
+}
+
+// forCompute is a layer's weight and bias as the compute takes them: float32 (with mixed
+// precision, the bfloat16 parameters converted).
+func forCompute(w, b *tensor.Tensor) (*tensor.Tensor, *tensor.Tensor) {
+	if w.DType() != tensor.Float32 {
+		return w.To(tensor.Float32), b.To(tensor.Float32)
+	}
+	return w, b
 }
 
 func (p fsdpParams) Grads(i int) (gw, gb *tensor.Tensor, err error) {
@@ -275,14 +284,6 @@ func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wa
 	}
 }
 
-type stopwatch struct {
-	t0    time.Time
-	total time.Duration
-}
-
-func (s *stopwatch) start() { s.t0 = time.Now() }
-func (s *stopwatch) stop()  { s.total += time.Since(s.t0) }
-
 func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefetch, keep, bf16 bool, backend string) (*result, error) {
 	if backend == "" && os.Getenv("GCCL_BACKEND") == "" {
 		backend = "shm" // comm.Init's own default is gloo
@@ -344,7 +345,7 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 		x, y := batch(c, s, batchSize)
 		xl, _ := x.Narrow(0, pg.Rank()*local, local)
 		yl, _ := y.Narrow(0, pg.Rank()*local, local)
-		loss, err := Step(c, params, h, noTimer{}, xl.Contiguous(), yl.Contiguous())
+		loss, err := Step(c, params, h, xl.Contiguous(), yl.Contiguous())
 		if err != nil {
 			return nil, err
 		}
@@ -380,84 +381,52 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 	return res, nil
 }
 
-// benchmark times k steps (forward and backward, no optimizer) four ways: compute alone (every
-// group unsharded beforehand, no collectives), the collectives of a step alone (no compute),
-// whole steps without prefetch and whole steps with it. Then it samples the heap through one step.
+// benchmark times k rounds of four kinds of step (forward and backward, no optimizer): compute
+// alone (on a copy of the full parameters, no collectives), the collectives of a step alone (no
+// compute), whole steps without prefetch and whole steps with it. Each round runs one step of
+// each kind, in an order that rotates from round to round, so that every kind samples the same
+// stretches of the machine's time (on a VM whose speed changes within seconds, timing the kinds
+// one block after the other compared different moments); res gets each kind's median. Then it
+// samples the heap through one step.
 func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Config, k int, x, y *tensor.Tensor, res *result) error {
-	params := fsdpParams{md}
-	perStep := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(k) }
-	// Compute alone.
-	for _, g := range md.Groups() {
-		if err := g.Unshard(ctx); err != nil {
-			return err
-		}
-	}
-	// One untimed step allocates the gradient accumulators, which the timed steps add into (no
-	// ZeroGrad between them), so that the compute is timed without fresh allocations.
-	if _, err := Step(c, params, Hooks{}, noTimer{}, x, y); err != nil {
-		return err
-	}
-	var sw stopwatch
-	for range k {
-		if _, err := Step(c, params, Hooks{}, &sw, x, y); err != nil {
-			return err
-		}
-	}
-	md.ZeroGrad()
-	for _, g := range md.Groups() {
-		g.Reshard()
-	}
-	// Communication alone: the same all-gathers and reduce-scatters.
-	if err := pg.Barrier(ctx); err != nil {
-		return err
-	}
-	t0 := time.Now()
-	for range k {
-		for _, g := range md.Groups() {
-			if err := g.Unshard(ctx); err != nil {
-				return err
-			}
-			g.AfterForward()
-		}
-		for i := len(md.Groups()) - 1; i >= 0; i-- {
-			g := md.Group(i)
-			if err := g.Unshard(ctx); err != nil {
-				return err
-			}
-			if err := g.ReduceGradients(ctx); err != nil {
-				return err
-			}
-			g.Reshard()
-		}
-		md.ZeroGrad()
-	}
-	commTime := time.Since(t0)
-	// Whole steps, without and with prefetch.
-	steps := func(prefetch bool) (total, wait time.Duration, err error) {
-		if err := pg.Barrier(ctx); err != nil {
-			return 0, 0, err
-		}
-		h := hooks(ctx, md, prefetch, func() {}, &wait)
-		t0 := time.Now()
-		for range k {
-			if _, err := Step(c, params, h, noTimer{}, x, y); err != nil {
-				return 0, 0, err
-			}
-			md.ZeroGrad()
-		}
-		return time.Since(t0), wait, nil
-	}
-	noPre, noPreWait, err := steps(false)
+	alone, err := copyParams(ctx, md)
 	if err != nil {
 		return err
 	}
-	pre, preWait, err := steps(true)
-	if err != nil {
-		return err
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	kinds := []func() (step, wait time.Duration, err error){
+		func() (time.Duration, time.Duration, error) { // compute alone
+			t0 := time.Now()
+			_, err := Step(c, alone, Hooks{}, x, y)
+			return time.Since(t0), 0, err
+		},
+		func() (time.Duration, time.Duration, error) { // communication alone
+			t0 := time.Now()
+			err := stepCollectives(ctx, md)
+			return time.Since(t0), 0, err
+		},
+		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, c, false, x, y) },
+		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, c, true, x, y) },
 	}
-	res.ComputeMS, res.CommMS = perStep(sw.total), perStep(commTime)
-	res.StepNoPrefetchMS, res.StepMS = perStep(noPre), perStep(pre)
-	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = perStep(noPreWait), perStep(preWait)
+	var times, waits [4][]float64
+	for r := range k {
+		for j := range kinds {
+			kind := (r + j) % len(kinds)
+			if err := pg.Barrier(ctx); err != nil {
+				return err
+			}
+			d, wait, err := kinds[kind]()
+			if err != nil {
+				return err
+			}
+			times[kind] = append(times[kind], ms(d))
+			waits[kind] = append(waits[kind], ms(wait))
+		}
+	}
+	res.ComputeMS, res.CommMS = median(times[0]), median(times[1])
+	res.StepNoPrefetchMS, res.StepMS = median(times[2]), median(times[3])
+	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = median(waits[2]), median(waits[3])
+	alone = nil // not part of the heap below
 
 	// The heap through one step with prefetch, after a GC at every sample.
 	heap := func() uint64 {
@@ -469,10 +438,86 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	res.HeapBaseBytes = heap()
 	var peak uint64
 	h := hooks(ctx, md, true, func() { peak = max(peak, heap()) }, nil)
-	if _, err := Step(c, params, h, noTimer{}, x, y); err != nil {
+	if _, err := Step(c, fsdpParams{md}, h, x, y); err != nil {
 		return err
 	}
 	md.ZeroGrad()
 	res.HeapPeakBytes = peak
 	return nil
+}
+
+// paramCopy is a copy of the model's full parameters, as the fsdp step gets them (in
+// MixedPrecision.ParamDType, converted for compute on every use), with gradient accumulators of
+// its own: what a step computes, without fsdp.
+type paramCopy struct{ w, g map[string]*tensor.Tensor }
+
+func copyParams(ctx context.Context, md *fsdp.Model) (*paramCopy, error) {
+	p := &paramCopy{w: map[string]*tensor.Tensor{}, g: map[string]*tensor.Tensor{}}
+	for i, g := range md.Groups() {
+		if err := g.Unshard(ctx); err != nil {
+			return nil, err
+		}
+		for _, name := range []string{weightName(i), biasName(i)} {
+			t, err := g.Param(name)
+			if err != nil {
+				return nil, err
+			}
+			p.w[name] = t.Clone()
+			p.g[name] = tensor.New(tensor.Float32, t.Shape()...)
+		}
+		g.Reshard()
+	}
+	return p, nil
+}
+
+func (p *paramCopy) Weights(i int) (w, b *tensor.Tensor, err error) {
+	w, b = forCompute(p.w[weightName(i)], p.w[biasName(i)])
+	return w, b, nil
+}
+
+func (p *paramCopy) Grads(i int) (gw, gb *tensor.Tensor, err error) {
+	return p.g[weightName(i)], p.g[biasName(i)], nil
+}
+
+// stepCollectives runs the collectives of a step without its compute: each group's all-gather
+// for the forward, then its all-gather and reduce-scatter for the backward.
+func stepCollectives(ctx context.Context, md *fsdp.Model) error {
+	for _, g := range md.Groups() {
+		if err := g.Unshard(ctx); err != nil {
+			return err
+		}
+		g.AfterForward()
+	}
+	for i := len(md.Groups()) - 1; i >= 0; i-- {
+		g := md.Group(i)
+		if err := g.Unshard(ctx); err != nil {
+			return err
+		}
+		if err := g.ReduceGradients(ctx); err != nil {
+			return err
+		}
+		g.Reshard()
+	}
+	md.ZeroGrad()
+	return nil
+}
+
+// timedStep times one whole step, with or without prefetch, and the time blocked in Unshard.
+func timedStep(ctx context.Context, md *fsdp.Model, c Config, prefetch bool, x, y *tensor.Tensor) (step, wait time.Duration, err error) {
+	h := hooks(ctx, md, prefetch, func() {}, &wait)
+	t0 := time.Now()
+	if _, err := Step(c, fsdpParams{md}, h, x, y); err != nil {
+		return 0, 0, err
+	}
+	md.ZeroGrad()
+	return time.Since(t0), wait, nil
+}
+
+// median of xs (not empty); xs is sorted in place.
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
 }

@@ -100,17 +100,6 @@ type Hooks struct {
 	BeforeForward, AfterForward, BeforeBackward, AfterBackward func(i int) error
 }
 
-// timer accumulates the time spent computing, for the benchmark.
-type timer interface {
-	start()
-	stop()
-}
-
-type noTimer struct{}
-
-func (noTimer) start() {}
-func (noTimer) stop()  {}
-
 func call(f func(int) error, i int) error {
 	if f == nil {
 		return nil
@@ -120,7 +109,7 @@ func call(f func(int) error, i int) error {
 
 // Step runs forward and backward on x [b in] with targets y [b out], adds the gradients of the
 // loss 0.5·mean((out - y)²) into the accumulators, and returns the loss.
-func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, error) {
+func Step(c Config, p Params, h Hooks, x, y *tensor.Tensor) (float64, error) {
 	b := x.Shape()[0]
 	acts := []*tensor.Tensor{x} // acts[i] is layer i's input; acts[Layers] the output
 	for i := range c.Layers {
@@ -131,11 +120,9 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 		if err != nil {
 			return 0, err
 		}
-		tm.start()
 		out, _ := c.dims(i)
 		z := tensor.New(tensor.Float32, b, out)
 		if err := tensor.MatMulInto(z, acts[i], w, false, true, 1, 0); err != nil {
-			tm.stop()
 			return 0, err
 		}
 		zs, bs := z.Float32s(), bias.Float32s()
@@ -148,14 +135,12 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 				zs[r*out+o] = v
 			}
 		}
-		tm.stop()
 		acts = append(acts, z)
 		if err := call(h.AfterForward, i); err != nil {
 			return 0, err
 		}
 	}
 	// loss = 0.5·mean over the b·Out elements of (out - y)²; dloss/dout = (out - y)/(b·Out).
-	tm.start()
 	outT := acts[c.Layers]
 	n := float64(b * c.Out)
 	d := tensor.New(tensor.Float32, b, c.Out)
@@ -166,7 +151,6 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 		loss += 0.5 * e * e / n
 		ds[j] = float32(e / n)
 	}
-	tm.stop()
 	for i := c.Layers - 1; i >= 0; i-- {
 		if err := call(h.BeforeBackward, i); err != nil {
 			return 0, err
@@ -179,7 +163,6 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 		if err != nil {
 			return 0, err
 		}
-		tm.start()
 		out, in := c.dims(i)
 		ds := d.Float32s()
 		if i < c.Layers-1 { // through tanh: d(tanh z) = 1 - tanh²
@@ -188,7 +171,6 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 			}
 		}
 		if err := tensor.MatMulInto(gw, d, acts[i], true, false, 1, 1); err != nil {
-			tm.stop()
 			return 0, err
 		}
 		gbs := gb.Float32s()
@@ -201,11 +183,9 @@ func Step(c Config, p Params, h Hooks, tm timer, x, y *tensor.Tensor) (float64, 
 		if i > 0 {
 			next = tensor.New(tensor.Float32, b, in)
 			if err := tensor.MatMulInto(next, d, w, false, false, 1, 0); err != nil {
-				tm.stop()
 				return 0, err
 			}
 		}
-		tm.stop()
 		d = next
 		if err := call(h.AfterBackward, i); err != nil {
 			return 0, err

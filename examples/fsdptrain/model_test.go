@@ -14,7 +14,7 @@ func TestBackwardMatchesFiniteDifferences(t *testing.T) {
 	c := Config{In: 5, Hidden: 7, Out: 3, Layers: 3, Seed: 3}
 	p := newPlain(c)
 	x, y := batch(c, 0, 4)
-	loss0, err := Step(c, p, Hooks{}, noTimer{}, x, y)
+	loss0, err := Step(c, p, Hooks{}, x, y)
 	require.NoError(t, err)
 	require.Positive(t, loss0)
 	grads := map[string][]float32{}
@@ -32,11 +32,11 @@ func TestBackwardMatchesFiniteDifferences(t *testing.T) {
 			orig := ws[i]
 			ws[i] = orig + h
 			p.zero()
-			up, err := Step(c, p, Hooks{}, noTimer{}, x, y)
+			up, err := Step(c, p, Hooks{}, x, y)
 			require.NoError(t, err)
 			ws[i] = orig - h
 			p.zero()
-			down, err := Step(c, p, Hooks{}, noTimer{}, x, y)
+			down, err := Step(c, p, Hooks{}, x, y)
 			require.NoError(t, err)
 			ws[i] = orig
 			numeric := (up - down) / (2 * h)
