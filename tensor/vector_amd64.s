@@ -180,6 +180,18 @@ muldone:
 	VZEROUPPER
 	RET
 
+// BROADCASTD puts the 32-bit constant c in every element of y (x is y's low half), through AX.
+#define BROADCASTD(c, x, y) MOVL c, AX; MOVQ AX, x; VPBROADCASTD x, y
+
+// TOBF16 sets the eight 32-bit elements of r to the bfloat16 bits of the float32 elements of b,
+// with Y8-Y13 as bf16FromF32AVX2 sets them; t, m (the NaN mask) and q (the NaN results) are
+// scratch (t and m may be the same register).
+#define TOBF16(b, r, t, m, q) \
+	VPSRLD $16, b, r; VPAND Y10, r, t; VPADDD Y11, b, r; VPADDD t, r, r; VPSRLD $16, r, r; \
+	VPAND Y8, b, m; VPCMPGTD Y9, m, m; \
+	VPSRLD $16, b, q; VPAND Y12, q, q; VPOR Y13, q, q; \
+	VPBLENDVB m, q, r, r
+
 // func bf16FromF32AVX2(dst *uint16, src *float32, n int)
 //
 // dst[i] = To's bfloat16 of src[i] for the n elements, n a multiple of 16: round to nearest,
@@ -191,54 +203,20 @@ TEXT ·bf16FromF32AVX2(SB), NOSPLIT, $0-24
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI
 	MOVQ n+16(FP), CX
-	MOVL $0x7fffffff, AX
-	MOVQ AX, X8
-	VPBROADCASTD X8, Y8 // magnitude mask
-	MOVL $0x7f800000, AX
-	MOVQ AX, X9
-	VPBROADCASTD X9, Y9 // +Inf: a magnitude above it is a NaN
-	MOVL $1, AX
-	MOVQ AX, X10
-	VPBROADCASTD X10, Y10
-	MOVL $0x7fff, AX
-	MOVQ AX, X11
-	VPBROADCASTD X11, Y11
-	MOVL $0x8000, AX
-	MOVQ AX, X12
-	VPBROADCASTD X12, Y12 // the sign, once shifted down
-	MOVL $0x7fc0, AX
-	MOVQ AX, X13
-	VPBROADCASTD X13, Y13 // the canonical quiet NaN
+	BROADCASTD($0x7fffffff, X8, Y8) // magnitude mask
+	BROADCASTD($0x7f800000, X9, Y9) // +Inf: a magnitude above it is a NaN
+	BROADCASTD($1, X10, Y10)
+	BROADCASTD($0x7fff, X11, Y11)
+	BROADCASTD($0x8000, X12, Y12) // the sign, once shifted down
+	BROADCASTD($0x7fc0, X13, Y13) // the canonical quiet NaN
 	XORQ AX, AX
 bf16loop:
 	CMPQ AX, CX
 	JAE bf16done
 	VMOVDQU (SI)(AX*4), Y0
 	VMOVDQU 32(SI)(AX*4), Y1
-	// Y0 -> Y2: the rounded halves; Y4: NaN mask; Y6: the NaN results.
-	VPSRLD $16, Y0, Y2
-	VPAND Y10, Y2, Y3
-	VPADDD Y11, Y0, Y2
-	VPADDD Y3, Y2, Y2
-	VPSRLD $16, Y2, Y2
-	VPAND Y8, Y0, Y4
-	VPCMPGTD Y9, Y4, Y4
-	VPSRLD $16, Y0, Y6
-	VPAND Y12, Y6, Y6
-	VPOR Y13, Y6, Y6
-	VPBLENDVB Y4, Y6, Y2, Y2
-	// The same for Y1 -> Y3.
-	VPSRLD $16, Y1, Y3
-	VPAND Y10, Y3, Y5
-	VPADDD Y11, Y1, Y3
-	VPADDD Y5, Y3, Y3
-	VPSRLD $16, Y3, Y3
-	VPAND Y8, Y1, Y5
-	VPCMPGTD Y9, Y5, Y5
-	VPSRLD $16, Y1, Y7
-	VPAND Y12, Y7, Y7
-	VPOR Y13, Y7, Y7
-	VPBLENDVB Y5, Y7, Y3, Y3
+	TOBF16(Y0, Y2, Y3, Y4, Y6)
+	TOBF16(Y1, Y3, Y5, Y5, Y7)
 	VPACKUSDW Y3, Y2, Y2 // lanes: Y2[0:4] Y3[0:4] | Y2[4:8] Y3[4:8]
 	VPERMQ $0xd8, Y2, Y2
 	VMOVDQU Y2, (DI)(AX*2)
@@ -256,15 +234,9 @@ TEXT ·f32FromBF16AVX2(SB), NOSPLIT, $0-24
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI
 	MOVQ n+16(FP), CX
-	MOVL $0x7fffffff, AX
-	MOVQ AX, X8
-	VPBROADCASTD X8, Y8
-	MOVL $0x7f800000, AX
-	MOVQ AX, X9
-	VPBROADCASTD X9, Y9
-	MOVL $0x00400000, AX
-	MOVQ AX, X10
-	VPBROADCASTD X10, Y10 // the quiet bit
+	BROADCASTD($0x7fffffff, X8, Y8)
+	BROADCASTD($0x7f800000, X9, Y9)
+	BROADCASTD($0x00400000, X10, Y10) // the quiet bit
 	XORQ AX, AX
 f32loop:
 	CMPQ AX, CX
