@@ -227,7 +227,7 @@ func (p fsdpParams) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 }
 
 // hooks are fsdp's calls around each layer: unshard (and prefetch the next layer), reshard after
-// forward, reduce-scatter and reshard after backward. With prefetch, the reduce-scatter is
+// forward (but the last layer's), reduce-scatter and reshard after backward. With prefetch, the reduce-scatter is
 // asynchronous too (waited for after the first layer's backward): the collectives overlap compute.
 // wait, if not nil, accumulates the time spent blocked in Unshard.
 func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wait *time.Duration) Hooks {
@@ -252,7 +252,9 @@ func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wa
 			return nil
 		},
 		AfterForward: func(i int) error {
-			md.Group(i).AfterForward()
+			if i < n-1 { // the last layer's backward comes next: keep it (FSDP2 does for the root)
+				md.Group(i).AfterForward()
+			}
 			return nil
 		},
 		BeforeBackward: func(i int) error {
@@ -480,13 +482,17 @@ func (p *paramCopy) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 }
 
 // stepCollectives runs the collectives of a step without its compute: each group's all-gather
-// for the forward, then its all-gather and reduce-scatter for the backward.
+// for the forward, then its all-gather (but the last group's, kept from the forward) and
+// reduce-scatter for the backward.
 func stepCollectives(ctx context.Context, md *fsdp.Model) error {
-	for _, g := range md.Groups() {
+	n := len(md.Groups())
+	for i, g := range md.Groups() {
 		if err := g.Unshard(ctx); err != nil {
 			return err
 		}
-		g.AfterForward()
+		if i < n-1 { // as the step's hooks do
+			g.AfterForward()
+		}
 	}
 	for i := len(md.Groups()) - 1; i >= 0; i-- {
 		g := md.Group(i)
