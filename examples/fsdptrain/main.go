@@ -194,7 +194,12 @@ func trainReference(c Config, o optimConfig, steps, batchSize int) (*result, err
 }
 
 // fsdpParams hands the model the unsharded groups' parameters (as float32) and gradients.
-type fsdpParams struct{ md *fsdp.Model }
+type fsdpParams struct {
+	md  *fsdp.Model
+	f32 *float32Copy
+}
+
+func newFSDPParams(md *fsdp.Model) fsdpParams { return fsdpParams{md, &float32Copy{}} }
 
 func (p fsdpParams) Weights(i int) (w, b *tensor.Tensor, err error) {
 	g := p.md.Group(i)
@@ -204,17 +209,33 @@ func (p fsdpParams) Weights(i int) (w, b *tensor.Tensor, err error) {
 	if b, err = g.Param(biasName(i)); err != nil {
 		return nil, nil, err
 	}
-	w, b = forCompute(w, b)
+	w, b = p.f32.of(w, b)
 	return w, b, nil
 }
 
-// forCompute is a layer's weight and bias as the compute takes them: float32 (with mixed
-// precision, the bfloat16 parameters converted).
-func forCompute(w, b *tensor.Tensor) (*tensor.Tensor, *tensor.Tensor) {
-	if w.DType() != tensor.Float32 {
-		return w.To(tensor.Float32), b.To(tensor.Float32)
+// float32Copy gives a layer's weight and bias as the compute takes them, float32: as they are, or
+// (mixed precision) the bfloat16 parameters converted into buffers it keeps, valid until its
+// next call; Step is done with a layer's weights when it asks for the next layer's.
+type float32Copy struct{ w, b *tensor.Tensor }
+
+func (c *float32Copy) of(w, b *tensor.Tensor) (*tensor.Tensor, *tensor.Tensor) {
+	if w.DType() == tensor.Float32 {
+		return w, b
 	}
-	return w, b
+	c.w, c.b = convertTo32(c.w, w), convertTo32(c.b, b)
+	return c.w, c.b
+}
+
+// convertTo32 converts t into buf, a float32 tensor of t's shape (a new one if buf is nil or of
+// another shape), and returns it.
+func convertTo32(buf, t *tensor.Tensor) *tensor.Tensor {
+	if buf == nil || !slices.Equal(buf.Shape(), t.Shape()) {
+		buf = tensor.New(tensor.Float32, t.Shape()...)
+	}
+	if err := buf.ConvertFrom(t); err != nil {
+		panic(err) // same shape, both on the host
+	}
+	return buf
 }
 
 func (p fsdpParams) Grads(i int) (gw, gb *tensor.Tensor, err error) {
@@ -340,7 +361,7 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 	res := &result{NRanks: world, Steps: steps}
 	res.ModelParamBytes, res.LargestGroupBytes = modelBytes(c)
 	local := batchSize / world
-	params := fsdpParams{md}
+	params := newFSDPParams(md)
 	h := hooks(ctx, md, prefetch, func() {}, nil)
 	lossT := tensor.New(tensor.Float64, 1)
 	for s := range steps {
@@ -440,7 +461,7 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	res.HeapBaseBytes = heap()
 	var peak uint64
 	h := hooks(ctx, md, true, func() { peak = max(peak, heap()) }, nil)
-	if _, err := Step(c, fsdpParams{md}, h, x, y); err != nil {
+	if _, err := Step(c, newFSDPParams(md), h, x, y); err != nil {
 		return err
 	}
 	md.ZeroGrad()
@@ -451,7 +472,10 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 // paramCopy is a copy of the model's full parameters, as the fsdp step gets them (in
 // MixedPrecision.ParamDType, converted for compute on every use), with gradient accumulators of
 // its own: what a step computes, without fsdp.
-type paramCopy struct{ w, g map[string]*tensor.Tensor }
+type paramCopy struct {
+	w, g map[string]*tensor.Tensor
+	f32  float32Copy
+}
 
 func copyParams(ctx context.Context, md *fsdp.Model) (*paramCopy, error) {
 	p := &paramCopy{w: map[string]*tensor.Tensor{}, g: map[string]*tensor.Tensor{}}
@@ -473,7 +497,7 @@ func copyParams(ctx context.Context, md *fsdp.Model) (*paramCopy, error) {
 }
 
 func (p *paramCopy) Weights(i int) (w, b *tensor.Tensor, err error) {
-	w, b = forCompute(p.w[weightName(i)], p.w[biasName(i)])
+	w, b = p.f32.of(p.w[weightName(i)], p.w[biasName(i)])
 	return w, b, nil
 }
 
@@ -512,7 +536,7 @@ func stepCollectives(ctx context.Context, md *fsdp.Model) error {
 func timedStep(ctx context.Context, md *fsdp.Model, c Config, prefetch bool, x, y *tensor.Tensor) (step, wait time.Duration, err error) {
 	h := hooks(ctx, md, prefetch, func() {}, &wait)
 	t0 := time.Now()
-	if _, err := Step(c, fsdpParams{md}, h, x, y); err != nil {
+	if _, err := Step(c, newFSDPParams(md), h, x, y); err != nil {
 		return 0, 0, err
 	}
 	md.ZeroGrad()
