@@ -172,6 +172,7 @@ func BenchmarkTo(b *testing.B) {
 		{"float32_to_bfloat16", w, BFloat16},
 		{"bfloat16_to_float32", w.To(BFloat16), Float32},
 		{"float32_to_float16", w, Float16},
+		{"float16_to_float32", w.To(Float16), Float32},
 		{"float32_to_bfloat16_strided", wt, BFloat16},
 	}
 	for _, c := range cases {

@@ -317,17 +317,11 @@ func convertFloats(dd DType, dst []byte, sd DType, src []byte) bool {
 	case sd == Float32 && dd == BFloat16:
 		toBFloat16(as[uint16](dst), as[float32](src))
 	case sd == Float32 && dd == Float16:
-		d := as[uint16](dst)
-		for i, v := range as[float32](src) {
-			d[i] = narrowToFloat16(math.Float32bits(v))
-		}
+		toFloat16(as[uint16](dst), as[float32](src))
 	case sd == BFloat16 && dd == Float32:
 		fromBFloat16(as[uint32](dst), as[uint16](src))
 	case sd == Float16 && dd == Float32:
-		d := as[uint32](dst)
-		for i, h := range as[uint16](src) {
-			d[i] = quietNaN32(math.Float32bits(Float16ToFloat32(h)))
-		}
+		fromFloat16(as[float32](dst), as[uint16](src))
 	case sd == Float32 && dd == Float64:
 		d := as[float64](dst)
 		for i, v := range as[float32](src) {
@@ -355,6 +349,20 @@ func toBFloat16Go(d []uint16, s []float32) {
 func fromBFloat16Go(d []uint32, s []uint16) {
 	for i, h := range s {
 		d[i] = quietNaN32(uint32(h) << 16)
+	}
+}
+
+// toFloat16Go is toFloat16's portable loop, and its reference.
+func toFloat16Go(d []uint16, s []float32) {
+	for i, v := range s {
+		d[i] = narrowToFloat16(math.Float32bits(v))
+	}
+}
+
+// fromFloat16Go is fromFloat16's portable loop, and its reference.
+func fromFloat16Go(d []float32, s []uint16) {
+	for i, h := range s {
+		d[i] = math.Float32frombits(quietNaN32(math.Float32bits(Float16ToFloat32(h))))
 	}
 }
 

@@ -23,6 +23,12 @@ func bf16FromF32AVX2(dst *uint16, src *float32, n int)
 //go:noescape
 func f32FromBF16AVX2(dst *uint32, src *uint16, n int)
 
+//go:noescape
+func f16FromF32AVX2(dst *uint16, src *float32, n int)
+
+//go:noescape
+func f32FromF16AVX2(dst *float32, src *uint16, n int)
+
 // sumFloat32Small is SumFloat32Small after its checks: SSE, four elements an instruction.
 func sumFloat32Small(dst []byte, srcs [][]byte) {
 	if len(dst) > 0 {
@@ -78,4 +84,24 @@ func fromBFloat16(d []uint32, s []uint16) {
 		d, s = d[n:], s[n:]
 	}
 	fromBFloat16Go(d, s)
+}
+
+// toFloat16 sets d[i] to To's float16 of s[i] (len(d) == len(s)): F16C for the multiple of 8
+// elements when the CPU has it (levelAVX2 includes F16C), the portable loop for the rest.
+func toFloat16(d []uint16, s []float32) {
+	if n := len(s) &^ 7; simdLevel >= levelAVX2 && n > 0 {
+		f16FromF32AVX2(&d[0], &s[0], n)
+		d, s = d[n:], s[n:]
+	}
+	toFloat16Go(d, s)
+}
+
+// fromFloat16 sets d[i] to To's float32 of the float16 s[i] (len(d) == len(s)): F16C for the
+// multiple of 8 elements when the CPU has it, the portable loop for the rest.
+func fromFloat16(d []float32, s []uint16) {
+	if n := len(s) &^ 7; simdLevel >= levelAVX2 && n > 0 {
+		f32FromF16AVX2(&d[0], &s[0], n)
+		d, s = d[n:], s[n:]
+	}
+	fromFloat16Go(d, s)
 }

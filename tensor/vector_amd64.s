@@ -253,3 +253,55 @@ f32loop:
 f32done:
 	VZEROUPPER
 	RET
+
+// func f16FromF32AVX2(dst *uint16, src *float32, n int)
+//
+// dst[i] = To's float16 of src[i] for the n elements, n a multiple of 8: F16C's VCVTPS2PH,
+// rounding to nearest even (subnormals and overflow to Inf included, as MXCSR has no
+// flush-to-zero in Go), after every NaN is replaced by the quiet NaN with its sign and no
+// payload, which converts to To's canonical sign | 0x7e00. Any alignment.
+TEXT ·f16FromF32AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	BROADCASTD($0x7fffffff, X8, Y8)  // magnitude mask
+	BROADCASTD($0x7f800000, X9, Y9)  // +Inf: a magnitude above it is a NaN
+	BROADCASTD($0x80000000, X10, Y10) // the sign
+	BROADCASTD($0x7fc00000, X11, Y11) // the quiet NaN without payload
+	XORQ AX, AX
+f16loop:
+	CMPQ AX, CX
+	JAE f16done
+	VMOVDQU (SI)(AX*4), Y0
+	VPAND Y8, Y0, Y1
+	VPCMPGTD Y9, Y1, Y1
+	VPAND Y10, Y0, Y2
+	VPOR Y11, Y2, Y2
+	VPBLENDVB Y1, Y2, Y0, Y0
+	VCVTPS2PH $0, Y0, X0
+	VMOVDQU X0, (DI)(AX*2)
+	ADDQ $8, AX
+	JMP f16loop
+f16done:
+	VZEROUPPER
+	RET
+
+// func f32FromF16AVX2(dst *float32, src *uint16, n int)
+//
+// dst[i] = the float32 of the float16 src[i] for the n elements, n a multiple of 8: F16C's
+// VCVTPH2PS, exact, a NaN quieted (To's widening). Any alignment.
+TEXT ·f32FromF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ AX, AX
+h32loop:
+	CMPQ AX, CX
+	JAE h32done
+	VCVTPH2PS (SI)(AX*2), Y0
+	VMOVUPS Y0, (DI)(AX*4)
+	ADDQ $8, AX
+	JMP h32loop
+h32done:
+	VZEROUPPER
+	RET

@@ -19,3 +19,9 @@ func toBFloat16(d []uint16, s []float32) { toBFloat16Go(d, s) }
 
 // fromBFloat16 sets d[i] to To's float32 bits of the bfloat16 s[i]: the portable loop.
 func fromBFloat16(d []uint32, s []uint16) { fromBFloat16Go(d, s) }
+
+// toFloat16 sets d[i] to To's float16 of s[i]: the portable loop.
+func toFloat16(d []uint16, s []float32) { toFloat16Go(d, s) }
+
+// fromFloat16 sets d[i] to To's float32 of the float16 s[i]: the portable loop.
+func fromFloat16(d []float32, s []uint16) { fromFloat16Go(d, s) }
