@@ -160,8 +160,8 @@ func (g *Group) Param(name string) (*tensor.Tensor, error) {
 }
 
 // convertInto copies src's elements into dst (both contiguous, with as many elements), converting
-// the dtype as tensor's To does (SIMD between float32 and bfloat16). Its callers check the shapes
-// first, so an error is a bug in fsdp.
+// the dtype as tensor's To does (SIMD between float32 and the 16-bit formats). Its callers check
+// the shapes first, so an error is a bug in fsdp.
 func convertInto(dst, src *tensor.Tensor) {
 	if err := dst.ConvertFrom(src); err != nil {
 		panic("fsdp: internal error: " + err.Error())

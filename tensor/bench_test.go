@@ -153,8 +153,8 @@ func BenchmarkDivideBy(b *testing.B) {
 }
 
 // BenchmarkTo reports To's throughput, in bytes of the source per second, for the float pairs it
-// converts on its fast path (a 512x512 float32 weight and its bfloat16 form: fsdp's mixed
-// precision), and through its element-by-element path (a transposed view).
+// converts on its fast path (a 512x512 float32 weight and its bfloat16 and float16 forms: fsdp's
+// mixed precision), and through its element-by-element path (a transposed view).
 func BenchmarkTo(b *testing.B) {
 	w := New(Float32, 512, 512)
 	for i := range w.Float32s() {

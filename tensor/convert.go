@@ -307,7 +307,8 @@ func truncWrap(v float64) int64 {
 // elements) for the pairs of float32 with bfloat16, float16 and float64, with exactly To's
 // results (which go through float64 element by element: a NaN comes out as that format's
 // canonical quiet NaN with its sign when narrowing, quieted when widening) at a few ns an element
-// instead of To's ~20. It reports false, having done nothing, for other pairs or for buffers it
+// instead of To's ~20, under a ns with the SIMD kernels for bfloat16 and float16
+// (vector_amd64.s). It reports false, having done nothing, for other pairs or for buffers it
 // cannot view as typed slices (misaligned, or a big-endian host).
 func convertFloats(dd DType, dst []byte, sd DType, src []byte) bool {
 	if !aligned(src, sd.Size()) || !aligned(dst, dd.Size()) {

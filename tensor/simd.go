@@ -47,8 +47,10 @@ package tensor
 // Besides the generated reductions, vector_amd64.s holds a few hand-written kernels, each with
 // its portable loop as fallback and reference (tested bit for bit in kernels_test.go and
 // simd_test.go): SumFloat32Small in SSE (every amd64 CPU has it, so no dispatch: it is for the
-// shm backend's few-element all-reduces, where dispatch would cost more than the additions), and
-// float32 scaling and division (Scale, DivideBy, so Avg and PreMulSum) in AVX2.
+// shm backend's few-element all-reduces, where dispatch would cost more than the additions),
+// float32 scaling and division (Scale, DivideBy, so Avg and PreMulSum) in AVX2, and the
+// conversions between float32 and bfloat16 (AVX2) and float16 (F16C) behind To and ConvertFrom
+// (tested in convert_fast_test.go).
 
 // isaLevel is an instruction-set level of the reduction kernels.
 type isaLevel uint8

@@ -513,8 +513,8 @@ func (t *Tensor) CopyFrom(src *Tensor) error {
 
 // ConvertFrom copies the elements of src into t converting them to t's dtype, with To's results
 // (torch's copy_ across dtypes); with the same dtype it is CopyFrom. The shapes follow CopyFrom's
-// rule. Contiguous float32 <-> bfloat16, float16, float64 take To's typed loops (SIMD for
-// bfloat16), without To's allocation.
+// rule. Contiguous float32 <-> bfloat16, float16, float64 take To's typed loops (SIMD for the
+// 16-bit formats), without To's allocation.
 func (t *Tensor) ConvertFrom(src *Tensor) error {
 	if src.dtype == t.dtype {
 		return t.CopyFrom(src)
