@@ -21,4 +21,12 @@
 // worker), bounds every op by the group's timeout (ErrTimeout, after which the group is aborted
 // so that no rank waits forever), records every op in the flight recorder, and lowers Avg and
 // PreMulSum to Sum so that backends implement only the plain reductions.
+//
+// An asynchronous op overlaps the caller's work only when the Go runtime has a processor to run
+// the worker on. With GOMAXPROCS=1 (what gccl run gives each rank when there are as many ranks
+// as cores) the worker runs while the caller blocks (in Wait, in another op, on a channel), not
+// during its computation: issuing early then costs nothing, but hides nothing either, and an
+// op the worker starts just before the caller resumes computing may stay half done meanwhile,
+// with its peers waiting (fsdp's ReduceGradientsAsync finishes its reduction before returning
+// there for that reason).
 package comm
