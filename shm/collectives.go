@@ -98,7 +98,7 @@ func (g *Group) AllReduce(ctx context.Context, op backends.Op, in, out *tensor.T
 		if g.cfg.Size == 1 {
 			return g.alone(ctx, op, ib, ob)
 		}
-		if g.singleCopy && singleCopyBytes > 0 && len(ob) >= singleCopyBytes {
+		if g.singleCopyFor(g.scLimits.allReduce, len(ob)) {
 			return g.allReduceSingleCopy(ctx, op, ib, ob)
 		}
 		return g.reduce(ctx, op, ib, ob, -1)
@@ -227,6 +227,9 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 			copy(bb, g.inline(op.Root, len(bb)))
 			return nil
 		}
+		if g.singleCopyFor(g.scLimits.move, len(bb)) {
+			return g.broadcastSingleCopy(ctx, op, bb)
+		}
 		return pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			t := touchSlots(b, pl, op.Root) // the others read the root's slot
@@ -268,6 +271,9 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 			copy(ob[p*per:(p+1)*per], g.inline(p, per))
 		}
 		return nil
+	}
+	if g.singleCopyFor(g.scLimits.move, n*per) {
+		return g.gatherSingleCopy(ctx, op, ib, ob, root)
 	}
 	return pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()

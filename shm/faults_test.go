@@ -14,3 +14,10 @@ func TestPeerLostAllReduce(t *testing.T) { backendtest.PeerLoss(t, "shm", "allre
 func TestPeerLostBarrier(t *testing.T) { backendtest.PeerLoss(t, "shm", "barrier", 2) }
 
 func TestPeerLostRank0(t *testing.T) { backendtest.PeerLoss(t, "shm", "allreduce", 0) }
+
+// The same in single-copy all-gathers (forced on for the 4 ranks: by default only pairs use
+// it), where the survivors may be reading the killed rank's memory when it dies.
+func TestPeerLostSingleCopyAllGather(t *testing.T) {
+	backendtest.PeerLossWith(t, backendtest.PeerLossConfig{Backend: "shm", Mode: "allgather", Kill: 2,
+		RankEnv: func(rank, size int) []string { return []string{"GCCL_SHM_SINGLE_COPY_BYTES=1"} }})
+}

@@ -53,8 +53,10 @@ type Group struct {
 	p2p    p2pState
 	tmp    []byte
 	srcs   [][]byte
-	// singleCopy: every member can read every other's memory (process_vm_readv).
+	// singleCopy: every member can read every other's memory (process_vm_readv); scLimits:
+	// from what sizes the group uses it (singlecopy.go).
 	singleCopy bool
+	scLimits   singleCopyLimits
 }
 
 var (

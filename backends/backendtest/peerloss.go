@@ -46,8 +46,8 @@ type peerLossOutcome struct {
 }
 
 // PeerLoss is the peer-loss test for a backend: it runs peerLossRanks ranks that loop over ops (mode "allreduce": 1 MiB float32
-// all-reduces; "barrier": barriers and 8-byte all-reduces), SIGKILLs rank kill once every rank
-// is busy, and checks what the others report.
+// all-reduces; "allgather": all-gathers of 1 MiB a rank; "barrier": barriers and 8-byte
+// all-reduces), SIGKILLs rank kill once every rank is busy, and checks what the others report.
 func PeerLoss(t *testing.T, backend, mode string, kill int) {
 	PeerLossWith(t, PeerLossConfig{Backend: backend, Mode: mode, Kill: kill})
 }
@@ -55,7 +55,7 @@ func PeerLoss(t *testing.T, backend, mode string, kill int) {
 // PeerLossConfig configures PeerLossWith.
 type PeerLossConfig struct {
 	Backend string // backend name (sets GCCL_BACKEND)
-	Mode    string // "allreduce" or "barrier", as for PeerLoss
+	Mode    string // "allreduce", "allgather" or "barrier", as for PeerLoss
 	Kill    int    // the rank to SIGKILL
 	// RankEnv, if set, gives rank `rank` of `size` extra KEY=VALUE environment variables (for
 	// example its own GCCL_HOST_ID), as Config.RankEnv does for Run.
@@ -170,12 +170,19 @@ func peerLossChild(mode string) {
 	defer pg.Close()
 	rank := pg.Rank()
 	n := 2 // 8 bytes
-	if mode == "allreduce" {
+	if mode != "barrier" {
 		n = 1 << 18 // 1 MiB of float32
 	}
 	x := tensor.New(tensor.Float32, n)
+	var all *tensor.Tensor
+	if mode == "allgather" {
+		all = tensor.New(tensor.Float32, pg.Size()*n)
+	}
 	step := func() error {
 		x.Fill(1)
+		if mode == "allgather" {
+			return pg.AllGather(ctx, all, x)
+		}
 		if mode == "barrier" {
 			if err := pg.Barrier(ctx); err != nil {
 				return err
