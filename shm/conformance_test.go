@@ -12,3 +12,21 @@ import (
 func TestConformance(t *testing.T) {
 	backendtest.Run(t, backendtest.Config{Backend: "shm"})
 }
+
+// Members whose environments disagree on single copy all take rank 0's choice (else their
+// protocols would differ): the gathers and broadcasts with only rank 0 asking for single copy,
+// then with every rank but 0 asking for it. (Top-level tests: the suite re-runs the test in each
+// rank, where a sibling subtest would start ranks of its own.)
+func TestSingleCopyRank0Only(t *testing.T) { singleCopyOn(t, func(r int) bool { return r == 0 }) }
+
+func TestSingleCopyAllButRank0(t *testing.T) { singleCopyOn(t, func(r int) bool { return r != 0 }) }
+
+func singleCopyOn(t *testing.T, on func(rank int) bool) {
+	backendtest.Run(t, backendtest.Config{Backend: "shm", WorldSizes: []int{2, 3}, Run: "^(all_gather|gather|broadcast)",
+		RankEnv: func(rank, size int) []string {
+			if on(rank) {
+				return []string{"GCCL_SHM_SINGLE_COPY_BYTES=1"}
+			}
+			return nil
+		}})
+}

@@ -15,9 +15,9 @@
 // reduce-scattered and all-gathered within each piece. Alternating slots mean no trailing sync.
 // The smallest ops (up to 80 bytes: all-reduce, reduce, broadcast, the gathers and scatters,
 // reduce-scatter, barrier) skip the slots: the data travels in the op span next to the phase
-// and the fingerprint, one exchange of cache lines. Between two ranks with a core each, large
-// all-gathers, gathers and broadcasts (from 64 KiB) skip them too: each rank reads its peer's
-// buffer once with process_vm_readv (single copy), when every member can (singlecopy.go).
+// and the fingerprint, one exchange of cache lines. Large all-gathers, gathers, broadcasts and
+// all-reduces can skip them too, reading the peers' buffers with process_vm_readv (single copy,
+// off by default: singlecopy.go says when it pays).
 //
 // Every op's first sync publishes its fingerprint (sequence, op, dtype, count, root, reduce op);
 // every rank checks every other's, so a mismatch is an error on every rank. While waiting, a

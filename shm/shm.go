@@ -159,8 +159,11 @@ func (g *Group) setup(ctx context.Context) error {
 		}
 	}
 	atomic.StoreUint64(g.seg.ctrl(cfg.Rank, ctrlPid), uint64(os.Getpid()))
-	// Learn every member's pid for liveness checks.
-	if err := st.Set(ctx, "shm/pid/"+strconv.Itoa(cfg.Rank), []byte(strconv.Itoa(os.Getpid()))); err != nil {
+	// Learn every member's pid for liveness checks, and rank 0's single-copy thresholds, which
+	// every member uses.
+	lim := envLimits()
+	me := fmt.Sprintf("%d %d %d", os.Getpid(), lim.move, lim.allReduce)
+	if err := st.Set(ctx, "shm/pid/"+strconv.Itoa(cfg.Rank), []byte(me)); err != nil {
 		return err
 	}
 	g.pids = make([]int, cfg.Size)
@@ -169,9 +172,15 @@ func (g *Group) setup(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		g.pids[p], _ = strconv.Atoi(string(v))
+		var l singleCopyLimits
+		if _, err := fmt.Sscanf(string(v), "%d %d %d", &g.pids[p], &l.move, &l.allReduce); err != nil {
+			return fmt.Errorf("shm: rank %d's record %q: %w", p, v, err)
+		}
+		if p == 0 {
+			g.scLimits = l
+		}
 	}
-	if cfg.Size > 1 {
+	if cfg.Size > 1 && g.scLimits != (singleCopyLimits{}) {
 		return g.probeSingleCopy(ctx)
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -17,100 +16,36 @@ import (
 // Single-copy transfers: instead of copying through the segment, a rank reads its peers'
 // buffers directly with process_vm_readv (one kernel copy). Each rank publishes its buffer's
 // address with the op's fingerprint, reads what it needs, and a trailing sync keeps every buffer
-// alive until nobody reads it.
+// alive until nobody reads it. Off by default, turned on per group from a size in bytes of data:
 //
-// In a group of two ranks with a core each, the collectives that only move data (all-gather,
-// gather, broadcast) go single-copy from singleCopyMoveBytes of data on: one read of the peer's
-// part at ~13 GB/s beats copying it into a slot and out again (all-gather of 2 MiB in all: 85 µs
-// against 155, and OpenMPI's 103; broadcast of 2 MiB: 129 against 196 and 160; BENCHMARKS.md).
-// At 32 KiB the slots were still ahead, and so they were with 4 ranks on 2 cores, where each
-// rank reads three peers at that rate with half a core (all-gather of 2 MiB: 299 µs against
-// 204): larger or oversubscribed groups keep the slots unless GCCL_SHM_SINGLE_COPY_BYTES (the
-// threshold in bytes; 0 turns it off) says otherwise.
+//   - GCCL_SHM_SINGLE_COPY_BYTES: the collectives that only move data (all-gather, gather,
+//     broadcast). Each rank reads its peers' parts once (~13 GB/s here) instead of copying its
+//     own into a slot and the others' out. In gccl bench's loop, 2 ranks, it wins from 64 KiB
+//     (all-gather of 2 MiB in all: 85 µs against 155 and OpenMPI's 103; broadcast 129 against
+//     196 and 160), but not with 4 ranks on 2 cores (all-gather of 2 MiB: 299 µs against 204),
+//     nor inside a program: with it, examples/fsdptrain's 1 MiB all-gathers made its 2-rank
+//     steps 5-15 ms slower (its all-gathers read 16 different buffers a step, where the bench
+//     reads the same pages again and again; that difference is a guess, not measured).
+//   - GCCL_SHM_SINGLE_COPY_ALLREDUCE_BYTES: all-reduce. Rank r reads share r of every peer's
+//     buffer and reduces it, in rank order, into its own; after a sync every rank reads the
+//     peers' reduced shares (each element is reduced by one rank only, so every rank ends with
+//     the same bits). Slower than the slots' pipelined reduce-scatter (16 MiB, 2 ranks: 4.9 ms
+//     against 2.9).
 //
-// All-reduce can go single-copy too (rank r reads share r of every peer's buffer and reduces it,
-// in rank order, into its own; after a sync every rank reads the peers' reduced shares; each
-// element is reduced by one rank only, so every rank ends with the same bits), from
-// GCCL_SHM_SINGLE_COPY_ALLREDUCE_BYTES; off by default: its reads and reductions measured slower
-// than the slot path's pipelined reduce-scatter (16 MiB, 2 ranks: 4.9 ms against 2.9).
-const singleCopyMoveBytes = 64 << 10
+// Every member uses rank 0's thresholds (exchanged with the pids at setup), so that all take
+// the same path.
 
 // singleCopyLimits are a group's thresholds, in bytes of data (0: never).
 type singleCopyLimits struct{ move, allReduce int }
 
-// scVerdict is what each member tells the others at setup: whether it can read them all, its
-// environment's thresholds (-1: not set) and the CPUs it may run on.
-type scVerdict struct {
-	ok             bool
-	move, allReduc int
-	cpus           unix.CPUSet
-}
-
-// cpuLimit bounds the CPU numbers a verdict carries (unix.CPUSet's size).
-const cpuLimit = 1024
-
-func (v scVerdict) String() string {
-	ids := []string{"-"} // none
-	for c := range cpuLimit {
-		if v.cpus.IsSet(c) {
-			ids = append(ids, strconv.Itoa(c))
-		}
-	}
-	if len(ids) > 1 {
-		ids = ids[1:]
-	}
-	return fmt.Sprintf("%t %d %d %s", v.ok, v.move, v.allReduc, strings.Join(ids, ","))
-}
-
-func parseVerdict(s string) (scVerdict, error) {
-	var v scVerdict
-	var ids string
-	if _, err := fmt.Sscanf(s, "%t %d %d %s", &v.ok, &v.move, &v.allReduc, &ids); err != nil {
-		return v, err
-	}
-	if ids == "-" {
-		return v, nil
-	}
-	for _, f := range strings.Split(ids, ",") {
-		c, err := strconv.Atoi(f)
-		if err != nil || c < 0 || c >= cpuLimit {
-			return v, fmt.Errorf("CPU %q", f)
-		}
-		v.cpus.Set(c)
-	}
-	return v, nil
-}
-
-// envThreshold is the environment variable key as a threshold, or -1 if it is not set.
-func envThreshold(key string) int {
-	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v >= 0 {
-		return v
-	}
-	return -1
-}
-
-// groupLimits decides the thresholds from every member's verdict, the same on every member:
-// rank 0's environment where it set them, else the defaults above, where a member having a core
-// of its own means the members may run on as many CPUs as there are members (the union of
-// their affinity masks; a launcher that pins each rank to a core leaves each a mask of one).
-func groupLimits(vs []scVerdict) singleCopyLimits {
-	var union unix.CPUSet
-	for _, v := range vs {
-		for c := range cpuLimit {
-			if v.cpus.IsSet(c) {
-				union.Set(c)
-			}
-		}
-	}
+// envLimits reads this process's thresholds from the environment.
+func envLimits() singleCopyLimits {
 	var l singleCopyLimits
-	if len(vs) == 2 && union.Count() >= len(vs) {
-		l.move = singleCopyMoveBytes
+	if v, err := strconv.Atoi(os.Getenv("GCCL_SHM_SINGLE_COPY_BYTES")); err == nil && v >= 0 {
+		l.move = v
 	}
-	if vs[0].move >= 0 {
-		l.move = vs[0].move
-	}
-	if vs[0].allReduc >= 0 {
-		l.allReduce = vs[0].allReduc
+	if v, err := strconv.Atoi(os.Getenv("GCCL_SHM_SINGLE_COPY_ALLREDUCE_BYTES")); err == nil && v >= 0 {
+		l.allReduce = v
 	}
 	return l
 }
@@ -124,8 +59,8 @@ func (g *Group) singleCopyFor(limit, n int) bool {
 var probeWord = uint64(0x5a5a1234c0ffee00)
 
 // probeSingleCopy checks that this rank can read every peer's memory, and agrees the answer
-// with every member through the store (all must be able to, or nobody uses single copy), and
-// the thresholds (groupLimits).
+// with every member through the store (all must be able to, or nobody uses single copy). The
+// group runs it when rank 0's thresholds turn single copy on.
 func (g *Group) probeSingleCopy(ctx context.Context) error {
 	st := g.cfg.Store
 	me := strconv.Itoa(g.cfg.Rank)
@@ -149,27 +84,21 @@ func (g *Group) probeSingleCopy(ctx context.Context) error {
 			ok = false
 		}
 	}
-	mine := scVerdict{ok: ok, move: envThreshold("GCCL_SHM_SINGLE_COPY_BYTES"),
-		allReduc: envThreshold("GCCL_SHM_SINGLE_COPY_ALLREDUCE_BYTES")}
-	if err := unix.SchedGetaffinity(0, &mine.cpus); err != nil {
-		mine.cpus = unix.CPUSet{} // counts as no CPU of its own: the defaults stay off
+	verdict := "0"
+	if ok {
+		verdict = "1"
 	}
-	if err := st.Set(ctx, "shm/single-copy/"+me, []byte(mine.String())); err != nil {
+	if err := st.Set(ctx, "shm/single-copy/"+me, []byte(verdict)); err != nil {
 		return err
 	}
-	vs := make([]scVerdict, g.cfg.Size)
 	g.singleCopy = true
-	for p := range vs {
-		b, err := st.Get(ctx, "shm/single-copy/"+strconv.Itoa(p))
+	for p := 0; p < g.cfg.Size; p++ {
+		v, err := st.Get(ctx, "shm/single-copy/"+strconv.Itoa(p))
 		if err != nil {
 			return err
 		}
-		if vs[p], err = parseVerdict(string(b)); err != nil {
-			return fmt.Errorf("shm: rank %d's single-copy verdict %q: %w", p, b, err)
-		}
-		g.singleCopy = g.singleCopy && vs[p].ok
+		g.singleCopy = g.singleCopy && string(v) == "1"
 	}
-	g.scLimits = groupLimits(vs)
 	return nil
 }
 
