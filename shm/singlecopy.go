@@ -24,8 +24,10 @@ import (
 //     (all-gather of 2 MiB in all: 85 µs against 155 and OpenMPI's 103; broadcast 129 against
 //     196 and 160), but not with 4 ranks on 2 cores (all-gather of 2 MiB: 299 µs against 204),
 //     nor inside a program: with it, examples/fsdptrain's 1 MiB all-gathers made its 2-rank
-//     steps 5-15 ms slower (its all-gathers read 16 different buffers a step, where the bench
-//     reads the same pages again and again; that difference is a guess, not measured).
+//     steps 5-15 ms slower. The bench reads the same two buffers again and again; fsdp reads
+//     16 different ones a step, out of cache, and there process_vm_readv stays ~3x slower than
+//     memcpy (512 KiB from one of 16 buffers in turn: 6.5 against 20.6 GB/s; from the same one
+//     13.3 against 43), while the slot path's copies out read what the peer has just written.
 //   - GCCL_SHM_SINGLE_COPY_ALLREDUCE_BYTES: all-reduce. Rank r reads share r of every peer's
 //     buffer and reduces it, in rank order, into its own; after a sync every rank reads the
 //     peers' reduced shares (each element is reduced by one rank only, so every rank ends with
