@@ -2,6 +2,9 @@ package launch
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -48,4 +51,25 @@ func TestFailureReportWithoutFailuresListsNone(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(data), `"failures":[]`)
 	assert.Equal(t, "timeout", rep.Reason)
+}
+
+// TestThreadDefaults: each worker gets its share of the cores as GOMAXPROCS (and
+// OMP_NUM_THREADS when there are several), and the job's core count as GCCL_LOCAL_CPUS; what the
+// user set, in the environment or the job's extra variables, is kept.
+func TestThreadDefaults(t *testing.T) {
+	n := runtime.NumCPU()
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	t.Setenv("OMP_NUM_THREADS", "")
+	os.Unsetenv("OMP_NUM_THREADS")
+	t.Setenv("GCCL_LOCAL_CPUS", "")
+	os.Unsetenv("GCCL_LOCAL_CPUS")
+	share := max(1, n/2)
+	assert.Equal(t, []string{fmt.Sprintf("GOMAXPROCS=%d", share), fmt.Sprintf("OMP_NUM_THREADS=%d", share),
+		fmt.Sprintf("GCCL_LOCAL_CPUS=%d", n)}, threadDefaults(2, nil))
+	assert.Equal(t, []string{fmt.Sprintf("GOMAXPROCS=%d", n), fmt.Sprintf("GCCL_LOCAL_CPUS=%d", n)}, threadDefaults(1, nil))
+	assert.Equal(t, []string{fmt.Sprintf("GOMAXPROCS=%d", share), fmt.Sprintf("OMP_NUM_THREADS=%d", share)},
+		threadDefaults(2, []string{"GCCL_LOCAL_CPUS=8"}))
+	t.Setenv("GOMAXPROCS", "3")
+	assert.Equal(t, []string{fmt.Sprintf("OMP_NUM_THREADS=%d", share), fmt.Sprintf("GCCL_LOCAL_CPUS=%d", n)}, threadDefaults(2, nil))
 }

@@ -842,17 +842,22 @@ func startBound(cmd *exec.Cmd, core int, bind bool) error {
 // OMP_NUM_THREADS=1: each Go worker gets GOMAXPROCS = cores / workers (at least 1). Ranks spin
 // while they wait for each other, and idle Go processors looking for work steal the very cores
 // the peers spin on (measured here: an 8-byte all-reduce between 2 ranks on 2 cores takes ~12 µs
-// with GOMAXPROCS=2 and ~8.5 µs with 1). A value the user set is kept.
+// with GOMAXPROCS=2 and ~8.5 µs with 1). GCCL_LOCAL_CPUS tells the workers how many cores the
+// job has, which one pinned to a core cannot see (its backends spin only when the local ranks
+// have a core each). A value the user set is kept.
 func threadDefaults(nprocs int, extra []string) []string {
 	var out []string
-	for _, k := range []string{"GOMAXPROCS", "OMP_NUM_THREADS"} {
+	for _, k := range []string{"GOMAXPROCS", "OMP_NUM_THREADS", "GCCL_LOCAL_CPUS"} {
 		if _, set := os.LookupEnv(k); set || hasKey(extra, k) {
 			continue
 		}
-		if k == "OMP_NUM_THREADS" && nprocs == 1 {
-			continue
+		switch {
+		case k == "GCCL_LOCAL_CPUS":
+			out = append(out, fmt.Sprintf("%s=%d", k, runtime.NumCPU()))
+		case k == "OMP_NUM_THREADS" && nprocs == 1:
+		default:
+			out = append(out, fmt.Sprintf("%s=%d", k, max(1, runtime.NumCPU()/nprocs)))
 		}
-		out = append(out, fmt.Sprintf("%s=%d", k, max(1, runtime.NumCPU()/nprocs)))
 	}
 	return out
 }

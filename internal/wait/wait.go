@@ -17,11 +17,12 @@ type Policy struct {
 	Spin, Yield time.Duration
 }
 
-// NewPolicy picks the policy for localRanks ranks sharing this host's cores. GCCL_SPIN_US and
-// GCCL_YIELD_US override it.
+// NewPolicy picks the policy for localRanks ranks sharing this host's cores: the CPUs the job
+// may use, which gccl run passes in GCCL_LOCAL_CPUS (a rank it pins to a core sees one CPU of
+// its own), else those this process may use. GCCL_SPIN_US and GCCL_YIELD_US override it.
 func NewPolicy(localRanks int) Policy {
 	p := Policy{Spin: 30 * time.Microsecond, Yield: 300 * time.Microsecond}
-	if localRanks > runtime.NumCPU() {
+	if localRanks > localCPUs() {
 		p = Policy{Spin: 0, Yield: 2 * time.Millisecond}
 	}
 	if v, err := strconv.Atoi(os.Getenv("GCCL_SPIN_US")); err == nil && v >= 0 {
@@ -31,6 +32,14 @@ func NewPolicy(localRanks int) Policy {
 		p.Yield = time.Duration(v) * time.Microsecond
 	}
 	return p
+}
+
+// localCPUs is GCCL_LOCAL_CPUS if set (to a positive count), else runtime.NumCPU().
+func localCPUs() int {
+	if v, err := strconv.Atoi(os.Getenv("GCCL_LOCAL_CPUS")); err == nil && v > 0 {
+		return v
+	}
+	return runtime.NumCPU()
 }
 
 // Phase says what a waiter idle for so long should do.
