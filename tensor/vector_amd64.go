@@ -66,42 +66,24 @@ func scaleFloat32By64(v []float32, f float64) {
 	scaleFloat32By64Go(v, f)
 }
 
-// toBFloat16 sets d[i] to To's bfloat16 of s[i] (len(d) == len(s)): AVX2 for the multiple of 16
-// elements when the CPU has it, the portable loop for the rest; the same bits either way.
-func toBFloat16(d []uint16, s []float32) {
-	if n := len(s) &^ 15; simdLevel >= levelAVX2 && n > 0 {
-		bf16FromF32AVX2(&d[0], &s[0], n)
-		d, s = d[n:], s[n:]
-	}
-	toBFloat16Go(d, s)
-}
+// The float conversions (To's fast path): the SIMD kernel on the longest prefix it takes (a
+// multiple of its block of elements) when the CPU has AVX2 (which levelAVX2 pairs with F16C),
+// the portable loop on the rest; the same bits either way. len(d) == len(s).
 
-// fromBFloat16 sets d[i] to To's float32 bits of the bfloat16 s[i] (len(d) == len(s)): AVX2
-// for the multiple of 8 elements when the CPU has it, the portable loop for the rest.
-func fromBFloat16(d []uint32, s []uint16) {
-	if n := len(s) &^ 7; simdLevel >= levelAVX2 && n > 0 {
-		f32FromBF16AVX2(&d[0], &s[0], n)
-		d, s = d[n:], s[n:]
-	}
-	fromBFloat16Go(d, s)
-}
+func toBFloat16(d []uint16, s []float32) { convertSIMD(d, s, 16, bf16FromF32AVX2, toBFloat16Go) }
 
-// toFloat16 sets d[i] to To's float16 of s[i] (len(d) == len(s)): F16C for the multiple of 8
-// elements when the CPU has it (levelAVX2 includes F16C), the portable loop for the rest.
-func toFloat16(d []uint16, s []float32) {
-	if n := len(s) &^ 7; simdLevel >= levelAVX2 && n > 0 {
-		f16FromF32AVX2(&d[0], &s[0], n)
-		d, s = d[n:], s[n:]
-	}
-	toFloat16Go(d, s)
-}
+func fromBFloat16(d []uint32, s []uint16) { convertSIMD(d, s, 8, f32FromBF16AVX2, fromBFloat16Go) }
 
-// fromFloat16 sets d[i] to To's float32 of the float16 s[i] (len(d) == len(s)): F16C for the
-// multiple of 8 elements when the CPU has it, the portable loop for the rest.
-func fromFloat16(d []float32, s []uint16) {
-	if n := len(s) &^ 7; simdLevel >= levelAVX2 && n > 0 {
-		f32FromF16AVX2(&d[0], &s[0], n)
+func toFloat16(d []uint16, s []float32) { convertSIMD(d, s, 8, f16FromF32AVX2, toFloat16Go) }
+
+func fromFloat16(d []float32, s []uint16) { convertSIMD(d, s, 8, f32FromF16AVX2, fromFloat16Go) }
+
+// convertSIMD runs kernel on the first len(s)/block*block elements when the CPU has AVX2, and
+// portable on the others.
+func convertSIMD[D, S any](d []D, s []S, block int, kernel func(*D, *S, int), portable func([]D, []S)) {
+	if n := len(s) / block * block; simdLevel >= levelAVX2 && n > 0 {
+		kernel(&d[0], &s[0], n)
 		d, s = d[n:], s[n:]
 	}
-	fromFloat16Go(d, s)
+	portable(d, s)
 }
