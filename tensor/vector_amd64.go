@@ -12,10 +12,10 @@ func sumF32SSE(dst *byte, n int, srcs *[]byte, k int)
 func scaleF32AVX2(v *float32, n int, r float32)
 
 //go:noescape
-func divF32F64AVX2(v *float32, n int, d float64)
+func divF32F64AVX2(v *float32, n int, x float64)
 
 //go:noescape
-func mulF32F64AVX2(v *float32, n int, f float64)
+func mulF32F64AVX2(v *float32, n int, x float64)
 
 //go:noescape
 func bf16FromF32AVX2(dst *uint16, src *float32, n int)

@@ -2,6 +2,38 @@
 
 #include "textflag.h"
 
+// F32VIAF64 is the body of divF32F64AVX2 and mulF32F64AVX2: v[i] = float32(float64(v[i]) op x)
+// for the n elements, four at a time (VCVTPS2PD, PD, VCVTPD2PS), the last n%4 one by one (SD):
+// the instructions the scalar loop compiles to, so the same bits, NaN payloads included. Any
+// alignment.
+#define F32VIAF64(PD, SD) \
+	MOVQ v+0(FP), DI; \
+	MOVQ n+8(FP), CX; \
+	VBROADCASTSD x+16(FP), Y0; \
+	XORQ AX, AX; \
+by4: \
+	LEAQ 4(AX), DX; \
+	CMPQ DX, CX; \
+	JA by1; \
+	VCVTPS2PD (DI)(AX*4), Y1; \
+	PD Y0, Y1, Y1; \
+	VCVTPD2PSY Y1, X1; \
+	VMOVUPS X1, (DI)(AX*4); \
+	MOVQ DX, AX; \
+	JMP by4; \
+by1: \
+	CMPQ AX, CX; \
+	JAE done; \
+	VCVTSS2SD (DI)(AX*4), X1, X1; \
+	SD X0, X1, X1; \
+	VCVTSD2SS X1, X1, X1; \
+	VMOVSS X1, (DI)(AX*4); \
+	INCQ AX; \
+	JMP by1; \
+done: \
+	VZEROUPPER; \
+	RET
+
 // func sumF32SSE(dst *byte, n int, srcs *[]byte, k int)
 //
 // dst[i] = srcs[0][i] + srcs[1][i] + ... + srcs[k-1][i] for the n/4 float32 elements (n a multiple
@@ -116,69 +148,17 @@ done:
 	VZEROUPPER
 	RET
 
-// func divF32F64AVX2(v *float32, n int, d float64)
+// func divF32F64AVX2(v *float32, n int, x float64)
 //
-// v[i] = float32(float64(v[i]) / d) for the n elements, four at a time (VCVTPS2PD, VDIVPD,
-// VCVTPD2PS), the last n%4 one by one: the instructions the scalar loop compiles to, so the same
-// bits, NaN payloads included. Any alignment.
+// v[i] = float32(float64(v[i]) / x), as F32VIAF64 says.
 TEXT ·divF32F64AVX2(SB), NOSPLIT, $0-24
-	MOVQ v+0(FP), DI
-	MOVQ n+8(FP), CX
-	VBROADCASTSD d+16(FP), Y0
-	XORQ AX, AX
-div4:
-	LEAQ 4(AX), DX
-	CMPQ DX, CX
-	JA div1
-	VCVTPS2PD (DI)(AX*4), Y1
-	VDIVPD Y0, Y1, Y1
-	VCVTPD2PSY Y1, X1
-	VMOVUPS X1, (DI)(AX*4)
-	MOVQ DX, AX
-	JMP div4
-div1:
-	CMPQ AX, CX
-	JAE divdone
-	VCVTSS2SD (DI)(AX*4), X1, X1
-	VDIVSD X0, X1, X1
-	VCVTSD2SS X1, X1, X1
-	VMOVSS X1, (DI)(AX*4)
-	INCQ AX
-	JMP div1
-divdone:
-	VZEROUPPER
-	RET
+	F32VIAF64(VDIVPD, VDIVSD)
 
-// func mulF32F64AVX2(v *float32, n int, f float64)
+// func mulF32F64AVX2(v *float32, n int, x float64)
 //
-// v[i] = float32(float64(v[i]) * f), as divF32F64AVX2 divides.
+// v[i] = float32(float64(v[i]) * x), as F32VIAF64 says.
 TEXT ·mulF32F64AVX2(SB), NOSPLIT, $0-24
-	MOVQ v+0(FP), DI
-	MOVQ n+8(FP), CX
-	VBROADCASTSD f+16(FP), Y0
-	XORQ AX, AX
-mul4:
-	LEAQ 4(AX), DX
-	CMPQ DX, CX
-	JA mul1
-	VCVTPS2PD (DI)(AX*4), Y1
-	VMULPD Y0, Y1, Y1
-	VCVTPD2PSY Y1, X1
-	VMOVUPS X1, (DI)(AX*4)
-	MOVQ DX, AX
-	JMP mul4
-mul1:
-	CMPQ AX, CX
-	JAE muldone
-	VCVTSS2SD (DI)(AX*4), X1, X1
-	VMULSD X0, X1, X1
-	VCVTSD2SS X1, X1, X1
-	VMOVSS X1, (DI)(AX*4)
-	INCQ AX
-	JMP mul1
-muldone:
-	VZEROUPPER
-	RET
+	F32VIAF64(VMULPD, VMULSD)
 
 // BROADCASTD puts the 32-bit constant c in every element of y (x is y's low half), through AX.
 #define BROADCASTD(c, x, y) MOVL c, AX; MOVQ AX, x; VPBROADCASTD x, y
