@@ -32,6 +32,7 @@ import (
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/fsdp"
+	"github.com/gccl/gccl/internal/bench"
 	"github.com/gccl/gccl/mesh"
 	"github.com/gccl/gccl/tensor"
 )
@@ -416,6 +417,7 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	if err != nil {
 		return err
 	}
+	params := newFSDPParams(md)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	kinds := []func() (step, wait time.Duration, err error){
 		func() (time.Duration, time.Duration, error) { // compute alone
@@ -428,8 +430,8 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 			err := stepCollectives(ctx, md)
 			return time.Since(t0), 0, err
 		},
-		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, c, false, x, y) },
-		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, c, true, x, y) },
+		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, params, c, false, x, y) },
+		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, params, c, true, x, y) },
 	}
 	var times, waits [4][]float64
 	for r := range k {
@@ -446,9 +448,9 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 			waits[kind] = append(waits[kind], ms(wait))
 		}
 	}
-	res.ComputeMS, res.CommMS = median(times[0]), median(times[1])
-	res.StepNoPrefetchMS, res.StepMS = median(times[2]), median(times[3])
-	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = median(waits[2]), median(waits[3])
+	res.ComputeMS, res.CommMS = bench.Median(times[0]), bench.Median(times[1])
+	res.StepNoPrefetchMS, res.StepMS = bench.Median(times[2]), bench.Median(times[3])
+	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = bench.Median(waits[2]), bench.Median(waits[3])
 	alone = nil // not part of the heap below
 
 	// The heap through one step with prefetch, after a GC at every sample.
@@ -461,7 +463,7 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	res.HeapBaseBytes = heap()
 	var peak uint64
 	h := hooks(ctx, md, true, func() { peak = max(peak, heap()) }, nil)
-	if _, err := Step(c, newFSDPParams(md), h, x, y); err != nil {
+	if _, err := Step(c, params, h, x, y); err != nil {
 		return err
 	}
 	md.ZeroGrad()
@@ -533,21 +535,12 @@ func stepCollectives(ctx context.Context, md *fsdp.Model) error {
 }
 
 // timedStep times one whole step, with or without prefetch, and the time blocked in Unshard.
-func timedStep(ctx context.Context, md *fsdp.Model, c Config, prefetch bool, x, y *tensor.Tensor) (step, wait time.Duration, err error) {
+func timedStep(ctx context.Context, md *fsdp.Model, params fsdpParams, c Config, prefetch bool, x, y *tensor.Tensor) (step, wait time.Duration, err error) {
 	h := hooks(ctx, md, prefetch, func() {}, &wait)
 	t0 := time.Now()
-	if _, err := Step(c, newFSDPParams(md), h, x, y); err != nil {
+	if _, err := Step(c, params, h, x, y); err != nil {
 		return 0, 0, err
 	}
 	md.ZeroGrad()
 	return time.Since(t0), wait, nil
-}
-
-// median of xs (not empty); xs is sorted in place.
-func median(xs []float64) float64 {
-	slices.Sort(xs)
-	if n := len(xs); n%2 == 0 {
-		return (xs[n/2-1] + xs[n/2]) / 2
-	}
-	return xs[len(xs)/2]
 }

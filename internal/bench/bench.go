@@ -300,13 +300,8 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, 
 		}
 		times[i] = float64(time.Since(base)-t0) / float64(time.Microsecond)
 	}
-	slices.Sort(times)
-	median := times[len(times)/2]
-	if len(times)%2 == 0 {
-		median = (times[len(times)/2-1] + times[len(times)/2]) / 2
-	}
 	var err error
-	if row.TimeUs, err = maxOverRanks(ctx, pg, median); err != nil {
+	if row.TimeUs, err = maxOverRanks(ctx, pg, Median(times)); err != nil {
 		return row, err
 	}
 	if cfg.Check {
@@ -349,6 +344,15 @@ func settle(ctx context.Context, pg *comm.ProcessGroup, cfg Config, b buffers) e
 			return nil
 		}
 	}
+}
+
+// Median of xs (not empty), which it sorts in place.
+func Median(xs []float64) float64 {
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
 }
 
 // maxOverRanks is the largest v across the group (the slowest rank sets the time).
