@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -214,8 +215,13 @@ func (g *Group) broadcastSingleCopy(ctx context.Context, op backends.Op, bb []by
 	return g.sync(ctx)
 }
 
-// remoteErr explains a failed read of peer p's memory: usually p died.
+// remoteErr explains a failed read of peer p's memory: usually p died. ESRCH says its memory
+// is gone, which happens early in its exit, while /proc may still show it running.
 func (g *Group) remoteErr(p int, err error) error {
+	if errors.Is(err, unix.ESRCH) {
+		return &backends.PeerLostError{Rank: p, GlobalRank: g.cfg.GlobalRank(p),
+			Cause: fmt.Sprintf("process %d is exiting (its memory is gone)", g.pids[p])}
+	}
 	if err := g.gone(p); err != nil {
 		return err
 	}
