@@ -108,19 +108,9 @@ type segment struct {
 // It is never linked into /dev/shm, so nothing can be left behind, even after a crash; peers
 // open it through /proc/<pid>/fd/<fd> while the creator keeps fd open.
 func createSegment(name string, l layout) (*segment, int, error) {
-	// The name only labels the file in /proc/<pid>/fd; Linux takes at most 249 bytes, and
-	// sub-group names list their ranks.
-	label := "gccl-" + name
-	if len(label) > 200 {
-		label = label[:200]
-	}
-	fd, err := unix.MemfdCreate(label, unix.MFD_CLOEXEC)
+	fd, err := newMemfd(name, l.size)
 	if err != nil {
-		return nil, -1, fmt.Errorf("memfd_create: %w", err)
-	}
-	if err := unix.Ftruncate(fd, int64(l.size)); err != nil {
-		unix.Close(fd)
-		return nil, -1, fmt.Errorf("sizing the segment to %d bytes: %w", l.size, err)
+		return nil, -1, err
 	}
 	seg, err := mapSegment(fd, l)
 	if err != nil {
@@ -131,28 +121,59 @@ func createSegment(name string, l layout) (*segment, int, error) {
 	return seg, fd, nil
 }
 
-// openSegment maps the segment that process pid holds as fd.
-func openSegment(pid, fd int, l layout) (*segment, error) {
+// newMemfd makes an anonymous shared-memory file of size bytes (zeroed), labelled with name.
+func newMemfd(name string, size int) (int, error) {
+	// The name only labels the file in /proc/<pid>/fd; Linux takes at most 249 bytes, and
+	// sub-group names list their ranks.
+	label := "gccl-" + name
+	if len(label) > 200 {
+		label = label[:200]
+	}
+	fd, err := unix.MemfdCreate(label, unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, int64(size)); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("sizing shared memory to %d bytes: %w", size, err)
+	}
+	return fd, nil
+}
+
+// openPeerFile opens the shared-memory file that process pid holds as fd (what names it in
+// errors) and checks that it has size bytes.
+func openPeerFile(pid, fd int, what string, size int) (*os.File, error) {
 	path := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("opening the group's segment at %s: %w (are all ranks on this host, as the same user?)", path, err)
+		return nil, fmt.Errorf("opening %s at %s: %w (are all ranks on this host, as the same user?)", what, path, err)
 	}
-	defer f.Close()
 	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Size() != int64(size) {
+		f.Close()
+		return nil, fmt.Errorf("%s has %d bytes, this rank expects %d: ranks disagree on the group size or the backend settings", what, st.Size(), size)
+	}
+	return f, nil
+}
+
+// openSegment maps the segment that process pid holds as fd.
+func openSegment(pid, fd int, l layout) (*segment, error) {
+	f, err := openPeerFile(pid, fd, "the group's segment", l.size)
 	if err != nil {
 		return nil, err
 	}
-	if st.Size() != int64(l.size) {
-		return nil, fmt.Errorf("the group's segment has %d bytes, this rank expects %d: ranks disagree on the group size or the backend settings", st.Size(), l.size)
-	}
+	defer f.Close()
 	seg, err := mapSegment(int(f.Fd()), l)
 	if err != nil {
 		return nil, err
 	}
 	if m := atomic.LoadUint64(seg.u64(0)); m != magic {
 		seg.unmap()
-		return nil, fmt.Errorf("%s is not a segment of this gccl build's layout (magic %#x, want %#x): do all ranks run the same build?", path, m, magic)
+		return nil, fmt.Errorf("/proc/%d/fd/%d is not a segment of this gccl build's layout (magic %#x, want %#x): do all ranks run the same build?", pid, fd, m, magic)
 	}
 	return seg, nil
 }

@@ -57,6 +57,9 @@ type Group struct {
 	// from what sizes the group uses it (singlecopy.go).
 	singleCopy bool
 	scLimits   singleCopyLimits
+	// sharedSeq counts AllocShared calls (their store keys); sharedMu guards it.
+	sharedMu  sync.Mutex
+	sharedSeq uint64
 }
 
 var (

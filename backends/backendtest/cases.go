@@ -234,7 +234,74 @@ func cases(n int, large bool) []tcase {
 	add("groups/split_parity_reversed", splitCase(next()))
 	add("groups/two_concurrent", concurrentGroupsCase(next()))
 	add("async/mixed_order", asyncOrderCase(next()))
+	add("shared_memory/write_read", sharedMemoryCase(next()))
 	return cs
+}
+
+// sharedMemoryCase: on a backend with shared memory, every rank writes its part of two shared
+// buffers and reads every peer's after a barrier; on one without, every rank gets
+// ErrUnsupported. Either way the ranks must agree on the outcome.
+func sharedMemoryCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		if _, err := pg.AllocShared(ctx, 0); !errors.Is(err, comm.ErrInvalidArgument) {
+			return wrongf("AllocShared of 0 bytes: %v, want ErrInvalidArgument", err)
+		}
+		const per = 3 << 10 // not a multiple of the page size
+		a, err := pg.AllocShared(ctx, n*per)
+		unsupported := errors.Is(err, comm.ErrUnsupported)
+		if err != nil && !unsupported {
+			return err
+		}
+		flag := tensor.New(tensor.Int64, 1)
+		if unsupported {
+			flag.Fill(1)
+		}
+		if err := pg.AllReduce(ctx, flag, comm.Sum); err != nil {
+			return err
+		}
+		if got := int(flag.Int64s()[0]); got != 0 && got != n {
+			return wrongf("%d of %d ranks got ErrUnsupported from AllocShared (this one: %v)", got, n, err)
+		}
+		if unsupported {
+			if pg.Backend() == "shm" {
+				return wrongf("shm has no shared memory: %v", err)
+			}
+			return nil
+		}
+		defer a.Close()
+		b, err := pg.AllocShared(ctx, 4096)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		mine := a.Bytes()[r*per : (r+1)*per]
+		for i := range mine {
+			if mine[i] != 0 {
+				return wrongf("fresh shared memory holds %d at byte %d, want zeroes", mine[i], r*per+i)
+			}
+			mine[i] = byte(salt + r*7 + i)
+		}
+		if r == n-1 {
+			b.Bytes()[4095] = byte(salt)
+		}
+		if err := pg.Barrier(ctx); err != nil {
+			return err
+		}
+		for p := range n {
+			got := a.Bytes()[p*per : (p+1)*per]
+			for i, v := range got {
+				if v != byte(salt+p*7+i) {
+					return wrongf("shared byte %d (rank %d's part) reads %d, want %d", p*per+i, p, v, byte(salt+p*7+i))
+				}
+			}
+		}
+		if v := b.Bytes()[4095]; v != byte(salt) {
+			return wrongf("the second buffer's last byte reads %d, want %d: the buffers are not the same on every rank", v, byte(salt))
+		}
+		// Nobody unmaps before every rank has read.
+		return pg.Barrier(ctx)
+	}
 }
 
 func allReduceCase(dt tensor.DType, red comm.Reduction, count, salt int, async bool) func(context.Context, *comm.ProcessGroup) error {
