@@ -42,6 +42,10 @@ type Options struct {
 	NoReshardAfterForward bool
 	// MixedPrecision sets the compute and reduction dtypes.
 	MixedPrecision MixedPrecisionPolicy
+	// PrivateUnshard all-gathers every rank's own copy of the full parameters even where the
+	// ranks could share one (shared.go: backend shm, the ranks on one host), as torch does; the
+	// shared copy moves 1/N of the bytes but must never be written to.
+	PrivateUnshard bool
 }
 
 // masterDT is the dtype of the master shards (and of the parameters Shard accepts).
@@ -66,8 +70,9 @@ type Model struct {
 	lastReduce *reduction // the last ReduceGradientsAsync issued (orders HSDP's all-reduces)
 	reduceErr  error      // errors of reductions waited for by ZeroGrad, for WaitGradients
 
-	pool      pool       // freed full-size buffers, reused by the next unshard or reduction
-	mu        sync.Mutex // guards the byte counts, which the prefetch goroutines update
+	pool      pool           // freed full-size buffers, reused by the next unshard or reduction
+	shared    *sharedUnshard // slots for full parameters shared by the shard group; nil: none
+	mu        sync.Mutex     // guards the byte counts, which the prefetch goroutines update
 	liveBytes int64
 	peakBytes int64
 }
@@ -85,6 +90,7 @@ type Group struct {
 	full     []*tensor.Tensor
 	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
 	fetch    *fetch           // an unshard in flight (Prefetch)
+	slot     int              // 1 + the shared slot holding the full parameters; 0: none
 	fetchErr error            // a failed prefetch that Reshard waited for: the next Unshard returns it
 	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)
 }
@@ -100,6 +106,7 @@ type param struct {
 	offset    int   // first element of its padded shard in the group's flat shard
 	localRows int   // this rank's true rows (torch.chunk)
 	startRow  int   // first global row this rank holds
+	sharedAt  int   // where its full value starts in a shared slot, in bytes
 	dt        *dtensor.DTensor
 }
 
@@ -211,6 +218,10 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 		// byte count shows), and a reduction's buffers besides (gradients, reduce-scatter input
 		// and output).
 		md.pool.limit = max(md.pool.limit, 4*md.n*g.size*max(md.paramDT.Size(), md.reduceDT.Size()))
+	}
+	var err error
+	if md.shared, err = newSharedUnshard(ctx, md); err != nil {
+		return nil, opErr(opShard, rank, err)
 	}
 	return md, nil
 }
@@ -365,6 +376,16 @@ func (md *Model) ResetPeak() {
 	md.mu.Lock()
 	md.peakBytes = md.liveBytes
 	md.mu.Unlock()
+}
+
+// Close unmaps the memory the ranks of the shard group share for full parameters (see
+// Options.PrivateUnshard), which otherwise goes when the process exits. Full parameters handed
+// out by Param must not be used after, nor the model.
+func (md *Model) Close() {
+	if md.shared != nil {
+		md.shared.buf.Close()
+		md.shared = nil
+	}
 }
 
 // Mesh is the mesh the model is sharded over.

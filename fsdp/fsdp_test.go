@@ -1,6 +1,7 @@
 package fsdp_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ type ranksCase struct {
 	Shape []int // the mesh: [N] for FSDP, [replicate shard] for HSDP
 	Save  string
 	Load  []string // checkpoints written by earlier cases (other world sizes) to load
+	// Backend: gloo (fsdp all-gathers each rank's own full parameters) or shm (the ranks
+	// share them: shared.go).
+	Backend string
 }
 
 // TestRanks runs the package on real processes: FSDP over 2 and 4 ranks and HSDP over a 2x2
@@ -40,7 +44,9 @@ type ranksCase struct {
 // mixed precision (bfloat16 parameters, float32 reduction), no-sync accumulation, clipping, SGD
 // and AdamW against the single-process formulas, full and sharded state-dict round trips and
 // their bad keys, and a sharded checkpoint loaded from the other jobs' world sizes. The jobs run
-// in order: each saves a checkpoint the later ones load.
+// in order: each saves a checkpoint the later ones load. The gloo jobs run the all-gathers; the
+// shm jobs run the same checks on full parameters the ranks share, and the fallback to the
+// all-gather when the shared slots run out or the ranks disagree on them.
 func TestRanks(t *testing.T) {
 	if ranktest.Child(t) {
 		var tc ranksCase
@@ -54,11 +60,13 @@ func TestRanks(t *testing.T) {
 		{Name: "fsdp_2", Ranks: 2, Shape: []int{2}, Save: ck("two")},
 		{Name: "hsdp_2x2", Ranks: 4, Shape: []int{2, 2}, Save: ck("hsdp"), Load: []string{ck("two")}},
 		{Name: "fsdp_4", Ranks: 4, Shape: []int{4}, Load: []string{ck("two"), ck("hsdp")}},
+		{Name: "fsdp_2_shm", Ranks: 2, Shape: []int{2}, Backend: "shm", Load: []string{ck("hsdp")}},
+		{Name: "hsdp_2x2_shm", Ranks: 4, Shape: []int{2, 2}, Backend: "shm", Load: []string{ck("two")}},
 	}
 	for _, tc := range cases {
 		ok := t.Run(tc.Name, func(t *testing.T) {
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: tc.Ranks, Timeout: 2 * time.Minute, Case: tc,
-				Env: []string{"GCCL_TIMEOUT=60s", "GCCL_BACKEND=gloo"}})
+				Env: []string{"GCCL_TIMEOUT=60s", "GCCL_BACKEND=" + cmp.Or(tc.Backend, "gloo")}})
 			ranktest.AssertExitedZero(t, res)
 		})
 		if !ok {
@@ -149,6 +157,17 @@ func opsOn(pg *comm.ProcessGroup, mark int64, op string) (n int, groups []string
 	return n, groups
 }
 
+// allGatherDTypes lists the input dtypes of the all-gathers recorded after mark.
+func allGatherDTypes(pg *comm.ProcessGroup, mark int64) []string {
+	var out []string
+	for _, e := range pg.Recorder().Snapshot().Entries {
+		if int64(e.RecordID) > mark && strings.HasSuffix(e.ProfilingName, ":all_gather") {
+			out = append(out, e.InputDtypes...)
+		}
+	}
+	return out
+}
+
 func lastRecord(pg *comm.ProcessGroup) int64 {
 	es := pg.Recorder().Snapshot().Entries
 	if len(es) == 0 {
@@ -220,6 +239,14 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		cnt, on := opsOn(pg, mark, "all_gather")
 		assert.Equal(t, 1, cnt, "one all-gather per group")
 		assert.Equal(t, []string{"mesh_shard"}, on)
+		if tc.Backend == "shm" {
+			// Shared: a tiny all-gather of the slot each rank took, then a barrier once every
+			// rank has written its rows; no all-gather of the parameters.
+			assert.Equal(t, []string{"Long"}, allGatherDTypes(pg, mark))
+			cnt, on = opsOn(pg, mark, "barrier")
+			assert.Equal(t, 1, cnt, "one barrier after the writes")
+			assert.Equal(t, []string{"mesh_shard"}, on)
+		}
 		for _, name := range order[0] {
 			p, err := g.Param(name)
 			require.NoError(t, err)
@@ -430,6 +457,60 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		assert.True(t, tensor.Equal(tensor.New(tensor.Float32, rows), got), "e.bias had no gradient: %v", got)
 	})
 
+	if tc.Backend == "shm" {
+		t.Run("shared_slots_run_out_or_disagree", func(t *testing.T) {
+			var gs [][]fsdp.Param
+			for i := range 6 {
+				name := fmt.Sprintf("s%d.weight", i)
+				gs = append(gs, []fsdp.Param{{Name: name, Tensor: fullTensor(name, []int{5, 3}, 0)}})
+			}
+			ms, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
+			require.NoError(t, err)
+			defer ms.Close()
+			check := func(i int) {
+				name := fmt.Sprintf("s%d.weight", i)
+				p, err := ms.Group(i).Param(name)
+				require.NoError(t, err)
+				assert.True(t, tensor.Equal(fullTensor(name, []int{5, 3}, 0), p), name)
+			}
+			// Six groups unsharded at once: four in the shared slots, two all-gathered.
+			mark := lastRecord(pg)
+			for i := range 6 {
+				require.NoError(t, ms.Group(i).Unshard(ctx))
+			}
+			assert.Equal(t, []string{"Long", "Long", "Long", "Long", "Long", "Float", "Long", "Float"}, allGatherDTypes(pg, mark))
+			for i := range 6 {
+				check(i)
+			}
+			for i := range 6 {
+				ms.Group(i).Reshard()
+			}
+			// The ranks' Reshard calls diverge: only shard rank 0 frees group 0's slot, so
+			// the ranks take different slots for group 4 and all-gather it instead.
+			for i := range 4 {
+				require.NoError(t, ms.Group(i).Unshard(ctx))
+			}
+			if sr == 0 {
+				ms.Group(0).Reshard()
+			}
+			mark = lastRecord(pg)
+			require.NoError(t, ms.Group(4).Unshard(ctx))
+			assert.Equal(t, []string{"Long", "Float"}, allGatherDTypes(pg, mark))
+			for i := 1; i <= 4; i++ {
+				check(i)
+			}
+			// Once every rank has freed it, slot 0 serves again.
+			if sr != 0 {
+				ms.Group(0).Reshard()
+			}
+			mark = lastRecord(pg)
+			require.NoError(t, ms.Group(5).Unshard(ctx))
+			assert.Equal(t, []string{"Long"}, allGatherDTypes(pg, mark))
+			check(5)
+			assert.Equal(t, ms.Stats().ShardedBytes+5*5*3*4, ms.Stats().LiveBytes, "five groups' full parameters counted")
+		})
+	}
+
 	t.Run("mixed_precision", func(t *testing.T) {
 		mp, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{MixedPrecision: fsdp.MixedPrecisionPolicy{ParamDType: tensor.BFloat16}})
 		require.NoError(t, err)
@@ -456,7 +537,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			if int64(e.RecordID) <= mark {
 				continue
 			}
-			if strings.HasSuffix(e.ProfilingName, ":all_gather") {
+			if strings.HasSuffix(e.ProfilingName, ":all_gather") && tc.Backend != "shm" {
 				assert.Equal(t, []string{"BFloat16"}, e.InputDtypes, "all-gather in bfloat16")
 			}
 			if strings.HasSuffix(e.ProfilingName, ":reduce_scatter") {

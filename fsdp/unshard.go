@@ -13,12 +13,23 @@ import (
 // on the group's worker, and a goroutine copies the result into the full parameters, while the
 // caller computes. Unshard waits for it. Prefetching an unsharded or prefetching group does
 // nothing. Like every collective, every rank of the shard group prefetches the same groups in
-// the same order.
+// the same order. Where the shard group shares memory (shared.go), the unshard is done before
+// Prefetch returns: it writes only this rank's rows.
 func (g *Group) Prefetch(ctx context.Context) {
 	if g.full != nil || g.fetch != nil {
 		return
 	}
 	md := g.model
+	if md.shared != nil {
+		if full, err := g.unshardShared(ctx); full != nil || err != nil {
+			g.fetch = &fetch{done: make(chan struct{}), full: full, err: err}
+			close(g.fetch.done)
+			if err == nil {
+				md.account(g.fullBytes())
+			}
+			return
+		}
+	}
 	in := g.master
 	var extra int64
 	var converted *tensor.Tensor
@@ -119,7 +130,9 @@ func (g *Group) Reshard() {
 	if g.full == nil {
 		return
 	}
-	g.model.pool.put(g.full...)
+	if !g.releaseSlot() {
+		g.model.pool.put(g.full...)
+	}
 	g.full = nil
 	g.model.account(-g.fullBytes())
 }
@@ -146,7 +159,8 @@ func (g *Group) AfterForward() {
 func (g *Group) IsUnsharded() bool { return g.full != nil }
 
 // Param is the named parameter's full value, in MixedPrecision.ParamDType, between Unshard and
-// Reshard. Writes to it are lost at Reshard: the optimizer updates the master shards.
+// Reshard. Do not write to it: the optimizer updates the master shards, and the ranks of a host
+// may share this memory (see Options.PrivateUnshard).
 func (g *Group) Param(name string) (*tensor.Tensor, error) {
 	p, err := g.param("Param", name)
 	if err != nil {

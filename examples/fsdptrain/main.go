@@ -82,7 +82,7 @@ func run() error {
 		hsdp, bench         int
 		reference, asJSON   bool
 		noPrefetch, keep    bool
-		bf16                bool
+		bf16, private       bool
 		backend, cpuProfile string
 	)
 	flag.IntVar(&c.In, "in", 32, "input features")
@@ -102,6 +102,7 @@ func run() error {
 	flag.BoolVar(&noPrefetch, "no-prefetch", false, "do not prefetch the next group's all-gather, nor reduce-scatter asynchronously (nothing overlaps compute)")
 	flag.BoolVar(&keep, "no-reshard-after-forward", false, "keep the full parameters between forward and backward")
 	flag.BoolVar(&bf16, "bf16", false, "mixed precision: all-gather and compute with bfloat16 parameters")
+	flag.BoolVar(&private, "private-unshard", false, "all-gather every rank's own full parameters even where the ranks could share them (shm)")
 	flag.IntVar(&bench, "bench", 0, "after training, time K rounds of one step each: compute alone, communication alone, whole steps without and with prefetch (medians)")
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write each rank's CPU profile to FILE.<rank> (for go tool pprof)")
@@ -137,7 +138,11 @@ func run() error {
 	if reference {
 		res, err = trainReference(c, o, steps, batchSize)
 	} else {
-		res, err = trainFSDP(c, o, steps, batchSize, hsdp, bench, !noPrefetch, keep, bf16, backend)
+		opts := fsdp.Options{NoReshardAfterForward: keep, PrivateUnshard: private}
+		if bf16 {
+			opts.MixedPrecision.ParamDType = tensor.BFloat16
+		}
+		res, err = trainFSDP(c, o, steps, batchSize, hsdp, bench, !noPrefetch, opts, backend)
 	}
 	if err != nil || res == nil {
 		return err
@@ -308,7 +313,7 @@ func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wa
 	}
 }
 
-func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefetch, keep, bf16 bool, backend string) (*result, error) {
+func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefetch bool, opts fsdp.Options, backend string) (*result, error) {
 	if backend == "" && os.Getenv("GCCL_BACKEND") == "" {
 		backend = "shm" // comm.Init's own default is gloo
 	}
@@ -340,14 +345,11 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 	for i := range c.Layers {
 		groups = append(groups, []fsdp.Param{{Name: weightName(i), Tensor: full[weightName(i)]}, {Name: biasName(i), Tensor: full[biasName(i)]}})
 	}
-	opts := fsdp.Options{NoReshardAfterForward: keep}
-	if bf16 {
-		opts.MixedPrecision.ParamDType = tensor.BFloat16
-	}
 	md, err := fsdp.Shard(ctx, m, groups, opts)
 	if err != nil {
 		return nil, err
 	}
+	defer md.Close()
 	full, groups = nil, nil
 	debug.FreeOSMemory()
 	var opt fsdp.Optimizer
