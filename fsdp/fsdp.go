@@ -42,10 +42,11 @@ type Options struct {
 	NoReshardAfterForward bool
 	// MixedPrecision sets the compute and reduction dtypes.
 	MixedPrecision MixedPrecisionPolicy
-	// PrivateUnshard all-gathers every rank's own copy of the full parameters even where the
-	// ranks could share one (shared.go: backend shm, the ranks on one host), as torch does; the
-	// shared copy moves 1/N of the bytes but must never be written to.
-	PrivateUnshard bool
+	// NoSharedMemory all-gathers every rank's own copy of the full parameters and
+	// reduce-scatters gradients through a flat buffer, as torch does, even where the ranks of
+	// the shard group could share memory (shared.go: backend shm, the ranks on one host), which
+	// moves a fraction of the bytes (but then the full parameters must never be written to).
+	NoSharedMemory bool
 }
 
 // masterDT is the dtype of the master shards (and of the parameters Shard accepts).
@@ -91,6 +92,7 @@ type Group struct {
 	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
 	fetch    *fetch           // an unshard in flight (Prefetch)
 	slot     int              // 1 + the shared slot holding the full parameters; 0: none
+	gradSlot int              // 1 + the shared gradient slot holding grads; 0: none
 	fetchErr error            // a failed prefetch that Reshard waited for: the next Unshard returns it
 	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)
 }
@@ -107,6 +109,7 @@ type param struct {
 	localRows int   // this rank's true rows (torch.chunk)
 	startRow  int   // first global row this rank holds
 	sharedAt  int   // where its full value starts in a shared slot, in bytes
+	gradAt    int   // where its unsharded gradient starts in a shared gradient region, in bytes
 	dt        *dtensor.DTensor
 }
 
@@ -379,11 +382,11 @@ func (md *Model) ResetPeak() {
 }
 
 // Close unmaps the memory the ranks of the shard group share for full parameters (see
-// Options.PrivateUnshard), which otherwise goes when the process exits. Full parameters handed
+// Options.NoSharedMemory), which otherwise goes when the process exits. Full parameters handed
 // out by Param must not be used after, nor the model.
 func (md *Model) Close() {
 	if md.shared != nil {
-		md.shared.buf.Close()
+		md.shared.close()
 		md.shared = nil
 	}
 }

@@ -320,7 +320,14 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		mark := lastRecord(pg)
 		reduceAll(t, md, 1)
 		cnt, on := opsOn(pg, mark, "reduce_scatter")
-		assert.Equal(t, 2, cnt, "one reduce-scatter per group")
+		if tc.Backend == "shm" {
+			// Shared: a tiny all-gather of the gradient slot each rank used, a barrier after
+			// the reads; no reduce-scatter.
+			assert.Zero(t, cnt)
+			assert.Equal(t, []string{"Long", "Long"}, allGatherDTypes(pg, mark))
+			cnt, on = opsOn(pg, mark, "barrier")
+		}
+		assert.Equal(t, 2, cnt, "one reduce-scatter (or one shared read) per group")
 		assert.Equal(t, []string{"mesh_shard", "mesh_shard"}, on)
 		ar, on := opsOn(pg, mark, "all_reduce")
 		if len(tc.Shape) == 2 {
@@ -359,7 +366,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		// With one Go processor the reduction is over when ReduceGradientsAsync returns: its
 		// reduce-scatter is completed in the flight recorder, and the result is right.
 		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-		am, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{})
+		am, err := fsdp.Shard(ctx, m, groups(0), fsdp.Options{NoSharedMemory: true})
 		require.NoError(t, err)
 		for gi := len(order) - 1; gi >= 0; gi-- {
 			g := am.Group(gi)
@@ -508,6 +515,26 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			assert.Equal(t, []string{"Long"}, allGatherDTypes(pg, mark))
 			check(5)
 			assert.Equal(t, ms.Stats().ShardedBytes+5*5*3*4, ms.Stats().LiveBytes, "five groups' full parameters counted")
+			// Gradients of six groups at once: four in shared regions, two private, whose
+			// reductions every rank runs as reduce-scatters.
+			for i := range 6 {
+				name := fmt.Sprintf("s%d.weight", i)
+				require.NoError(t, ms.Group(i).AccumulateGrad(name, gradFor(name, []int{5, 3}, m.Rank())))
+			}
+			mark = lastRecord(pg)
+			for i := range 6 {
+				require.NoError(t, ms.Group(i).ReduceGradients(ctx))
+			}
+			rs, _ := opsOn(pg, mark, "reduce_scatter")
+			assert.Equal(t, 2, rs, "the two groups with private gradients")
+			for i := range 6 {
+				name := fmt.Sprintf("s%d.weight", i)
+				got, err := ms.Group(i).ShardedGrad(name)
+				require.NoError(t, err)
+				start, rows := dtensor.ChunkRange(5, n, sr)
+				want, _ := avgGrad(name, []int{5, 3}, 1).Narrow(0, start, rows)
+				assert.True(t, tensor.AllClose(want.Contiguous(), got, 1e-6, 1e-6), "%s: %v vs %v", name, got, want)
+			}
 		})
 	}
 

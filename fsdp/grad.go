@@ -25,7 +25,7 @@ func (g *Group) Grad(name string) (*tensor.Tensor, error) {
 }
 
 func (g *Group) gradOf(p *param) *tensor.Tensor {
-	if g.grads == nil {
+	if g.grads == nil && (g.model.shared == nil || !g.sharedGrads()) {
 		g.grads = make([]*tensor.Tensor, len(g.params))
 	}
 	if g.grads[p.index] == nil {
@@ -105,20 +105,35 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 		md.reduceErr = errors.Join(md.reduceErr, err)
 	}
 	es := md.reduceDT.Size()
-	// Padding and missing gradients must be zero; the rest is overwritten.
-	in := md.pool.tensor(md.reduceDT, g.hasGaps(), md.n*g.size)
-	buf := in.Bytes()
-	for i, p := range g.params {
-		if g.grads == nil || g.grads[i] == nil {
-			continue
-		}
-		src := g.grads[i].Bytes()
-		g.eachChunk(p, es, func(fullAt, flatAt, n int) {
-			copy(buf[flatAt:flatAt+n], src[fullAt:fullAt+n])
-		})
+	var w *comm.Work
+	var in, out *tensor.Tensor
+	var sharedErr error
+	shared := false
+	if md.shared != nil {
+		// Read in place where every rank's accumulators are shared (shared.go); the padding
+		// stays zero.
+		out = md.pool.tensor(md.reduceDT, true, g.size)
+		shared, sharedErr = g.reduceShared(ctx, out)
 	}
-	md.pool.put(g.grads...)
-	g.grads = nil
+	if !shared && sharedErr == nil {
+		// Padding and missing gradients must be zero; the rest is overwritten.
+		in = md.pool.tensor(md.reduceDT, g.hasGaps(), md.n*g.size)
+		buf := in.Bytes()
+		for i, p := range g.params {
+			if g.grads == nil || g.grads[i] == nil {
+				continue
+			}
+			src := g.grads[i].Bytes()
+			g.eachChunk(p, es, func(fullAt, flatAt, n int) {
+				copy(buf[flatAt:flatAt+n], src[fullAt:fullAt+n])
+			})
+		}
+		g.dropGrads()
+		if out == nil {
+			out = md.pool.tensor(md.reduceDT, false, g.size)
+		}
+		w = md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
+	}
 	// The first reduction since ZeroGrad writes the sharded gradient, later ones add into it.
 	// Its memory outlives ZeroGrad: a fresh one every step cost page faults and zeroing (8 MB
 	// a step for a 16 MB model on 2 ranks).
@@ -133,14 +148,15 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 	// Sum, then (in the goroutine below) divide and add into the float32 sharded gradient: the
 	// same bits as Avg, which comm also computes as a sum and a division, but the division runs
 	// here, off the collective (on shm, Avg's division cost several times the reduce-scatter).
-	out := md.pool.tensor(md.reduceDT, false, g.size)
-	w := md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
 	red := &reduction{done: make(chan struct{}), issued: make(chan struct{})}
 	prev := md.lastReduce
 	md.lastReduce, g.reducing = red, red
 	go func() {
 		defer close(red.done)
-		err := w.Wait(ctx)
+		err := sharedErr
+		if w != nil {
+			err = w.Wait(ctx)
+		}
 		ranks := float64(md.n)
 		if md.replPG != nil {
 			// The replicate all-reduces go out in the order the reductions were issued.
@@ -245,8 +261,8 @@ func (md *Model) ZeroGrad() {
 		if g.grad != nil {
 			g.spare = g.grad
 		}
-		md.pool.put(g.grads...)
-		g.grad, g.grads = nil, nil
+		g.dropGrads()
+		g.grad = nil
 	}
 }
 

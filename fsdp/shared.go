@@ -23,6 +23,14 @@ import (
 // the writes may start; else (a rank holds more groups unsharded than there are slots, or the
 // ranks' Reshard calls diverged) every rank falls back to the all-gather. A barrier after the
 // writes makes them visible before anyone computes.
+//
+// Gradients the same way round: a group's unsharded gradient accumulators (Grad) are views of
+// this rank's region of a shared gradient slot, laid out as the full parameters, and a reduction
+// all-gathers the slot each rank used, reads its own rows of every rank's accumulators, sums
+// them in rank order (the same bits as the reduce-scatter) and meets the others at a barrier,
+// after which nobody reads the slot and its owner may reuse it. No copy into a flat buffer, no
+// copy through shm's segment. A rank whose accumulators are private (no free slot) makes every
+// rank reduce-scatter instead.
 
 // sharedSlots is the number of slots: the group computed with, the one prefetched, and two for
 // groups held unsharded across forward and backward (the last layer, say).
@@ -35,22 +43,28 @@ type sharedUnshard struct {
 	taken  []bool // by this rank
 	mine   *tensor.Tensor
 	agreed *tensor.Tensor // the slot each rank took, all-gathered
+	// The gradient slots: slot i's region for rank r at (i*n + r)*gradSlot.
+	gradBuf   *comm.SharedBuffer
+	gradSlot  int
+	gradTaken []bool // this rank's regions
 }
 
 // newSharedUnshard lays out every group's full parameters in a slot and allocates the slots on
 // the shard group; it returns nil when the ranks cannot share memory (on every rank alike).
 func newSharedUnshard(ctx context.Context, md *Model) (*sharedUnshard, error) {
-	if md.opts.PrivateUnshard || md.n == 1 {
+	if md.opts.NoSharedMemory || md.n == 1 {
 		return nil, nil
 	}
-	slot, es := 0, md.paramDT.Size()
+	slot, gradSlot := 0, 0
 	for _, g := range md.groups {
-		at := 0
+		at, gat := 0, 0
 		for _, p := range g.params {
-			p.sharedAt = at
-			at += (p.shape[0]*p.rowSize*es + 63) / 64 * 64 // each on its own cache lines
+			p.sharedAt, p.gradAt = at, gat
+			// Each on its own cache lines.
+			at += (p.shape[0]*p.rowSize*md.paramDT.Size() + 63) / 64 * 64
+			gat += (p.shape[0]*p.rowSize*md.reduceDT.Size() + 63) / 64 * 64
 		}
-		slot = max(slot, at)
+		slot, gradSlot = max(slot, at), max(gradSlot, gat)
 	}
 	buf, err := md.shardPG.AllocShared(ctx, sharedSlots*slot)
 	if errors.Is(err, comm.ErrUnsupported) {
@@ -59,8 +73,98 @@ func newSharedUnshard(ctx context.Context, md *Model) (*sharedUnshard, error) {
 	if err != nil {
 		return nil, err
 	}
+	gradBuf, err := md.shardPG.AllocShared(ctx, sharedSlots*md.n*gradSlot)
+	if err != nil {
+		buf.Close()
+		return nil, err
+	}
 	return &sharedUnshard{buf: buf, slot: slot, taken: make([]bool, sharedSlots),
-		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n)}, nil
+		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n),
+		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make([]bool, sharedSlots)}, nil
+}
+
+// close unmaps the slots.
+func (sh *sharedUnshard) close() {
+	sh.buf.Close()
+	sh.gradBuf.Close()
+}
+
+// gradRegion is rank r's region of gradient slot i.
+func (sh *sharedUnshard) gradRegion(i, r, n int) []byte {
+	at := (i*n + r) * sh.gradSlot
+	return sh.gradBuf.Bytes()[at : at+sh.gradSlot]
+}
+
+// sharedGrads makes g's unsharded gradient accumulators views of a free gradient region of this
+// rank (zeroed), or returns false when none is free.
+func (g *Group) sharedGrads() bool {
+	md, sh := g.model, g.model.shared
+	i := slices.Index(sh.gradTaken, false)
+	if i < 0 {
+		return false
+	}
+	sh.gradTaken[i] = true
+	region := sh.gradRegion(i, md.rank, md.n)
+	clear(region)
+	g.grads = make([]*tensor.Tensor, len(g.params))
+	es := md.reduceDT.Size()
+	for j, p := range g.params {
+		t, err := tensor.FromBytes(md.reduceDT, region[p.gradAt:p.gradAt+p.shape[0]*p.rowSize*es], p.shape...)
+		if err != nil {
+			panic(err) // the region was laid out for this shape
+		}
+		g.grads[j] = t
+	}
+	g.gradSlot = i + 1
+	return true
+}
+
+// dropGrads lets go of g's unsharded gradient accumulators: back to their shared region or to
+// the pool.
+func (g *Group) dropGrads() {
+	if g.gradSlot != 0 {
+		g.model.shared.gradTaken[g.gradSlot-1] = false
+		g.gradSlot = 0
+	} else {
+		g.model.pool.put(g.grads...)
+	}
+	g.grads = nil
+}
+
+// reduceShared sums every rank's rows of this rank's shard of g's gradients into out (g.size
+// elements of ReduceDType, zero in the padding), reading the accumulators in place. It returns
+// false (and no error) when some rank's accumulators are not shared: the caller reduce-scatters.
+func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, error) {
+	md, sh := g.model, g.model.shared
+	sh.mine.Int64s()[0] = int64(g.gradSlot - 1)
+	if err := md.shardPG.AllGather(ctx, sh.agreed, sh.mine); err != nil {
+		return false, err
+	}
+	slots := sh.agreed.Int64s()
+	if slices.Contains(slots, -1) {
+		return false, nil
+	}
+	es := md.reduceDT.Size()
+	dst := out.Bytes()
+	srcs := make([][]byte, md.n)
+	for _, p := range g.params {
+		lo, hi := p.startRow*p.rowSize*es, (p.startRow+p.localRows)*p.rowSize*es
+		for q := range md.n {
+			region := sh.gradRegion(int(slots[q]), q, md.n)
+			srcs[q] = region[p.gradAt+lo : p.gradAt+hi]
+		}
+		if hi > lo {
+			if err := tensor.ReduceMany(tensor.Sum, md.reduceDT, dst[p.offset*es:p.offset*es+hi-lo], srcs...); err != nil {
+				return false, err
+			}
+		}
+	}
+	// Nobody reuses its region before every rank has read it.
+	if err := md.shardPG.Barrier(ctx); err != nil {
+		return false, err
+	}
+	g.dropGrads()
+	return true, nil
 }
 
 // unshardShared unshards g into a shared slot and returns the full parameters, views of it. It

@@ -160,7 +160,7 @@ func (g *Group) IsUnsharded() bool { return g.full != nil }
 
 // Param is the named parameter's full value, in MixedPrecision.ParamDType, between Unshard and
 // Reshard. Do not write to it: the optimizer updates the master shards, and the ranks of a host
-// may share this memory (see Options.PrivateUnshard).
+// may share this memory (see Options.NoSharedMemory).
 func (g *Group) Param(name string) (*tensor.Tensor, error) {
 	p, err := g.param("Param", name)
 	if err != nil {

@@ -90,7 +90,7 @@ func TestFSDPTrainAgreement(t *testing.T) {
 	t.Run("bench", func(t *testing.T) {
 		// The benchmark mode runs and reports every number (their values are BENCHMARKS.md's).
 		// With private full parameters: shared ones are not on the Go heap it samples.
-		out, err := runShm(gccl, job, 2, "--json", "--steps", "1", "--bench", "2", "--private-unshard")
+		out, err := runShm(gccl, job, 2, "--json", "--steps", "1", "--bench", "2", "--no-shared-memory")
 		require.NoError(t, err, out)
 		r := lastFSDPJSON(t, out)
 		for name, v := range map[string]float64{"compute": r.ComputeMS, "comm": r.CommMS, "step": r.StepMS, "step_noprefetch": r.StepNoPrefetchMS} {

@@ -102,7 +102,7 @@ func run() error {
 	flag.BoolVar(&noPrefetch, "no-prefetch", false, "do not prefetch the next group's all-gather, nor reduce-scatter asynchronously (nothing overlaps compute)")
 	flag.BoolVar(&keep, "no-reshard-after-forward", false, "keep the full parameters between forward and backward")
 	flag.BoolVar(&bf16, "bf16", false, "mixed precision: all-gather and compute with bfloat16 parameters")
-	flag.BoolVar(&private, "private-unshard", false, "all-gather every rank's own full parameters even where the ranks could share them (shm)")
+	flag.BoolVar(&private, "no-shared-memory", false, "all-gather and reduce-scatter through shm's collectives even where the ranks could share the full parameters and gradients")
 	flag.IntVar(&bench, "bench", 0, "after training, time K rounds of one step each: compute alone, communication alone, whole steps without and with prefetch (medians)")
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write each rank's CPU profile to FILE.<rank> (for go tool pprof)")
@@ -138,7 +138,7 @@ func run() error {
 	if reference {
 		res, err = trainReference(c, o, steps, batchSize)
 	} else {
-		opts := fsdp.Options{NoReshardAfterForward: keep, PrivateUnshard: private}
+		opts := fsdp.Options{NoReshardAfterForward: keep, NoSharedMemory: private}
 		if bf16 {
 			opts.MixedPrecision.ParamDType = tensor.BFloat16
 		}
