@@ -39,6 +39,13 @@
 // pass of the next layer (as FSDP2 does); the optimizers' Step, ClipGradNorm and WaitGradients
 // wait for it.
 //
+// Where the shard group's ranks can map memory together (comm's AllocShared: backend shm, one
+// host), the full parameters of an unsharded group live once per host in shared slots and the
+// unsharded gradients in shared regions: an unshard writes this rank's rows, a reduction sums its
+// rows of every rank's gradients in place, each between a tiny all-gather and a barrier (see
+// shared.go; Options.NoSharedMemory turns it off). Full parameters are then read-only: a write
+// would reach every rank of the host.
+//
 // Gradient accumulation without communication: SetRequiresGradientSync(false) before the first
 // micro-batches (ReduceGradients then keeps adding to the unsharded gradients), true before the
 // last. For HSDP, ReduceGradients reduce-scatters over the shard dimension, then all-reduces the
