@@ -13,7 +13,6 @@ import (
 // carries no synchronisation of its own: run a collective (a Barrier, say) between a rank's
 // writes and its peers' reads of them, and between the peers' last reads and the next writes.
 type SharedBuffer struct {
-	pg   *ProcessGroup
 	mem  []byte
 	once sync.Once
 	free func()
@@ -46,7 +45,7 @@ func (pg *ProcessGroup) AllocShared(ctx context.Context, nbytes int) (*SharedBuf
 	if err != nil {
 		return nil, fail(err)
 	}
-	return &SharedBuffer{pg: pg, mem: mem, free: free}, nil
+	return &SharedBuffer{mem: mem, free: free}, nil
 }
 
 // Bytes is the shared memory, the same bytes on every member, until Close.
