@@ -197,10 +197,11 @@ type DeviceGroup interface {
 // SharedMemory is implemented by a Group whose members can all map one piece of memory (shm):
 // what they write there the others read, with no collective in between (comm.SharedBuffer).
 type SharedMemory interface {
-	// AllocShared maps nbytes of memory shared by every member (zeroed). Every member calls it
-	// with the same nbytes, in the same order relative to its other AllocShared calls; it is not
+	// AllocShared maps nbytes (> 0, which comm checks) of memory shared by every member
+	// (zeroed). Every member calls it with the same nbytes, in the same order relative to its other AllocShared calls; it is not
 	// an op (it neither waits for nor delays the group's ops). It returns once every member has
-	// mapped the memory, or with an error on every member if one could not. free unmaps this
-	// member's mapping; the memory goes when the last member has unmapped it (or exited).
+	// mapped the memory, or with an error on every member if one could not. free (called once:
+	// comm.SharedBuffer.Close) unmaps this member's mapping; the memory goes when the last
+	// member has unmapped it (or exited).
 	AllocShared(ctx context.Context, nbytes int) (mem []byte, free func(), err error)
 }

@@ -179,11 +179,20 @@ func openSegment(pid, fd int, l layout) (*segment, error) {
 }
 
 func mapSegment(fd int, l layout) (*segment, error) {
-	mem, err := unix.Mmap(fd, 0, l.size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := mapShared(fd, l.size)
 	if err != nil {
-		return nil, fmt.Errorf("mapping %d bytes of shared memory: %w", l.size, err)
+		return nil, err
 	}
 	return &segment{mem: mem, l: l}, nil
+}
+
+// mapShared maps size bytes of the shared-memory file fd, readable and writable.
+func mapShared(fd, size int) ([]byte, error) {
+	mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("mapping %d bytes of shared memory: %w", size, err)
+	}
+	return mem, nil
 }
 
 func (s *segment) unmap() {

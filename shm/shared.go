@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -23,9 +22,6 @@ var _ backends.SharedMemory = (*Group)(nil)
 // reads every report, so that all return the same outcome.
 func (g *Group) AllocShared(ctx context.Context, nbytes int) ([]byte, func(), error) {
 	cfg := g.cfg
-	if nbytes <= 0 {
-		return nil, nil, fmt.Errorf("shm: group %q rank %d: AllocShared of %d bytes: ask for at least one byte", cfg.Name, cfg.Rank, nbytes)
-	}
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
@@ -35,8 +31,7 @@ func (g *Group) AllocShared(ctx context.Context, nbytes int) ([]byte, func(), er
 	if err != nil {
 		return nil, nil, fmt.Errorf("shm: group %q rank %d of %d: sharing %d bytes: %w", cfg.Name, cfg.Rank, cfg.Size, nbytes, err)
 	}
-	var once sync.Once
-	return mem, func() { once.Do(func() { _ = unix.Munmap(mem) }) }, nil
+	return mem, func() { _ = unix.Munmap(mem) }, nil
 }
 
 func (g *Group) allocShared(ctx context.Context, nbytes int) ([]byte, error) {
@@ -52,7 +47,7 @@ func (g *Group) allocShared(ctx context.Context, nbytes int) ([]byte, error) {
 		var fd int
 		if fd, err = newMemfd(cfg.Name+"-shared", nbytes); err == nil {
 			defer unix.Close(fd) // after every member has reported (below)
-			mem, err = unix.Mmap(fd, 0, nbytes, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			mem, err = mapShared(fd, nbytes)
 		}
 		where := fmt.Sprintf("%d %d", os.Getpid(), fd)
 		if err != nil {
@@ -107,9 +102,5 @@ func openShared(ctx context.Context, st store.Store, key string, nbytes int) ([]
 		return nil, err
 	}
 	defer f.Close()
-	mem, err := unix.Mmap(int(f.Fd()), 0, nbytes, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("mapping %d bytes: %w", nbytes, err)
-	}
-	return mem, nil
+	return mapShared(int(f.Fd()), nbytes)
 }
