@@ -71,9 +71,9 @@ type Model struct {
 	lastReduce *reduction // the last ReduceGradientsAsync issued (orders HSDP's all-reduces)
 	reduceErr  error      // errors of reductions waited for by ZeroGrad, for WaitGradients
 
-	pool      pool           // freed full-size buffers, reused by the next unshard or reduction
-	shared    *sharedUnshard // slots for full parameters shared by the shard group; nil: none
-	mu        sync.Mutex     // guards the byte counts, which the prefetch goroutines update
+	pool      pool          // freed full-size buffers, reused by the next unshard or reduction
+	shared    *sharedMemory // slots for full parameters and gradients shared by the shard group; nil: none
+	mu        sync.Mutex    // guards the byte counts, which the prefetch goroutines update
 	liveBytes int64
 	peakBytes int64
 }
@@ -223,7 +223,7 @@ func Shard(ctx context.Context, m *mesh.Mesh, groups [][]Param, opts Options) (*
 		md.pool.limit = max(md.pool.limit, 4*md.n*g.size*max(md.paramDT.Size(), md.reduceDT.Size()))
 	}
 	var err error
-	if md.shared, err = newSharedUnshard(ctx, md); err != nil {
+	if md.shared, err = newSharedMemory(ctx, md); err != nil {
 		return nil, opErr(opShard, rank, err)
 	}
 	return md, nil
@@ -381,9 +381,9 @@ func (md *Model) ResetPeak() {
 	md.mu.Unlock()
 }
 
-// Close unmaps the memory the ranks of the shard group share for full parameters (see
-// Options.NoSharedMemory), which otherwise goes when the process exits. Full parameters handed
-// out by Param must not be used after, nor the model.
+// Close unmaps the memory the ranks of the shard group share for full parameters and gradients
+// (see Options.NoSharedMemory), which otherwise goes when the process exits. Tensors handed out
+// by Param and Grad must not be used after, nor the model.
 func (md *Model) Close() {
 	if md.shared != nil {
 		md.shared.close()

@@ -36,22 +36,44 @@ import (
 // groups held unsharded across forward and backward (the last layer, say).
 const sharedSlots = 4
 
-// sharedUnshard is a Model's shared slots.
-type sharedUnshard struct {
-	buf    *comm.SharedBuffer
-	slot   int    // bytes per slot
-	taken  []bool // by this rank
-	mine   *tensor.Tensor
-	agreed *tensor.Tensor // the slot each rank took, all-gathered
+// sharedMemory is a Model's shared slots, for full parameters and for gradients.
+type sharedMemory struct {
+	buf   *comm.SharedBuffer
+	slot  int     // bytes per slot
+	taken slotSet // by this rank
 	// The gradient slots: slot i's region for rank r at (i*n + r)*gradSlot.
 	gradBuf   *comm.SharedBuffer
 	gradSlot  int
-	gradTaken []bool // this rank's regions
+	gradTaken slotSet // this rank's regions
+	// The slot this rank took and, all-gathered, the one each rank took.
+	mine, agreed *tensor.Tensor
 }
 
-// newSharedUnshard lays out every group's full parameters in a slot and allocates the slots on
+// slotSet says which of a set of slots this rank holds.
+type slotSet []bool
+
+// take marks the first free slot taken and returns it, or -1 when none is free.
+func (s slotSet) take() int {
+	i := slices.Index(s, false)
+	if i >= 0 {
+		s[i] = true
+	}
+	return i
+}
+
+// agree all-gathers over the shard group the slot this rank took (-1: none) and returns the one
+// each rank took.
+func (sh *sharedMemory) agree(ctx context.Context, md *Model, slot int) ([]int64, error) {
+	sh.mine.Int64s()[0] = int64(slot)
+	if err := md.shardPG.AllGather(ctx, sh.agreed, sh.mine); err != nil {
+		return nil, err
+	}
+	return sh.agreed.Int64s(), nil
+}
+
+// newSharedMemory lays out every group's full parameters in a slot and allocates the slots on
 // the shard group; it returns nil when the ranks cannot share memory (on every rank alike).
-func newSharedUnshard(ctx context.Context, md *Model) (*sharedUnshard, error) {
+func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 	if md.opts.NoSharedMemory || md.n == 1 {
 		return nil, nil
 	}
@@ -78,19 +100,19 @@ func newSharedUnshard(ctx context.Context, md *Model) (*sharedUnshard, error) {
 		buf.Close()
 		return nil, err
 	}
-	return &sharedUnshard{buf: buf, slot: slot, taken: make([]bool, sharedSlots),
-		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n),
-		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make([]bool, sharedSlots)}, nil
+	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, sharedSlots),
+		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots),
+		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n)}, nil
 }
 
 // close unmaps the slots.
-func (sh *sharedUnshard) close() {
+func (sh *sharedMemory) close() {
 	sh.buf.Close()
 	sh.gradBuf.Close()
 }
 
 // gradRegion is rank r's region of gradient slot i.
-func (sh *sharedUnshard) gradRegion(i, r, n int) []byte {
+func (sh *sharedMemory) gradRegion(i, r, n int) []byte {
 	at := (i*n + r) * sh.gradSlot
 	return sh.gradBuf.Bytes()[at : at+sh.gradSlot]
 }
@@ -99,11 +121,10 @@ func (sh *sharedUnshard) gradRegion(i, r, n int) []byte {
 // rank (zeroed), or returns false when none is free.
 func (g *Group) sharedGrads() bool {
 	md, sh := g.model, g.model.shared
-	i := slices.Index(sh.gradTaken, false)
+	i := sh.gradTaken.take()
 	if i < 0 {
 		return false
 	}
-	sh.gradTaken[i] = true
 	region := sh.gradRegion(i, md.rank, md.n)
 	clear(region)
 	g.grads = make([]*tensor.Tensor, len(g.params))
@@ -136,11 +157,10 @@ func (g *Group) dropGrads() {
 // false (and no error) when some rank's accumulators are not shared: the caller reduce-scatters.
 func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, error) {
 	md, sh := g.model, g.model.shared
-	sh.mine.Int64s()[0] = int64(g.gradSlot - 1)
-	if err := md.shardPG.AllGather(ctx, sh.agreed, sh.mine); err != nil {
+	slots, err := sh.agree(ctx, md, g.gradSlot-1)
+	if err != nil {
 		return false, err
 	}
-	slots := sh.agreed.Int64s()
 	if slices.Contains(slots, -1) {
 		return false, nil
 	}
@@ -172,25 +192,20 @@ func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, err
 // caller all-gathers instead.
 func (g *Group) unshardShared(ctx context.Context) ([]*tensor.Tensor, error) {
 	md, sh := g.model, g.model.shared
-	s := slices.Index(sh.taken, false) // -1: none free
-	if s >= 0 {
-		sh.taken[s] = true
-	}
+	s := sh.taken.take()
 	release := func() {
 		if s >= 0 {
 			sh.taken[s] = false
 		}
 	}
-	sh.mine.Int64s()[0] = int64(s)
-	if err := md.shardPG.AllGather(ctx, sh.agreed, sh.mine); err != nil {
+	slots, err := sh.agree(ctx, md, s)
+	if err != nil {
 		release()
 		return nil, opErr("Unshard", globalRank(md.mesh), err)
 	}
-	for _, v := range sh.agreed.Int64s() {
-		if s < 0 || v != int64(s) {
-			release()
-			return nil, nil
-		}
+	if s < 0 || slices.ContainsFunc(slots, func(v int64) bool { return v != int64(s) }) {
+		release()
+		return nil, nil
 	}
 	// Every rank released slot s before this all-gather: nobody reads it any more.
 	dt, es := md.paramDT, md.paramDT.Size()
