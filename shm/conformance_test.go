@@ -30,3 +30,10 @@ func singleCopyOn(t *testing.T, on func(rank int) bool) {
 			return nil
 		}})
 }
+
+// The suite again with ranks that sleep as soon as a wait starts (no spinning, no yielding), so
+// that every sync goes through the futex sleep and the publishing peer's wake-up (futex.go).
+func TestConformanceSleeping(t *testing.T) {
+	backendtest.Run(t, backendtest.Config{Backend: "shm", WorldSizes: []int{2, 4},
+		RankEnv: func(rank, size int) []string { return []string{"GCCL_SPIN_US=0", "GCCL_YIELD_US=0"} }})
+}

@@ -10,7 +10,8 @@
 // each on its own cache lines) and two alternating data slots; and a mailbox per ordered pair
 // of ranks for send/recv. Collectives run in pieces of at most one slot: every rank copies its
 // part in, publishes its phase (an atomic store), waits for every member's (spinning, then
-// yielding, then sleeping), then reads what it needs. Small all-reduces are reduced by every
+// yielding, then sleeping on a futex that the awaited peer's next publish wakes), then reads
+// what it needs. Small all-reduces are reduced by every
 // rank from all slots in rank order (one sync, bitwise-identical results); large ones are
 // reduce-scattered and all-gathered within each piece. Alternating slots mean no trailing sync.
 // The smallest ops (up to 80 bytes: all-reduce, reduce, broadcast, the gathers and scatters,

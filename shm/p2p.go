@@ -167,7 +167,7 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
 				backends.ErrTimeout, peer)
 		}
-		if !idle.pause() {
+		if !idle.pause(nil) {
 			continue
 		}
 		if err := g.gone(peer); err != nil {

@@ -21,9 +21,9 @@ const (
 	headerSize = line
 	ctrlSize   = 4 * line
 	mailboxHdr = 2 * line // head (written by the sender), tail (written by the receiver)
-	// magic is "GCCGSHM2", its last byte bumped when the layout changes, so that ranks of
+	// magic is "GCCGSHM3", its last byte bumped when the layout changes, so that ranks of
 	// different builds refuse each other's segment instead of misreading it.
-	magic = 0x324d485347434347
+	magic = 0x334d485347434347
 )
 
 // Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
@@ -36,14 +36,15 @@ const (
 // following it), then the op's rarely used extra fields (all-to-all's block size, single-copy's
 // address).
 const (
-	ctrlOp    = 0        // 2 x op span (line bytes each)
-	fpOff     = 8        // the fingerprint's offset in an op span, after the uint64 phase
-	inlineOff = 32       // the inline payload's offset in an op span
-	headMax   = 32       // the part of an inline payload in the span's first cache line
-	inlineMax = 80       // the largest inline payload: all-reduces up to this size skip the slots
-	extraOff  = 112      // the extra fields' offset in an op span
-	ctrlPid   = 2 * line // int64: the rank's pid (liveness)
-	ctrlAbort = 3 * line // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
+	ctrlOp    = 0           // 2 x op span (line bytes each)
+	fpOff     = 8           // the fingerprint's offset in an op span, after the uint64 phase
+	inlineOff = 32          // the inline payload's offset in an op span
+	headMax   = 32          // the part of an inline payload in the span's first cache line
+	inlineMax = 80          // the largest inline payload: all-reduces up to this size skip the slots
+	extraOff  = 112         // the extra fields' offset in an op span
+	ctrlPid   = 2 * line    // int64: the rank's pid (liveness)
+	ctrlSleep = ctrlPid + 8 // uint32: peers sleeping until this rank's next publish (futex.go)
+	ctrlAbort = 3 * line    // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
 )
 
 // fingerprint is what a rank says it is doing at the first sync of an op; every rank checks
@@ -205,6 +206,11 @@ func (s *segment) unmap() {
 func (s *segment) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[off])) }
 
 func (s *segment) ctrl(rank, field int) *uint64 { return s.u64(s.l.ctrlOff + rank*ctrlSize + field) }
+
+// sleepers is rank's count of peers sleeping until its next publish.
+func (s *segment) sleepers(rank int) *uint32 {
+	return (*uint32)(unsafe.Pointer(s.ctrl(rank, ctrlSleep)))
+}
 
 // opLine is the offset of rank's op span for op number opSeq.
 func (s *segment) opLine(rank int, opSeq uint64) int {

@@ -107,7 +107,9 @@ func (g *Group) sync(ctx context.Context) error {
 // syncTouching is sync, loading t's lines of the awaited peers while it waits.
 func (g *Group) syncTouching(ctx context.Context, t touch) error {
 	g.phase++
-	publish(g.seg.phase(g.cfg.Rank, g.opSeq), g.phase)
+	word := g.seg.phase(g.cfg.Rank, g.opSeq)
+	publish(word, g.phase)
+	wakeSleepers(word, g.seg.sleepers(g.cfg.Rank))
 	backends.Posted(ctx)
 	return g.waitPhase(ctx, g.phase, t)
 }
@@ -194,7 +196,8 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, t touch) error {
 		if err := g.checkPeers(ctx, next, phase); err != nil {
 			return err
 		}
-		if idle.pause() {
+		l := g.seg.line(next, g.opSeq)
+		if idle.pause(&sleeper{word: &l.phase, phase: phase, sleepers: g.seg.sleepers(next)}) {
 			// Pausing may have slept: a peer that aborted and exited meanwhile must be
 			// reported with its abort cause, not as lost.
 			if err := g.checkPeers(ctx, next, phase); err != nil {
@@ -241,8 +244,9 @@ func (d *idler) spun() {
 	}
 }
 
-// pause paces one idle round and reports whether a liveness check is due.
-func (d *idler) pause() bool {
+// pause paces one idle round and reports whether a liveness check is due. When it sleeps, it
+// sleeps on s if s is set (the awaited peer's publish wakes it), else for the backoff's length.
+func (d *idler) pause(s *sleeper) bool {
 	t := clock()
 	if !d.idle {
 		d.idle, d.since, d.lastLiveness, d.sleep = true, t, t, 20*time.Microsecond
@@ -252,7 +256,11 @@ func (d *idler) pause() bool {
 	case wait.YieldPhase:
 		d.yield.Yield()
 	default:
-		time.Sleep(d.sleep)
+		if s != nil {
+			s.sleep(d.sleep)
+		} else {
+			time.Sleep(d.sleep)
+		}
 		d.sleep = min(2*d.sleep, time.Millisecond)
 	}
 	if t-d.lastLiveness >= livenessEvery {
