@@ -17,6 +17,7 @@ type fsdpResult struct {
 	LargestGroupBytes int64     `json:"largest_group_bytes"`
 	ShardedParamBytes int64     `json:"sharded_param_bytes"`
 	ComputeMS         float64   `json:"compute_ms"`
+	ComputeFastestMS  float64   `json:"compute_fastest_ms"`
 	CommMS            float64   `json:"comm_ms"`
 	StepMS            float64   `json:"step_ms"`
 	StepNoPrefetchMS  float64   `json:"step_noprefetch_ms"`
@@ -96,6 +97,9 @@ func TestFSDPTrainAgreement(t *testing.T) {
 		for name, v := range map[string]float64{"compute": r.ComputeMS, "comm": r.CommMS, "step": r.StepMS, "step_noprefetch": r.StepNoPrefetchMS} {
 			assert.Positive(t, v, name)
 		}
+		// Each kind is the slowest rank's; compute also the fastest's.
+		assert.Positive(t, r.ComputeFastestMS)
+		assert.LessOrEqual(t, r.ComputeFastestMS, r.ComputeMS)
 		assert.Greater(t, r.HeapPeakBytes, r.HeapBaseBytes, "a step unshards groups")
 		assert.Contains(t, out, "blocked in Unshard")
 	})

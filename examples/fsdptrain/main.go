@@ -52,11 +52,13 @@ type result struct {
 	ModelParamBytes   int64 `json:"model_param_bytes"`
 	LargestGroupBytes int64 `json:"largest_group_bytes"`
 	ShardedParamBytes int64 `json:"sharded_param_bytes"`
-	// --bench: milliseconds per step, the median over the rounds.
+	// --bench: milliseconds per step, the median over the rounds, of the slowest rank (a step
+	// waits for it), and the fastest rank's compute (how unevenly the cores ran).
 	ComputeMS        float64 `json:"compute_ms,omitempty"`
 	CommMS           float64 `json:"comm_ms,omitempty"`
 	StepMS           float64 `json:"step_ms,omitempty"`
 	StepNoPrefetchMS float64 `json:"step_noprefetch_ms,omitempty"`
+	ComputeFastestMS float64 `json:"compute_fastest_ms,omitempty"`
 	// --bench: milliseconds per step blocked in Unshard, with and without prefetch: how much of
 	// the all-gathers the prefetch hid behind compute.
 	UnshardWaitMS           float64 `json:"unshard_wait_ms,omitempty"`
@@ -153,8 +155,8 @@ func run() error {
 	fmt.Printf("nranks=%d peak parameter memory per rank %d bytes (model %d bytes, sharded %d, largest group %d)\n",
 		res.NRanks, res.PeakParamBytes, res.ModelParamBytes, res.ShardedParamBytes, res.LargestGroupBytes)
 	if bench > 0 {
-		fmt.Printf("per step: compute %.2f ms, communication %.2f ms, step %.2f ms with prefetch (%.2fx max), %.2f ms without\n",
-			res.ComputeMS, res.CommMS, res.StepMS, res.StepMS/max(res.ComputeMS, res.CommMS), res.StepNoPrefetchMS)
+		fmt.Printf("per step (slowest rank): compute %.2f ms (fastest rank %.2f), communication %.2f ms, step %.2f ms with prefetch (%.2fx max), %.2f ms without\n",
+			res.ComputeMS, res.ComputeFastestMS, res.CommMS, res.StepMS, res.StepMS/max(res.ComputeMS, res.CommMS), res.StepNoPrefetchMS)
 		fmt.Printf("blocked in Unshard: %.2f ms per step with prefetch, %.2f ms without\n", res.UnshardWaitMS, res.UnshardWaitNoPrefetchMS)
 		fmt.Printf("heap: %d bytes with every group sharded, %d at the peak of a step\n", res.HeapBaseBytes, res.HeapPeakBytes)
 	}
@@ -412,8 +414,10 @@ func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefe
 // compute), whole steps without prefetch and whole steps with it. Each round runs one step of
 // each kind, in an order that rotates from round to round, so that every kind samples the same
 // stretches of the machine's time (on a VM whose speed changes within seconds, timing the kinds
-// one block after the other compared different moments); res gets each kind's median. Then it
-// samples the heap through one step.
+// one block after the other compared different moments); res gets each kind's median on the
+// slowest rank (a step waits for it: a core that runs slower for a while makes the other rank
+// wait at every collective) and the fastest rank's compute. Then it samples the heap through
+// one step.
 func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Config, k int, x, y *tensor.Tensor, res *result) error {
 	alone, err := copyParams(ctx, md)
 	if err != nil {
@@ -450,8 +454,15 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 			waits[kind] = append(waits[kind], ms(wait))
 		}
 	}
-	res.ComputeMS, res.CommMS = bench.Median(times[0]), bench.Median(times[1])
-	res.StepNoPrefetchMS, res.StepMS = bench.Median(times[2]), bench.Median(times[3])
+	slowest := tensor.New(tensor.Float64, 5)
+	for i, v := range []float64{bench.Median(times[0]), bench.Median(times[1]), bench.Median(times[2]), bench.Median(times[3]), -bench.Median(times[0])} {
+		slowest.F64s()[i] = v
+	}
+	if err := pg.AllReduce(ctx, slowest, comm.Max); err != nil {
+		return err
+	}
+	m := slowest.F64s()
+	res.ComputeMS, res.CommMS, res.StepNoPrefetchMS, res.StepMS, res.ComputeFastestMS = m[0], m[1], m[2], m[3], -m[4]
 	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = bench.Median(waits[2]), bench.Median(waits[3])
 	alone = nil // not part of the heap below
 
