@@ -4,6 +4,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gccl/gccl/backends"
 )
 
 // A sleeper is woken by the publish it waits for, long before its sleep would end; one whose
@@ -55,5 +59,60 @@ func TestSleeperTimesOut(t *testing.T) {
 	}
 	if sleepers != 0 {
 		t.Fatalf("sleepers = %d after a timed-out sleep, want 0", sleepers)
+	}
+}
+
+// A mailbox's sleepers: a receiver sleeps until the sender's next bytes (woken by ringWrite), a
+// sender with a full ring until the receiver frees a byte (woken by ringRead).
+func TestMailboxSleepers(t *testing.T) {
+	seg, fd, err := createSegment("test-mailbox-sleepers", newLayout(2, 4096, 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	defer seg.unmap()
+	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg}
+	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg}
+	ready := func(s sleeper) bool { return atomic.LoadUint64(s.word) >= s.phase }
+	wokenBy := func(name string, s sleeper, move func()) {
+		t.Helper()
+		if ready(s) {
+			t.Fatalf("%s: the sleeper is satisfied before the peer moved", name)
+		}
+		woke := make(chan struct{})
+		go func() {
+			s.sleep(time.Minute)
+			close(woke)
+		}()
+		for atomic.LoadUint32(s.sleepers) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		move()
+		select {
+		case <-woke:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: the sleeper was not woken by the peer's move", name)
+		}
+		if !ready(s) {
+			t.Fatalf("%s: woken, but the word has not reached the phase", name)
+		}
+	}
+
+	wokenBy("receiver, empty ring", receiver.ringData(0), func() {
+		if sender.ringWrite(1, []byte{7}) != 1 {
+			t.Fatal("ringWrite of one byte into an empty ring wrote nothing")
+		}
+	})
+	if n := sender.ringWrite(1, make([]byte, 64)); n != 63 {
+		t.Fatalf("ringWrite filled %d bytes of the 63 free", n)
+	}
+	wokenBy("sender, full ring", sender.ringSpace(1), func() {
+		if receiver.ringRead(0, make([]byte, 1)) != 1 {
+			t.Fatal("ringRead of a full ring read nothing")
+		}
+	})
+	// One byte is free now, and all 63 unread bytes are there to read.
+	if !ready(sender.ringSpace(1)) || !ready(receiver.ringData(0)) {
+		t.Fatal("a ring with both free space and unread bytes has an unsatisfied sleeper")
 	}
 }

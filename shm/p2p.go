@@ -61,6 +61,7 @@ func (g *Group) ringWrite(dst int, b []byte) int {
 	k := copy(data[pos:], b[:n])
 	copy(data, b[k:n])
 	atomic.StoreUint64(head, h+uint64(n))
+	wakeSleepers(head, g.seg.sleepers(g.cfg.Rank))
 	return n
 }
 
@@ -76,7 +77,22 @@ func (g *Group) ringRead(src int, b []byte) int {
 	k := copy(b[:n], data[pos:])
 	copy(b[k:n], data)
 	atomic.StoreUint64(tail, t+uint64(n))
+	wakeSleepers(tail, g.seg.sleepers(g.cfg.Rank))
 	return n
+}
+
+// ringData sleeps until the mailbox src->this rank holds a byte this rank has not read: its
+// head passes the tail, which only this rank moves.
+func (g *Group) ringData(src int) sleeper {
+	head, tail, _ := g.seg.mailbox(src, g.cfg.Rank)
+	return sleeper{word: head, phase: atomic.LoadUint64(tail) + 1, sleepers: g.seg.sleepers(src)}
+}
+
+// ringSpace sleeps until the mailbox this rank->dst has a free byte: its tail passes the head,
+// which only this rank moves, less the ring's length.
+func (g *Group) ringSpace(dst int) sleeper {
+	head, tail, data := g.seg.mailbox(g.cfg.Rank, dst)
+	return sleeper{word: tail, phase: atomic.LoadUint64(head) - uint64(len(data)) + 1, sleepers: g.seg.sleepers(dst)}
 }
 
 // pull reads what src's mailbox holds. A message whose tag is wantTag lands in want (if want is
@@ -135,9 +151,10 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 	}
 }
 
-// p2pWait runs step until it reports done, spinning, then yielding, then sleeping, checking
-// the peer's liveness, aborts and the deadline.
-func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done bool, err error)) error {
+// p2pWait runs step until it reports done, spinning, then yielding, then sleeping (on what
+// sleepOn returns, which the peer's next move wakes), checking the peer's liveness, aborts and
+// the deadline.
+func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func() sleeper, step func() (moved, done bool, err error)) error {
 	idle := idler{policy: g.policy}
 	posted := false
 	for iter := 0; ; iter++ {
@@ -167,7 +184,7 @@ func (g *Group) p2pWait(ctx context.Context, peer int, step func() (moved, done 
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
 				backends.ErrTimeout, peer)
 		}
-		if !idle.pause(nil) {
+		if s := sleepOn(); !idle.pause(&s) {
 			continue
 		}
 		if err := g.gone(peer); err != nil {
@@ -191,7 +208,9 @@ func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		binary.LittleEndian.PutUint32(hdr[24:], uint32(op.DType))
 		sent := 0
 		total := p2pHeader + len(payload)
-		return g.p2pWait(ctx, op.Peer, func() (bool, bool, error) {
+		// A sender waits for the ring to drain (while it drains its own incoming rings, which
+		// only its sleep's 1 ms cap wakes it for).
+		return g.p2pWait(ctx, op.Peer, func() sleeper { return g.ringSpace(op.Peer) }, func() (bool, bool, error) {
 			moved := false
 			for sent < total {
 				var k int
@@ -253,7 +272,7 @@ func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		if err := take(); err != nil || done {
 			return err
 		}
-		return g.p2pWait(ctx, op.Peer, func() (bool, bool, error) {
+		return g.p2pWait(ctx, op.Peer, func() sleeper { return g.ringData(op.Peer) }, func() (bool, bool, error) {
 			moved, err := g.pull(op.Peer, tag, b, &done)
 			if err == nil && !done {
 				err = take() // a message with this tag may have completed into the queue
