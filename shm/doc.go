@@ -11,9 +11,9 @@
 // of ranks for send/recv. Collectives run in pieces of at most one slot: every rank copies its
 // part in, publishes its phase (an atomic store), waits for every member's (spinning, then
 // yielding, then sleeping on a futex that the awaited peer's next publish wakes), then reads
-// what it needs. Small all-reduces are reduced by every
-// rank from all slots in rank order (one sync, bitwise-identical results); large ones are
-// reduce-scattered and all-gathered within each piece. Alternating slots mean no trailing sync.
+// what it needs. Small all-reduces are reduced by every rank from all slots in rank order (one
+// sync, bitwise-identical results); large ones are reduce-scattered and all-gathered within each
+// piece. Alternating slots mean no trailing sync.
 // The smallest ops (up to 80 bytes: all-reduce, reduce, broadcast, the gathers and scatters,
 // reduce-scatter, barrier) skip the slots: the data travels in the op span next to the phase
 // and the fingerprint, one exchange of cache lines. Large all-gathers, gathers, broadcasts and

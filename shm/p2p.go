@@ -184,7 +184,7 @@ func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func() sleeper, s
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
 				backends.ErrTimeout, peer)
 		}
-		if s := sleepOn(); !idle.pause(&s) {
+		if !idle.pause(sleepOn()) {
 			continue
 		}
 		if err := g.gone(peer); err != nil {

@@ -43,7 +43,7 @@ const (
 	inlineMax = 80          // the largest inline payload: all-reduces up to this size skip the slots
 	extraOff  = 112         // the extra fields' offset in an op span
 	ctrlPid   = 2 * line    // int64: the rank's pid (liveness)
-	ctrlSleep = ctrlPid + 8 // uint32: peers sleeping until this rank's next publish (futex.go)
+	ctrlSleep = ctrlPid + 8 // uint32: peers sleeping on a word this rank advances (futex.go)
 	ctrlAbort = 3 * line    // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
 )
 
@@ -207,7 +207,8 @@ func (s *segment) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&s.mem[
 
 func (s *segment) ctrl(rank, field int) *uint64 { return s.u64(s.l.ctrlOff + rank*ctrlSize + field) }
 
-// sleepers is rank's count of peers sleeping until its next publish.
+// sleepers is rank's count of peers sleeping until it next advances a word they wait on
+// (futex.go).
 func (s *segment) sleepers(rank int) *uint32 {
 	return (*uint32)(unsafe.Pointer(s.ctrl(rank, ctrlSleep)))
 }

@@ -197,7 +197,7 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, t touch) error {
 			return err
 		}
 		l := g.seg.line(next, g.opSeq)
-		if idle.pause(&sleeper{word: &l.phase, phase: phase, sleepers: g.seg.sleepers(next)}) {
+		if idle.pause(sleeper{word: &l.phase, phase: phase, sleepers: g.seg.sleepers(next)}) {
 			// Pausing may have slept: a peer that aborted and exited meanwhile must be
 			// reported with its abort cause, not as lost.
 			if err := g.checkPeers(ctx, next, phase); err != nil {
@@ -245,8 +245,8 @@ func (d *idler) spun() {
 }
 
 // pause paces one idle round and reports whether a liveness check is due. When it sleeps, it
-// sleeps on s if s is set (the awaited peer's publish wakes it), else for the backoff's length.
-func (d *idler) pause(s *sleeper) bool {
+// sleeps on s for at most the backoff's length (the awaited peer's move wakes it).
+func (d *idler) pause(s sleeper) bool {
 	t := clock()
 	if !d.idle {
 		d.idle, d.since, d.lastLiveness, d.sleep = true, t, t, 20*time.Microsecond
@@ -256,11 +256,7 @@ func (d *idler) pause(s *sleeper) bool {
 	case wait.YieldPhase:
 		d.yield.Yield()
 	default:
-		if s != nil {
-			s.sleep(d.sleep)
-		} else {
-			time.Sleep(d.sleep)
-		}
+		s.sleep(d.sleep)
 		d.sleep = min(2*d.sleep, time.Millisecond)
 	}
 	if t-d.lastLiveness >= livenessEvery {

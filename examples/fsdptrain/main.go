@@ -454,9 +454,10 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 			waits[kind] = append(waits[kind], ms(wait))
 		}
 	}
-	slowest := tensor.New(tensor.Float64, 5)
-	for i, v := range []float64{bench.Median(times[0]), bench.Median(times[1]), bench.Median(times[2]), bench.Median(times[3]), -bench.Median(times[0])} {
-		slowest.F64s()[i] = v
+	medians := []float64{bench.Median(times[0]), bench.Median(times[1]), bench.Median(times[2]), bench.Median(times[3]), -bench.Median(times[0])}
+	slowest, err := tensor.FromFloat64s(tensor.Float64, medians, len(medians))
+	if err != nil {
+		return err
 	}
 	if err := pg.AllReduce(ctx, slowest, comm.Max); err != nil {
 		return err
