@@ -10,30 +10,45 @@ import (
 	"github.com/gccl/gccl/backends"
 )
 
+// wokenBy checks that s is not yet satisfied, puts it to sleep (for a minute), runs move (the
+// peer's) once it has registered, and checks that it woke well before its minute, satisfied.
+func wokenBy(t *testing.T, name string, s sleeper, move func()) {
+	t.Helper()
+	if atomic.LoadUint64(s.word) >= s.phase {
+		t.Fatalf("%s: the sleeper is satisfied before the peer moved", name)
+	}
+	woke := make(chan struct{})
+	go func() {
+		s.sleep(time.Minute)
+		close(woke)
+	}()
+	for atomic.LoadUint32(s.sleepers) == 0 { // registered: it sleeps, or is about to
+		time.Sleep(time.Millisecond)
+	}
+	move()
+	select {
+	case <-woke:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: the sleeper was not woken by the peer's move (it would sleep the whole minute)", name)
+	}
+	if atomic.LoadUint64(s.word) < s.phase {
+		t.Fatalf("%s: woken, but the word has not reached the phase", name)
+	}
+	if n := atomic.LoadUint32(s.sleepers); n != 0 {
+		t.Fatalf("%s: sleepers = %d after the sleeper woke, want 0 (it must deregister)", name, n)
+	}
+}
+
 // A sleeper is woken by the publish it waits for, long before its sleep would end; one whose
 // word has already reached the phase does not sleep at all.
 func TestSleeperWokenByPublish(t *testing.T) {
 	var word uint64
 	var sleepers uint32
 	s := sleeper{word: &word, phase: 1, sleepers: &sleepers}
-	woke := make(chan struct{})
-	go func() {
-		s.sleep(time.Minute)
-		close(woke)
-	}()
-	for atomic.LoadUint32(&sleepers) == 0 { // registered: it sleeps, or is about to
-		time.Sleep(time.Millisecond)
-	}
-	publish(&word, 1)
-	wakeSleepers(&word, &sleepers)
-	select {
-	case <-woke:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a sleeper on a phase word was not woken by its publish (it would sleep the whole minute)")
-	}
-	if n := atomic.LoadUint32(&sleepers); n != 0 {
-		t.Fatalf("sleepers = %d after the sleeper woke, want 0 (it must deregister)", n)
-	}
+	wokenBy(t, "phase word", s, func() {
+		publish(&word, 1)
+		wakeSleepers(&word, &sleepers)
+	})
 
 	done := make(chan struct{})
 	go func() {
@@ -74,31 +89,8 @@ func TestMailboxSleepers(t *testing.T) {
 	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg}
 	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg}
 	ready := func(s sleeper) bool { return atomic.LoadUint64(s.word) >= s.phase }
-	wokenBy := func(name string, s sleeper, move func()) {
-		t.Helper()
-		if ready(s) {
-			t.Fatalf("%s: the sleeper is satisfied before the peer moved", name)
-		}
-		woke := make(chan struct{})
-		go func() {
-			s.sleep(time.Minute)
-			close(woke)
-		}()
-		for atomic.LoadUint32(s.sleepers) == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		move()
-		select {
-		case <-woke:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s: the sleeper was not woken by the peer's move", name)
-		}
-		if !ready(s) {
-			t.Fatalf("%s: woken, but the word has not reached the phase", name)
-		}
-	}
 
-	wokenBy("receiver, empty ring", receiver.ringData(0), func() {
+	wokenBy(t, "receiver, empty ring", receiver.ringData(0), func() {
 		if sender.ringWrite(1, []byte{7}) != 1 {
 			t.Fatal("ringWrite of one byte into an empty ring wrote nothing")
 		}
@@ -106,7 +98,7 @@ func TestMailboxSleepers(t *testing.T) {
 	if n := sender.ringWrite(1, make([]byte, 64)); n != 63 {
 		t.Fatalf("ringWrite filled %d bytes of the 63 free", n)
 	}
-	wokenBy("sender, full ring", sender.ringSpace(1), func() {
+	wokenBy(t, "sender, full ring", sender.ringSpace(1), func() {
 		if receiver.ringRead(0, make([]byte, 1)) != 1 {
 			t.Fatal("ringRead of a full ring read nothing")
 		}
