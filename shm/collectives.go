@@ -120,7 +120,7 @@ func (g *Group) exchangeInline(ctx context.Context, op backends.Op, ib []byte, t
 	fp := opFingerprint(op)
 	me.fp = fp
 	publish(&me.phase, g.phase)
-	wakeSleepers(&me.phase, g.seg.sleepers(g.cfg.Rank))
+	wakeSleepers(&me.phase, g.sleepers)
 	backends.Posted(ctx)
 	if err := g.waitPhase(ctx, g.phase, touch{tail: tail}); err != nil {
 		return err

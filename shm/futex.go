@@ -14,8 +14,8 @@ import (
 // its whole length (the backoff reaches 1 ms, and a peer one descheduled time slice late then
 // cost a millisecond). A peer pays the wake-up call only when a waiter registered in its
 // sleepers word (its control block): one load of its own, rarely written cache line per move
-// otherwise. The futexes are shared ones (no
-// FUTEX_PRIVATE_FLAG): the words live in the segment, mapped by several processes.
+// otherwise. The futexes are shared ones (no FUTEX_PRIVATE_FLAG): the words live in the
+// segment, mapped by several processes.
 
 const (
 	futexWait = 0 // FUTEX_WAIT

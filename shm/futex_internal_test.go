@@ -86,8 +86,8 @@ func TestMailboxSleepers(t *testing.T) {
 	}
 	defer unix.Close(fd)
 	defer seg.unmap()
-	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg}
-	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg}
+	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg, sleepers: seg.sleepers(0)}
+	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg, sleepers: seg.sleepers(1)}
 	ready := func(s sleeper) bool { return atomic.LoadUint64(s.word) >= s.phase }
 
 	wokenBy(t, "receiver, empty ring", receiver.ringData(0), func() {

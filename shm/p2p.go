@@ -61,7 +61,7 @@ func (g *Group) ringWrite(dst int, b []byte) int {
 	k := copy(data[pos:], b[:n])
 	copy(data, b[k:n])
 	atomic.StoreUint64(head, h+uint64(n))
-	wakeSleepers(head, g.seg.sleepers(g.cfg.Rank))
+	wakeSleepers(head, g.sleepers)
 	return n
 }
 
@@ -77,7 +77,7 @@ func (g *Group) ringRead(src int, b []byte) int {
 	k := copy(b[:n], data[pos:])
 	copy(b[k:n], data)
 	atomic.StoreUint64(tail, t+uint64(n))
-	wakeSleepers(tail, g.seg.sleepers(g.cfg.Rank))
+	wakeSleepers(tail, g.sleepers)
 	return n
 }
 

@@ -38,13 +38,15 @@ const (
 
 // Group is one process group's shared-memory segment and this rank's view of it.
 type Group struct {
-	cfg   backends.Config
-	log   *slog.Logger
-	seg   *segment
-	pids  []int
-	phase uint64 // sync phases this rank has passed
-	opSeq uint64 // collectives run (selects the fingerprint slot)
-	piece uint64 // pieces run (selects the data buffer)
+	cfg backends.Config
+	log *slog.Logger
+	seg *segment
+	// sleepers is this rank's sleepers word, checked after every publish (futex.go).
+	sleepers *uint32
+	pids     []int
+	phase    uint64 // sync phases this rank has passed
+	opSeq    uint64 // collectives run (selects the fingerprint slot)
+	piece    uint64 // pieces run (selects the data buffer)
 
 	policy wait.Policy
 	opMu   sync.Mutex
@@ -162,6 +164,7 @@ func (g *Group) setup(ctx context.Context) error {
 		}
 	}
 	atomic.StoreUint64(g.seg.ctrl(cfg.Rank, ctrlPid), uint64(os.Getpid()))
+	g.sleepers = g.seg.sleepers(cfg.Rank)
 	// Learn every member's pid for liveness checks, and rank 0's single-copy thresholds, which
 	// every member uses.
 	lim := envLimits()

@@ -109,7 +109,7 @@ func (g *Group) syncTouching(ctx context.Context, t touch) error {
 	g.phase++
 	word := g.seg.phase(g.cfg.Rank, g.opSeq)
 	publish(word, g.phase)
-	wakeSleepers(word, g.seg.sleepers(g.cfg.Rank))
+	wakeSleepers(word, g.sleepers)
 	backends.Posted(ctx)
 	return g.waitPhase(ctx, g.phase, t)
 }
