@@ -127,6 +127,28 @@ func ReduceMany(op ReduceOp, dt DType, dst []byte, srcs ...[]byte) error {
 	return nil
 }
 
+// CopyNonTemporal copies min(len(dst), len(src)) bytes from src to dst and returns that count,
+// as copy does, but on amd64 with AVX2 stores them with non-temporal stores, past this core's
+// caches: for a large buffer that another core reads next (memory the ranks of a host share),
+// where an ordinary copy first reads every destination line into this core's cache (taking it
+// from the other core's) only to overwrite it. With the source and destination out of cache, as
+// between a training step's layers, it copies 512 KiB in about half an ordinary copy's time on
+// the machines this was measured on; for data this core reads again soon, copy is better.
+// Overlapping slices are copied with copy.
+func CopyNonTemporal(dst, src []byte) int {
+	n := min(len(dst), len(src))
+	if n == 0 {
+		return 0
+	}
+	dst, src = dst[:n], src[:n]
+	d, s := uintptr(unsafe.Pointer(&dst[0])), uintptr(unsafe.Pointer(&src[0]))
+	if d < s+uintptr(n) && s < d+uintptr(n) {
+		return copy(dst, src)
+	}
+	copyNonTemporal(dst, src)
+	return n
+}
+
 // SumFloat32Small sets dst to the float32 sum srcs[0] + srcs[1] + ..., element by element, added
 // in that order: the bits ReduceMany(Sum, Float32, dst, srcs...) gives, but that where NaNs meet
 // either may come out (which one depends on the operand order of the machine's addition; one

@@ -2,6 +2,8 @@
 
 package tensor
 
+import "unsafe"
+
 // Hand-written vector kernels (vector_amd64.s), outside the generated reduction families of
 // reduce_amd64.s.
 
@@ -28,6 +30,24 @@ func f16FromF32AVX2(dst *uint16, src *float32, n int)
 
 //go:noescape
 func f32FromF16AVX2(dst *float32, src *uint16, n int)
+
+//go:noescape
+func copyNTAVX2(dst, src *byte, n int)
+
+// copyNonTemporal is CopyNonTemporal after its checks: the bytes from dst's first 32-byte
+// boundary to its last whole 64-byte block with non-temporal stores when the CPU has AVX2, the
+// rest (and everything on other CPUs) with copy.
+func copyNonTemporal(dst, src []byte) {
+	head := int(-uintptr(unsafe.Pointer(unsafe.SliceData(dst))) & 31)
+	if simdLevel < levelAVX2 || len(dst) < head+64 {
+		copy(dst, src)
+		return
+	}
+	copy(dst[:head], src[:head])
+	body := (len(dst) - head) &^ 63
+	copyNTAVX2(&dst[head], &src[head], body)
+	copy(dst[head+body:], src[head+body:])
+}
 
 // sumFloat32Small is SumFloat32Small after its checks: SSE, four elements an instruction.
 func sumFloat32Small(dst []byte, srcs [][]byte) {

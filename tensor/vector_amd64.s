@@ -285,3 +285,28 @@ h32loop:
 h32done:
 	VZEROUPPER
 	RET
+
+// func copyNTAVX2(dst, src *byte, n int)
+//
+// Copies n bytes (a multiple of 64, dst 32-byte aligned) with non-temporal stores (VMOVNTDQ),
+// which write whole lines to memory without first reading them into this core's cache; then
+// SFENCE, so the stores are ordered before whatever the caller publishes next. Any alignment
+// of src.
+TEXT ·copyNTAVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	XORQ AX, AX
+ntloop:
+	CMPQ AX, CX
+	JAE ntdone
+	VMOVDQU (SI)(AX*1), Y0
+	VMOVDQU 32(SI)(AX*1), Y1
+	VMOVNTDQ Y0, (DI)(AX*1)
+	VMOVNTDQ Y1, 32(DI)(AX*1)
+	ADDQ $64, AX
+	JMP ntloop
+ntdone:
+	SFENCE
+	VZEROUPPER
+	RET

@@ -25,3 +25,6 @@ func toFloat16(d []uint16, s []float32) { toFloat16Go(d, s) }
 
 // fromFloat16 sets d[i] to To's float32 of the float16 s[i]: the portable loop.
 func fromFloat16(d []float32, s []uint16) { fromFloat16Go(d, s) }
+
+// copyNonTemporal is CopyNonTemporal after its checks: copy.
+func copyNonTemporal(dst, src []byte) { copy(dst, src) }
