@@ -521,9 +521,11 @@ func (p *paramCopy) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 	return p.g[weightName(i)], p.g[biasName(i)], nil
 }
 
-// stepCollectives runs the collectives of a step without its compute: each group's all-gather
-// for the forward, then its all-gather (but the last group's, kept from the forward) and
-// reduce-scatter for the backward.
+// stepCollectives runs the collectives of a step without its compute: each group's unshard for
+// the forward, then its unshard (but the last group's, kept from the forward) and gradient
+// reduction for the backward, with the gradient accumulators a step's backward asks for (zero
+// here), so that the reduction takes the step's path (in shared memory where the ranks share
+// it, not the reduce-scatter fsdp falls back to when no rank has gradients).
 func stepCollectives(ctx context.Context, md *fsdp.Model) error {
 	n := len(md.Groups())
 	for i, g := range md.Groups() {
@@ -538,6 +540,11 @@ func stepCollectives(ctx context.Context, md *fsdp.Model) error {
 		g := md.Group(i)
 		if err := g.Unshard(ctx); err != nil {
 			return err
+		}
+		for _, name := range g.Names() {
+			if _, err := g.Grad(name); err != nil {
+				return err
+			}
 		}
 		if err := g.ReduceGradients(ctx); err != nil {
 			return err
