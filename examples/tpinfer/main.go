@@ -163,7 +163,11 @@ func run() error {
 	// The prompt but its last token in one batch (a prefill: one all-reduce per block for all of
 	// them), then greedy decoding. A decode step is one token through the model; the timed steps
 	// are the ones that produce the new tokens (the last prompt token's, then each generated
-	// token's but the last).
+	// token's but the last). The ranks start together: the prefill's first all-reduce would
+	// otherwise count the time a rank waits for the others to finish loading their weights.
+	if err := pg.Barrier(ctx); err != nil {
+		return err
+	}
 	start := time.Now()
 	if len(ids) > 1 {
 		if _, err := model.Prefill(ctx, ids[:len(ids)-1], 0); err != nil {
