@@ -152,9 +152,9 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 }
 
 // p2pWait runs step until it reports done, spinning, then yielding, then sleeping (on what
-// sleepOn returns, which the peer's next move wakes), checking the peer's liveness, aborts and
-// the deadline.
-func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func() sleeper, step func() (moved, done bool, err error)) error {
+// sleepOn returns for peer, which the peer's next move wakes: ringData or ringSpace), checking
+// the peer's liveness, aborts and the deadline.
+func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func(peer int) sleeper, step func() (moved, done bool, err error)) error {
 	idle := idler{policy: g.policy}
 	posted := false
 	for iter := 0; ; iter++ {
@@ -184,7 +184,7 @@ func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func() sleeper, s
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
 				backends.ErrTimeout, peer)
 		}
-		if !idle.pause(sleepOn()) {
+		if !idle.pause(sleepOn(peer)) {
 			continue
 		}
 		if err := g.gone(peer); err != nil {
@@ -210,7 +210,7 @@ func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		total := p2pHeader + len(payload)
 		// A sender waits for the ring to drain (while it drains its own incoming rings, which
 		// only its sleep's 1 ms cap wakes it for).
-		return g.p2pWait(ctx, op.Peer, func() sleeper { return g.ringSpace(op.Peer) }, func() (bool, bool, error) {
+		return g.p2pWait(ctx, op.Peer, g.ringSpace, func() (bool, bool, error) {
 			moved := false
 			for sent < total {
 				var k int
@@ -272,7 +272,7 @@ func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		if err := take(); err != nil || done {
 			return err
 		}
-		return g.p2pWait(ctx, op.Peer, func() sleeper { return g.ringData(op.Peer) }, func() (bool, bool, error) {
+		return g.p2pWait(ctx, op.Peer, g.ringData, func() (bool, bool, error) {
 			moved, err := g.pull(op.Peer, tag, b, &done)
 			if err == nil && !done {
 				err = take() // a message with this tag may have completed into the queue
