@@ -4,19 +4,29 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"github.com/gccl/gccl/backends"
 )
 
 // SharedBuffer is memory that every member of a group maps: what one rank writes there the
-// others read in place, with no copy (torch's symmetric memory, for ranks on one host). It
-// carries no synchronisation of its own: run a collective (a Barrier, say) between a rank's
-// writes and its peers' reads of them, and between the peers' last reads and the next writes.
+// others read in place, with no copy (torch's symmetric memory, for ranks on one host). Order a
+// rank's writes before its peers' reads of them, and the peers' last reads before the next
+// writes, with a collective (a Barrier, say) or, one-sidedly, with the buffer's signals (torch's
+// signal pad): each member has SharedSignals counters, which it advances with Signal after its
+// writes and its peers wait on with WaitSignal before they read.
 type SharedBuffer struct {
 	mem  []byte
+	pad  []byte // the signals: member r's signal i on the cache line (r*SharedSignals + i)
+	pg   *ProcessGroup
+	sig  backends.SharedMemory
 	once sync.Once
 	free func()
 }
+
+// SharedSignals is the number of signals each member of a SharedBuffer has.
+const SharedSignals = 4
 
 // AllocShared returns nbytes of zeroed memory shared by every member of the group. Every member
 // calls it with the same nbytes, in the same order relative to its other AllocShared calls on
@@ -41,20 +51,92 @@ func (pg *ProcessGroup) AllocShared(ctx context.Context, nbytes int) (*SharedBuf
 	if closed {
 		return nil, fail(ErrClosed)
 	}
-	mem, free, err := sm.AllocShared(ctx, nbytes)
+	// The signals follow the bytes asked for, each on its own cache line.
+	at := (nbytes + signalLine - 1) / signalLine * signalLine
+	mem, free, err := sm.AllocShared(ctx, at+pg.size*SharedSignals*signalLine)
 	if err != nil {
 		return nil, fail(err)
 	}
-	return &SharedBuffer{mem: mem, free: free}, nil
+	return &SharedBuffer{mem: mem[:nbytes:nbytes], pad: mem[at:], pg: pg, sig: sm, free: free}, nil
 }
+
+// signalLine is the room each signal takes: a cache line, so that one member's signal moving
+// does not disturb the lines the others spin on.
+const signalLine = 64
 
 // Bytes is the shared memory, the same bytes on every member, until Close.
 func (b *SharedBuffer) Bytes() []byte { return b.mem }
 
-// Close unmaps the memory on this rank; Bytes (and whatever views it) must not be used after.
+// Signal sets this rank's signal i (0 <= i < SharedSignals, 0 at first) to v and wakes the
+// members waiting for it. A signal is a counter: v may not be less than its last value. The
+// signal is ordered after this rank's earlier writes to the buffer: a member that has seen it
+// (WaitSignal) reads them.
+func (b *SharedBuffer) Signal(i int, v uint64) error {
+	word, err := b.signal("Signal", b.pg.rank, i)
+	if err != nil {
+		return err
+	}
+	if last := atomic.LoadUint64(word); v < last {
+		return b.errorf("Signal", "signal %d moves back from %d to %d: a signal is a counter, pass a value at least its last: %w", i, last, v, ErrInvalidArgument)
+	}
+	b.sig.SignalShared(word, v)
+	return nil
+}
+
+// Signalled is member rank's signal i now.
+func (b *SharedBuffer) Signalled(rank, i int) (uint64, error) {
+	word, err := b.signal("Signalled", rank, i)
+	if err != nil {
+		return 0, err
+	}
+	return atomic.LoadUint64(word), nil
+}
+
+// WaitSignal returns once member rank's signal i is at least v, after which this rank reads what
+// rank wrote to the buffer before that Signal. It is not an op (not recorded, not ordered with
+// the group's ops); it fails with an error wrapping ErrPeerLost if rank dies, ErrAborted if the
+// group is aborted, ErrTimeout after the group's timeout.
+func (b *SharedBuffer) WaitSignal(ctx context.Context, rank, i int, v uint64) error {
+	word, err := b.signal("WaitSignal", rank, i)
+	if err != nil {
+		return err
+	}
+	if atomic.LoadUint64(word) >= v {
+		return nil
+	}
+	if t := b.pg.timeout; t > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	if err := b.sig.WaitShared(ctx, rank, word, v); err != nil {
+		return b.errorf("WaitSignal", "waiting for rank %d's signal %d to reach %d (it is at %d): %w", rank, i, v, atomic.LoadUint64(word), err)
+	}
+	return nil
+}
+
+// signal is member rank's signal i, checked for op.
+func (b *SharedBuffer) signal(op string, rank, i int) (*uint64, error) {
+	switch {
+	case b.pad == nil:
+		return nil, b.errorf(op, "the buffer is closed: %w", ErrClosed)
+	case i < 0 || i >= SharedSignals:
+		return nil, b.errorf(op, "signal %d out of range: a member has signals 0 to %d: %w", i, SharedSignals-1, ErrInvalidArgument)
+	case rank < 0 || rank >= b.pg.size:
+		return nil, b.errorf(op, "rank %d out of range: the group's ranks are 0 to %d: %w", rank, b.pg.size-1, ErrInvalidArgument)
+	}
+	return (*uint64)(unsafe.Pointer(&b.pad[(rank*SharedSignals+i)*signalLine])), nil
+}
+
+func (b *SharedBuffer) errorf(op, format string, args ...any) error {
+	return fmt.Errorf("gccl: %s on a shared buffer of group %q (rank %d of %d): %w", op, b.pg.name, b.pg.rank, b.pg.size, fmt.Errorf(format, args...))
+}
+
+// Close unmaps the memory on this rank; Bytes (and whatever views it) and the signals must not
+// be used after.
 func (b *SharedBuffer) Close() {
 	b.once.Do(func() {
-		b.mem = nil
+		b.mem, b.pad = nil, nil
 		b.free()
 	})
 }

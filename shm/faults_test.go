@@ -13,6 +13,9 @@ func TestPeerLostAllReduce(t *testing.T) { backendtest.PeerLoss(t, "shm", "allre
 
 func TestPeerLostBarrier(t *testing.T) { backendtest.PeerLoss(t, "shm", "barrier", 2) }
 
+// A rank waiting for a dead peer's signal in shared memory (comm.SharedBuffer.WaitSignal).
+func TestPeerLostSignal(t *testing.T) { backendtest.PeerLoss(t, "shm", "signal", 1) }
+
 func TestPeerLostRank0(t *testing.T) { backendtest.PeerLoss(t, "shm", "allreduce", 0) }
 
 // The same in single-copy all-gathers (forced on for the 4 ranks: by default only pairs use

@@ -151,10 +151,14 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 	}
 }
 
-// p2pWait runs step until it reports done, spinning, then yielding, then sleeping (on what
-// sleepOn returns for peer, which the peer's next move wakes: ringData or ringSpace), checking
-// the peer's liveness, aborts and the deadline.
-func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func(peer int) sleeper, step func() (moved, done bool, err error)) error {
+// p2pLate is what a send's or receive's peer failed to do when it timed out.
+const p2pLate = "did not take part: check that it posts the matching send or receive"
+
+// waitPeer runs step until it reports done, spinning, then yielding, then sleeping (on what
+// sleepOn returns for peer, which the peer's next move wakes: ringData or ringSpace, say),
+// checking the peer's liveness, aborts and the deadline. late says, for the timeout's error,
+// what peer failed to do and what to check.
+func (g *Group) waitPeer(ctx context.Context, peer int, sleepOn func(peer int) sleeper, late string, step func() (moved, done bool, err error)) error {
 	idle := idler{policy: g.policy}
 	posted := false
 	for iter := 0; ; iter++ {
@@ -181,8 +185,8 @@ func (g *Group) p2pWait(ctx context.Context, peer int, sleepOn func(peer int) sl
 			return g.peerAbort(peer, w)
 		}
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("%w: the op did not complete in time; group rank %d did not take part: check that it posts the matching send or receive, or raise the timeout (GCCL_TIMEOUT)",
-				backends.ErrTimeout, peer)
+			return fmt.Errorf("%w: the op did not complete in time; group rank %d %s, or raise the timeout (GCCL_TIMEOUT)",
+				backends.ErrTimeout, peer, late)
 		}
 		if !idle.pause(sleepOn(peer)) {
 			continue
@@ -210,7 +214,7 @@ func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		total := p2pHeader + len(payload)
 		// A sender waits for the ring to drain (while it drains its own incoming rings, which
 		// only its sleep's 1 ms cap wakes it for).
-		return g.p2pWait(ctx, op.Peer, g.ringSpace, func() (bool, bool, error) {
+		return g.waitPeer(ctx, op.Peer, g.ringSpace, p2pLate, func() (bool, bool, error) {
 			moved := false
 			for sent < total {
 				var k int
@@ -272,7 +276,7 @@ func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		if err := take(); err != nil || done {
 			return err
 		}
-		return g.p2pWait(ctx, op.Peer, g.ringData, func() (bool, bool, error) {
+		return g.waitPeer(ctx, op.Peer, g.ringData, p2pLate, func() (bool, bool, error) {
 			moved, err := g.pull(op.Peer, tag, b, &done)
 			if err == nil && !done {
 				err = take() // a message with this tag may have completed into the queue

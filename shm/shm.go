@@ -70,7 +70,7 @@ var (
 )
 
 // CallsPosted: every op calls backends.Posted once it has posted this rank's part, before it
-// waits for a peer (in syncTouching, exchangeInline and p2pWait).
+// waits for a peer (in syncTouching, exchangeInline and waitPeer).
 func (*Group) CallsPosted() {}
 
 // NewGroup maps the group's segment. Group rank 0 creates it and publishes where to find it;

@@ -235,6 +235,7 @@ func cases(n int, large bool) []tcase {
 	add("groups/two_concurrent", concurrentGroupsCase(next()))
 	add("async/mixed_order", asyncOrderCase(next()))
 	add("shared_memory/write_read", sharedMemoryCase(next()))
+	add("shared_memory/signals", sharedSignalsCase(next()))
 	return cs
 }
 
@@ -298,6 +299,84 @@ func sharedMemoryCase(salt int) func(context.Context, *comm.ProcessGroup) error 
 		}
 		if v := b.Bytes()[4095]; v != byte(salt) {
 			return wrongf("the second buffer's last byte reads %d, want %d: the buffers are not the same on every rank", v, byte(salt))
+		}
+		// Nobody unmaps before every rank has read.
+		return pg.Barrier(ctx)
+	}
+}
+
+// sharedSignalsCase: where the group has shared memory, rounds of a ring ordered by signals
+// alone: each rank writes the round into its part, signals 0; reads its left neighbour's part
+// once that one's signal 0 says it is written, then signals 1 ("read"); and writes the next round
+// only once its right neighbour's signal 1 says the last one was read. Bad signal numbers, ranks
+// and values are errors.
+func sharedSignalsCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		const per = 1000 // bytes a rank writes per round, not a multiple of 8 or of a cache line
+		buf, err := pg.AllocShared(ctx, n*per)
+		if errors.Is(err, comm.ErrUnsupported) {
+			return nil // sharedMemoryCase checks that every rank agrees
+		}
+		if err != nil {
+			return err
+		}
+		defer buf.Close()
+		for _, bad := range []struct {
+			what string
+			err  error
+		}{
+			{"Signal(-1, 1)", buf.Signal(-1, 1)},
+			{"Signal(SharedSignals, 1)", buf.Signal(comm.SharedSignals, 1)},
+			{"WaitSignal of rank Size()", buf.WaitSignal(ctx, n, 0, 1)},
+			{"WaitSignal of rank -1", buf.WaitSignal(ctx, -1, 0, 1)},
+		} {
+			if !errors.Is(bad.err, comm.ErrInvalidArgument) {
+				return wrongf("%s: %v, want ErrInvalidArgument", bad.what, bad.err)
+			}
+		}
+		for p := range n {
+			for i := range comm.SharedSignals {
+				if v, err := buf.Signalled(p, i); err != nil || v != 0 {
+					return wrongf("a fresh buffer's signal %d of rank %d reads %d (%v), want 0", i, p, v, err)
+				}
+			}
+		}
+		// Nobody signals before every rank has read the fresh signals.
+		if err := pg.Barrier(ctx); err != nil {
+			return err
+		}
+		left, right := (r+n-1)%n, (r+1)%n
+		part := func(p int) []byte { return buf.Bytes()[p*per : (p+1)*per] }
+		const rounds = 300
+		for k := uint64(1); k <= rounds; k++ {
+			if err := buf.WaitSignal(ctx, right, 1, k-1); err != nil {
+				return err
+			}
+			mine := part(r)
+			for i := range mine {
+				mine[i] = byte(int(k) + salt + r*13 + i)
+			}
+			if err := buf.Signal(0, k); err != nil {
+				return err
+			}
+			if err := buf.WaitSignal(ctx, left, 0, k); err != nil {
+				return err
+			}
+			for i, v := range part(left) {
+				if want := byte(int(k) + salt + left*13 + i); v != want {
+					return wrongf("round %d: rank %d's byte %d reads %d, want %d, after its signal said it was written", k, left, i, v, want)
+				}
+			}
+			if err := buf.Signal(1, k); err != nil {
+				return err
+			}
+		}
+		if err := buf.Signal(0, 1); !errors.Is(err, comm.ErrInvalidArgument) {
+			return wrongf("moving signal 0 back from %d to 1: %v, want ErrInvalidArgument", rounds, err)
+		}
+		if v, err := buf.Signalled(right, 0); err != nil || v < rounds-1 {
+			return wrongf("rank %d's signal 0 reads %d (%v), want at least %d", right, v, err, rounds-1)
 		}
 		// Nobody unmaps before every rank has read.
 		return pg.Barrier(ctx)

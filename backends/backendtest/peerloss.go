@@ -47,7 +47,8 @@ type peerLossOutcome struct {
 
 // PeerLoss is the peer-loss test for a backend: it runs peerLossRanks ranks that loop over ops (mode "allreduce": 1 MiB float32
 // all-reduces; "allgather": all-gathers of 1 MiB a rank; "barrier": barriers and 8-byte
-// all-reduces), SIGKILLs rank kill once every rank is busy, and checks what the others report.
+// all-reduces; "signal": every rank signals in a comm.SharedBuffer and waits for every peer's
+// signal), SIGKILLs rank kill once every rank is busy, and checks what the others report.
 func PeerLoss(t *testing.T, backend, mode string, kill int) {
 	PeerLossWith(t, PeerLossConfig{Backend: backend, Mode: mode, Kill: kill})
 }
@@ -55,7 +56,7 @@ func PeerLoss(t *testing.T, backend, mode string, kill int) {
 // PeerLossConfig configures PeerLossWith.
 type PeerLossConfig struct {
 	Backend string // backend name (sets GCCL_BACKEND)
-	Mode    string // "allreduce", "allgather" or "barrier", as for PeerLoss
+	Mode    string // "allreduce", "allgather", "barrier" or "signal", as for PeerLoss
 	Kill    int    // the rank to SIGKILL
 	// RankEnv, if set, gives rank `rank` of `size` extra KEY=VALUE environment variables (for
 	// example its own GCCL_HOST_ID), as Config.RankEnv does for Run.
@@ -178,7 +179,29 @@ func peerLossChild(mode string) {
 	if mode == "allgather" {
 		all = tensor.New(tensor.Float32, pg.Size()*n)
 	}
+	var shared *comm.SharedBuffer
+	if mode == "signal" {
+		if shared, err = pg.AllocShared(ctx, 64); err != nil {
+			fmt.Printf("AllocShared failed: %v\n", err)
+			return
+		}
+		defer shared.Close()
+	}
+	var signalled uint64
 	step := func() error {
+		if mode == "signal" {
+			// Every rank signals the step, then waits for every peer's.
+			signalled++
+			if err := shared.Signal(0, signalled); err != nil {
+				return err
+			}
+			for p := range pg.Size() {
+				if err := shared.WaitSignal(ctx, p, 0, signalled); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		x.Fill(1)
 		if mode == "allgather" {
 			return pg.AllGather(ctx, all, x)
