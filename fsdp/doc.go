@@ -42,8 +42,8 @@
 // Where the shard group's ranks can map memory together (comm's AllocShared: backend shm, one
 // host), the full parameters of an unsharded group live once per host in shared slots and the
 // unsharded gradients in shared regions: an unshard writes this rank's rows, a reduction sums its
-// rows of every rank's gradients in place, each between a tiny all-gather and a barrier (see
-// shared.go; Options.NoSharedMemory turns it off). Full parameters are then read-only: a write
+// rows of every rank's gradients in place, each after a tiny all-gather, ordered by signals in
+// the shared memory rather than barriers (see shared.go; Options.NoSharedMemory turns it off). Full parameters are then read-only: a write
 // would reach every rank of the host.
 //
 // Gradient accumulation without communication: SetRequiresGradientSync(false) before the first

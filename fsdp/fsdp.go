@@ -92,6 +92,7 @@ type Group struct {
 	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
 	fetch    *fetch           // an unshard in flight (Prefetch)
 	slot     int              // 1 + the shared slot holding the full parameters; 0: none
+	written  uint64           // the peers' signal saying they wrote their rows into slot
 	gradSlot int              // 1 + the shared gradient slot holding grads; 0: none
 	fetchErr error            // a failed prefetch that Reshard waited for: the next Unshard returns it
 	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)

@@ -21,17 +21,27 @@ func (g *Group) Grad(name string) (*tensor.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return g.gradOf(p), nil
+	return g.gradOf("Grad", p)
 }
 
-func (g *Group) gradOf(p *param) *tensor.Tensor {
-	if g.grads == nil && (g.model.shared == nil || !g.sharedGrads()) {
-		g.grads = make([]*tensor.Tensor, len(g.params))
+// gradOf is p's unsharded gradient accumulator, made on first use (in shared memory if it can).
+func (g *Group) gradOf(op string, p *param) (*tensor.Tensor, error) {
+	if g.grads == nil {
+		shared := false
+		if g.model.shared != nil {
+			var err error
+			if shared, err = g.sharedGrads(context.Background()); err != nil {
+				return nil, opErr(op, globalRank(g.model.mesh), err)
+			}
+		}
+		if !shared {
+			g.grads = make([]*tensor.Tensor, len(g.params))
+		}
 	}
 	if g.grads[p.index] == nil {
 		g.grads[p.index] = g.model.pool.tensor(g.model.reduceDT, true, p.shape...)
 	}
-	return g.grads[p.index]
+	return g.grads[p.index], nil
 }
 
 // AccumulateGrad adds grad (the parameter's full shape, any floating-point dtype, e.g. the
@@ -47,7 +57,10 @@ func (g *Group) AccumulateGrad(name string, grad *tensor.Tensor) error {
 			name, p.shape, grad)
 	}
 	// The sum is in float32, and a reduced-precision accumulator gets it back converted.
-	acc := g.gradOf(p)
+	acc, err := g.gradOf(op, p)
+	if err != nil {
+		return err
+	}
 	sum, src := acc, grad.Contiguous()
 	if sum.DType() != tensor.Float32 {
 		sum = sum.To(tensor.Float32)

@@ -21,16 +21,20 @@ import (
 // one; before writing it, the ranks all-gather the slot each took: if every rank took the same,
 // every rank has released it (Reshard) before this collective, so nobody reads it any more, and
 // the writes may start; else (a rank holds more groups unsharded than there are slots, or the
-// ranks' Reshard calls diverged) every rank falls back to the all-gather. A barrier after the
-// writes makes them visible before anyone computes.
+// ranks' Reshard calls diverged) every rank falls back to the all-gather. After its writes a
+// rank advances its signal (comm.SharedBuffer.Signal) and goes on; Unshard waits for every
+// peer's signal, usually long given: Prefetch wrote a layer earlier. The ranks' shared unshards
+// are the same ones (the all-gathers decide alike everywhere), so the n-th one's signal is n on
+// every rank.
 //
 // Gradients the same way round: a group's unsharded gradient accumulators (Grad) are views of
 // this rank's region of a shared gradient slot, laid out as the full parameters, and a reduction
 // all-gathers the slot each rank used, reads its own rows of every rank's accumulators, sums
-// them in rank order (the same bits as the reduce-scatter) and meets the others at a barrier,
-// after which nobody reads the slot and its owner may reuse it. No copy into a flat buffer, no
-// copy through shm's segment. A rank whose accumulators are private (no free slot) makes every
-// rank reduce-scatter instead.
+// them in rank order (the same bits as the reduce-scatter) and signals that it has read them.
+// A region's owner reuses it once every peer's signal says so (usually long done: a region
+// comes back sharedSlots reductions later). No copy into a flat buffer, no copy through shm's
+// segment, and the ranks meet once per unshard and once per reduction, not twice. A rank whose
+// accumulators are private (no free slot) makes every rank reduce-scatter instead.
 
 // sharedSlots is the number of slots: the group computed with, the one prefetched, and two for
 // groups held unsharded across forward and backward (the last layer, say).
@@ -45,6 +49,11 @@ type sharedMemory struct {
 	gradBuf   *comm.SharedBuffer
 	gradSlot  int
 	gradTaken slotSet // this rank's regions
+	// Signal 0 of buf counts this rank's shared unshards written; signal 0 of gradBuf its shared
+	// reductions read. A gradient region may be rewritten once every peer's has reached
+	// readAt for it.
+	written, reduced uint64
+	readAt           []uint64
 	// The slot this rank took and, all-gathered, the one each rank took.
 	mine, agreed *tensor.Tensor
 }
@@ -101,7 +110,7 @@ func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 		return nil, err
 	}
 	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, sharedSlots),
-		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots),
+		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots), readAt: make([]uint64, sharedSlots),
 		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n)}, nil
 }
 
@@ -118,12 +127,17 @@ func (sh *sharedMemory) gradRegion(i, r, n int) []byte {
 }
 
 // sharedGrads makes g's unsharded gradient accumulators views of a free gradient region of this
-// rank (zeroed), or returns false when none is free.
-func (g *Group) sharedGrads() bool {
+// rank (zeroed), or returns false when none is free. It waits for the peers to have read the
+// region's last gradients.
+func (g *Group) sharedGrads(ctx context.Context) (bool, error) {
 	md, sh := g.model, g.model.shared
 	i := sh.gradTaken.take()
 	if i < 0 {
-		return false
+		return false, nil
+	}
+	if err := sh.waitPeers(ctx, md, sh.gradBuf, sh.readAt[i]); err != nil {
+		sh.gradTaken[i] = false
+		return false, err
 	}
 	region := sh.gradRegion(i, md.rank, md.n)
 	clear(region)
@@ -137,7 +151,20 @@ func (g *Group) sharedGrads() bool {
 		g.grads[j] = t
 	}
 	g.gradSlot = i + 1
-	return true
+	return true, nil
+}
+
+// waitPeers waits until every peer's signal 0 in buf has reached v.
+func (sh *sharedMemory) waitPeers(ctx context.Context, md *Model, buf *comm.SharedBuffer, v uint64) error {
+	for q := range md.n {
+		if q == md.rank {
+			continue
+		}
+		if err := buf.WaitSignal(ctx, q, 0, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dropGrads lets go of g's unsharded gradient accumulators: back to their shared region or to
@@ -179,10 +206,12 @@ func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, err
 			}
 		}
 	}
-	// Nobody reuses its region before every rank has read it.
-	if err := md.shardPG.Barrier(ctx); err != nil {
+	// Every region's owner reuses it once every rank has said it read it.
+	sh.reduced++
+	if err := sh.gradBuf.Signal(0, sh.reduced); err != nil {
 		return false, err
 	}
+	sh.readAt[g.gradSlot-1] = sh.reduced
 	g.dropGrads()
 	return true, nil
 }
@@ -230,13 +259,27 @@ func (g *Group) unshardShared(ctx context.Context) ([]*tensor.Tensor, error) {
 			convertInto(rows, local)
 		}
 	}
-	// Every rank's rows are written once every rank is past this barrier.
-	if err := md.shardPG.Barrier(ctx); err != nil {
+	// Unshard waits for every peer's signal (waitWritten).
+	sh.written++
+	if err := sh.buf.Signal(0, sh.written); err != nil {
 		release()
 		return nil, opErr("Unshard", globalRank(md.mesh), err)
 	}
-	g.slot = s + 1
+	g.slot, g.written = s+1, sh.written
 	return full, nil
+}
+
+// waitWritten waits until every peer has written its rows of the shared slot g's full
+// parameters are in (if they are in one).
+func (g *Group) waitWritten(ctx context.Context) error {
+	if g.slot == 0 {
+		return nil
+	}
+	md := g.model
+	if err := md.shared.waitPeers(ctx, md, md.shared.buf, g.written); err != nil {
+		return opErr("Unshard", globalRank(md.mesh), err)
+	}
+	return nil
 }
 
 // releaseSlot gives back the shared slot holding g's full parameters, if one does.

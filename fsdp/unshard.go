@@ -111,6 +111,10 @@ func (g *Group) Unshard(ctx context.Context) error {
 		return f.err
 	}
 	g.full = f.full
+	if err := g.waitWritten(ctx); err != nil {
+		g.Reshard()
+		return err
+	}
 	return nil
 }
 
