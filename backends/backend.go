@@ -204,14 +204,14 @@ type SharedMemory interface {
 	// comm.SharedBuffer.Close) unmaps this member's mapping; the memory goes when the last
 	// member has unmapped it (or exited).
 	AllocShared(ctx context.Context, nbytes int) (mem []byte, free func(), err error)
-	// SignalShared stores v into word, a counter in memory from AllocShared that only this
-	// member writes and that never decreases, and wakes the members waiting on it in
-	// WaitShared. The store is ordered after this member's earlier writes to shared memory.
-	SignalShared(word *uint64, v uint64)
-	// WaitShared returns once *word, a counter in memory from AllocShared that member peer
-	// advances with SignalShared, is at least v: spinning, then yielding, then sleeping until
-	// peer's SignalShared wakes it. It returns an error wrapping ErrPeerLost if peer dies,
-	// ErrAborted if a member aborts the group, ErrTimeout when ctx's deadline passes. It is not
-	// an op: it may run while the group runs ops (on other goroutines).
-	WaitShared(ctx context.Context, peer int, word *uint64, v uint64) error
+	// SignalShared advances word, a counter in memory from AllocShared that only this member
+	// writes, by one, and wakes the members waiting on it in WaitShared. It is ordered after
+	// this member's earlier writes to shared memory.
+	SignalShared(word *uint64)
+	// WaitShared returns once done reports true, calling it again whenever *word, member peer's
+	// counter (SignalShared), moves: spinning, then yielding, then sleeping until peer's
+	// SignalShared wakes it. It returns an error wrapping ErrPeerLost if peer dies, ErrAborted
+	// if a member aborts the group, ErrTimeout when ctx's deadline passes. It is not an op: it
+	// may run while the group runs ops (on other goroutines).
+	WaitShared(ctx context.Context, peer int, word *uint64, done func() bool) error
 }

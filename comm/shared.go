@@ -18,7 +18,7 @@ import (
 // writes and its peers wait on with WaitSignal before they read.
 type SharedBuffer struct {
 	mem  []byte
-	pad  []byte // the signals: member r's signal i on the cache line (r*SharedSignals + i)
+	pad  []byte // member r's signals: its counter of Signal calls, then its signal i, each on a cache line (see signal)
 	pg   *ProcessGroup
 	sig  backends.SharedMemory
 	once sync.Once
@@ -26,7 +26,7 @@ type SharedBuffer struct {
 }
 
 // SharedSignals is the number of signals each member of a SharedBuffer has.
-const SharedSignals = 4
+const SharedSignals = 16
 
 // AllocShared returns nbytes of zeroed memory shared by every member of the group. Every member
 // calls it with the same nbytes, in the same order relative to its other AllocShared calls on
@@ -53,7 +53,7 @@ func (pg *ProcessGroup) AllocShared(ctx context.Context, nbytes int) (*SharedBuf
 	}
 	// The signals follow the bytes asked for, each on its own cache line.
 	at := (nbytes + signalLine - 1) / signalLine * signalLine
-	mem, free, err := sm.AllocShared(ctx, at+pg.size*SharedSignals*signalLine)
+	mem, free, err := sm.AllocShared(ctx, at+pg.size*(1+SharedSignals)*signalLine)
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -79,7 +79,8 @@ func (b *SharedBuffer) Signal(i int, v uint64) error {
 	if last := atomic.LoadUint64(word); v < last {
 		return b.errorf("Signal", "signal %d moves back from %d to %d: a signal is a counter, pass a value at least its last: %w", i, last, v, ErrInvalidArgument)
 	}
-	b.sig.SignalShared(word, v)
+	atomic.StoreUint64(word, v)
+	b.sig.SignalShared(b.moves(b.pg.rank))
 	return nil
 }
 
@@ -95,7 +96,7 @@ func (b *SharedBuffer) Signalled(rank, i int) (uint64, error) {
 // WaitSignal returns once member rank's signal i is at least v, after which this rank reads what
 // rank wrote to the buffer before that Signal. It is not an op (not recorded, not ordered with
 // the group's ops); it fails with an error wrapping ErrPeerLost if rank dies, ErrAborted if the
-// group is aborted, ErrTimeout after the group's timeout.
+// group is aborted, ErrTimeout after the group's timeout (or ctx's deadline, if sooner).
 func (b *SharedBuffer) WaitSignal(ctx context.Context, rank, i int, v uint64) error {
 	word, err := b.signal("WaitSignal", rank, i)
 	if err != nil {
@@ -104,15 +105,37 @@ func (b *SharedBuffer) WaitSignal(ctx context.Context, rank, i int, v uint64) er
 	if atomic.LoadUint64(word) >= v {
 		return nil
 	}
+	err = b.wait(ctx, rank, func() bool { return atomic.LoadUint64(word) >= v })
+	if err != nil {
+		return b.errorf("WaitSignal", "waiting for rank %d's signal %d to reach %d (it is at %d): %w", rank, i, v, atomic.LoadUint64(word), err)
+	}
+	return nil
+}
+
+// WaitUntil returns once done reports true; it calls done now and again each time member rank
+// signals, so done should read rank's signals (Signalled), for a wait on several of them at
+// once. It fails as WaitSignal does.
+func (b *SharedBuffer) WaitUntil(ctx context.Context, rank int, done func() bool) error {
+	if _, err := b.signal("WaitUntil", rank, 0); err != nil {
+		return err
+	}
+	if done() {
+		return nil
+	}
+	if err := b.wait(ctx, rank, done); err != nil {
+		return b.errorf("WaitUntil", "waiting for rank %d's signals: %w", rank, err)
+	}
+	return nil
+}
+
+// wait has the backend wait for done, woken by rank's signals, within the group's timeout.
+func (b *SharedBuffer) wait(ctx context.Context, rank int, done func() bool) error {
 	if t := b.pg.timeout; t > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	if err := b.sig.WaitShared(ctx, rank, word, v); err != nil {
-		return b.errorf("WaitSignal", "waiting for rank %d's signal %d to reach %d (it is at %d): %w", rank, i, v, atomic.LoadUint64(word), err)
-	}
-	return nil
+	return b.sig.WaitShared(ctx, rank, b.moves(rank), done)
 }
 
 // signal is member rank's signal i, checked for op.
@@ -125,7 +148,15 @@ func (b *SharedBuffer) signal(op string, rank, i int) (*uint64, error) {
 	case rank < 0 || rank >= b.pg.size:
 		return nil, b.errorf(op, "rank %d out of range: the group's ranks are 0 to %d: %w", rank, b.pg.size-1, ErrInvalidArgument)
 	}
-	return (*uint64)(unsafe.Pointer(&b.pad[(rank*SharedSignals+i)*signalLine])), nil
+	return b.word(rank, 1+i), nil
+}
+
+// moves is member rank's count of its Signal calls, which its waiters sleep on.
+func (b *SharedBuffer) moves(rank int) *uint64 { return b.word(rank, 0) }
+
+// word is the counter on member rank's line j of the pad.
+func (b *SharedBuffer) word(rank, j int) *uint64 {
+	return (*uint64)(unsafe.Pointer(&b.pad[(rank*(1+SharedSignals)+j)*signalLine]))
 }
 
 func (b *SharedBuffer) errorf(op, format string, args ...any) error {

@@ -109,19 +109,25 @@ func openShared(ctx context.Context, st store.Store, key string, nbytes int) ([]
 // sharedLate is what a peer failed to do when a WaitShared timed out.
 const sharedLate = "did not signal in the shared memory: check that every rank runs the same steps between its signals"
 
-// SignalShared publishes v in word and wakes the peers sleeping on it. They registered in this
+// SignalShared advances word and wakes the peers sleeping on it. They registered in this
 // rank's sleepers word, the one its phase and mailbox words share (a wake-up on one of those
-// with nobody sleeping on it costs a system call, nothing else). The store is a full fence
-// (XCHG): the sleepers' load cannot overtake it, so no waiter misses the wake-up.
-func (g *Group) SignalShared(word *uint64, v uint64) {
-	atomic.StoreUint64(word, v)
+// with nobody sleeping on it costs a system call, nothing else). The add is a full fence (LOCK
+// XADD): the sleepers' load cannot overtake it, so no waiter misses the wake-up.
+func (g *Group) SignalShared(word *uint64) {
+	atomic.AddUint64(word, 1)
 	wakeSleepers(word, g.seg.sleepers(g.cfg.Rank))
 }
 
-// WaitShared waits until peer's word reaches v, the way a receive waits for its sender.
-func (g *Group) WaitShared(ctx context.Context, peer int, word *uint64, v uint64) error {
-	sleepOn := func(peer int) sleeper { return sleeper{word: word, phase: v, sleepers: g.seg.sleepers(peer)} }
+// WaitShared waits until done holds, the way a receive waits for its sender: it reads peer's
+// word before it calls done, so a move after done said no is a move past what it read, which
+// wakes it.
+func (g *Group) WaitShared(ctx context.Context, peer int, word *uint64, done func() bool) error {
+	seen := atomic.LoadUint64(word)
+	sleepOn := func(peer int) sleeper { return sleeper{word: word, phase: seen + 1, sleepers: g.seg.sleepers(peer)} }
 	return g.waitPeer(ctx, peer, sleepOn, sharedLate, func() (bool, bool, error) {
-		return false, atomic.LoadUint64(word) >= v, nil
+		now := atomic.LoadUint64(word)
+		moved := now != seen
+		seen = now
+		return moved, done(), nil
 	})
 }

@@ -308,8 +308,8 @@ func sharedMemoryCase(salt int) func(context.Context, *comm.ProcessGroup) error 
 // sharedSignalsCase: where the group has shared memory, rounds of a ring ordered by signals
 // alone: each rank writes the round into its part, signals 0; reads its left neighbour's part
 // once that one's signal 0 says it is written, then signals 1 ("read"); and writes the next round
-// only once its right neighbour's signal 1 says the last one was read. Bad signal numbers, ranks
-// and values are errors.
+// only once its right neighbour's signal 1 says the last one was read (WaitSignal, and WaitUntil
+// on two signals at once). Bad signal numbers, ranks and values are errors.
 func sharedSignalsCase(salt int) func(context.Context, *comm.ProcessGroup) error {
 	return func(ctx context.Context, pg *comm.ProcessGroup) error {
 		n, r := pg.Size(), pg.Rank()
@@ -360,7 +360,17 @@ func sharedSignalsCase(salt int) func(context.Context, *comm.ProcessGroup) error
 			if err := buf.Signal(0, k); err != nil {
 				return err
 			}
-			if err := buf.WaitSignal(ctx, left, 0, k); err != nil {
+			// WaitUntil on odd rounds: the written signal or, never true, a later read signal.
+			if k%2 == 0 {
+				err = buf.WaitSignal(ctx, left, 0, k)
+			} else {
+				err = buf.WaitUntil(ctx, left, func() bool {
+					w, _ := buf.Signalled(left, 0)
+					rd, _ := buf.Signalled(left, 1)
+					return w >= k || rd > k
+				})
+			}
+			if err != nil {
 				return err
 			}
 			for i, v := range part(left) {
