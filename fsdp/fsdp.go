@@ -92,7 +92,6 @@ type Group struct {
 	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
 	fetch    *fetch           // an unshard in flight (Prefetch)
 	slot     int              // 1 + the shared slot holding the full parameters; 0: none
-	written  uint64           // the peers' signal saying they wrote their rows into slot
 	gradSlot int              // 1 + the shared gradient slot holding grads; 0: none
 	fetchErr error            // a failed prefetch that Reshard waited for: the next Unshard returns it
 	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)
@@ -114,11 +113,13 @@ type param struct {
 	dt        *dtensor.DTensor
 }
 
-// fetch is an all-gather issued by Prefetch; done is closed once the full parameters are ready.
+// fetch is an unshard started by Prefetch: an all-gather, done once the full parameters are
+// ready; or a shared unshard (shared.go), done at once, which Unshard settles.
 type fetch struct {
-	done chan struct{}
-	full []*tensor.Tensor
-	err  error
+	done   chan struct{}
+	full   []*tensor.Tensor
+	err    error
+	shared *sharedUnshard
 }
 
 const opShard = "Shard"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/tensor"
@@ -12,20 +13,23 @@ import (
 // Shared unsharding. When the ranks of the shard group can map memory together (comm's
 // AllocShared: backend shm, every rank on one host), the full parameters of an unsharded group
 // live there, once for the host instead of once per rank: an unshard is each rank writing its own
-// rows (converted to ParamDType) into a shared slot, between two small collectives, and the full
-// parameters are views of the slot. That moves 1/N of the bytes an all-gather and its copy-out
-// move (the all-gather copies in and out of shm's segment, and its flat output is copied again
-// into the parameters), and it needs no buffer per rank.
+// rows (converted to ParamDType) into a shared slot, and the full parameters are views of the
+// slot. That moves 1/N of the bytes an all-gather and its copy-out move (the all-gather copies in
+// and out of shm's segment, and its flat output is copied again into the parameters), and it
+// needs no buffer per rank.
 //
-// The slots are a few (sharedSlots), each as large as the largest group. An unshard takes a free
-// one; before writing it, the ranks all-gather the slot each took: if every rank took the same,
-// every rank has released it (Reshard) before this collective, so nobody reads it any more, and
-// the writes may start; else (a rank holds more groups unsharded than there are slots, or the
-// ranks' Reshard calls diverged) every rank falls back to the all-gather. After its writes a
-// rank advances its signal (comm.SharedBuffer.Signal) and goes on; Unshard waits for every
-// peer's signal, usually long given: Prefetch wrote a layer earlier. The ranks' shared unshards
-// are the same ones (the all-gathers decide alike everywhere), so the n-th one's signal is n on
-// every rank.
+// The ranks do not meet for it: they order it with signals in the shared memory (comm's
+// SharedBuffer.Signal), so that a rank waits only for what it reads, and usually finds it done.
+// The slots are a few (sharedSlots), each as large as the largest group; the k-th shared
+// unshard (k counts Prefetch calls, the same sequence on every rank) goes to slot k mod
+// sharedSlots. In Prefetch a rank waits until every peer has released (Reshard) the slot's
+// previous unshard, sharedSlots unshards ago (long done, as a rule), writes its rows and signals
+// "decided: written" for k, or, if it still holds that previous unshard itself, signals
+// "decided: abandoned". Unshard waits until every peer has decided k (Prefetch ran a layer
+// earlier: done, as a rule): if every rank wrote, the slot holds the full parameters; if any
+// abandoned, every rank sees it and falls back to the all-gather, there and then, alike. A wait
+// for a peer's release that lasts slotWait (the ranks' Reshard calls diverged, and the peer
+// may need this rank to go on before it releases) abandons too.
 //
 // Gradients the same way round: a group's unsharded gradient accumulators (Grad) are views of
 // this rank's region of a shared gradient slot, laid out as the full parameters, and a reduction
@@ -33,29 +37,58 @@ import (
 // them in rank order (the same bits as the reduce-scatter) and signals that it has read them.
 // A region's owner reuses it once every peer's signal says so (usually long done: a region
 // comes back sharedSlots reductions later). No copy into a flat buffer, no copy through shm's
-// segment, and the ranks meet once per unshard and once per reduction, not twice. A rank whose
-// accumulators are private (no free slot) makes every rank reduce-scatter instead.
+// segment, and the ranks meet once per reduction. A rank whose accumulators are private (no
+// free slot) makes every rank reduce-scatter instead.
 
-// sharedSlots is the number of slots: the group computed with, the one prefetched, and two for
-// groups held unsharded across forward and backward (the last layer, say).
+// sharedSlots is the number of slots: the group computed with, the one prefetched, and two more
+// so that a slot comes back only once its peers are surely done with it.
 const sharedSlots = 4
+
+// slotWait bounds a Prefetch's wait for the peers to release a slot, past which it abandons the
+// shared unshard (everyone then all-gathers). Peers in step release it layers before; a longer
+// wait means that their Reshard calls diverged from this rank's.
+const slotWait = time.Second
+
+// The signals of a Model's shared slots (buf), per slot: the latest unshard there this rank
+// has decided (decided: its number and group), the latest it wrote its rows for (wrote: the
+// number), and the latest it is done reading (released: the number). Of its gradient regions
+// (gradBuf): how many shared reductions it has read. A peer that decided k but whose wrote is
+// not k abandoned k; it cannot have written a later one there while this rank holds k.
+func sigDecided(slot int) int  { return 3 * slot }
+func sigWrote(slot int) int    { return 3*slot + 1 }
+func sigReleased(slot int) int { return 3*slot + 2 }
+
+const sigGradRead = 0
+
+// decision is a decided signal's value: the unshard's number, then its group (the number
+// leads, so the value only grows).
+func decision(k uint64, group int) uint64 { return k<<32 | uint64(group) }
 
 // sharedMemory is a Model's shared slots, for full parameters and for gradients.
 type sharedMemory struct {
 	buf   *comm.SharedBuffer
 	slot  int     // bytes per slot
 	taken slotSet // by this rank
+	// unshards counts this rank's shared unshards (Prefetch); last[s] is the latest one to slot s.
+	unshards uint64
+	last     []uint64
 	// The gradient slots: slot i's region for rank r at (i*n + r)*gradSlot.
 	gradBuf   *comm.SharedBuffer
 	gradSlot  int
 	gradTaken slotSet // this rank's regions
-	// Signal 0 of buf counts this rank's shared unshards written; signal 0 of gradBuf its shared
-	// reductions read. A gradient region may be rewritten once every peer's has reached
-	// readAt for it.
-	written, reduced uint64
-	readAt           []uint64
+	// reduced counts this rank's shared reductions; a gradient region may be rewritten once
+	// every peer's sigGradRead has reached readAt for it.
+	reduced uint64
+	readAt  []uint64
 	// The slot this rank took and, all-gathered, the one each rank took.
 	mine, agreed *tensor.Tensor
+}
+
+// sharedUnshard is a shared unshard that Prefetch started and Unshard settles.
+type sharedUnshard struct {
+	k       uint64
+	slot    int
+	written bool // by this rank
 }
 
 // slotSet says which of a set of slots this rank holds.
@@ -110,6 +143,7 @@ func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 		return nil, err
 	}
 	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, sharedSlots),
+		last:    make([]uint64, sharedSlots),
 		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots), readAt: make([]uint64, sharedSlots),
 		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n)}, nil
 }
@@ -135,7 +169,7 @@ func (g *Group) sharedGrads(ctx context.Context) (bool, error) {
 	if i < 0 {
 		return false, nil
 	}
-	if err := sh.waitPeers(ctx, md, sh.gradBuf, sh.readAt[i]); err != nil {
+	if err := sh.waitPeers(ctx, md, sh.gradBuf, sigGradRead, sh.readAt[i]); err != nil {
 		sh.gradTaken[i] = false
 		return false, err
 	}
@@ -154,13 +188,13 @@ func (g *Group) sharedGrads(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// waitPeers waits until every peer's signal 0 in buf has reached v.
-func (sh *sharedMemory) waitPeers(ctx context.Context, md *Model, buf *comm.SharedBuffer, v uint64) error {
+// waitPeers waits until every peer's signal sig in buf has reached v.
+func (sh *sharedMemory) waitPeers(ctx context.Context, md *Model, buf *comm.SharedBuffer, sig int, v uint64) error {
 	for q := range md.n {
 		if q == md.rank {
 			continue
 		}
-		if err := buf.WaitSignal(ctx, q, 0, v); err != nil {
+		if err := buf.WaitSignal(ctx, q, sig, v); err != nil {
 			return err
 		}
 	}
@@ -208,7 +242,7 @@ func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, err
 	}
 	// Every region's owner reuses it once every rank has said it read it.
 	sh.reduced++
-	if err := sh.gradBuf.Signal(0, sh.reduced); err != nil {
+	if err := sh.gradBuf.Signal(sigGradRead, sh.reduced); err != nil {
 		return false, err
 	}
 	sh.readAt[g.gradSlot-1] = sh.reduced
@@ -216,27 +250,100 @@ func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, err
 	return true, nil
 }
 
-// unshardShared unshards g into a shared slot and returns the full parameters, views of it. It
-// returns neither them nor an error when the ranks did not all take the same free slot: the
-// caller all-gathers instead.
-func (g *Group) unshardShared(ctx context.Context) ([]*tensor.Tensor, error) {
+// unshardShared starts the next shared unshard, with g, in Prefetch (see the top of the file):
+// it writes this rank's rows into the unshard's slot once the peers are done with the slot, or
+// abandons it, and signals which. Unshard settles it (settleShared).
+func (g *Group) unshardShared(ctx context.Context) *fetch {
 	md, sh := g.model, g.model.shared
-	s := sh.taken.take()
-	release := func() {
-		if s >= 0 {
-			sh.taken[s] = false
+	sh.unshards++
+	k := sh.unshards
+	s := int(k % sharedSlots)
+	prev := sh.last[s]
+	sh.last[s] = k
+	f := &fetch{done: make(chan struct{}), shared: &sharedUnshard{k: k, slot: s}}
+	close(f.done)
+	fail := func(err error) *fetch {
+		f.err = opErr("Unshard", globalRank(md.mesh), err)
+		return f
+	}
+	if sh.taken[s] {
+		// This rank still holds the slot's previous unshard: it abandons this one, and tells
+		// that it is done with it when it releases the slot (releaseSlot).
+		if err := sh.buf.Signal(sigDecided(s), decision(k, g.index)); err != nil {
+			return fail(err)
+		}
+		return f
+	}
+	free, err := sh.waitReleased(ctx, md, s, prev, k)
+	if err != nil {
+		return fail(err)
+	}
+	if free {
+		sh.taken[s] = true
+		f.full = g.writeRows(s)
+		f.shared.written = true
+		g.slot = s + 1
+		md.account(g.fullBytes())
+		err = sh.buf.Signal(sigWrote(s), k)
+	} else {
+		// Abandoned: this rank will not read the slot for k.
+		err = sh.buf.Signal(sigReleased(s), k)
+	}
+	if err == nil {
+		err = sh.buf.Signal(sigDecided(s), decision(k, g.index))
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return f
+}
+
+// waitReleased waits until every peer is done with slot s's unshard prev (its sigReleased has
+// reached prev), and reports true; or false once a peer has abandoned unshard k, or after
+// slotWait.
+func (sh *sharedMemory) waitReleased(ctx context.Context, md *Model, s int, prev, k uint64) (bool, error) {
+	if prev == 0 {
+		return true, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, slotWait)
+	defer cancel()
+	for q := range md.n {
+		if q == md.rank {
+			continue
+		}
+		gaveUp := false
+		err := sh.buf.WaitUntil(wctx, q, func() bool {
+			if rel, _ := sh.buf.Signalled(q, sigReleased(s)); rel >= prev {
+				return true
+			}
+			gaveUp = sh.abandoned(q, s, k)
+			return gaveUp
+		})
+		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, comm.ErrTimeout):
+			return false, nil // slotWait passed
+		case err != nil:
+			return false, err
+		case gaveUp:
+			return false, nil
 		}
 	}
-	slots, err := sh.agree(ctx, md, s)
-	if err != nil {
-		release()
-		return nil, opErr("Unshard", globalRank(md.mesh), err)
-	}
-	if s < 0 || slices.ContainsFunc(slots, func(v int64) bool { return v != int64(s) }) {
-		release()
-		return nil, nil
-	}
-	// Every rank released slot s before this all-gather: nobody reads it any more.
+	return true, nil
+}
+
+// abandoned reports whether peer q has decided unshard k, to slot s, without writing its rows.
+// (Had it written them, it could not have written a later unshard's there yet: that waits for
+// this rank to release k, which it has not even decided.)
+func (sh *sharedMemory) abandoned(q, s int, k uint64) bool {
+	d, _ := sh.buf.Signalled(q, sigDecided(s))
+	w, _ := sh.buf.Signalled(q, sigWrote(s))
+	return d>>32 >= k && w != k
+}
+
+// writeRows writes this rank's rows of g's parameters into slot s and returns the full
+// parameters, views of the slot.
+func (g *Group) writeRows(s int) []*tensor.Tensor {
+	md, sh := g.model, g.model.shared
 	dt, es := md.paramDT, md.paramDT.Size()
 	base := sh.buf.Bytes()[s*sh.slot : (s+1)*sh.slot]
 	full := make([]*tensor.Tensor, len(g.params))
@@ -259,35 +366,57 @@ func (g *Group) unshardShared(ctx context.Context) ([]*tensor.Tensor, error) {
 			convertInto(rows, local)
 		}
 	}
-	// Unshard waits for every peer's signal (waitWritten).
-	sh.written++
-	if err := sh.buf.Signal(0, sh.written); err != nil {
-		release()
-		return nil, opErr("Unshard", globalRank(md.mesh), err)
-	}
-	g.slot, g.written = s+1, sh.written
-	return full, nil
+	return full
 }
 
-// waitWritten waits until every peer has written its rows of the shared slot g's full
-// parameters are in (if they are in one).
-func (g *Group) waitWritten(ctx context.Context) error {
-	if g.slot == 0 {
-		return nil
+// settleShared waits until every peer has decided f's shared unshard and reports whether all
+// wrote their rows (f.full then holds the full parameters). If one abandoned it (this rank, say),
+// this rank lets go of the slot and the caller all-gathers, as every rank does.
+func (g *Group) settleShared(ctx context.Context, f *fetch) (bool, error) {
+	md, sh, u := g.model, g.model.shared, f.shared
+	drop := func() {
+		if g.releaseSlot() {
+			md.account(-g.fullBytes())
+		}
 	}
-	md := g.model
-	if err := md.shared.waitPeers(ctx, md, md.shared.buf, g.written); err != nil {
-		return opErr("Unshard", globalRank(md.mesh), err)
+	if !u.written {
+		return false, nil
 	}
-	return nil
+	// This rank holds the slot for k: no peer writes a later unshard there before it lets go,
+	// so a peer's wrote signal says whether it wrote k.
+	for q := range md.n {
+		if q == md.rank {
+			continue
+		}
+		if err := sh.buf.WaitSignal(ctx, q, sigDecided(u.slot), decision(u.k, 0)); err != nil {
+			drop()
+			return false, opErr("Unshard", globalRank(md.mesh), err)
+		}
+		if sh.abandoned(q, u.slot, u.k) {
+			drop()
+			return false, nil
+		}
+		// Its decided signal may have moved on to a later unshard it abandoned at once; if it
+		// has not, it names the group.
+		if d, _ := sh.buf.Signalled(q, sigDecided(u.slot)); d>>32 == u.k && int(d&(1<<32-1)) != g.index {
+			drop()
+			return false, errorf("Unshard", globalRank(md.mesh), "rank %d of the shard group ran shared unshard %d with group %d, this rank with group %d (%s): call Prefetch and Unshard for the same groups in the same order on every rank",
+				q, u.k, int(d&(1<<32-1)), g.index, slices.Clone(g.Names()))
+		}
+	}
+	return true, nil
 }
 
-// releaseSlot gives back the shared slot holding g's full parameters, if one does.
+// releaseSlot gives back the shared slot holding g's full parameters, if one does, and tells the
+// peers that this rank is done with every unshard there so far.
 func (g *Group) releaseSlot() bool {
 	if g.slot == 0 {
 		return false
 	}
-	g.model.shared.taken[g.slot-1] = false
+	sh, s := g.model.shared, g.slot-1
+	sh.taken[s] = false
 	g.slot = 0
+	// It fails only on a closed buffer (the Model is closed).
+	_ = sh.buf.Signal(sigReleased(s), sh.last[s])
 	return true
 }

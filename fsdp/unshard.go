@@ -13,23 +13,23 @@ import (
 // on the group's worker, and a goroutine copies the result into the full parameters, while the
 // caller computes. Unshard waits for it. Prefetching an unsharded or prefetching group does
 // nothing. Like every collective, every rank of the shard group prefetches the same groups in
-// the same order. Where the shard group shares memory (shared.go), the unshard is done before
-// Prefetch returns: it writes only this rank's rows.
+// the same order. Where the shard group shares memory (shared.go), Prefetch writes this rank's
+// rows into shared memory before it returns, and Unshard waits for the peers' rows.
 func (g *Group) Prefetch(ctx context.Context) {
 	if g.full != nil || g.fetch != nil {
 		return
 	}
-	md := g.model
-	if md.shared != nil {
-		if full, err := g.unshardShared(ctx); full != nil || err != nil {
-			g.fetch = &fetch{done: make(chan struct{}), full: full, err: err}
-			close(g.fetch.done)
-			if err == nil {
-				md.account(g.fullBytes())
-			}
-			return
-		}
+	if g.model.shared != nil {
+		g.fetch = g.unshardShared(ctx)
+		return
 	}
+	g.fetch = g.allGather(ctx)
+}
+
+// allGather issues the all-gather of the group's flat shard and returns the fetch that copies
+// it into the full parameters once it is done.
+func (g *Group) allGather(ctx context.Context) *fetch {
+	md := g.model
 	in := g.master
 	var extra int64
 	var converted *tensor.Tensor
@@ -45,7 +45,6 @@ func (g *Group) Prefetch(ctx context.Context) {
 	md.account(extra)
 	w := md.shardPG.AllGatherAsync(out, in)
 	f := &fetch{done: make(chan struct{})}
-	g.fetch = f
 	go func() {
 		defer close(f.done)
 		if err := w.Wait(ctx); err != nil {
@@ -60,6 +59,7 @@ func (g *Group) Prefetch(ctx context.Context) {
 		// The all-gather buffer (and the converted send buffer) are dropped here.
 		md.account(-(extra - fullBytes))
 	}()
+	return f
 }
 
 // copyOut builds the full parameters from the all-gather output (of dtype dt): rank r's slot
@@ -105,16 +105,22 @@ func (g *Group) Unshard(ctx context.Context) error {
 	}
 	g.Prefetch(ctx)
 	f := g.fetch
-	<-f.done
 	g.fetch = nil
+	if f.shared != nil && f.err == nil {
+		all, err := g.settleShared(ctx, f)
+		if err != nil {
+			return err
+		}
+		if !all {
+			// Some rank abandoned the shared unshard: every rank all-gathers, here.
+			f = g.allGather(ctx)
+		}
+	}
+	<-f.done
 	if f.err != nil {
 		return f.err
 	}
 	g.full = f.full
-	if err := g.waitWritten(ctx); err != nil {
-		g.Reshard()
-		return err
-	}
 	return nil
 }
 
