@@ -68,8 +68,9 @@ type Model struct {
 	groups     []*Group
 	byName     map[string]*param
 	gradSync   bool
-	lastReduce *reduction // the last ReduceGradientsAsync issued (orders HSDP's all-reduces)
-	reduceErr  error      // errors of reductions waited for by ZeroGrad, for WaitGradients
+	lastReduce *reduction        // the last ReduceGradientsAsync issued (orders HSDP's all-reduces)
+	reduceErr  error             // errors of reductions waited for by ZeroGrad, for WaitGradients
+	pending    *pendingReduction // a shared reduction published, to finish (shared.go)
 
 	pool      pool          // freed full-size buffers, reused by the next unshard or reduction
 	shared    *sharedMemory // slots for full parameters and gradients shared by the shard group; nil: none
@@ -89,12 +90,11 @@ type Group struct {
 	grad     *tensor.Tensor // flat sharded gradient, float32; nil until ReduceGradients
 	spare    *tensor.Tensor // the sharded gradient's memory after ZeroGrad, for the next one
 	full     []*tensor.Tensor
-	grads    []*tensor.Tensor // unsharded gradient accumulators (ReduceDType), nil until Grad
-	fetch    *fetch           // an unshard in flight (Prefetch)
-	slot     int              // 1 + the shared slot holding the full parameters; 0: none
-	gradSlot int              // 1 + the shared gradient slot holding grads; 0: none
-	fetchErr error            // a failed prefetch that Reshard waited for: the next Unshard returns it
-	reducing *reduction       // a gradient reduction in flight (ReduceGradientsAsync)
+	acc      gradAccs   // unsharded gradient accumulators (ReduceDType), empty until Grad
+	fetch    *fetch     // an unshard in flight (Prefetch)
+	slot     int        // 1 + the shared slot holding the full parameters; 0: none
+	fetchErr error      // a failed prefetch that Reshard waited for: the next Unshard returns it
+	reducing *reduction // a gradient reduction in flight (ReduceGradientsAsync)
 }
 
 // param is one parameter's layout in its group.

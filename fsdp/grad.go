@@ -24,24 +24,32 @@ func (g *Group) Grad(name string) (*tensor.Tensor, error) {
 	return g.gradOf("Grad", p)
 }
 
+// gradAccs are a group's unsharded gradient accumulators: views of this rank's region of a
+// shared gradient slot (slot: 1 + its index), or tensors from the pool (slot 0), one per
+// parameter (nil until its Grad).
+type gradAccs struct {
+	grads []*tensor.Tensor
+	slot  int
+}
+
 // gradOf is p's unsharded gradient accumulator, made on first use (in shared memory if it can).
 func (g *Group) gradOf(op string, p *param) (*tensor.Tensor, error) {
-	if g.grads == nil {
-		shared := false
+	if g.acc.grads == nil {
 		if g.model.shared != nil {
-			var err error
-			if shared, err = g.sharedGrads(context.Background()); err != nil {
+			a, err := g.sharedGrads(context.Background())
+			if err != nil {
 				return nil, opErr(op, globalRank(g.model.mesh), err)
 			}
+			g.acc = a
 		}
-		if !shared {
-			g.grads = make([]*tensor.Tensor, len(g.params))
+		if g.acc.grads == nil {
+			g.acc.grads = make([]*tensor.Tensor, len(g.params))
 		}
 	}
-	if g.grads[p.index] == nil {
-		g.grads[p.index] = g.model.pool.tensor(g.model.reduceDT, true, p.shape...)
+	if g.acc.grads[p.index] == nil {
+		g.acc.grads[p.index] = g.model.pool.tensor(g.model.reduceDT, true, p.shape...)
 	}
-	return g.grads[p.index], nil
+	return g.acc.grads[p.index], nil
 }
 
 // AccumulateGrad adds grad (the parameter's full shape, any floating-point dtype, e.g. the
@@ -108,8 +116,9 @@ type reduction struct {
 // WaitGradients): nothing can run beside the caller's compute there, so a reduce-scatter left
 // in flight progresses only when the caller blocks, half done, while its peers wait for it
 // (measured with examples/fsdptrain: a median step 4-9% longer than reducing at once). Where
-// the gradients are in shared memory (shared.go) the ranks' rows are read and summed before it
-// returns too; only HSDP's all-reduce and the division run after.
+// the gradients are in shared memory (shared.go) it only tells the peers where this rank's
+// are; the next ReduceGradientsAsync (of any group) or a wait for this one reads and sums
+// them, once the peers have told too (usually done by then: they did a layer earlier).
 func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 	md := g.model
 	if !md.gradSync {
@@ -119,34 +128,44 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 	if err := g.waitReduce(); err != nil {
 		md.reduceErr = errors.Join(md.reduceErr, err)
 	}
+	a := g.acc
+	g.acc = gradAccs{}
+	if md.shared == nil {
+		g.reduce(ctx, a, nil)
+		return
+	}
+	md.finishPending()
+	md.publishReduction(ctx, g, a)
+}
+
+// reduce reduces the accumulators a of g: where every rank's are shared (slots, from
+// finishPending, says where each rank's are), by reading them in place; else by a
+// reduce-scatter. Then it divides and adds into the sharded gradient, on a goroutine.
+func (g *Group) reduce(ctx context.Context, a gradAccs, slots []int64) {
+	md := g.model
 	es := md.reduceDT.Size()
 	var w *comm.Work
 	var in, out *tensor.Tensor
 	var sharedErr error
-	shared := false
-	if md.shared != nil {
-		// Read in place where every rank's accumulators are shared (shared.go); the padding
-		// stays zero.
+	if slots != nil && !slices.Contains(slots, -1) {
+		// Read in place (shared.go); the padding stays zero.
 		out = md.pool.tensor(md.reduceDT, true, g.size)
-		shared, sharedErr = g.reduceShared(ctx, out)
-	}
-	if !shared && sharedErr == nil {
+		sharedErr = g.sumShared(a, slots, out)
+	} else {
 		// Padding and missing gradients must be zero; the rest is overwritten.
-		in = md.pool.tensor(md.reduceDT, g.hasGaps(), md.n*g.size)
+		in = md.pool.tensor(md.reduceDT, g.hasGaps(a), md.n*g.size)
 		buf := in.Bytes()
 		for i, p := range g.params {
-			if g.grads == nil || g.grads[i] == nil {
+			if a.grads == nil || a.grads[i] == nil {
 				continue
 			}
-			src := g.grads[i].Bytes()
+			src := a.grads[i].Bytes()
 			g.eachChunk(p, es, func(fullAt, flatAt, n int) {
 				copy(buf[flatAt:flatAt+n], src[fullAt:fullAt+n])
 			})
 		}
-		g.dropGrads()
-		if out == nil {
-			out = md.pool.tensor(md.reduceDT, false, g.size)
-		}
+		md.dropGrads(a)
+		out = md.pool.tensor(md.reduceDT, false, g.size)
 		w = md.shardPG.ReduceScatterAsync(out, in, comm.Sum)
 	}
 	// The first reduction since ZeroGrad writes the sharded gradient, later ones add into it.
@@ -221,6 +240,9 @@ func (g *Group) ReduceGradientsAsync(ctx context.Context) {
 
 // waitReduce waits for the group's reduction in flight, if any, and returns its error.
 func (g *Group) waitReduce() error {
+	if p := g.model.pending; p != nil && p.g == g {
+		g.model.finishPending()
+	}
 	r := g.reducing
 	if r == nil {
 		return nil
@@ -245,7 +267,9 @@ func (md *Model) WaitGradients() error {
 
 // ShardedGrad is this rank's true rows of the named parameter's sharded gradient (a view, valid
 // until ZeroGrad, whose memory serves the next step's), or nil before the first ReduceGradients
-// (or after ZeroGrad).
+// (or after ZeroGrad). It waits for the group's reduction in flight; where the shard group
+// shares memory, finishing it may fall back to a reduce-scatter, so call it on every rank of
+// the shard group (as WaitGradients) while one may be in flight.
 func (g *Group) ShardedGrad(name string) (*tensor.Tensor, error) {
 	p, err := g.param("ShardedGrad", name)
 	if err != nil {
@@ -276,17 +300,18 @@ func (md *Model) ZeroGrad() {
 		if g.grad != nil {
 			g.spare = g.grad
 		}
-		g.dropGrads()
+		md.dropGrads(g.acc)
+		g.acc = gradAccs{}
 		g.grad = nil
 	}
 }
 
-// hasGaps reports whether the group's flat buffer of all ranks' shards has bytes that
-// ReduceGradientsAsync does not copy a gradient into: padding rows, or a parameter whose Grad
-// was never asked for.
-func (g *Group) hasGaps() bool {
+// hasGaps reports whether the group's flat buffer of all ranks' shards has bytes that reduce
+// does not copy a gradient of a into: padding rows, or a parameter whose Grad was never asked
+// for.
+func (g *Group) hasGaps(a gradAccs) bool {
 	for i, p := range g.params {
-		if p.chunkRows*g.model.n != p.shape[0] || g.grads == nil || g.grads[i] == nil {
+		if p.chunkRows*g.model.n != p.shape[0] || a.grads == nil || a.grads[i] == nil {
 			return true
 		}
 	}

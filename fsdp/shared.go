@@ -32,13 +32,16 @@ import (
 // may need this rank to go on before it releases) abandons too.
 //
 // Gradients the same way round: a group's unsharded gradient accumulators (Grad) are views of
-// this rank's region of a shared gradient slot, laid out as the full parameters, and a reduction
-// all-gathers the slot each rank used, reads its own rows of every rank's accumulators, sums
-// them in rank order (the same bits as the reduce-scatter) and signals that it has read them.
-// A region's owner reuses it once every peer's signal says so (usually long done: a region
-// comes back sharedSlots reductions later). No copy into a flat buffer, no copy through shm's
-// segment, and the ranks meet once per reduction. A rank whose accumulators are private (no
-// free slot) makes every rank reduce-scatter instead.
+// this rank's region of a shared gradient slot, laid out as the full parameters. The j-th
+// reduction (ReduceGradientsAsync) publishes which region holds this rank's accumulators (a
+// signal), and the next call finishes it: it waits for every peer's publication of j (made a
+// layer earlier, as a rule), reads its own rows of every rank's accumulators, sums them in rank
+// order (the same bits as the reduce-scatter) and signals that it has read them; a wait for the
+// reduction (WaitGradients, ShardedGrad, ...) finishes it too. A region's owner reuses it once
+// every peer's signal says so (it takes the free region read longest ago). No copy into a flat
+// buffer, no copy through shm's segment, and the ranks never meet for it. Where a rank's
+// accumulators are private (no free region), every rank reduce-scatters instead, when it
+// finishes the reduction.
 
 // sharedSlots is the number of slots: the group computed with, the one prefetched, and two more
 // so that a slot comes back only once its peers are surely done with it.
@@ -51,14 +54,19 @@ const slotWait = time.Second
 
 // The signals of a Model's shared slots (buf), per slot: the latest unshard there this rank
 // has decided (decided: its number and group), the latest it wrote its rows for (wrote: the
-// number), and the latest it is done reading (released: the number). Of its gradient regions
-// (gradBuf): how many shared reductions it has read. A peer that decided k but whose wrote is
-// not k abandoned k; it cannot have written a later one there while this rank holds k.
+// number), and the latest it is done reading (released: the number). A peer that decided k but
+// whose wrote is not k abandoned k; it cannot have written a later one there while this rank
+// holds k. Of its gradient regions (gradBuf): how many shared reductions it has read, and the
+// reductions it published, odd and even ones apart (the number, then 1 + the region holding its
+// accumulators, 0 for none): a rank publishes j+2 only after it finished j+1, which waited for
+// every peer's j+1, published after that peer finished j.
 func sigDecided(slot int) int  { return 3 * slot }
 func sigWrote(slot int) int    { return 3*slot + 1 }
 func sigReleased(slot int) int { return 3*slot + 2 }
 
 const sigGradRead = 0
+
+func sigGradPublished(j uint64) int { return 1 + int(j%2) }
 
 // decision is a decided signal's value: the unshard's number, then its group (the number
 // leads, so the value only grows).
@@ -76,12 +84,19 @@ type sharedMemory struct {
 	gradBuf   *comm.SharedBuffer
 	gradSlot  int
 	gradTaken slotSet // this rank's regions
-	// reduced counts this rank's shared reductions; a gradient region may be rewritten once
-	// every peer's sigGradRead has reached readAt for it.
-	reduced uint64
-	readAt  []uint64
-	// The slot this rank took and, all-gathered, the one each rank took.
-	mine, agreed *tensor.Tensor
+	// reductions counts this rank's ReduceGradientsAsync calls, reduced the shared ones it has
+	// read; a gradient region may be rewritten once every peer's sigGradRead has reached
+	// readAt for it.
+	reductions, reduced uint64
+	readAt              []uint64
+}
+
+// pendingReduction is a reduction published, which finishPending finishes.
+type pendingReduction struct {
+	ctx context.Context
+	g   *Group
+	acc gradAccs
+	j   uint64
 }
 
 // sharedUnshard is a shared unshard that Prefetch started and Unshard settles.
@@ -93,25 +108,6 @@ type sharedUnshard struct {
 
 // slotSet says which of a set of slots this rank holds.
 type slotSet []bool
-
-// take marks the first free slot taken and returns it, or -1 when none is free.
-func (s slotSet) take() int {
-	i := slices.Index(s, false)
-	if i >= 0 {
-		s[i] = true
-	}
-	return i
-}
-
-// agree all-gathers over the shard group the slot this rank took (-1: none) and returns the one
-// each rank took.
-func (sh *sharedMemory) agree(ctx context.Context, md *Model, slot int) ([]int64, error) {
-	sh.mine.Int64s()[0] = int64(slot)
-	if err := md.shardPG.AllGather(ctx, sh.agreed, sh.mine); err != nil {
-		return nil, err
-	}
-	return sh.agreed.Int64s(), nil
-}
 
 // newSharedMemory lays out every group's full parameters in a slot and allocates the slots on
 // the shard group; it returns nil when the ranks cannot share memory (on every rank alike).
@@ -144,8 +140,7 @@ func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 	}
 	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, sharedSlots),
 		last:    make([]uint64, sharedSlots),
-		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots), readAt: make([]uint64, sharedSlots),
-		mine: tensor.New(tensor.Int64, 1), agreed: tensor.New(tensor.Int64, md.n)}, nil
+		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots), readAt: make([]uint64, sharedSlots)}, nil
 }
 
 // close unmaps the slots.
@@ -160,32 +155,36 @@ func (sh *sharedMemory) gradRegion(i, r, n int) []byte {
 	return sh.gradBuf.Bytes()[at : at+sh.gradSlot]
 }
 
-// sharedGrads makes g's unsharded gradient accumulators views of a free gradient region of this
-// rank (zeroed), or returns false when none is free. It waits for the peers to have read the
-// region's last gradients.
-func (g *Group) sharedGrads(ctx context.Context) (bool, error) {
+// sharedGrads returns unsharded gradient accumulators for g, views of a free gradient region
+// of this rank (zeroed): the one the peers finished reading longest ago, once they have. It
+// returns none when no region is free.
+func (g *Group) sharedGrads(ctx context.Context) (gradAccs, error) {
 	md, sh := g.model, g.model.shared
-	i := sh.gradTaken.take()
+	i := -1
+	for r, taken := range sh.gradTaken {
+		if !taken && (i < 0 || sh.readAt[r] < sh.readAt[i]) {
+			i = r
+		}
+	}
 	if i < 0 {
-		return false, nil
+		return gradAccs{}, nil
 	}
 	if err := sh.waitPeers(ctx, md, sh.gradBuf, sigGradRead, sh.readAt[i]); err != nil {
-		sh.gradTaken[i] = false
-		return false, err
+		return gradAccs{}, err
 	}
+	sh.gradTaken[i] = true
 	region := sh.gradRegion(i, md.rank, md.n)
 	clear(region)
-	g.grads = make([]*tensor.Tensor, len(g.params))
+	a := gradAccs{grads: make([]*tensor.Tensor, len(g.params)), slot: i + 1}
 	es := md.reduceDT.Size()
 	for j, p := range g.params {
 		t, err := tensor.FromBytes(md.reduceDT, region[p.gradAt:p.gradAt+p.shape[0]*p.rowSize*es], p.shape...)
 		if err != nil {
 			panic(err) // the region was laid out for this shape
 		}
-		g.grads[j] = t
+		a.grads[j] = t
 	}
-	g.gradSlot = i + 1
-	return true, nil
+	return a, nil
 }
 
 // waitPeers waits until every peer's signal sig in buf has reached v.
@@ -201,30 +200,70 @@ func (sh *sharedMemory) waitPeers(ctx context.Context, md *Model, buf *comm.Shar
 	return nil
 }
 
-// dropGrads lets go of g's unsharded gradient accumulators: back to their shared region or to
-// the pool.
-func (g *Group) dropGrads() {
-	if g.gradSlot != 0 {
-		g.model.shared.gradTaken[g.gradSlot-1] = false
-		g.gradSlot = 0
+// dropGrads lets go of unsharded gradient accumulators: back to their shared region or to the
+// pool.
+func (md *Model) dropGrads(a gradAccs) {
+	if a.slot != 0 {
+		md.shared.gradTaken[a.slot-1] = false
 	} else {
-		g.model.pool.put(g.grads...)
+		md.pool.put(a.grads...)
 	}
-	g.grads = nil
 }
 
-// reduceShared sums every rank's rows of this rank's shard of g's gradients into out (g.size
-// elements of ReduceDType, zero in the padding), reading the accumulators in place. It returns
-// false (and no error) when some rank's accumulators are not shared: the caller reduce-scatters.
-func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, error) {
+// publishReduction tells the peers where g's accumulators a are (in which region, if any), for
+// the reduction finishPending finishes.
+func (md *Model) publishReduction(ctx context.Context, g *Group, a gradAccs) {
+	sh := md.shared
+	sh.reductions++
+	j := sh.reductions
+	if err := sh.gradBuf.Signal(sigGradPublished(j), j<<8|uint64(a.slot)); err != nil {
+		md.reduceErr = errors.Join(md.reduceErr, opErr("ReduceGradients", globalRank(md.mesh), err))
+		md.dropGrads(a)
+		return
+	}
+	md.pending = &pendingReduction{ctx: ctx, g: g, acc: a, j: j}
+}
+
+// finishPending finishes the published reduction, if any: it waits for every peer's
+// publication of it and reduces (Group.reduce), in place where every rank's accumulators are
+// shared, else by a reduce-scatter (every rank alike: each sees every publication).
+func (md *Model) finishPending() {
+	p := md.pending
+	if p == nil {
+		return
+	}
+	md.pending = nil
+	sh := md.shared
+	slots := make([]int64, md.n)
+	for q := range md.n {
+		v := uint64(p.acc.slot)
+		if q != md.rank {
+			err := sh.gradBuf.WaitSignal(p.ctx, q, sigGradPublished(p.j), p.j<<8)
+			if err != nil {
+				md.dropGrads(p.acc)
+				md.reduceErr = errors.Join(md.reduceErr, opErr("ReduceGradients", globalRank(md.mesh), err))
+				return
+			}
+			v, _ = sh.gradBuf.Signalled(q, sigGradPublished(p.j))
+			if v>>8 != p.j {
+				// Only a rank that runs more reductions than this one gets here.
+				md.dropGrads(p.acc)
+				md.reduceErr = errors.Join(md.reduceErr, errorf("ReduceGradients", globalRank(md.mesh),
+					"rank %d of the shard group published reduction %d while this rank finishes reduction %d (of group %d): call ReduceGradients for the same groups in the same order on every rank",
+					q, v>>8, p.j, p.g.index))
+				return
+			}
+		}
+		slots[q] = int64(v&0xff) - 1
+	}
+	p.g.reduce(p.ctx, p.acc, slots)
+}
+
+// sumShared sums every rank's rows of this rank's shard of g's gradients into out (g.size
+// elements of ReduceDType, zero in the padding), reading the accumulators in place (rank q's
+// in its region slots[q]), signals that it has read them and lets go of a, this rank's.
+func (g *Group) sumShared(a gradAccs, slots []int64, out *tensor.Tensor) error {
 	md, sh := g.model, g.model.shared
-	slots, err := sh.agree(ctx, md, g.gradSlot-1)
-	if err != nil {
-		return false, err
-	}
-	if slices.Contains(slots, -1) {
-		return false, nil
-	}
 	es := md.reduceDT.Size()
 	dst := out.Bytes()
 	srcs := make([][]byte, md.n)
@@ -236,18 +275,15 @@ func (g *Group) reduceShared(ctx context.Context, out *tensor.Tensor) (bool, err
 		}
 		if hi > lo {
 			if err := tensor.ReduceMany(tensor.Sum, md.reduceDT, dst[p.offset*es:p.offset*es+hi-lo], srcs...); err != nil {
-				return false, err
+				return err
 			}
 		}
 	}
 	// Every region's owner reuses it once every rank has said it read it.
 	sh.reduced++
-	if err := sh.gradBuf.Signal(sigGradRead, sh.reduced); err != nil {
-		return false, err
-	}
-	sh.readAt[g.gradSlot-1] = sh.reduced
-	g.dropGrads()
-	return true, nil
+	sh.readAt[a.slot-1] = sh.reduced
+	md.dropGrads(a)
+	return sh.gradBuf.Signal(sigGradRead, sh.reduced)
 }
 
 // unshardShared starts the next shared unshard, with g, in Prefetch (see the top of the file):
