@@ -260,7 +260,7 @@ func (md *Model) finishPending() {
 }
 
 // sumShared sums every rank's rows of this rank's shard of g's gradients into out (g.size
-// elements of ReduceDType, zero in the padding), reading the accumulators in place (rank q's
+// elements of ReduceDType; it zeroes the padding), reading the accumulators in place (rank q's
 // in its region slots[q]), signals that it has read them and lets go of a, this rank's.
 func (g *Group) sumShared(a gradAccs, slots []int64, out *tensor.Tensor) error {
 	md, sh := g.model, g.model.shared
@@ -273,11 +273,13 @@ func (g *Group) sumShared(a gradAccs, slots []int64, out *tensor.Tensor) error {
 			region := sh.gradRegion(int(slots[q]), q, md.n)
 			srcs[q] = region[p.gradAt+lo : p.gradAt+hi]
 		}
+		at := p.offset * es
 		if hi > lo {
-			if err := tensor.ReduceMany(tensor.Sum, md.reduceDT, dst[p.offset*es:p.offset*es+hi-lo], srcs...); err != nil {
+			if err := tensor.ReduceMany(tensor.Sum, md.reduceDT, dst[at:at+hi-lo], srcs...); err != nil {
 				return err
 			}
 		}
+		clear(dst[at+hi-lo : at+p.chunkRows*p.rowSize*es])
 	}
 	// Every region's owner reuses it once every rank has said it read it.
 	sh.reduced++
@@ -338,8 +340,16 @@ func (g *Group) unshardShared(ctx context.Context) *fetch {
 // reached prev), and reports true; or false once a peer has abandoned unshard k, or after
 // slotWait.
 func (sh *sharedMemory) waitReleased(ctx context.Context, md *Model, s int, prev, k uint64) (bool, error) {
-	if prev == 0 {
-		return true, nil
+	released := func(q int) bool {
+		rel, _ := sh.buf.Signalled(q, sigReleased(s))
+		return rel >= prev
+	}
+	waiting := false
+	for q := range md.n {
+		waiting = waiting || q != md.rank && !released(q)
+	}
+	if !waiting {
+		return true, nil // as a rule: the slot's last unshard was layers ago
 	}
 	wctx, cancel := context.WithTimeout(ctx, slotWait)
 	defer cancel()
@@ -349,7 +359,7 @@ func (sh *sharedMemory) waitReleased(ctx context.Context, md *Model, s int, prev
 		}
 		gaveUp := false
 		err := sh.buf.WaitUntil(wctx, q, func() bool {
-			if rel, _ := sh.buf.Signalled(q, sigReleased(s)); rel >= prev {
+			if released(q) {
 				return true
 			}
 			gaveUp = sh.abandoned(q, s, k)
