@@ -63,6 +63,10 @@ type result struct {
 	// the all-gathers the prefetch hid behind compute.
 	UnshardWaitMS           float64 `json:"unshard_wait_ms,omitempty"`
 	UnshardWaitNoPrefetchMS float64 `json:"unshard_wait_noprefetch_ms,omitempty"`
+	// --bench: milliseconds per step inside fsdp's calls (the hooks around each layer: unshard,
+	// prefetch, reshard, reduce), with and without prefetch: the step's cost beyond compute.
+	FSDPCallsMS           float64 `json:"fsdp_calls_ms,omitempty"`
+	FSDPCallsNoPrefetchMS float64 `json:"fsdp_calls_noprefetch_ms,omitempty"`
 	// --bench: live heap (runtime/metrics, after a GC) with every group sharded, and its peak
 	// during a step, sampled after every unshard.
 	HeapBaseBytes uint64 `json:"heap_base_bytes,omitempty"`
@@ -157,7 +161,8 @@ func run() error {
 	if bench > 0 {
 		fmt.Printf("per step (slowest rank): compute %.2f ms (fastest rank %.2f), communication %.2f ms, step %.2f ms with prefetch (%.2fx max), %.2f ms without\n",
 			res.ComputeMS, res.ComputeFastestMS, res.CommMS, res.StepMS, res.StepMS/max(res.ComputeMS, res.CommMS), res.StepNoPrefetchMS)
-		fmt.Printf("blocked in Unshard: %.2f ms per step with prefetch, %.2f ms without\n", res.UnshardWaitMS, res.UnshardWaitNoPrefetchMS)
+		fmt.Printf("in fsdp's calls: %.2f ms per step with prefetch (blocked in Unshard %.2f), %.2f ms without (%.2f)\n",
+			res.FSDPCallsMS, res.UnshardWaitMS, res.FSDPCallsNoPrefetchMS, res.UnshardWaitNoPrefetchMS)
 		fmt.Printf("heap: %d bytes with every group sharded, %d at the peak of a step\n", res.HeapBaseBytes, res.HeapPeakBytes)
 	}
 	if asJSON {
@@ -258,18 +263,18 @@ func (p fsdpParams) Grads(i int) (gw, gb *tensor.Tensor, err error) {
 // hooks are fsdp's calls around each layer: unshard (and prefetch the next layer), reshard after
 // forward (but the last layer's), reduce-scatter and reshard after backward. With prefetch, the reduce-scatter is
 // asynchronous too (waited for after the first layer's backward): the collectives overlap compute.
-// wait, if not nil, accumulates the time spent blocked in Unshard.
-func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wait *time.Duration) Hooks {
+// times, if not nil, accumulates the time spent in them and, of it, blocked in Unshard.
+func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), times *hookTimes) Hooks {
 	n := len(md.Groups())
 	unshard := func(i int) error {
 		t0 := time.Now()
 		err := md.Group(i).Unshard(ctx)
-		if wait != nil {
-			*wait += time.Since(t0)
+		if times != nil {
+			times.unshard += time.Since(t0)
 		}
 		return err
 	}
-	return Hooks{
+	h := Hooks{
 		BeforeForward: func(i int) error {
 			if err := unshard(i); err != nil {
 				return err
@@ -313,7 +318,23 @@ func hooks(ctx context.Context, md *fsdp.Model, prefetch bool, sample func(), wa
 			return nil
 		},
 	}
+	if times == nil {
+		return h
+	}
+	timed := func(f func(int) error) func(int) error {
+		return func(i int) error {
+			t0 := time.Now()
+			err := f(i)
+			times.calls += time.Since(t0)
+			return err
+		}
+	}
+	return Hooks{BeforeForward: timed(h.BeforeForward), AfterForward: timed(h.AfterForward),
+		BeforeBackward: timed(h.BeforeBackward), AfterBackward: timed(h.AfterBackward)}
 }
+
+// hookTimes is the time a step spent in fsdp's hooks, and blocked in Unshard within them.
+type hookTimes struct{ calls, unshard time.Duration }
 
 func trainFSDP(c Config, o optimConfig, steps, batchSize, hsdp, bench int, prefetch bool, opts fsdp.Options, backend string) (*result, error) {
 	if backend == "" && os.Getenv("GCCL_BACKEND") == "" {
@@ -425,33 +446,34 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	}
 	params := newFSDPParams(md)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	kinds := []func() (step, wait time.Duration, err error){
-		func() (time.Duration, time.Duration, error) { // compute alone
+	kinds := []func() (time.Duration, hookTimes, error){
+		func() (time.Duration, hookTimes, error) { // compute alone
 			t0 := time.Now()
 			_, err := Step(c, alone, Hooks{}, x, y)
-			return time.Since(t0), 0, err
+			return time.Since(t0), hookTimes{}, err
 		},
-		func() (time.Duration, time.Duration, error) { // communication alone
+		func() (time.Duration, hookTimes, error) { // communication alone
 			t0 := time.Now()
 			err := stepCollectives(ctx, md)
-			return time.Since(t0), 0, err
+			return time.Since(t0), hookTimes{}, err
 		},
-		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, params, c, false, x, y) },
-		func() (time.Duration, time.Duration, error) { return timedStep(ctx, md, params, c, true, x, y) },
+		func() (time.Duration, hookTimes, error) { return timedStep(ctx, md, params, c, false, x, y) },
+		func() (time.Duration, hookTimes, error) { return timedStep(ctx, md, params, c, true, x, y) },
 	}
-	var times, waits [4][]float64
+	var times, waits, calls [4][]float64
 	for r := range k {
 		for j := range kinds {
 			kind := (r + j) % len(kinds)
 			if err := pg.Barrier(ctx); err != nil {
 				return err
 			}
-			d, wait, err := kinds[kind]()
+			d, ht, err := kinds[kind]()
 			if err != nil {
 				return err
 			}
 			times[kind] = append(times[kind], ms(d))
-			waits[kind] = append(waits[kind], ms(wait))
+			waits[kind] = append(waits[kind], ms(ht.unshard))
+			calls[kind] = append(calls[kind], ms(ht.calls))
 		}
 	}
 	medians := []float64{bench.Median(times[0]), bench.Median(times[1]), bench.Median(times[2]), bench.Median(times[3]), -bench.Median(times[0])}
@@ -465,6 +487,7 @@ func benchmark(ctx context.Context, pg *comm.ProcessGroup, md *fsdp.Model, c Con
 	m := slowest.F64s()
 	res.ComputeMS, res.CommMS, res.StepNoPrefetchMS, res.StepMS, res.ComputeFastestMS = m[0], m[1], m[2], m[3], -m[4]
 	res.UnshardWaitNoPrefetchMS, res.UnshardWaitMS = bench.Median(waits[2]), bench.Median(waits[3])
+	res.FSDPCallsNoPrefetchMS, res.FSDPCallsMS = bench.Median(calls[2]), bench.Median(calls[3])
 	alone = nil // not part of the heap below
 
 	// The heap through one step with prefetch, after a GC at every sample.
@@ -555,13 +578,15 @@ func stepCollectives(ctx context.Context, md *fsdp.Model) error {
 	return nil
 }
 
-// timedStep times one whole step, with or without prefetch, and the time blocked in Unshard.
-func timedStep(ctx context.Context, md *fsdp.Model, params fsdpParams, c Config, prefetch bool, x, y *tensor.Tensor) (step, wait time.Duration, err error) {
-	h := hooks(ctx, md, prefetch, func() {}, &wait)
+// timedStep times one whole step, with or without prefetch, the time in fsdp's hooks and, of
+// it, blocked in Unshard.
+func timedStep(ctx context.Context, md *fsdp.Model, params fsdpParams, c Config, prefetch bool, x, y *tensor.Tensor) (time.Duration, hookTimes, error) {
+	var ht hookTimes
+	h := hooks(ctx, md, prefetch, func() {}, &ht)
 	t0 := time.Now()
 	if _, err := Step(c, params, h, x, y); err != nil {
-		return 0, 0, err
+		return 0, ht, err
 	}
 	md.ZeroGrad()
-	return time.Since(t0), wait, nil
+	return time.Since(t0), ht, nil
 }
