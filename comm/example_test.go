@@ -3,6 +3,7 @@ package comm_test
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/tensor"
@@ -45,4 +46,36 @@ func ExampleAllGatherObject() {
 	all, err := comm.AllGatherObject(ctx, pg, info{Host: "node-a"})
 	fmt.Println(all, err)
 	// Output: [{node-a}] <nil>
+}
+
+// Ranks on one host can share memory (backend shm): each writes its part, then signals; a peer
+// waits for that signal, then reads the part in place, with no collective in between.
+func ExampleSharedBuffer_Signal() {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1, Backend: "shm"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer pg.Close()
+	const part = 8
+	buf, err := pg.AllocShared(ctx, pg.Size()*part)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer buf.Close()
+	copy(buf.Bytes()[pg.Rank()*part:], fmt.Sprintf("rank %d", pg.Rank()))
+	if err := buf.Signal(0, 1); err != nil { // signal 0 reaches 1: my part is written
+		fmt.Println(err)
+		return
+	}
+	for r := range pg.Size() {
+		if err := buf.WaitSignal(ctx, r, 0, 1); err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(strings.TrimRight(string(buf.Bytes()[r*part:(r+1)*part]), "\x00"))
+	}
+	// Output: rank 0
 }
