@@ -7,34 +7,48 @@
 #   bench/tpinfer.sh [PASSES] [NEW_TOKENS]
 #
 # Prints one line per run, then the speed-up per pair, the median pair and best against best.
+# Beside each pair it measures the machine's streaming read bandwidth with 2 threads
+# (bench/membw): decode reads every weight but the embedding table once per token (1.77 GB
+# here), so bytes / bandwidth is the floor of a TP=2 step at that moment, whatever the
+# communication costs, and TP=1's step over that floor bounds the speed-up.
 # Run it on a quiet machine (check uptime): the VM's noise moves single runs by 20-40%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PASSES=${1:-5}
 TOKENS=${2:-48}
 make -s build >/dev/null
+mkdir -p bench/membw/bin
+cc -O2 -mavx2 -pthread -o bench/membw/bin/membw bench/membw/membw.c
 model=(--hidden 2048 --layers 8 --heads 16 --kv-heads 8 --intermediate 5632 --vocab 32000 --new-tokens "$TOKENS" --json)
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+bandwidth=$(mktemp)
+trap 'rm -f "$results" "$bandwidth"' EXIT
 for pass in $(seq "$PASSES"); do
+  bench/membw/bin/membw 2 >>"$bandwidth"
   for tp in 1 2; do
     line=$(bin/gccl run --nproc-per-node "$tp" --backend shm -- bin/tpinfer "${model[@]}" 2>&1 | tail -1)
     echo "${line#\[rank 0\] }" >>"$results"
     echo "pass $pass tp $tp: $(uptime | sed 's/.*load average/load/')" >&2
   done
 done
-python3 - "$results" <<'EOF'
+python3 - "$results" "$bandwidth" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
-print("| pass | TP=1 ms/step | TP=2 ms/step | speed-up | TP=2 all-reduce share |")
-print("|---:|---:|---:|---:|---:|")
+bw = [float(l.split()[1]) for l in open(sys.argv[2])]  # GB/s with 2 threads
+# Weights read per token (float32): per layer q, k, v, o and the SwiGLU's three; the LM head.
+h, layers, kv, inter, vocab = 2048, 8, 8 * 2048 // 16, 5632, 32000
+gb = 4 * (layers * (h * (2 * h + 2 * kv) + 3 * h * inter) + vocab * h) / 1e9
+print(f"weights read per token: {gb:.2f} GB")
+print("| pass | TP=1 ms/step | TP=2 ms/step | speed-up | TP=2 all-reduce share | read GB/s, 2 threads | TP=2 floor ms | speed-up bound |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
 ratios = []
 for i in range(0, len(runs) - 1, 2):
     one, two = runs[i], runs[i + 1]
     assert one["tp"] == 1 and two["tp"] == 2 and one["tokens"] == two["tokens"], "runs disagree"
     r = one["step_ms"] / two["step_ms"]
     ratios.append(r)
-    print(f"| {i//2+1} | {one['step_ms']:.1f} | {two['step_ms']:.1f} | {r:.2f}x | {100*two['allreduce_share']:.1f}% |")
+    floor = 1000 * gb / bw[i // 2]
+    print(f"| {i//2+1} | {one['step_ms']:.1f} | {two['step_ms']:.1f} | {r:.2f}x | {100*two['allreduce_share']:.1f}% | {bw[i // 2]:.1f} | {floor:.1f} | {one['step_ms'] / floor:.2f}x |")
 best1 = min(r["step_ms"] for r in runs if r["tp"] == 1)
 best2 = min(r["step_ms"] for r in runs if r["tp"] == 2)
 shares = [r["allreduce_share"] for r in runs if r["tp"] == 2]
