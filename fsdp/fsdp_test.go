@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -470,6 +471,66 @@ func ranksChild(t *testing.T, tc ranksCase) {
 	})
 
 	if tc.Backend == "shm" {
+		t.Run("shared_slots_random_schedule", func(t *testing.T) {
+			// Every rank runs the same random sequence of Prefetch, Unshard (then reads every
+			// parameter), Reshard and gradient reductions over 7 groups of different shapes
+			// (seeded alike everywhere): groups held over many later unshards make unshards
+			// abandon and fall back, slots come back in every order. The full parameters and
+			// the sharded gradients must be right throughout.
+			const groups = 7
+			shapeOf := func(i int) []int { return []int{3 + 2*i, 4 + i%3} }
+			nameOf := func(i int) string { return fmt.Sprintf("r%d.weight", i) }
+			var gs [][]fsdp.Param
+			for i := range groups {
+				gs = append(gs, []fsdp.Param{{Name: nameOf(i), Tensor: fullTensor(nameOf(i), shapeOf(i), 0)}})
+			}
+			rm, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
+			require.NoError(t, err)
+			defer rm.Close()
+			rng := rand.New(rand.NewPCG(7, 11))
+			reductions := make([]int, groups)
+			mark := lastRecord(pg)
+			unshards := 0
+			for step := range 400 {
+				i := rng.IntN(groups)
+				g := rm.Group(i)
+				switch a := rng.IntN(10); {
+				case a < 3:
+					g.Prefetch(ctx)
+				case a < 6:
+					unshards++
+					require.NoError(t, g.Unshard(ctx), "step %d", step)
+					p, err := g.Param(nameOf(i))
+					require.NoError(t, err)
+					require.True(t, tensor.Equal(fullTensor(nameOf(i), shapeOf(i), 0), p), "step %d: group %d", step, i)
+				case a < 9:
+					g.Reshard()
+				default:
+					require.NoError(t, g.AccumulateGrad(nameOf(i), gradFor(nameOf(i), shapeOf(i), m.Rank())))
+					g.ReduceGradientsAsync(ctx)
+					reductions[i]++
+				}
+			}
+			require.NoError(t, rm.WaitGradients())
+			// The schedule covers both paths (it is the same on every run: the seed is fixed).
+			ag, _ := opsOn(pg, mark, "all_gather")
+			assert.Positive(t, ag, "some unshards fell back to the all-gather")
+			assert.Less(t, ag, unshards/2, "most unshards were shared")
+			for i := range groups {
+				rm.Group(i).Reshard()
+				got, err := rm.Group(i).ShardedGrad(nameOf(i))
+				require.NoError(t, err)
+				if reductions[i] == 0 {
+					assert.Nil(t, got, "group %d: never reduced", i)
+					continue
+				}
+				start, rows := dtensor.ChunkRange(shapeOf(i)[0], n, sr)
+				want, _ := avgGrad(nameOf(i), shapeOf(i), float64(reductions[i])).Narrow(0, start, rows)
+				assert.True(t, tensor.AllClose(want.Contiguous(), got, 1e-5, 1e-5), "group %d after %d reductions: %v vs %v", i, reductions[i], got, want)
+			}
+			assert.Equal(t, rm.Stats().ShardedBytes, rm.Stats().LiveBytes, "every full parameter freed")
+		})
+
 		t.Run("shared_slots_run_out_or_disagree", func(t *testing.T) {
 			var gs [][]fsdp.Param
 			for i := range 6 {
