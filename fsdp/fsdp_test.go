@@ -471,6 +471,22 @@ func ranksChild(t *testing.T, tc ranksCase) {
 	})
 
 	if tc.Backend == "shm" {
+		t.Run("shared_unshard_of_different_groups", func(t *testing.T) {
+			// Ranks that unshard different groups get an error naming both, at once.
+			var gs [][]fsdp.Param
+			for i := range 2 {
+				name := fmt.Sprintf("d%d.weight", i)
+				gs = append(gs, []fsdp.Param{{Name: name, Tensor: fullTensor(name, []int{4, 3}, 0)}})
+			}
+			dm, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
+			require.NoError(t, err)
+			defer dm.Close()
+			err = dm.Group(sr % 2).Unshard(ctx)
+			assert.ErrorIs(t, err, comm.ErrInvalidArgument)
+			assert.ErrorContains(t, err, fmt.Sprintf("ran shared unshard 1 with group %d, this rank with group %d", 1-sr%2, sr%2))
+			assert.ErrorContains(t, err, "call Prefetch and Unshard for the same groups in the same order on every rank")
+		})
+
 		t.Run("shared_slots_random_schedule", func(t *testing.T) {
 			// Every rank runs the same random sequence of Prefetch, Unshard (then reads every
 			// parameter), Reshard and gradient reductions over 7 groups of different shapes

@@ -3,6 +3,7 @@ package fsdp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -241,7 +242,9 @@ func (md *Model) finishPending() {
 			err := sh.gradBuf.WaitSignal(p.ctx, q, sigGradPublished(p.j), p.j<<8)
 			if err != nil {
 				md.dropGrads(p.acc)
-				md.reduceErr = errors.Join(md.reduceErr, opErr("ReduceGradients", globalRank(md.mesh), err))
+				md.reduceErr = errors.Join(md.reduceErr, opErr("ReduceGradients", globalRank(md.mesh),
+					fmt.Errorf("waiting for rank %d of the shard group to reduce group %d (%s), this rank's reduction %d (every rank must reduce the same groups in the same order): %w",
+						q, p.g.index, slices.Clone(p.g.Names()), p.j, err)))
 				return
 			}
 			v, _ = sh.gradBuf.Signalled(q, sigGradPublished(p.j))
@@ -314,7 +317,7 @@ func (g *Group) unshardShared(ctx context.Context) *fetch {
 	}
 	free, err := sh.waitReleased(ctx, md, s, prev, k)
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("waiting for the shard group to release shared slot %d, for group %d (%s): %w", s, g.index, slices.Clone(g.Names()), err))
 	}
 	if free {
 		sh.taken[s] = true
@@ -436,7 +439,9 @@ func (g *Group) settleShared(ctx context.Context, f *fetch) (bool, error) {
 		}
 		if err := sh.buf.WaitSignal(ctx, q, sigDecided(u.slot), decision(u.k, 0)); err != nil {
 			drop()
-			return false, opErr("Unshard", globalRank(md.mesh), err)
+			return false, opErr("Unshard", globalRank(md.mesh),
+				fmt.Errorf("waiting for rank %d of the shard group to write its rows of group %d (%s), this rank's shared unshard %d (every rank must prefetch or unshard the same groups in the same order): %w",
+					q, g.index, slices.Clone(g.Names()), u.k, err))
 		}
 		if sh.abandoned(q, u.slot, u.k) {
 			drop()
