@@ -41,11 +41,11 @@
 //
 // Where the shard group's ranks can map memory together (comm's AllocShared: backend shm, one
 // host), the full parameters of an unsharded group live once per host in shared slots and the
-// unsharded gradients in shared regions: an unshard writes this rank's rows, with no collective
-// (signals in the shared memory order it: a rank waits only for the rows it reads, which its
-// peers wrote in their Prefetch), and a reduction sums its rows of every rank's gradients in
-// place after a tiny all-gather (see shared.go; Options.NoSharedMemory turns it off). Full parameters are then read-only: a write
-// would reach every rank of the host.
+// unsharded gradients in shared regions: an unshard writes this rank's rows, and a reduction
+// sums its rows of every rank's gradients in place, with no collective: signals in the shared
+// memory order them, and a rank waits only for what it reads, which its peers wrote a layer
+// earlier as a rule (see shared.go; Options.NoSharedMemory turns it off). Full parameters are
+// then read-only: a write would reach every rank of the host.
 //
 // Gradient accumulation without communication: SetRequiresGradientSync(false) before the first
 // micro-batches (ReduceGradients then keeps adding to the unsharded gradients), true before the
