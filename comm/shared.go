@@ -25,8 +25,9 @@ type SharedBuffer struct {
 	free func()
 }
 
-// SharedSignals is the number of signals each member of a SharedBuffer has.
-const SharedSignals = 16
+// SharedSignals is the number of signals each member of a SharedBuffer has (16 KiB of them per
+// member: each on its own cache line).
+const SharedSignals = 256
 
 // AllocShared returns nbytes of zeroed memory shared by every member of the group. Every member
 // calls it with the same nbytes, in the same order relative to its other AllocShared calls on

@@ -38,7 +38,9 @@ type MixedPrecisionPolicy struct {
 type Options struct {
 	// NoReshardAfterForward keeps a group's full parameters after AfterForward (torch's
 	// reshard_after_forward=False): the backward pass then needs no second all-gather, at the
-	// cost of holding every group's full parameters between forward and backward.
+	// cost of holding every group's full parameters between forward and backward. Where the
+	// ranks share memory (see NoSharedMemory) those live once per host: fsdp then maps room for
+	// every group's full parameters (and two more groups') up front.
 	NoReshardAfterForward bool
 	// MixedPrecision sets the compute and reduction dtypes.
 	MixedPrecision MixedPrecisionPolicy

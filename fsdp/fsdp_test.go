@@ -471,6 +471,41 @@ func ranksChild(t *testing.T, tc ranksCase) {
 	})
 
 	if tc.Backend == "shm" {
+		t.Run("shared_slots_kept_after_forward", func(t *testing.T) {
+			// With NoReshardAfterForward every group stays unsharded from its forward to its
+			// backward: a slot each (and two more), so no unshard falls back, step after step.
+			const groups = 7
+			var gs [][]fsdp.Param
+			for i := range groups {
+				name := fmt.Sprintf("k%d.weight", i)
+				gs = append(gs, []fsdp.Param{{Name: name, Tensor: fullTensor(name, []int{5, 2 + i}, 0)}})
+			}
+			km, err := fsdp.Shard(ctx, m, gs, fsdp.Options{NoReshardAfterForward: true})
+			require.NoError(t, err)
+			defer km.Close()
+			mark := lastRecord(pg)
+			for range 3 {
+				for i := range groups {
+					g := km.Group(i)
+					require.NoError(t, g.Unshard(ctx))
+					if i+1 < groups {
+						km.Group(i + 1).Prefetch(ctx)
+					}
+					name := fmt.Sprintf("k%d.weight", i)
+					p, err := g.Param(name)
+					require.NoError(t, err)
+					assert.True(t, tensor.Equal(fullTensor(name, []int{5, 2 + i}, 0), p), name)
+					g.AfterForward()
+					assert.True(t, g.IsUnsharded())
+				}
+				for i := groups - 1; i >= 0; i-- {
+					km.Group(i).Reshard()
+				}
+			}
+			ag, _ := opsOn(pg, mark, "all_gather")
+			assert.Zero(t, ag, "no unshard fell back to the all-gather")
+		})
+
 		t.Run("shared_unshard_of_different_groups", func(t *testing.T) {
 			// Ranks that unshard different groups get an error naming both, at once.
 			var gs [][]fsdp.Param

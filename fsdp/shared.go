@@ -21,10 +21,11 @@ import (
 //
 // The ranks do not meet for it: they order it with signals in the shared memory (comm's
 // SharedBuffer.Signal), so that a rank waits only for what it reads, and usually finds it done.
-// The slots are a few (sharedSlots), each as large as the largest group; the k-th shared
-// unshard (k counts Prefetch calls, the same sequence on every rank) goes to slot k mod
-// sharedSlots. In Prefetch a rank waits until every peer has released (Reshard) the slot's
-// previous unshard, sharedSlots unshards ago (long done, as a rule), writes its rows and signals
+// The slots are a few (sharedSlots; with Options.NoReshardAfterForward, one per group and two
+// more), each as large as the largest group; the k-th shared unshard (k counts Prefetch calls,
+// the same sequence on every rank) goes to slot k mod their number. In Prefetch a rank waits
+// until every peer has released (Reshard) the slot's previous unshard, that many unshards ago
+// (long done, as a rule), writes its rows and signals
 // "decided: written" for k, or, if it still holds that previous unshard itself, signals
 // "decided: abandoned". Unshard waits until every peer has decided k (Prefetch ran a layer
 // earlier: done, as a rule): if every rank wrote, the slot holds the full parameters; if any
@@ -44,8 +45,11 @@ import (
 // accumulators are private (no free region), every rank reduce-scatters instead, when it
 // finishes the reduction.
 
-// sharedSlots is the number of slots: the group computed with, the one prefetched, and two more
-// so that a slot comes back only once its peers are surely done with it.
+// sharedSlots is the number of slots (and of gradient regions): the group computed with, the one
+// prefetched, and two more so that a slot comes back only once its peers are surely done with
+// it. With Options.NoReshardAfterForward, where every group stays unsharded from its forward to
+// its backward, there is a slot per group and two more (the full model once per host, which
+// the ranks would otherwise hold each).
 const sharedSlots = 4
 
 // slotWait bounds a Prefetch's wait for the peers to release a slot, past which it abandons the
@@ -127,7 +131,12 @@ func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 		}
 		slot, gradSlot = max(slot, at), max(gradSlot, gat)
 	}
-	buf, err := md.shardPG.AllocShared(ctx, sharedSlots*slot)
+	slots := sharedSlots
+	if md.opts.NoReshardAfterForward {
+		// Bounded by the signals a slot needs (beyond, unshards fall back in turn).
+		slots = max(slots, min(len(md.groups)+2, comm.SharedSignals/3))
+	}
+	buf, err := md.shardPG.AllocShared(ctx, slots*slot)
 	if errors.Is(err, comm.ErrUnsupported) {
 		return nil, nil
 	}
@@ -139,8 +148,8 @@ func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 		buf.Close()
 		return nil, err
 	}
-	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, sharedSlots),
-		last:    make([]uint64, sharedSlots),
+	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, slots),
+		last:    make([]uint64, slots),
 		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots), readAt: make([]uint64, sharedSlots)}, nil
 }
 
@@ -298,7 +307,7 @@ func (g *Group) unshardShared(ctx context.Context) *fetch {
 	md, sh := g.model, g.model.shared
 	sh.unshards++
 	k := sh.unshards
-	s := int(k % sharedSlots)
+	s := int(k % uint64(len(sh.taken)))
 	prev := sh.last[s]
 	sh.last[s] = k
 	f := &fetch{done: make(chan struct{}), shared: &sharedUnshard{k: k, slot: s}}
