@@ -210,6 +210,53 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, t touch) error {
 	}
 }
 
+// waitPeer runs step until it reports done, spinning, then yielding, then sleeping (on what
+// sleepOn returns for peer, which the peer's next move wakes: ringData or ringSpace, say),
+// checking the peer's liveness, aborts and the deadline. late says, for the timeout's error,
+// what peer failed to do and what to check.
+func (g *Group) waitPeer(ctx context.Context, peer int, sleepOn func(peer int) sleeper, late string, step func() (moved, done bool, err error)) error {
+	idle := idler{policy: g.policy}
+	posted := false
+	for iter := 0; ; iter++ {
+		moved, done, err := step()
+		if err != nil || done {
+			return err
+		}
+		if moved {
+			idle.reset()
+			continue
+		}
+		if !posted {
+			backends.Posted(ctx)
+			posted = true
+		}
+		idle.spun()
+		if !idle.due(iter) {
+			continue
+		}
+		if err := g.aborted(); err != nil {
+			return err
+		}
+		if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
+			return g.peerAbort(peer, w)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%w: the op did not complete in time; group rank %d %s, or raise the timeout (GCCL_TIMEOUT)",
+				backends.ErrTimeout, peer, late)
+		}
+		if !idle.pause(sleepOn(peer)) {
+			continue
+		}
+		if err := g.gone(peer); err != nil {
+			// It may have aborted, then exited, while we paused: its abort word says why.
+			if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
+				return g.peerAbort(peer, w)
+			}
+			return err
+		}
+	}
+}
+
 // idler paces a wait loop that has nothing to do: spin, then yield, then sleep (backing off up
 // to 1 ms), per the wait policy, and says when the awaited peers' liveness is due a check.
 type idler struct {
