@@ -1282,3 +1282,33 @@ func TestNewGroupSetupFailure(t *testing.T) {
 	assert.Contains(t, res[0].Output, "another rank failed to set up group", "rank 0 must say its peer failed, and why")
 	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
 }
+
+// A shared buffer's signals when its group closes, or after it or its group was closed:
+// ErrAborted for a wait in progress, ErrClosed after; no crash (the group's segment is gone).
+func TestSharedBufferAfterClose(t *testing.T) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1, Backend: "shm"})
+	require.NoError(t, err)
+	buf, err := pg.AllocShared(ctx, 100)
+	require.NoError(t, err)
+	require.NoError(t, buf.Signal(0, 1))
+	require.NoError(t, buf.WaitSignal(ctx, 0, 0, 1))
+	// A wait in progress when the group closes returns (aborted) rather than touch the
+	// unmapped segment.
+	waited := make(chan error, 1)
+	go func() { waited <- buf.WaitUntil(ctx, 0, func() bool { return false }) }()
+	time.Sleep(50 * time.Millisecond)
+	require.NoError(t, pg.Close())
+	select {
+	case err := <-waited:
+		assert.ErrorIs(t, err, comm.ErrAborted)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a WaitUntil in progress did not return when its group closed")
+	}
+	err = buf.Signal(0, 2)
+	assert.ErrorIs(t, err, comm.ErrClosed)
+	assert.ErrorContains(t, err, "close the buffer before the group")
+	assert.ErrorIs(t, buf.WaitSignal(ctx, 0, 0, 2), comm.ErrClosed)
+	buf.Close()
+	assert.ErrorIs(t, buf.Signal(0, 2), comm.ErrClosed)
+}

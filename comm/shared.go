@@ -141,9 +141,14 @@ func (b *SharedBuffer) wait(ctx context.Context, rank int, done func() bool) err
 
 // signal is member rank's signal i, checked for op.
 func (b *SharedBuffer) signal(op string, rank, i int) (*uint64, error) {
+	b.pg.mu.Lock()
+	pgClosed := b.pg.closed
+	b.pg.mu.Unlock()
 	switch {
 	case b.pad == nil:
 		return nil, b.errorf(op, "the buffer is closed: %w", ErrClosed)
+	case pgClosed:
+		return nil, b.errorf(op, "its process group is closed: close the buffer before the group: %w", ErrClosed)
 	case i < 0 || i >= SharedSignals:
 		return nil, b.errorf(op, "signal %d out of range: a member has signals 0 to %d: %w", i, SharedSignals-1, ErrInvalidArgument)
 	case rank < 0 || rank >= b.pg.size:

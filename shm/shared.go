@@ -115,13 +115,22 @@ const sharedLate = "did not signal in the shared memory: check that every rank r
 // XADD): the sleepers' load cannot overtake it, so no waiter misses the wake-up.
 func (g *Group) SignalShared(word *uint64) {
 	atomic.AddUint64(word, 1)
-	wakeSleepers(word, g.seg.sleepers(g.cfg.Rank))
+	g.segUse.RLock()
+	defer g.segUse.RUnlock()
+	if !g.closed.Load() {
+		wakeSleepers(word, g.seg.sleepers(g.cfg.Rank))
+	}
 }
 
 // WaitShared waits until done holds, the way a receive waits for its sender: it reads peer's
 // word before it calls done, so a move after done said no is a move past what it read, which
 // wakes it.
 func (g *Group) WaitShared(ctx context.Context, peer int, word *uint64, done func() bool) error {
+	g.segUse.RLock()
+	defer g.segUse.RUnlock()
+	if g.closed.Load() {
+		return fmt.Errorf("%w: group closed", backends.ErrAborted)
+	}
 	seen := atomic.LoadUint64(word)
 	sleepOn := func(peer int) sleeper { return sleeper{word: word, phase: seen + 1, sleepers: g.seg.sleepers(peer)} }
 	return g.waitPeer(ctx, peer, sleepOn, sharedLate, func() (bool, bool, error) {

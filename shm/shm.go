@@ -62,6 +62,9 @@ type Group struct {
 	// sharedSeq counts AllocShared calls (their store keys); sharedMu guards it.
 	sharedMu  sync.Mutex
 	sharedSeq uint64
+	// segUse keeps the segment mapped while SignalShared and WaitShared, which run beside ops
+	// (not under opMu), read its sleepers words; Close takes it to unmap.
+	segUse sync.RWMutex
 }
 
 var (
@@ -236,6 +239,9 @@ func (g *Group) Close() error {
 	g.abort.CompareAndSwap(nil, &err)
 	g.opMu.Lock()
 	defer g.opMu.Unlock()
+	// A WaitShared in progress sees the abort and lets go.
+	g.segUse.Lock()
+	defer g.segUse.Unlock()
 	if g.seg != nil {
 		g.seg.unmap()
 	}
