@@ -244,14 +244,16 @@ func (md *Model) finishPending() {
 	}
 	md.pending = nil
 	sh := md.shared
+	fail := func(err error) {
+		md.dropGrads(p.acc)
+		md.reduceErr = errors.Join(md.reduceErr, err)
+	}
 	slots := make([]int64, md.n)
 	for q := range md.n {
 		v := uint64(p.acc.slot)
 		if q != md.rank {
-			err := sh.gradBuf.WaitSignal(p.ctx, q, sigGradPublished(p.j), p.j<<8)
-			if err != nil {
-				md.dropGrads(p.acc)
-				md.reduceErr = errors.Join(md.reduceErr, opErr("ReduceGradients", globalRank(md.mesh),
+			if err := sh.gradBuf.WaitSignal(p.ctx, q, sigGradPublished(p.j), p.j<<8); err != nil {
+				fail(opErr("ReduceGradients", globalRank(md.mesh),
 					fmt.Errorf("waiting for rank %d of the shard group to reduce group %d (%s), this rank's reduction %d (every rank must reduce the same groups in the same order): %w",
 						q, p.g.index, slices.Clone(p.g.Names()), p.j, err)))
 				return
@@ -259,8 +261,7 @@ func (md *Model) finishPending() {
 			v, _ = sh.gradBuf.Signalled(q, sigGradPublished(p.j))
 			if v>>8 != p.j {
 				// Only a rank that runs more reductions than this one gets here.
-				md.dropGrads(p.acc)
-				md.reduceErr = errors.Join(md.reduceErr, errorf("ReduceGradients", globalRank(md.mesh),
+				fail(errorf("ReduceGradients", globalRank(md.mesh),
 					"rank %d of the shard group published reduction %d while this rank finishes reduction %d (of group %d): call ReduceGradients for the same groups in the same order on every rank",
 					q, v>>8, p.j, p.g.index))
 				return
