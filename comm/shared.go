@@ -113,9 +113,10 @@ func (b *SharedBuffer) WaitSignal(ctx context.Context, rank, i int, v uint64) er
 	return nil
 }
 
-// WaitUntil returns once done reports true; it calls done now and again each time member rank
-// signals, so done should read rank's signals (Signalled), for a wait on several of them at
-// once. It fails as WaitSignal does.
+// WaitUntil returns once done reports true: it calls done at once, then as it waits (while it
+// spins, and whenever member rank signals, which wakes it from a sleep), so done should be cheap
+// and read rank's signals (Signalled), for a wait on several of them at once. It fails as
+// WaitSignal does.
 func (b *SharedBuffer) WaitUntil(ctx context.Context, rank int, done func() bool) error {
 	if _, err := b.signal("WaitUntil", rank, 0); err != nil {
 		return err
