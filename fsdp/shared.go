@@ -80,15 +80,15 @@ func decision(k uint64, group int) uint64 { return k<<32 | uint64(group) }
 // sharedMemory is a Model's shared slots, for full parameters and for gradients.
 type sharedMemory struct {
 	buf   *comm.SharedBuffer
-	slot  int     // bytes per slot
-	taken slotSet // by this rank
+	slot  int    // bytes per slot
+	taken []bool // the slots this rank holds
 	// unshards counts this rank's shared unshards (Prefetch); last[s] is the latest one to slot s.
 	unshards uint64
 	last     []uint64
 	// The gradient slots: slot i's region for rank r at (i*n + r)*gradSlot.
 	gradBuf   *comm.SharedBuffer
 	gradSlot  int
-	gradTaken slotSet // this rank's regions
+	gradTaken []bool // this rank's regions it holds
 	// reductions counts this rank's ReduceGradientsAsync calls, reduced the shared ones it has
 	// read; a gradient region may be rewritten once every peer's sigGradRead has reached
 	// readAt for it.
@@ -110,9 +110,6 @@ type sharedUnshard struct {
 	slot    int
 	written bool // by this rank
 }
-
-// slotSet says which of a set of slots this rank holds.
-type slotSet []bool
 
 // newSharedMemory lays out every group's full parameters in a slot and allocates the slots on
 // the shard group; it returns nil when the ranks cannot share memory (on every rank alike).
@@ -148,9 +145,9 @@ func newSharedMemory(ctx context.Context, md *Model) (*sharedMemory, error) {
 		buf.Close()
 		return nil, err
 	}
-	return &sharedMemory{buf: buf, slot: slot, taken: make(slotSet, slots),
+	return &sharedMemory{buf: buf, slot: slot, taken: make([]bool, slots),
 		last:    make([]uint64, slots),
-		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make(slotSet, sharedSlots), readAt: make([]uint64, sharedSlots)}, nil
+		gradBuf: gradBuf, gradSlot: gradSlot, gradTaken: make([]bool, sharedSlots), readAt: make([]uint64, sharedSlots)}, nil
 }
 
 // close unmaps the slots.
@@ -179,7 +176,7 @@ func (g *Group) sharedGrads(ctx context.Context) (gradAccs, error) {
 	if i < 0 {
 		return gradAccs{}, nil
 	}
-	if err := sh.waitPeers(ctx, md, sh.gradBuf, sigGradRead, sh.readAt[i]); err != nil {
+	if err := md.waitPeers(ctx, sh.gradBuf, sigGradRead, sh.readAt[i]); err != nil {
 		return gradAccs{}, err
 	}
 	sh.gradTaken[i] = true
@@ -198,7 +195,7 @@ func (g *Group) sharedGrads(ctx context.Context) (gradAccs, error) {
 }
 
 // waitPeers waits until every peer's signal sig in buf has reached v.
-func (sh *sharedMemory) waitPeers(ctx context.Context, md *Model, buf *comm.SharedBuffer, sig int, v uint64) error {
+func (md *Model) waitPeers(ctx context.Context, buf *comm.SharedBuffer, sig int, v uint64) error {
 	for q := range md.n {
 		if q == md.rank {
 			continue
