@@ -8,10 +8,10 @@
  * Prints one line per round, 300 ms apart. On the 2-vCPU EPYC VMs gccl is measured on, the
  * round trip falls in three bands that come and go within minutes, and every shm number moves
  * with them (BENCHMARKS.md, "The host's placement of the two vCPUs"):
- *   ~50 ns   the vCPUs are hyperthreads of one core (shared L1/L2): hand-overs are fastest;
- *   ~120 ns  two cores of one CCX (shared L3): the usual case;
- *   ~550 ns  cores of different CCDs: a hand-over through the caches is 3-4x slower, one
- *            written with non-temporal stores (through memory) is not. */
+ *   ~50 ns        the vCPUs are hyperthreads of one core (shared L1/L2): hand-overs are fastest;
+ *   ~120 ns       two cores of one CCX (shared L3): the usual case;
+ *   550-1000 ns   cores of different CCDs: a hand-over through the caches is 3-4x slower, one
+ *                 written with non-temporal stores (through memory) is not. */
 #define _GNU_SOURCE
 #include <immintrin.h>
 #include <pthread.h>
