@@ -142,6 +142,17 @@ func groups(bump float64) [][]fsdp.Param {
 	return out
 }
 
+// oneParamGroups is n groups of one parameter each, named prefix0.weight, prefix1.weight, ...,
+// group i's of shape(i).
+func oneParamGroups(prefix string, n int, shape func(i int) []int) [][]fsdp.Param {
+	var out [][]fsdp.Param
+	for i := range n {
+		name := fmt.Sprintf("%s%d.weight", prefix, i)
+		out = append(out, []fsdp.Param{{Name: name, Tensor: fullTensor(name, shape(i), 0)}})
+	}
+	return out
+}
+
 // gradFor is rank r's gradient of a parameter: different on every rank.
 func gradFor(name string, shape []int, r int) *tensor.Tensor {
 	return fullTensor(name+"/grad", shape, float64(r)*0.25)
@@ -475,11 +486,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 			// With NoReshardAfterForward every group stays unsharded from its forward to its
 			// backward: a slot each (and two more), so no unshard falls back, step after step.
 			const groups = 7
-			var gs [][]fsdp.Param
-			for i := range groups {
-				name := fmt.Sprintf("k%d.weight", i)
-				gs = append(gs, []fsdp.Param{{Name: name, Tensor: fullTensor(name, []int{5, 2 + i}, 0)}})
-			}
+			gs := oneParamGroups("k", groups, func(i int) []int { return []int{5, 2 + i} })
 			km, err := fsdp.Shard(ctx, m, gs, fsdp.Options{NoReshardAfterForward: true})
 			require.NoError(t, err)
 			defer km.Close()
@@ -508,11 +515,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 
 		t.Run("shared_unshard_of_different_groups", func(t *testing.T) {
 			// Ranks that unshard different groups get an error naming both, at once.
-			var gs [][]fsdp.Param
-			for i := range 2 {
-				name := fmt.Sprintf("d%d.weight", i)
-				gs = append(gs, []fsdp.Param{{Name: name, Tensor: fullTensor(name, []int{4, 3}, 0)}})
-			}
+			gs := oneParamGroups("d", 2, func(int) []int { return []int{4, 3} })
 			dm, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
 			require.NoError(t, err)
 			defer dm.Close()
@@ -583,11 +586,7 @@ func ranksChild(t *testing.T, tc ranksCase) {
 		})
 
 		t.Run("shared_slots_run_out_or_disagree", func(t *testing.T) {
-			var gs [][]fsdp.Param
-			for i := range 6 {
-				name := fmt.Sprintf("s%d.weight", i)
-				gs = append(gs, []fsdp.Param{{Name: name, Tensor: fullTensor(name, []int{5, 3}, 0)}})
-			}
+			gs := oneParamGroups("s", 6, func(int) []int { return []int{5, 3} })
 			ms, err := fsdp.Shard(ctx, m, gs, fsdp.Options{})
 			require.NoError(t, err)
 			defer ms.Close()
