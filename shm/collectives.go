@@ -163,29 +163,46 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	}
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 	srcs := g.srcList()
+	w := g.writes.begin(len(ib))
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
-		copy(g.seg.slot(r, b), ib)
+		w.copy(g.seg.slot(r, b), ib)
+		w.syncing()
 		if err := g.beginTouching(ctx, op, g.touchAllIfReading(b, len(ib), root)); err != nil {
 			return err
 		}
+		w.synced()
 		if root >= 0 && r != root {
+			w.done(len(ib))
 			return nil
 		}
 		for p := range srcs {
 			srcs[p] = g.seg.slot(p, b)[:len(ib)]
 		}
-		return tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...)
+		if err := tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...); err != nil {
+			return err
+		}
+		w.done(len(ib))
+		return nil
 	}
-	return pieces(len(ib), g.pieceSize(es, 1), func(off, pl int, first bool) error {
+	// Past the caches, our share is reduced into ob, which needs it anyway, and copied from
+	// there into the slot (a rooted reduce's other ranks have no ob: theirs goes to the slot).
+	shareToOb := w.through && (root < 0 || r == root)
+	err := pieces(len(ib), g.pieceSize(es, 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
 		mine := g.seg.slot(r, b)
 		// The peers read the rest of the piece from our slot; our own share we read from ib.
 		lo, hi := part(pl, n, r, es)
-		copy(mine[:lo], ib[off:off+lo])
-		copy(mine[hi:pl], ib[off+hi:off+pl])
+		w.copy(mine[:lo], ib[off:off+lo])
+		w.copy(mine[hi:pl], ib[off+hi:off+pl])
+		if first {
+			w.syncing()
+		}
 		if err := g.enter(ctx, op, first, touch{}); err != nil {
 			return err
+		}
+		if first {
+			w.synced()
 		}
 		for p := range srcs {
 			srcs[p] = g.seg.slot(p, b)[lo:hi]
@@ -193,7 +210,12 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 		srcs[r] = ib[off+lo : off+hi]
 		// Our share, reduced in rank order, into our own slot: only we read it there until the
 		// next sync.
-		if err := tensor.ReduceMany(op.Reduce, op.DType, mine[lo:hi], srcs...); err != nil {
+		if shareToOb {
+			if err := tensor.ReduceMany(op.Reduce, op.DType, ob[off+lo:off+hi], srcs...); err != nil {
+				return err
+			}
+			w.copy(mine[lo:hi], ob[off+lo:off+hi])
+		} else if err := tensor.ReduceMany(op.Reduce, op.DType, mine[lo:hi], srcs...); err != nil {
 			return err
 		}
 		if err := g.sync(ctx); err != nil {
@@ -203,11 +225,19 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 			return nil
 		}
 		for p := 0; p < n; p++ {
+			if p == r && shareToOb {
+				continue
+			}
 			plo, phi := part(pl, n, p, es)
 			copy(ob[off+plo:off+phi], g.seg.slot(p, b)[plo:phi])
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	w.done(len(ib))
+	return nil
 }
 
 // Broadcast: the root copies each piece into its slot, the others copy it out; up to inlineMax

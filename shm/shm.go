@@ -59,6 +59,8 @@ type Group struct {
 	// from what sizes the group uses it (singlecopy.go).
 	singleCopy bool
 	scLimits   singleCopyLimits
+	// writes: how this rank writes its slots, through its caches or past them (slotwrites.go).
+	writes slotWrites
 	// sharedSeq counts AllocShared calls (their store keys); sharedMu guards it.
 	sharedMu  sync.Mutex
 	sharedSeq uint64
@@ -96,6 +98,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		return nil, fmt.Errorf("shm: group %q rank %d of %d: %w", cfg.Name, cfg.Rank, cfg.Size, err)
 	}
 	g.p2p.init(cfg.Size)
+	g.writes.modes, g.writes.lead = g.seg.ctrl(0, ctrlWrites), cfg.Rank == 0
 	return g, nil
 }
 
@@ -108,6 +111,11 @@ func envBytes(name string, def int) int {
 
 func (g *Group) setup(ctx context.Context) error {
 	cfg := g.cfg
+	nt, err := parseNTSetting(os.Getenv("GCCL_SHM_NONTEMPORAL"))
+	if err != nil {
+		return err
+	}
+	g.writes.setting = nt
 	l := newLayout(cfg.Size, envBytes("GCCL_SHM_SLOT_BYTES", defaultSlotBytes), envBytes("GCCL_SHM_MAILBOX_BYTES", defaultMailboxBytes))
 	st := cfg.Store
 	host := backends.HostID(cfg.Hostname)
