@@ -163,27 +163,20 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	}
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 	srcs := g.srcList()
-	w := g.writes.begin(len(ib))
+	w := g.writes.begin(writesReduce, len(ib))
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
 		w.copy(g.seg.slot(r, b), ib)
-		w.syncing()
-		if err := g.beginTouching(ctx, op, g.touchAllIfReading(b, len(ib), root)); err != nil {
+		if err := g.enterWriting(ctx, op, true, g.touchAllIfReading(b, len(ib), root), &w); err != nil {
 			return err
 		}
-		w.synced()
 		if root >= 0 && r != root {
-			w.done(len(ib))
-			return nil
+			return w.done(len(ib), nil)
 		}
 		for p := range srcs {
 			srcs[p] = g.seg.slot(p, b)[:len(ib)]
 		}
-		if err := tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...); err != nil {
-			return err
-		}
-		w.done(len(ib))
-		return nil
+		return w.done(len(ib), tensor.ReduceMany(op.Reduce, op.DType, ob, srcs...))
 	}
 	// Past the caches, our share is reduced into ob, which needs it anyway, and copied from
 	// there into the slot (a rooted reduce's other ranks have no ob: theirs goes to the slot).
@@ -195,14 +188,8 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 		lo, hi := part(pl, n, r, es)
 		w.copy(mine[:lo], ib[off:off+lo])
 		w.copy(mine[hi:pl], ib[off+hi:off+pl])
-		if first {
-			w.syncing()
-		}
-		if err := g.enter(ctx, op, first, touch{}); err != nil {
+		if err := g.enterWriting(ctx, op, first, touch{}, &w); err != nil {
 			return err
-		}
-		if first {
-			w.synced()
 		}
 		for p := range srcs {
 			srcs[p] = g.seg.slot(p, b)[lo:hi]
@@ -233,11 +220,7 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	w.done(len(ib))
-	return nil
+	return w.done(len(ib), err)
 }
 
 // Broadcast: the root copies each piece into its slot, the others copy it out; up to inlineMax
@@ -261,14 +244,15 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 		if g.singleCopyFor(g.scLimits.move, len(bb)) {
 			return g.broadcastSingleCopy(ctx, op, bb)
 		}
-		return pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
+		w := g.writes.begin(writesBroadcast, len(bb))
+		err := pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			t := touchSlots(b, pl, op.Root) // the others read the root's slot
 			if g.cfg.Rank == op.Root {
-				copy(g.seg.slot(op.Root, b), bb[off:off+pl])
+				w.copy(g.seg.slot(op.Root, b), bb[off:off+pl])
 				t = touch{}
 			}
-			if err := g.enter(ctx, op, first, t); err != nil {
+			if err := g.enterWriting(ctx, op, first, t, &w); err != nil {
 				return err
 			}
 			if g.cfg.Rank != op.Root {
@@ -276,6 +260,7 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 			}
 			return nil
 		})
+		return w.done(len(bb), err)
 	})
 }
 
@@ -306,10 +291,11 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	if g.singleCopyFor(g.scLimits.move, n*per) {
 		return g.gatherSingleCopy(ctx, op, ib, ob, root)
 	}
-	return pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
+	w := g.writes.begin(writesGather, per)
+	err := pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
-		copy(g.seg.slot(r, b), ib[off:off+pl])
-		if err := g.enter(ctx, op, first, g.touchAllIfReading(b, pl, root)); err != nil {
+		w.copy(g.seg.slot(r, b), ib[off:off+pl])
+		if err := g.enterWriting(ctx, op, first, g.touchAllIfReading(b, pl, root), &w); err != nil {
 			return err
 		}
 		if root >= 0 && r != root {
@@ -320,6 +306,7 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 		}
 		return nil
 	})
+	return w.done(per, err)
 }
 
 // AllGather: every rank copies its part in, then every part out (through the op spans up to
@@ -404,15 +391,16 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			return reduceInlined(op, ob, srcs)
 		}
 		q := g.pieceSize(op.DType.Size(), n)
-		return pieces(per, q, func(off, pl int, first bool) error {
+		w := g.writes.begin(writesReduceScatter, len(ib))
+		err := pieces(per, q, func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			slot := g.seg.slot(r, b)
 			for p := 0; p < n; p++ {
 				if p != r { // our own block we reduce from ib
-					copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+					w.copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
 				}
 			}
-			if err := g.enter(ctx, op, first, touchRegion(b, r*q, pl, -1)); err != nil {
+			if err := g.enterWriting(ctx, op, first, touchRegion(b, r*q, pl, -1), &w); err != nil {
 				return err
 			}
 			for p := range srcs {
@@ -422,6 +410,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			srcs[r] = ib[r*per+off : r*per+off+pl]
 			return tensor.ReduceMany(op.Reduce, op.DType, ob[off:off+pl], srcs...)
 		})
+		return w.done(len(ib), err)
 	})
 }
 

@@ -38,10 +38,11 @@ func TestConformanceSleeping(t *testing.T) {
 		RankEnv: func(rank, size int) []string { return []string{"GCCL_SPIN_US=0", "GCCL_YIELD_US=0"} }})
 }
 
-// The reductions again with slots written past the caches (slotwrites.go), by every rank and by
-// every other rank only: what a slot holds must not depend on how its writer stored it.
+// The collectives that write slots, again with slots written past the caches (slotwrites.go),
+// by every rank and by every other rank only: what a slot holds must not depend on how its
+// writer stored it.
 func TestConformanceNonTemporal(t *testing.T) {
-	backendtest.Run(t, backendtest.Config{Backend: "shm", WorldSizes: []int{2, 3, 4}, Run: "^(all_reduce|reduce)/",
+	backendtest.Run(t, backendtest.Config{Backend: "shm", WorldSizes: []int{2, 3, 4}, Run: "^(all_reduce|reduce|reduce_scatter|all_gather|gather|broadcast)/",
 		RankEnv: func(rank, size int) []string {
 			if size == 3 && rank%2 == 1 {
 				return []string{"GCCL_SHM_NONTEMPORAL=never"}

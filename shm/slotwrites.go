@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"context"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
 )
 
@@ -22,7 +24,8 @@ import (
 // of the two vCPUs"). A 256 KiB all-reduce at 2 ranks took ~24, ~35 and ~155 µs in the three.
 // Written past the caches, the data goes to memory and readers pay a memory read wherever they
 // run: 2-4x faster than through the caches across CCDs, 10-20% faster within a CCX, 2x slower
-// on hyperthreads. No fixed choice wins, so each group measures, per size class of op:
+// on hyperthreads. No fixed choice wins, so each group measures, per kind of collective (the
+// reductions, the gathers, reduce-scatter, broadcast) and size class of op:
 //
 //   - In every slotWritesWindow ops of a class, six in a row are trials: three through the
 //     caches, then three past them. The first of each three pays for the switch (it finds the
@@ -65,6 +68,18 @@ const slotWritesPairs = 3
 // slotWritesClasses: class c holds ops of [16 KiB << c, 32 KiB << c); the last also all larger.
 const slotWritesClasses = 13
 
+// writeKind is a family of collectives whose slots are written and read alike; each has its own
+// classes, trials and modes.
+type writeKind int
+
+const (
+	writesReduce        writeKind = iota // all-reduce, reduce
+	writesGather                         // all-gather, gather
+	writesReduceScatter                  // reduce-scatter
+	writesBroadcast                      // broadcast
+	writeKinds
+)
+
 // ntSetting is GCCL_SHM_NONTEMPORAL.
 type ntSetting uint8
 
@@ -90,11 +105,12 @@ func parseNTSetting(v string) (ntSetting, error) {
 // slotWrites is a group's record of the trials (under opMu).
 type slotWrites struct {
 	setting ntSetting
-	// modes is rank 0's word of modes, one bit per class set for "past the caches"; lead: this
-	// rank is rank 0, which measures and writes the word (the others only read it).
+	// modes is rank 0's word of modes, one bit per kind and class (kind*slotWritesClasses +
+	// class) set for "past the caches"; lead: this rank is rank 0, which measures and writes the
+	// word (the others only read it).
 	modes   *uint64
 	lead    bool
-	classes [slotWritesClasses]trials
+	classes [writeKinds][slotWritesClasses]trials
 }
 
 // trials is one size class's record.
@@ -113,10 +129,9 @@ type slotWrite struct {
 	through bool
 	trial   *trials // nil: not measured
 	s       *slotWrites
-	class   int
+	class   int  // the bit of its kind and class in the modes word
 	last    bool // the trials' last op: the mode is chosen after it
 	start   time.Duration
-	syncAt  time.Duration
 	waited  time.Duration
 }
 
@@ -125,17 +140,18 @@ var opClock = time.Now()
 
 func sinceClock() time.Duration { return time.Since(opClock) }
 
-// begin picks the mode of an op that writes n bytes into slots and, for a trial on rank 0,
-// starts its clock.
-func (s *slotWrites) begin(n int) slotWrite {
+// begin picks the mode of an op of kind that writes n bytes into slots (in all, over its
+// pieces) and, for a trial on rank 0, starts its clock.
+func (s *slotWrites) begin(kind writeKind, n int) slotWrite {
 	if n < slotWritesMinBytes || s.setting == ntNever {
 		return slotWrite{}
 	}
 	if s.setting == ntAlways {
 		return slotWrite{through: true}
 	}
-	k := min(bits.Len(uint(n))-bits.Len(slotWritesMinBytes), slotWritesClasses-1)
-	c := &s.classes[k]
+	class := min(bits.Len(uint(n))-bits.Len(slotWritesMinBytes), slotWritesClasses-1)
+	c := &s.classes[kind][class]
+	k := int(kind)*slotWritesClasses + class
 	c.ops++
 	// The class's first op takes the slots' page faults, so the trials start at its second.
 	const span = 1 + slotWritesTrialOps // per mode: a switch, then the measured ops
@@ -159,25 +175,24 @@ func (w *slotWrite) copy(dst, src []byte) {
 	copy(dst, src)
 }
 
-// syncing and synced bracket the op's first sync, whose wait is not the mode's cost.
-func (w *slotWrite) syncing() {
-	if w.trial != nil {
-		w.syncAt = sinceClock()
+// enter is g.enter for a piece of an op that writes in w's mode: the wait at the op's first sync
+// is not the mode's cost, so a trial leaves it out.
+func (g *Group) enterWriting(ctx context.Context, op backends.Op, first bool, t touch, w *slotWrite) error {
+	if !first || w.trial == nil {
+		return g.enter(ctx, op, first, t)
 	}
+	at := sinceClock()
+	err := g.enter(ctx, op, first, t)
+	w.waited = sinceClock() - at
+	return err
 }
 
-func (w *slotWrite) synced() {
-	if w.trial != nil {
-		w.waited = sinceClock() - w.syncAt
-	}
-}
-
-// done records the cost of a trial of n bytes that completed, and publishes its class's mode
-// when that changes.
-func (w *slotWrite) done(n int) {
+// done ends an op of n bytes that returned err: a trial that succeeded records its cost, and
+// its class's mode is published when that changes. It returns err.
+func (w *slotWrite) done(n int, err error) error {
 	c := w.trial
-	if c == nil {
-		return
+	if c == nil || err != nil {
+		return err
 	}
 	was := c.through
 	c.record(w.through, float64(sinceClock()-w.start-w.waited)/float64(n), w.last)
@@ -188,6 +203,7 @@ func (w *slotWrite) done(n int) {
 		}
 		atomic.StoreUint64(w.s.modes, bits)
 	}
+	return nil
 }
 
 // record keeps the cheapest trial of each mode (an op's noise only adds) and, after the last,

@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,7 @@ func TestSlotWritesTrials(t *testing.T) {
 	var word uint64 = 1 << 2 // class 2, [64 KiB, 128 KiB), is past the caches
 	s := slotWrites{modes: &word, lead: true}
 	for op := uint64(1); op <= 2*slotWritesWindow+8; op++ {
-		w := s.begin(100 << 10)
+		w := s.begin(writesReduce, 100<<10)
 		want, trial, last := true, false, false
 		switch op % slotWritesWindow {
 		case 2:
@@ -28,15 +29,15 @@ func TestSlotWritesTrials(t *testing.T) {
 		if w.through != want || (w.trial != nil) != trial || w.last != last {
 			t.Fatalf("op %d of the class: through %v, measured %v, last %v; want %v, %v, %v", op, w.through, w.trial != nil, w.last, want, trial, last)
 		}
-		if trial && w.trial != &s.classes[2] {
+		if trial && w.trial != &s.classes[writesReduce][2] {
 			t.Fatalf("op %d of 100 KiB measured in the wrong class", op)
 		}
 	}
-	if w := s.begin(8 << 10); w.trial != nil || w.through {
+	if w := s.begin(writesReduce, 8<<10); w.trial != nil || w.through {
 		t.Errorf("an 8 KiB op: through %v, measured %v; want cached and unmeasured", w.through, w.trial != nil)
 	}
-	s.begin(1 << 40)
-	if got := s.classes[slotWritesClasses-1].ops; got != 1 {
+	s.begin(writesReduce, 1<<40)
+	if got := s.classes[writesReduce][slotWritesClasses-1].ops; got != 1 {
 		t.Errorf("after a 1 TiB op the last class counts %d ops, want 1", got)
 	}
 }
@@ -86,10 +87,10 @@ func TestSlotWritesSetting(t *testing.T) {
 	always := slotWrites{setting: ntAlways, modes: &word, lead: true}
 	never := slotWrites{setting: ntNever, modes: &word, lead: true}
 	for range 4 {
-		if w := always.begin(1 << 20); !w.through || w.trial != nil {
+		if w := always.begin(writesReduce, 1<<20); !w.through || w.trial != nil {
 			t.Errorf("always: through %v, measured %v", w.through, w.trial != nil)
 		}
-		if w := never.begin(1 << 20); w.through || w.trial != nil {
+		if w := never.begin(writesReduce, 1<<20); w.through || w.trial != nil {
 			t.Errorf("never: through %v, measured %v", w.through, w.trial != nil)
 		}
 	}
@@ -105,12 +106,12 @@ func TestSlotWritesLeaderPublishes(t *testing.T) {
 	// op runs one op of the class on both ranks, rank 0's taking `took`, and checks the mode.
 	op := func(what string, through bool, took time.Duration) {
 		t.Helper()
-		w, f := lead.begin(n), follow.begin(n)
+		w, f := lead.begin(writesReduce, n), follow.begin(writesReduce, n)
 		if w.through != through || f.through != through || f.trial != nil {
 			t.Fatalf("%s: rank 0 through %v, other through %v (measured %v); want through %v", what, w.through, f.through, f.trial != nil, through)
 		}
 		w.start = sinceClock() - took
-		w.done(n)
+		w.done(n, nil)
 	}
 	trials := func(cached, past time.Duration) {
 		t.Helper()
@@ -134,4 +135,45 @@ func TestSlotWritesLeaderPublishes(t *testing.T) {
 		t.Errorf("modes word %b after past-the-caches lost, want 0", word)
 	}
 	op("next op", false, 0)
+}
+
+// Each kind of collective has its own classes, trials and bits in the modes word: a gather's ops
+// neither advance a reduce's trials nor take its mode.
+func TestSlotWritesKinds(t *testing.T) {
+	var word uint64
+	lead := slotWrites{modes: &word, lead: true}
+	for range 3 {
+		lead.begin(writesGather, 32<<10)
+	}
+	if lead.classes[writesReduce][1].ops != 0 || lead.classes[writesGather][1].ops != 3 {
+		t.Fatalf("after 3 gathers of 32 KiB: reduce's class counts %d ops, gather's %d; want 0 and 3",
+			lead.classes[writesReduce][1].ops, lead.classes[writesGather][1].ops)
+	}
+	word = 1 << (int(writesGather)*slotWritesClasses + 1) // gathers of 32 KiB past the caches
+	for range 64 {
+		lead.begin(writesReduce, 32<<10) // through the first trial window
+	}
+	if w := lead.begin(writesReduce, 32<<10); w.through {
+		t.Error("a reduce took the gathers' mode")
+	}
+	for lead.classes[writesGather][1].ops < slotWritesWindow { // past the gathers' trials
+		lead.begin(writesGather, 32<<10)
+	}
+	if w := lead.begin(writesGather, 32<<10); !w.through {
+		t.Error("a gather did not take its own mode")
+	}
+	// A failed trial is not a measure.
+	for lead.classes[writesBroadcast][0].ops < 3 {
+		lead.begin(writesBroadcast, 16<<10)
+	}
+	w := lead.begin(writesBroadcast, 16<<10) // the second trial through the caches (op 4)
+	if w.trial == nil {
+		t.Fatal("op 4 of a class is not a trial")
+	}
+	if err := w.done(16<<10, context.Canceled); err != context.Canceled {
+		t.Fatalf("done returned %v, want the op's error", err)
+	}
+	if c := lead.classes[writesBroadcast][0]; c.cached != 0 {
+		t.Errorf("a failed trial recorded a cost of %v", c.cached)
+	}
 }
