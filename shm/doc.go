@@ -18,7 +18,10 @@
 // reduce-scatter, barrier) skip the slots: the data travels in the op span next to the phase
 // and the fingerprint, one exchange of cache lines. Large all-gathers, gathers, broadcasts and
 // all-reduces can skip them too, reading the peers' buffers with process_vm_readv (single copy,
-// off by default: singlecopy.go says when it pays).
+// off by default: singlecopy.go says when it pays). From 16 KiB, ranks write their slots
+// either through their caches or past them (non-temporal stores), whichever rank 0's periodic
+// trials found cheaper for that kind of collective and size (slotwrites.go): which one wins
+// depends on where the host runs the cores.
 //
 // Every op's first sync publishes its fingerprint (sequence, op, dtype, count, root, reduce op);
 // every rank checks every other's, so a mismatch is an error on every rank. While waiting, a
