@@ -78,10 +78,11 @@ func TestCLI(t *testing.T) {
 						keys = append(keys, k)
 					}
 					sort.Strings(keys)
-					assert.Equal(t, []string{"algbw_gbps", "busbw_gbps", "bytes", "count", "dtype", "nranks", "op", "time_us", "wrong"}, keys)
+					assert.Equal(t, []string{"algbw_gbps", "busbw_gbps", "bytes", "count", "dtype", "mean_us", "nranks", "op", "time_us", "wrong"}, keys)
 					assert.Equal(t, op, m["op"])
 					assert.EqualValues(t, 0, m["wrong"], "row %s", sc.Text())
 					assert.Greater(t, m["time_us"].(float64), 0.0)
+					assert.Greater(t, m["mean_us"].(float64), 0.0)
 					rows++
 				}
 				if op == "barrier" {

@@ -43,7 +43,10 @@ type Row struct {
 	NRanks int     `json:"nranks"`
 	Bytes  int64   `json:"bytes"`
 	Count  int64   `json:"count"`
-	TimeUs float64 `json:"time_us"`
+	TimeUs float64 `json:"time_us"` // median over the timed ops (slowest rank's)
+	// MeanUs is the mean over the timed ops (slowest rank's): it also counts the rare slow ops
+	// that the median leaves out (a preempted op, shm's periodic trials of its write modes).
+	MeanUs float64 `json:"mean_us"`
 	AlgBW  float64 `json:"algbw_gbps"`
 	BusBW  float64 `json:"busbw_gbps"`
 	Wrong  int64   `json:"wrong"`
@@ -304,6 +307,9 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, 
 	if row.TimeUs, err = maxOverRanks(ctx, pg, Median(times)); err != nil {
 		return row, err
 	}
+	if row.MeanUs, err = maxOverRanks(ctx, pg, mean(times)); err != nil {
+		return row, err
+	}
 	if cfg.Check {
 		if row.Wrong, err = check(ctx, pg, cfg, count); err != nil {
 			return row, err
@@ -353,6 +359,15 @@ func Median(xs []float64) float64 {
 		return (xs[n/2-1] + xs[n/2]) / 2
 	}
 	return xs[len(xs)/2]
+}
+
+// mean of xs (not empty).
+func mean(xs []float64) float64 {
+	sum := 0.0
+	for _, x := range xs {
+		sum += x
+	}
+	return sum / float64(len(xs))
 }
 
 // maxOverRanks is the largest v across the group (the slowest rank sets the time).
