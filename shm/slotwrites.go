@@ -27,7 +27,7 @@ import (
 // on hyperthreads. No fixed choice wins, so each group measures, per kind of collective (the
 // reductions, the gathers, reduce-scatter, broadcast) and size class of op:
 //
-//   - In every slotWritesWindow ops of a class, six in a row are trials: three through the
+//   - In every window of a class's ops (64, then 256), six in a row are trials: three through the
 //     caches, then three past them. The first of each three pays for the switch (it finds the
 //     slots where the other mode left them); the cheaper of the other two is the mode's cost
 //     (noise only adds). Every rank counts the ops of a class alike (collectives run in the
@@ -37,8 +37,8 @@ import (
 //     every cost, changes.
 //   - The other ops use the mode that won the trials: past the caches when the median ratio of
 //     the last few trials is below slotWritesMargin, through them when it is above 1 (between
-//     the two, the mode stays). The trials cost at most 3/slotWritesWindow of the ops at the
-//     slower mode's price.
+//     the two, the mode stays). The trials cost 3 ops a window at the slower mode's
+//     price (and a switch back).
 //   - A trial's cost is rank 0's whole op but the wait at its first sync, which is the peers
 //     arriving (their compute between ops), not the mode. Rank 0 measures and decides, and
 //     publishes the mode of each class in a word of its control block; the others read it when
@@ -51,8 +51,19 @@ import (
 // more than the choice could save).
 const slotWritesMinBytes = 16 << 10
 
-// slotWritesWindow is the number of ops of a class from one set of trials to the next.
-const slotWritesWindow = 64
+// slotWritesWindow is the number of ops of a class from one set of trials to the next: short
+// for a class's first slotWritesSettle ops, so that it finds its mode soon, then long, so that
+// the trials of the losing mode (3-5x dearer in the worst placement) cost little: 3 ops in 256
+// at 5x is ~5% of the time.
+func slotWritesWindow(ops uint64) uint64 {
+	if ops < slotWritesSettle {
+		return 64
+	}
+	return 256
+}
+
+// slotWritesSettle is a multiple of both windows, so that the trials stay at the same offsets.
+const slotWritesSettle = 512
 
 // slotWritesMargin: past the caches replaces through them only when the trials' median ratio is
 // below this (through the caches is the better mode on hyperthreads, and the mode noise should
@@ -155,7 +166,7 @@ func (s *slotWrites) begin(kind writeKind, n int) slotWrite {
 	c.ops++
 	// The class's first op takes the slots' page faults, so the trials start at its second.
 	const span = 1 + slotWritesTrialOps // per mode: a switch, then the measured ops
-	if o := int(c.ops%slotWritesWindow) - 2; o >= 0 && o < 2*span {
+	if o := int(c.ops%slotWritesWindow(c.ops)) - 2; o >= 0 && o < 2*span {
 		w := slotWrite{through: o >= span}
 		if s.lead && o%span != 0 {
 			w.trial, w.s, w.class, w.last = c, s, k, o == 2*span-1

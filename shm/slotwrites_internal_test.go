@@ -13,10 +13,10 @@ import (
 func TestSlotWritesTrials(t *testing.T) {
 	var word uint64 = 1 << 2 // class 2, [64 KiB, 128 KiB), is past the caches
 	s := slotWrites{modes: &word, lead: true}
-	for op := uint64(1); op <= 2*slotWritesWindow+8; op++ {
+	for op := uint64(1); op <= slotWritesSettle+2*256+8; op++ {
 		w := s.begin(writesReduce, 100<<10)
 		want, trial, last := true, false, false
-		switch op % slotWritesWindow {
+		switch op % slotWritesWindow(op) {
 		case 2:
 			want = false
 		case 3, 4:
@@ -127,7 +127,7 @@ func TestSlotWritesLeaderPublishes(t *testing.T) {
 	if word != 1<<1 {
 		t.Fatalf("modes word %b after past-the-caches won in class 1, want %b", word, 1<<1)
 	}
-	for i := 8; i <= slotWritesWindow+1; i++ {
+	for i := 8; i <= 64+1; i++ {
 		op("an op between trials", true, time.Second) // not trials: not measured
 	}
 	trials(time.Millisecond, time.Second) // ratios 0.001 and 1000: median 500
@@ -156,7 +156,7 @@ func TestSlotWritesKinds(t *testing.T) {
 	if w := lead.begin(writesReduce, 32<<10); w.through {
 		t.Error("a reduce took the gathers' mode")
 	}
-	for lead.classes[writesGather][1].ops < slotWritesWindow { // past the gathers' trials
+	for lead.classes[writesGather][1].ops < 64 { // past the gathers' trials
 		lead.begin(writesGather, 32<<10)
 	}
 	if w := lead.begin(writesGather, 32<<10); !w.through {
