@@ -73,8 +73,8 @@ const slotWritesMargin = 0.95
 // slotWritesTrialOps is how many ops of each mode a set of trials measures.
 const slotWritesTrialOps = 2
 
-// slotWritesPairs is how many recent sets of trials a class remembers.
-const slotWritesPairs = 3
+// slotWritesKept is how many recent sets of trials a class remembers.
+const slotWritesKept = 3
 
 // slotWritesClasses: class c holds ops of [16 KiB << c, 32 KiB << c); the last also all larger.
 const slotWritesClasses = 13
@@ -130,7 +130,7 @@ type trials struct {
 	through bool    // rank 0's choice
 	cached  float64 // cost per byte of this window's cheapest trial through the caches (0: none yet)
 	past    float64 // and past them
-	ratios  [slotWritesPairs]float64
+	ratios  [slotWritesKept]float64
 	filled  int
 	next    int
 }
@@ -236,8 +236,8 @@ func (c *trials) record(through bool, cost float64, last bool) {
 		return
 	}
 	c.ratios[c.next] = past / cached
-	c.next = (c.next + 1) % slotWritesPairs
-	c.filled = min(c.filled+1, slotWritesPairs)
+	c.next = (c.next + 1) % slotWritesKept
+	c.filled = min(c.filled+1, slotWritesKept)
 	switch m := median(c.ratios[:c.filled]); {
 	case m < slotWritesMargin:
 		c.through = true
@@ -248,7 +248,7 @@ func (c *trials) record(through bool, cost float64, last bool) {
 
 // median of a few ratios (a copy is sorted).
 func median(v []float64) float64 {
-	var buf [slotWritesPairs]float64
+	var buf [slotWritesKept]float64
 	s := buf[:copy(buf[:], v)]
 	slices.Sort(s)
 	if len(s)%2 == 1 {
