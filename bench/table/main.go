@@ -1,7 +1,11 @@
 // Command table turns benchmark JSON lines (from gccl bench --json and bench/peers) into Markdown
-// tables: per implementation and size, the best median over all passes, with the range. There is
-// one table per (op, dtype, ranks), in the order they first appear; a run of float32 all-reduce
-// at one rank count gives exactly one table.
+// tables: per implementation and size, the median over the passes of each pass's median time,
+// with the best and worst pass. On VMs whose speed changes from minute to minute the best pass
+// alone says more about the moment than about the implementation. When gccl ran beside one
+// peer, a last column counts the passes in which gccl was at least as fast, pairing the two
+// implementations' rows of each size in the order they came (bench/compare.sh interleaves them,
+// one pass of each in turn). There is one table per (op, dtype, ranks), in the order they first
+// appear; a run of float32 all-reduce at one rank count gives exactly one table.
 //
 //	bench/compare.sh 2 3 | go run ./bench/table
 //
@@ -13,8 +17,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,7 +34,17 @@ type row struct {
 	Wrong  int64   `json:"wrong"`
 }
 
-type cell struct{ best, worst float64 }
+// cell is one implementation's times at one size, one per pass, in the order they came.
+type cell struct{ times []float64 }
+
+func (c *cell) median() float64 {
+	t := slices.Clone(c.times)
+	slices.Sort(t)
+	if n := len(t); n%2 == 0 {
+		return (t[n/2-1] + t[n/2]) / 2
+	}
+	return t[len(t)/2]
+}
 
 // group is one table: the rows of one op, dtype and rank count.
 type group struct {
@@ -84,11 +98,10 @@ func main() {
 		}
 		c := g.cells[r.Impl][r.Bytes]
 		if c == nil {
-			c = &cell{best: math.Inf(1)}
+			c = &cell{}
 			g.cells[r.Impl][r.Bytes] = c
 		}
-		c.best = math.Min(c.best, r.TimeUs)
-		c.worst = math.Max(c.worst, r.TimeUs)
+		c.times = append(c.times, r.TimeUs)
 		g.sizes[r.Bytes] = true
 		if r.Wrong > 0 {
 			if wrong[r.Impl] == 0 {
@@ -131,20 +144,53 @@ func (g *group) print() {
 	if g.dtype != "float32" {
 		dt = ", " + g.dtype
 	}
-	fmt.Printf("%d ranks%s: median time per %s in µs, best of the passes (range over passes)\n\n", g.nranks, dt, name)
-	fmt.Printf("| bytes | %s |\n", strings.Join(g.impls, " | "))
-	fmt.Printf("|---:|%s\n", strings.Repeat("---:|", len(g.impls)))
+	fmt.Printf("%d ranks%s: time per %s in µs, median over the passes (best–worst)\n\n", g.nranks, dt, name)
+	// With gccl and one peer, count gccl's wins pass by pass.
+	peer := ""
+	if len(g.impls) == 2 && slices.Contains(g.impls, "gccl") {
+		peer = g.impls[0]
+		if peer == "gccl" {
+			peer = g.impls[1]
+		}
+	}
+	fmt.Printf("| bytes | %s |", strings.Join(g.impls, " | "))
+	if peer != "" {
+		fmt.Printf(" gccl ≤ %s |", peer)
+	}
+	fmt.Printf("\n|---:|%s", strings.Repeat("---:|", len(g.impls)))
+	if peer != "" {
+		fmt.Print("---:|")
+	}
+	fmt.Println()
 	for _, s := range sz {
 		fmt.Printf("| %s |", human(s))
 		for _, im := range g.impls {
 			if c := g.cells[im][s]; c != nil {
-				fmt.Printf(" %s (%s–%s) |", num(c.best, 1), num(c.best, 0), num(c.worst, 0))
+				fmt.Printf(" %s (%s–%s) |", num(c.median(), 1), num(slices.Min(c.times), 1), num(slices.Max(c.times), 1))
 			} else {
 				fmt.Print(" – |")
 			}
 		}
+		if peer != "" {
+			fmt.Printf(" %s |", wins(g.cells["gccl"][s], g.cells[peer][s]))
+		}
 		fmt.Println()
 	}
+}
+
+// wins is "k of n": in k of the n passes both ran, gccl's time was at most the peer's.
+func wins(gccl, peer *cell) string {
+	if gccl == nil || peer == nil {
+		return "–"
+	}
+	n := min(len(gccl.times), len(peer.times))
+	k := 0
+	for i := range n {
+		if gccl.times[i] <= peer.times[i] {
+			k++
+		}
+	}
+	return fmt.Sprintf("%d of %d", k, n)
 }
 
 // num prints v with prec decimals, and sub-µs values (shared memory) with two significant
