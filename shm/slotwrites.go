@@ -186,7 +186,7 @@ func (w *slotWrite) copy(dst, src []byte) {
 	copy(dst, src)
 }
 
-// enter is g.enter for a piece of an op that writes in w's mode: the wait at the op's first sync
+// enterWriting is g.enter for a piece of an op that writes in w's mode: the wait at the op's first sync
 // is not the mode's cost, so a trial leaves it out.
 func (g *Group) enterWriting(ctx context.Context, op backends.Op, first bool, t touch, w *slotWrite) error {
 	if !first || w.trial == nil {
@@ -224,7 +224,7 @@ func (c *trials) record(through bool, cost float64, last bool) {
 	if through {
 		m = &c.past
 	}
-	if *m == 0 || cost < *m {
+	if cost > 0 && (*m == 0 || cost < *m) {
 		*m = cost
 	}
 	if !last {
@@ -232,7 +232,7 @@ func (c *trials) record(through bool, cost float64, last bool) {
 	}
 	cached, past := c.cached, c.past
 	c.cached, c.past = 0, 0
-	if cached <= 0 { // a trial through the caches failed: no ratio this time
+	if cached == 0 || past == 0 { // the trials of a mode failed: no ratio this time
 		return
 	}
 	c.ratios[c.next] = past / cached
