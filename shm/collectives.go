@@ -163,7 +163,7 @@ func (g *Group) reduce(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	}
 	n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
 	srcs := g.srcList()
-	w := g.writes.begin(writesReduce, len(ib))
+	w := g.writes.begin(writesReduce, len(ib), root <= 0)
 	if len(ib) <= min(smallAllReduceBytes, g.seg.l.slotBytes) {
 		b := g.nextBuf()
 		w.copy(g.seg.slot(r, b), ib)
@@ -244,7 +244,7 @@ func (g *Group) Broadcast(ctx context.Context, op backends.Op, buf *tensor.Tenso
 		if g.singleCopyFor(g.scLimits.move, len(bb)) {
 			return g.broadcastSingleCopy(ctx, op, bb)
 		}
-		w := g.writes.begin(writesBroadcast, len(bb))
+		w := g.writes.begin(writesBroadcast, len(bb), op.Root != 0)
 		err := pieces(len(bb), g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			t := touchSlots(b, pl, op.Root) // the others read the root's slot
@@ -291,7 +291,7 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	if g.singleCopyFor(g.scLimits.move, n*per) {
 		return g.gatherSingleCopy(ctx, op, ib, ob, root)
 	}
-	w := g.writes.begin(writesGather, per)
+	w := g.writes.begin(writesGather, per, root <= 0)
 	err := pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
 		w.copy(g.seg.slot(r, b), ib[off:off+pl])
@@ -391,7 +391,7 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 			return reduceInlined(op, ob, srcs)
 		}
 		q := g.pieceSize(op.DType.Size(), n)
-		w := g.writes.begin(writesReduceScatter, len(ib))
+		w := g.writes.begin(writesReduceScatter, len(ib), true)
 		err := pieces(per, q, func(off, pl int, first bool) error {
 			b := g.nextBuf()
 			slot := g.seg.slot(r, b)

@@ -45,7 +45,7 @@ const (
 	ctrlPid   = 2 * line    // int64: the rank's pid (liveness)
 	ctrlSleep = ctrlPid + 8 // uint32: peers sleeping on a word this rank advances (futex.go)
 	ctrlAbort = 3 * line    // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
-	// uint64, rank 0's only: how the group writes its slots, one bit per size class (slotwrites.go)
+	// uint64, rank 0's only: how the group writes its slots, a bit per kind and size (slotwrites.go)
 	ctrlWrites = ctrlAbort + 8
 )
 

@@ -40,7 +40,8 @@ import (
 //     the two, the mode stays). The trials cost 3 ops a window at the slower mode's
 //     price (and a switch back).
 //   - A trial's cost is rank 0's whole op but the wait at its first sync, which is the peers
-//     arriving (their compute between ops), not the mode. Rank 0 measures and decides, and
+//     arriving (their compute between ops), not the mode. Only ops in which rank 0 reads what
+//     the others wrote count (in a rooted op whose root is another rank, rank 0 only writes). Rank 0 measures and decides, and
 //     publishes the mode of each class in a word of its control block; the others read it when
 //     an op starts. (Every rank uses the mode rank 0 chose: a slot holds the same bytes either
 //     way, so a rank that reads the word a moment late is only slower, not wrong.)
@@ -152,8 +153,10 @@ var opClock = time.Now()
 func sinceClock() time.Duration { return time.Since(opClock) }
 
 // begin picks the mode of an op of kind that writes n bytes into slots (in all, over its
-// pieces) and, for a trial on rank 0, starts its clock.
-func (s *slotWrites) begin(kind writeKind, n int) slotWrite {
+// pieces) and, for a trial on rank 0, starts its clock. leadReads says whether rank 0 reads
+// what the others wrote in this op (a rooted op's root reads, its other ranks only write): only
+// then does its time measure the mode.
+func (s *slotWrites) begin(kind writeKind, n int, leadReads bool) slotWrite {
 	if n < slotWritesMinBytes || s.setting == ntNever {
 		return slotWrite{}
 	}
@@ -168,7 +171,7 @@ func (s *slotWrites) begin(kind writeKind, n int) slotWrite {
 	const span = 1 + slotWritesTrialOps // per mode: a switch, then the measured ops
 	if o := int(c.ops%slotWritesWindow(c.ops)) - 2; o >= 0 && o < 2*span {
 		w := slotWrite{through: o >= span}
-		if s.lead && o%span != 0 {
+		if s.lead && leadReads && o%span != 0 {
 			w.trial, w.s, w.class, w.last = c, s, k, o == 2*span-1
 			w.start = sinceClock()
 		}

@@ -14,7 +14,7 @@ func TestSlotWritesTrials(t *testing.T) {
 	var word uint64 = 1 << 2 // class 2, [64 KiB, 128 KiB), is past the caches
 	s := slotWrites{modes: &word, lead: true}
 	for op := uint64(1); op <= slotWritesSettle+2*256+8; op++ {
-		w := s.begin(writesReduce, 100<<10)
+		w := s.begin(writesReduce, 100<<10, true)
 		want, trial, last := true, false, false
 		switch op % slotWritesWindow(op) {
 		case 2:
@@ -33,10 +33,10 @@ func TestSlotWritesTrials(t *testing.T) {
 			t.Fatalf("op %d of 100 KiB measured in the wrong class", op)
 		}
 	}
-	if w := s.begin(writesReduce, 8<<10); w.trial != nil || w.through {
+	if w := s.begin(writesReduce, 8<<10, true); w.trial != nil || w.through {
 		t.Errorf("an 8 KiB op: through %v, measured %v; want cached and unmeasured", w.through, w.trial != nil)
 	}
-	s.begin(writesReduce, 1<<40)
+	s.begin(writesReduce, 1<<40, true)
 	if got := s.classes[writesReduce][slotWritesClasses-1].ops; got != 1 {
 		t.Errorf("after a 1 TiB op the last class counts %d ops, want 1", got)
 	}
@@ -87,10 +87,10 @@ func TestSlotWritesSetting(t *testing.T) {
 	always := slotWrites{setting: ntAlways, modes: &word, lead: true}
 	never := slotWrites{setting: ntNever, modes: &word, lead: true}
 	for range 4 {
-		if w := always.begin(writesReduce, 1<<20); !w.through || w.trial != nil {
+		if w := always.begin(writesReduce, 1<<20, true); !w.through || w.trial != nil {
 			t.Errorf("always: through %v, measured %v", w.through, w.trial != nil)
 		}
-		if w := never.begin(writesReduce, 1<<20); w.through || w.trial != nil {
+		if w := never.begin(writesReduce, 1<<20, true); w.through || w.trial != nil {
 			t.Errorf("never: through %v, measured %v", w.through, w.trial != nil)
 		}
 	}
@@ -106,7 +106,7 @@ func TestSlotWritesLeaderPublishes(t *testing.T) {
 	// op runs one op of the class on both ranks, rank 0's taking `took`, and checks the mode.
 	op := func(what string, through bool, took time.Duration) {
 		t.Helper()
-		w, f := lead.begin(writesReduce, n), follow.begin(writesReduce, n)
+		w, f := lead.begin(writesReduce, n, true), follow.begin(writesReduce, n, true)
 		if w.through != through || f.through != through || f.trial != nil {
 			t.Fatalf("%s: rank 0 through %v, other through %v (measured %v); want through %v", what, w.through, f.through, f.trial != nil, through)
 		}
@@ -143,7 +143,7 @@ func TestSlotWritesKinds(t *testing.T) {
 	var word uint64
 	lead := slotWrites{modes: &word, lead: true}
 	for range 3 {
-		lead.begin(writesGather, 32<<10)
+		lead.begin(writesGather, 32<<10, true)
 	}
 	if lead.classes[writesReduce][1].ops != 0 || lead.classes[writesGather][1].ops != 3 {
 		t.Fatalf("after 3 gathers of 32 KiB: reduce's class counts %d ops, gather's %d; want 0 and 3",
@@ -151,22 +151,22 @@ func TestSlotWritesKinds(t *testing.T) {
 	}
 	word = 1 << (int(writesGather)*slotWritesClasses + 1) // gathers of 32 KiB past the caches
 	for range 64 {
-		lead.begin(writesReduce, 32<<10) // through the first trial window
+		lead.begin(writesReduce, 32<<10, true) // through the first trial window
 	}
-	if w := lead.begin(writesReduce, 32<<10); w.through {
+	if w := lead.begin(writesReduce, 32<<10, true); w.through {
 		t.Error("a reduce took the gathers' mode")
 	}
 	for lead.classes[writesGather][1].ops < 64 { // past the gathers' trials
-		lead.begin(writesGather, 32<<10)
+		lead.begin(writesGather, 32<<10, true)
 	}
-	if w := lead.begin(writesGather, 32<<10); !w.through {
+	if w := lead.begin(writesGather, 32<<10, true); !w.through {
 		t.Error("a gather did not take its own mode")
 	}
 	// A failed trial is not a measure.
 	for lead.classes[writesBroadcast][0].ops < 3 {
-		lead.begin(writesBroadcast, 16<<10)
+		lead.begin(writesBroadcast, 16<<10, true)
 	}
-	w := lead.begin(writesBroadcast, 16<<10) // the second trial through the caches (op 4)
+	w := lead.begin(writesBroadcast, 16<<10, true) // the second trial through the caches (op 4)
 	if w.trial == nil {
 		t.Fatal("op 4 of a class is not a trial")
 	}
@@ -175,5 +175,21 @@ func TestSlotWritesKinds(t *testing.T) {
 	}
 	if c := lead.classes[writesBroadcast][0]; c.cached != 0 {
 		t.Errorf("a failed trial recorded a cost of %v", c.cached)
+	}
+}
+
+// In an op where rank 0 only writes (a rooted op whose root is another rank), its time says
+// nothing of the readers' cost: the trials still switch the mode on every rank, unmeasured.
+func TestSlotWritesUnmeasuredWhenLeadOnlyWrites(t *testing.T) {
+	var word uint64
+	lead := slotWrites{modes: &word, lead: true}
+	for op := uint64(1); op <= 8; op++ {
+		w := lead.begin(writesReduce, 32<<10, false)
+		if w.trial != nil {
+			t.Fatalf("op %d measured though rank 0 only writes", op)
+		}
+		if want := op%64 >= 5 && op%64 <= 7; w.through != want {
+			t.Fatalf("op %d: through %v, want %v (the trials' modes)", op, w.through, want)
+		}
 	}
 }
