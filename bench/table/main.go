@@ -17,6 +17,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -60,12 +61,15 @@ type groupKey struct {
 	nranks    int
 }
 
-func main() {
+func main() { render(os.Stdin, os.Stdout) }
+
+// render reads the JSON lines from in and writes the tables to out.
+func render(in io.Reader, out io.Writer) {
 	groups := map[groupKey]*group{}
 	var order []*group
 	wrong := map[string]int64{}
 	var wrongImpls []string
-	sc := bufio.NewScanner(os.Stdin)
+	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if !strings.HasPrefix(line, "{") {
@@ -112,12 +116,12 @@ func main() {
 	}
 	for i, g := range order {
 		if i > 0 {
-			fmt.Println()
+			fmt.Fprintln(out)
 		}
-		g.print()
+		g.print(out)
 	}
 	for _, im := range wrongImpls {
-		fmt.Printf("\nWARNING: %s reported %d wrong elements\n", im, wrong[im])
+		fmt.Fprintf(out, "\nWARNING: %s reported %d wrong elements\n", im, wrong[im])
 	}
 }
 
@@ -130,7 +134,7 @@ var opNames = map[string]string{
 	"barrier":       "barrier",
 }
 
-func (g *group) print() {
+func (g *group) print(out io.Writer) {
 	var sz []int64
 	for s := range g.sizes {
 		sz = append(sz, s)
@@ -144,7 +148,7 @@ func (g *group) print() {
 	if g.dtype != "float32" {
 		dt = ", " + g.dtype
 	}
-	fmt.Printf("%d ranks%s: time per %s in µs, median over the passes (best–worst)\n\n", g.nranks, dt, name)
+	fmt.Fprintf(out, "%d ranks%s: time per %s in µs, median over the passes (best–worst)\n\n", g.nranks, dt, name)
 	// With gccl and one peer, count gccl's wins pass by pass.
 	peer := ""
 	if len(g.impls) == 2 && slices.Contains(g.impls, "gccl") {
@@ -153,28 +157,28 @@ func (g *group) print() {
 			peer = g.impls[1]
 		}
 	}
-	fmt.Printf("| bytes | %s |", strings.Join(g.impls, " | "))
+	fmt.Fprintf(out, "| bytes | %s |", strings.Join(g.impls, " | "))
 	if peer != "" {
-		fmt.Printf(" gccl ≤ %s |", peer)
+		fmt.Fprintf(out, " gccl ≤ %s |", peer)
 	}
-	fmt.Printf("\n|---:|%s", strings.Repeat("---:|", len(g.impls)))
+	fmt.Fprintf(out, "\n|---:|%s", strings.Repeat("---:|", len(g.impls)))
 	if peer != "" {
-		fmt.Print("---:|")
+		fmt.Fprint(out, "---:|")
 	}
-	fmt.Println()
+	fmt.Fprintln(out)
 	for _, s := range sz {
-		fmt.Printf("| %s |", human(s))
+		fmt.Fprintf(out, "| %s |", human(s))
 		for _, im := range g.impls {
 			if c := g.cells[im][s]; c != nil {
-				fmt.Printf(" %s (%s–%s) |", num(c.median(), 1), num(slices.Min(c.times), 1), num(slices.Max(c.times), 1))
+				fmt.Fprintf(out, " %s (%s–%s) |", num(c.median(), 1), num(slices.Min(c.times), 1), num(slices.Max(c.times), 1))
 			} else {
-				fmt.Print(" – |")
+				fmt.Fprint(out, " – |")
 			}
 		}
 		if peer != "" {
-			fmt.Printf(" %s |", wins(g.cells["gccl"][s], g.cells[peer][s]))
+			fmt.Fprintf(out, " %s |", wins(g.cells["gccl"][s], g.cells[peer][s]))
 		}
-		fmt.Println()
+		fmt.Fprintln(out)
 	}
 }
 
