@@ -41,10 +41,11 @@ import (
 //     price (and a switch back).
 //   - A trial's cost is rank 0's whole op but the wait at its first sync, which is the peers
 //     arriving (their compute between ops), not the mode. Only ops in which rank 0 reads what
-//     the others wrote count (in a rooted op whose root is another rank, rank 0 only writes). Rank 0 measures and decides, and
-//     publishes the mode of each class in a word of its control block; the others read it when
-//     an op starts. (Every rank uses the mode rank 0 chose: a slot holds the same bytes either
-//     way, so a rank that reads the word a moment late is only slower, not wrong.)
+//     the others wrote count (in a rooted op whose root is another rank, rank 0 only writes).
+//     Rank 0 measures and decides, and publishes the mode of each class in a word of its
+//     control block; the others read it when an op starts. (Every rank uses the mode rank 0
+//     chose: a slot holds the same bytes either way, so a rank that reads the word a moment
+//     late is only slower, not wrong.)
 //
 // GCCL_SHM_NONTEMPORAL=auto (the default), always or never overrides the choice.
 
