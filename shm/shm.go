@@ -99,6 +99,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 	}
 	g.p2p.init(cfg.Size)
 	g.writes.modes, g.writes.lead = g.seg.ctrl(0, ctrlWrites), cfg.Rank == 0
+	g.writes.crowded = max(cfg.LocalSize, cfg.Size) > slotWritesMaxCrowding*wait.LocalCPUs()
 	return g, nil
 }
 

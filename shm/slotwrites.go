@@ -47,7 +47,17 @@ import (
 //     chose: a slot holds the same bytes either way, so a rank that reads the word a moment
 //     late is only slower, not wrong.)
 //
+// With more than slotWritesMaxCrowding ranks per core, auto writes through the caches: there a
+// rank is descheduled in the middle of its ops for as long as its core's other ranks run, and
+// the trials' costs swung with that (8 ranks on 2 cores, 512 KiB: through the caches 0.3-1.5
+// ns/byte from one set of trials to the next, against 0.48 in a steady run of them), so that the
+// choice flipped and went past the caches where that was 50% slower. At 2 ranks per core the
+// trials chose right in every band measured.
+//
 // GCCL_SHM_NONTEMPORAL=auto (the default), always or never overrides the choice.
+
+// slotWritesMaxCrowding is the most ranks per core at which auto measures (see above).
+const slotWritesMaxCrowding = 2
 
 // slotWritesMinBytes: smaller ops write through the caches, unmeasured (the clock would cost
 // more than the choice could save).
@@ -118,6 +128,7 @@ func parseNTSetting(v string) (ntSetting, error) {
 // slotWrites is a group's record of the trials (under opMu).
 type slotWrites struct {
 	setting ntSetting
+	crowded bool // more than slotWritesMaxCrowding ranks per core: auto writes through the caches
 	// modes is rank 0's word of modes, one bit per kind and class (kind*slotWritesClasses +
 	// class) set for "past the caches"; lead: this rank is rank 0, which measures and writes the
 	// word (the others only read it).
@@ -158,7 +169,7 @@ func sinceClock() time.Duration { return time.Since(opClock) }
 // what the others wrote in this op (a rooted op's root reads, its other ranks only write): only
 // then does its time measure the mode.
 func (s *slotWrites) begin(kind writeKind, n int, leadReads bool) slotWrite {
-	if n < slotWritesMinBytes || s.setting == ntNever {
+	if n < slotWritesMinBytes || s.setting == ntNever || (s.setting == ntAuto && s.crowded) {
 		return slotWrite{}
 	}
 	if s.setting == ntAlways {

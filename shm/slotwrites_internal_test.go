@@ -193,3 +193,19 @@ func TestSlotWritesUnmeasuredWhenLeadOnlyWrites(t *testing.T) {
 		}
 	}
 }
+
+// With too many ranks per core, auto writes through the caches and runs no trials; always still
+// writes past them.
+func TestSlotWritesCrowded(t *testing.T) {
+	var word uint64 = 1 << 1
+	auto := slotWrites{modes: &word, lead: true, crowded: true}
+	always := slotWrites{setting: ntAlways, modes: &word, lead: true, crowded: true}
+	for op := 1; op <= 8; op++ {
+		if w := auto.begin(writesReduce, 32<<10, true); w.through || w.trial != nil {
+			t.Fatalf("crowded auto, op %d: through %v, measured %v; want through the caches, unmeasured", op, w.through, w.trial != nil)
+		}
+		if w := always.begin(writesReduce, 32<<10, true); !w.through {
+			t.Fatalf("crowded always, op %d: through the caches", op)
+		}
+	}
+}

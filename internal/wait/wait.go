@@ -22,7 +22,7 @@ type Policy struct {
 // its own), else those this process may use. GCCL_SPIN_US and GCCL_YIELD_US override it.
 func NewPolicy(localRanks int) Policy {
 	p := Policy{Spin: 30 * time.Microsecond, Yield: 300 * time.Microsecond}
-	if localRanks > localCPUs() {
+	if localRanks > LocalCPUs() {
 		p = Policy{Spin: 0, Yield: 2 * time.Millisecond}
 	}
 	if v, err := strconv.Atoi(os.Getenv("GCCL_SPIN_US")); err == nil && v >= 0 {
@@ -34,8 +34,9 @@ func NewPolicy(localRanks int) Policy {
 	return p
 }
 
-// localCPUs is GCCL_LOCAL_CPUS if set (to a positive count), else runtime.NumCPU().
-func localCPUs() int {
+// LocalCPUs is the number of cores this host's ranks share: GCCL_LOCAL_CPUS if set (to a
+// positive count), else runtime.NumCPU().
+func LocalCPUs() int {
 	if v, err := strconv.Atoi(os.Getenv("GCCL_LOCAL_CPUS")); err == nil && v > 0 {
 		return v
 	}
