@@ -54,7 +54,7 @@ both = [json.loads(l)["step_ms"] for l in open(sys.argv[3])]  # two TP=1 at once
 h, layers, kv, inter, vocab = 2048, 8, 8 * 2048 // 16, 5632, 32000
 gb = 4 * (layers * (h * (2 * h + 2 * kv) + 3 * h * inter) + vocab * h) / 1e9
 print(f"weights read per token: {gb:.2f} GB")
-print("| pass | TP=1 ms/step | TP=2 ms/step | speed-up | TP=2 all-reduce share | read GB/s, 2 threads | TP=2 floor ms | bound | two TP=1 at once, ms/step | bound from them | TP=2 / that bound |")
+print("| pass | TP=1 ms/step | TP=2 ms/step | speed-up | TP=2 all-reduce share, rank 0 / 1 | read GB/s, 2 threads | TP=2 floor ms | bound | two TP=1 at once, ms/step | bound from them | TP=2 / that bound |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 ratios = []
 for i in range(0, len(runs) - 1, 2):
@@ -65,7 +65,7 @@ for i in range(0, len(runs) - 1, 2):
     floor = 1000 * gb / bw[i // 2]
     pair = both[i : i + 2]  # the pass's two decoders at once: the slower sets TP=2's pace
     shared = 2 * one["step_ms"] / max(pair)
-    print(f"| {i//2+1} | {one['step_ms']:.1f} | {two['step_ms']:.1f} | {r:.2f}x | {100*two['allreduce_share']:.1f}% | {bw[i // 2]:.1f} | {floor:.1f} | {one['step_ms'] / floor:.2f}x "
+    print(f"| {i//2+1} | {one['step_ms']:.1f} | {two['step_ms']:.1f} | {r:.2f}x | {' / '.join(f'{100*v:.1f}%' for v in two['allreduce_shares'])} | {bw[i // 2]:.1f} | {floor:.1f} | {one['step_ms'] / floor:.2f}x "
           f"| {pair[0]:.1f} / {pair[1]:.1f} | {shared:.2f}x | {100 * r / shared:.0f}% |")
 best1 = min(r["step_ms"] for r in runs if r["tp"] == 1)
 best2 = min(r["step_ms"] for r in runs if r["tp"] == 2)

@@ -15,12 +15,13 @@ import (
 )
 
 type tpResult struct {
-	TP             int       `json:"tp"`
-	Tokens         []int     `json:"tokens"`
-	TokensPerS     float64   `json:"tokens_per_s"`
-	StepMS         float64   `json:"step_ms"`
-	AllReduceShare float64   `json:"allreduce_share"`
-	Logits         []float32 `json:"logits"`
+	TP              int       `json:"tp"`
+	Tokens          []int     `json:"tokens"`
+	TokensPerS      float64   `json:"tokens_per_s"`
+	StepMS          float64   `json:"step_ms"`
+	AllReduceShare  float64   `json:"allreduce_share"`
+	AllReduceShares []float64 `json:"allreduce_shares"`
+	Logits          []float32 `json:"logits"`
 }
 
 // tiny is the agreement test's model: 8 heads over 4 kv heads, so tp 1, 2 and 4 all divide.
@@ -46,12 +47,17 @@ func TestTPInferAgreement(t *testing.T) {
 		assert.Len(t, r.Tokens, 8)
 		assert.Positive(t, r.TokensPerS)
 		assert.Positive(t, r.StepMS)
+		if assert.Len(t, r.AllReduceShares, n, "one share per rank") {
+			assert.Equal(t, r.AllReduceShare, r.AllReduceShares[0], "allreduce_share is rank 0's")
+		}
 		if n == 1 {
 			ref = r
 			assert.Zero(t, r.AllReduceShare, "one rank: no all-reduce")
 			continue
 		}
-		assert.Positive(t, r.AllReduceShare)
+		for rank, share := range r.AllReduceShares {
+			assert.True(t, share > 0 && share < 1, "tp=%d: rank %d's all-reduce share %v", n, rank, share)
+		}
 		assert.Equal(t, ref.Tokens, r.Tokens, "tp=%d", n)
 		assert.True(t, tensor.AllClose(tensor.FromSlice(ref.Logits), tensor.FromSlice(r.Logits), 1e-4, 1e-4), "tp=%d logits", n)
 	}

@@ -10,7 +10,7 @@
 //
 // Rank 0 prints the tokens, tokens/s, the time per decode step and the share of it spent in
 // all-reduce; with --json it ends with one JSON line with the keys tp, tokens, tokens_per_s,
-// step_ms and allreduce_share.
+// step_ms, allreduce_share and allreduce_shares (every rank's).
 package main
 
 import (
@@ -27,17 +27,21 @@ import (
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/dtensor/tp"
 	"github.com/gccl/gccl/mesh"
+	"github.com/gccl/gccl/tensor"
 	"github.com/gccl/gccl/tensor/safetensors"
 )
 
 type result struct {
-	TP             int       `json:"tp"`
-	Tokens         []int     `json:"tokens"`
-	TokensPerS     float64   `json:"tokens_per_s"`
-	StepMS         float64   `json:"step_ms"`
-	AllReduceShare float64   `json:"allreduce_share"`
-	PrefillMS      float64   `json:"prefill_ms"` // the prompt but its last token, in one batch
-	Logits         []float32 `json:"logits,omitempty"`
+	TP             int     `json:"tp"`
+	Tokens         []int   `json:"tokens"`
+	TokensPerS     float64 `json:"tokens_per_s"`
+	StepMS         float64 `json:"step_ms"`
+	AllReduceShare float64 `json:"allreduce_share"`
+	// AllReduceShares is every rank's share, in rank order (AllReduceShare is rank 0's): the time
+	// in all-reduce is mostly a rank waiting for the others, so the ranks' shares differ.
+	AllReduceShares []float64 `json:"allreduce_shares"`
+	PrefillMS       float64   `json:"prefill_ms"` // the prompt but its last token, in one batch
+	Logits          []float32 `json:"logits,omitempty"`
 }
 
 func main() {
@@ -83,7 +87,7 @@ func run() error {
 	flag.StringVar(&weights, "weights", "", "read the weights from this safetensors file (Hugging Face Llama names) instead of generating them")
 	flag.StringVar(&saveWeights, "save-weights", "", "rank 0 writes the generated weights to this safetensors file")
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
-	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: tp, tokens, tokens_per_s, step_ms, allreduce_share")
+	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: tp, tokens, tokens_per_s, step_ms, allreduce_share, allreduce_shares")
 	flag.BoolVar(&printLogits, "logits", false, "with --json, add the full logits of the last step (for checks)")
 	flag.BoolVar(&dryRun, "check-only", false, "load and shard the model, then exit")
 	flag.Parse()
@@ -191,6 +195,11 @@ func run() error {
 	res.StepMS = float64(decode) / float64(time.Millisecond) / float64(len(tokens))
 	res.TokensPerS = float64(len(tokens)) / decode.Seconds()
 	res.AllReduceShare = float64(model.Stats.AllReduceTime-arBefore) / float64(decode)
+	shares := tensor.New(tensor.Float64, n)
+	if err := pg.AllGather(ctx, shares, tensor.FromSlice([]float64{res.AllReduceShare})); err != nil {
+		return err
+	}
+	res.AllReduceShares = shares.Float64s()
 	if printLogits {
 		// The logits of the last step again, at its position: rerun it on a fresh cache.
 		if res.Logits, err = model.lastLogits(ctx, ids, tokens); err != nil {
@@ -203,7 +212,7 @@ func run() error {
 	fmt.Printf("tp=%d backend=%s hidden=%d layers=%d heads=%d kv-heads=%d vocab=%d\n", n, pg.Backend(), c.Hidden, c.Layers, c.Heads, c.KVHeads, c.Vocab)
 	fmt.Printf("tokens: %v\n", tokens)
 	fmt.Printf("prefill of %d tokens: %.3f ms\n", len(ids)-1, res.PrefillMS)
-	fmt.Printf("%.1f tokens/s, %.3f ms per decode step, %.1f%% of it in all-reduce\n", res.TokensPerS, res.StepMS, 100*res.AllReduceShare)
+	fmt.Printf("%.1f tokens/s, %.3f ms per decode step, %.1f%% of it in all-reduce (per rank: %s)\n", res.TokensPerS, res.StepMS, 100*res.AllReduceShare, percents(res.AllReduceShares))
 	if asJSON {
 		b, err := json.Marshal(res)
 		if err != nil {
@@ -212,4 +221,13 @@ func run() error {
 		fmt.Println(string(b))
 	}
 	return nil
+}
+
+// percents formats shares as "3.1% 4.2%".
+func percents(shares []float64) string {
+	parts := make([]string, len(shares))
+	for i, v := range shares {
+		parts[i] = fmt.Sprintf("%.1f%%", 100*v)
+	}
+	return strings.Join(parts, " ")
 }
