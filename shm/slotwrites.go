@@ -151,10 +151,10 @@ type trials struct {
 // slotWrite is one op's mode and, in a trial on rank 0, its clock.
 type slotWrite struct {
 	through bool
-	trial   *trials // nil: not measured
-	s       *slotWrites
-	class   int  // the bit of its kind and class in the modes word
-	last    bool // the trials' last op: the mode is chosen after it
+	trial   *trials // nil: not measured (and modes, class unset)
+	modes   *uint64 // the group's modes word, which rank 0 updates after a trial
+	class   int     // the bit of its kind and class in the modes word
+	last    bool    // the trials' last op: the mode is chosen after it
 	start   time.Duration
 	waited  time.Duration
 }
@@ -184,7 +184,7 @@ func (s *slotWrites) begin(kind writeKind, n int, leadReads bool) slotWrite {
 	if o := int(c.ops%slotWritesWindow(c.ops)) - 2; o >= 0 && o < 2*span {
 		w := slotWrite{through: o >= span}
 		if s.lead && leadReads && o%span != 0 {
-			w.trial, w.s, w.class, w.last = c, s, k, o == 2*span-1
+			w.trial, w.modes, w.class, w.last = c, s.modes, k, o == 2*span-1
 			w.start = sinceClock()
 		}
 		return w
@@ -201,8 +201,8 @@ func (w *slotWrite) copy(dst, src []byte) {
 	copy(dst, src)
 }
 
-// enterWriting is g.enter for a piece of an op that writes in w's mode: the wait at the op's first sync
-// is not the mode's cost, so a trial leaves it out.
+// enterWriting is g.enter for a piece of an op that writes in w's mode: the wait at the op's
+// first sync is not the mode's cost, so a trial leaves it out.
 func (g *Group) enterWriting(ctx context.Context, op backends.Op, first bool, t touch, w *slotWrite) error {
 	if !first || w.trial == nil {
 		return g.enter(ctx, op, first, t)
@@ -223,11 +223,11 @@ func (w *slotWrite) done(n int, err error) error {
 	was := c.through
 	c.record(w.through, float64(sinceClock()-w.start-w.waited)/float64(n), w.last)
 	if c.through != was {
-		bits := atomic.LoadUint64(w.s.modes) &^ (1 << w.class)
+		bits := atomic.LoadUint64(w.modes) &^ (1 << w.class)
 		if c.through {
 			bits |= 1 << w.class
 		}
-		atomic.StoreUint64(w.s.modes, bits)
+		atomic.StoreUint64(w.modes, bits)
 	}
 	return nil
 }
