@@ -23,6 +23,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/gccl/gccl/internal/bench"
 )
 
 type row struct {
@@ -38,14 +40,7 @@ type row struct {
 // cell is one implementation's times at one size, one per pass, in the order they came.
 type cell struct{ times []float64 }
 
-func (c *cell) median() float64 {
-	t := slices.Clone(c.times)
-	slices.Sort(t)
-	if n := len(t); n%2 == 0 {
-		return (t[n/2-1] + t[n/2]) / 2
-	}
-	return t[len(t)/2]
-}
+func (c *cell) median() float64 { return bench.Median(slices.Clone(c.times)) }
 
 // group is one table: the rows of one op, dtype and rank count.
 type group struct {
