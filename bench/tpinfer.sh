@@ -15,6 +15,9 @@
 # time of their steps is what the two cores' memory gives one decoder each when both stream, so
 # twice TP=1's step over it bounds TP=2's speed-up with the very kernels TP=2 runs (a TP=2 rank
 # streams half the weights under the same contention), whatever the communication costs.
+# Before each pass it also measures where the host has put the two vCPUs (bench/placement: one
+# cache line's round trip between them, ~50 ns on hyperthreads of one core, ~120 ns within one
+# CCX, 450-1000 ns across CCDs), since the bands move every shm number.
 # Run it on a quiet machine (check uptime): the VM's noise moves single runs by 20-40%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +26,16 @@ TOKENS=${2:-48}
 make -s build >/dev/null
 mkdir -p bench/membw/bin
 cc -O2 -mavx2 -pthread -o bench/membw/bin/membw bench/membw/membw.c
+mkdir -p bench/placement/bin
+cc -O2 -mavx2 -pthread -o bench/placement/bin/placement bench/placement/placement.c
 model=(--hidden 2048 --layers 8 --heads 16 --kv-heads 8 --intermediate 5632 --vocab 32000 --new-tokens "$TOKENS" --json)
 results=$(mktemp)
 bandwidth=$(mktemp)
 together=$(mktemp)
-trap 'rm -f "$results" "$bandwidth" "$together"' EXIT
+placement=$(mktemp)
+trap 'rm -f "$results" "$bandwidth" "$together" "$placement"' EXIT
 for pass in $(seq "$PASSES"); do
+  bench/placement/bin/placement 1 | tail -1 | cut -d' ' -f1 >>"$placement"
   bench/membw/bin/membw 2 >>"$bandwidth"
   for tp in 1 2; do
     line=$(bin/gccl run --nproc-per-node "$tp" --backend shm -- bin/tpinfer "${model[@]}" 2>&1 | tail -1)
@@ -45,17 +52,18 @@ for pass in $(seq "$PASSES"); do
   rm -f "$together.0" "$together.1"
   echo "pass $pass: two TP=1 at once" >&2
 done
-python3 - "$results" "$bandwidth" "$together" <<'EOF'
+python3 - "$results" "$bandwidth" "$together" "$placement" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 bw = [float(l.split()[1]) for l in open(sys.argv[2])]  # GB/s with 2 threads
 both = [json.loads(l)["step_ms"] for l in open(sys.argv[3])]  # two TP=1 at once, 2 per pass
+trip = [int(l) for l in open(sys.argv[4])]  # ns, one cache line between the vCPUs, per pass
 # Weights read per token (float32): per layer q, k, v, o and the SwiGLU's three; the LM head.
 h, layers, kv, inter, vocab = 2048, 8, 8 * 2048 // 16, 5632, 32000
 gb = 4 * (layers * (h * (2 * h + 2 * kv) + 3 * h * inter) + vocab * h) / 1e9
 print(f"weights read per token: {gb:.2f} GB")
-print("| pass | TP=1 ms/step | TP=2 ms/step | speed-up | TP=2 all-reduce share, rank 0 / 1 | read GB/s, 2 threads | TP=2 floor ms | bound | two TP=1 at once, ms/step | bound from them | TP=2 / that bound |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| pass | vCPU round trip ns | TP=1 ms/step | TP=2 ms/step | speed-up | TP=2 all-reduce share, rank 0 / 1 | read GB/s, 2 threads | TP=2 floor ms | bound | two TP=1 at once, ms/step | bound from them | TP=2 / that bound |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 ratios = []
 for i in range(0, len(runs) - 1, 2):
     one, two = runs[i], runs[i + 1]
@@ -65,7 +73,7 @@ for i in range(0, len(runs) - 1, 2):
     floor = 1000 * gb / bw[i // 2]
     pair = both[i : i + 2]  # the pass's two decoders at once: the slower sets TP=2's pace
     shared = 2 * one["step_ms"] / max(pair)
-    print(f"| {i//2+1} | {one['step_ms']:.1f} | {two['step_ms']:.1f} | {r:.2f}x | {' / '.join(f'{100*v:.1f}%' for v in two['allreduce_shares'])} | {bw[i // 2]:.1f} | {floor:.1f} | {one['step_ms'] / floor:.2f}x "
+    print(f"| {i//2+1} | {trip[i // 2]} | {one['step_ms']:.1f} | {two['step_ms']:.1f} | {r:.2f}x | {' / '.join(f'{100*v:.1f}%' for v in two['allreduce_shares'])} | {bw[i // 2]:.1f} | {floor:.1f} | {one['step_ms'] / floor:.2f}x "
           f"| {pair[0]:.1f} / {pair[1]:.1f} | {shared:.2f}x | {100 * r / shared:.0f}% |")
 best1 = min(r["step_ms"] for r in runs if r["tp"] == 1)
 best2 = min(r["step_ms"] for r in runs if r["tp"] == 2)
