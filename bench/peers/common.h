@@ -52,6 +52,14 @@ static inline double peers_median(double* v, size_t n) {
   return 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* Mean of v[0..n). */
+static inline double peers_mean(const double* v, size_t n) {
+  double sum = 0.0;
+  if (n == 0) return 0.0;
+  for (size_t i = 0; i < n; i++) sum += v[i];
+  return sum / (double)n;
+}
+
 /* Debug aid (--verbose): distribution of the per-iteration times on stderr.
  * v must already be sorted (peers_median sorts it). */
 static inline void peers_print_dist(FILE* f, const char* impl, size_t bytes,
@@ -174,16 +182,17 @@ static inline double peers_bus_factor(const char* op, int nranks) {
 static inline void peers_print_row(FILE* f, const char* impl, const char* op,
                                    const char* dtype, int nranks,
                                    size_t bytes, size_t count,
-                                   double time_sec, long wrong) {
+                                   double time_sec, double mean_sec,
+                                   long wrong) {
   double algbw = time_sec > 0 ? (double)bytes / time_sec / 1e9 : 0.0;
   double busbw = algbw * peers_bus_factor(op, nranks);
   fprintf(f,
           "{\"op\":\"%s\",\"dtype\":\"%s\",\"nranks\":%d,"
-          "\"bytes\":%zu,\"count\":%zu,\"time_us\":%.3f,"
+          "\"bytes\":%zu,\"count\":%zu,\"time_us\":%.3f,\"mean_us\":%.3f,"
           "\"algbw_gbps\":%.6f,\"busbw_gbps\":%.6f,\"wrong\":%ld,"
           "\"impl\":\"%s\"}\n",
-          op, dtype, nranks, bytes, count, time_sec * 1e6, algbw, busbw,
-          wrong, impl);
+          op, dtype, nranks, bytes, count, time_sec * 1e6, mean_sec * 1e6,
+          algbw, busbw, wrong, impl);
   fflush(f);
 }
 
@@ -192,9 +201,9 @@ static inline void peers_print_row(FILE* f, const char* impl, const char* op,
  * allreduce convention). */
 static inline void peers_print_json(FILE* f, const char* impl, int nranks,
                                     size_t bytes, double time_sec,
-                                    long wrong) {
+                                    double mean_sec, long wrong) {
   peers_print_row(f, impl, "allreduce", "float32", nranks, bytes,
-                  bytes / sizeof(float), time_sec, wrong);
+                  bytes / sizeof(float), time_sec, mean_sec, wrong);
 }
 
 #endif /* GCCL_PEERS_COMMON_H */

@@ -272,8 +272,9 @@ int runRank(const Config& cfg) {
         t[i] = peers_now_sec() - t0;
       }
       if (cfg.rank == 0) {
+        double mean = peers_mean(t.data(), t.size());
         double med = peers_median(t.data(), t.size());
-        peers_print_json(stdout, implName(algo), cfg.nranks, bytes, med,
+        peers_print_json(stdout, implName(algo), cfg.nranks, bytes, med, mean,
                          wrong);
         if (cfg.verbose)
           peers_print_dist(stderr, implName(algo), bytes, t.data(), t.size());

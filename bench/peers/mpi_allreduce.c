@@ -21,7 +21,8 @@
  *   4. back-to-back calls (no barrier in between), each timed on its own;
  *      every rank takes the median of its own times, and the reported
  *      time is the largest of these medians (the slowest rank sets the
- *      time, as in `gccl bench`). Rank 0 prints one JSON line.
+ *      time, as in `gccl bench`); mean_us likewise is the largest of the
+ *      ranks' means (nccl-tests' and OSU's time: it counts every op). Rank 0 prints one JSON line.
  *      --rank0-time reports rank 0's median instead (the rule before the
  *      non-allreduce ops were added; for broadcast it only measures how
  *      fast the root can post its sends).
@@ -451,13 +452,15 @@ int main(int argc, char** argv) {
         times[i] = peers_now_sec() - t0;
       }
       {
-        double med = peers_median(times, (size_t)iters), t = med;
+        double mean = peers_mean(times, (size_t)iters);
+        double med = peers_median(times, (size_t)iters);
+        double mine[2] = {med, mean}, t[2] = {med, mean};
         if (!rank0_time)
-          MPI_Allreduce(&med, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+          MPI_Allreduce(mine, t, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         if (c.rank == 0) {
           char label[160];
           peers_print_row(stdout, impl, opname, dtype, c.nranks, bytes, count,
-                          t, wrong);
+                          t[0], t[1], wrong);
           if (verbose) {
             snprintf(label, sizeof label, "%s %s %s", impl, opname, dtype);
             peers_print_dist(stderr, label, bytes, times, (size_t)iters);
