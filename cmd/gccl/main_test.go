@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,6 +113,34 @@ func TestCLI(t *testing.T) {
 			}
 			assert.GreaterOrEqual(t, rows, 5, "one table row per size: %s", out)
 		}
+	})
+
+	// --verbose: per size, rank 0's distribution on stderr, its quantiles in order; stdout keeps
+	// only the JSON rows.
+	t.Run("bench/verbose_distribution", func(t *testing.T) {
+		cmd := exec.Command(bin, "bench", "--nproc", "2", "--max-bytes", "4K", "--iters", "50", "--json", "--verbose")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		require.NoError(t, err, "stderr: %s", stderr.String())
+		assert.Len(t, strings.Split(strings.TrimSpace(string(out)), "\n"), 4, "8 B to 4 KiB, JSON only on stdout: %s", out)
+		re := regexp.MustCompile(`^# gccl allreduce float32 bytes=(\d+) iters=50 min=([\d.]+) p10=([\d.]+) p50=([\d.]+) p90=([\d.]+) max=([\d.]+) us \(rank 0\)$`)
+		var sizes []string
+		for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+			m := re.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			sizes = append(sizes, m[1])
+			prev := 0.0
+			for _, q := range m[2:] {
+				v, err := strconv.ParseFloat(q, 64)
+				require.NoError(t, err)
+				assert.GreaterOrEqual(t, v, prev, "quantiles out of order in %q", line)
+				prev = v
+			}
+		}
+		assert.Equal(t, []string{"8", "64", "512", "4096"}, sizes, "one line per size: %s", stderr.String())
 	})
 
 	t.Run("bench/bad_flags", func(t *testing.T) {

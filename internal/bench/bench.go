@@ -34,6 +34,9 @@ type Config struct {
 	Warmup     int // default 5
 	Check      bool
 	JSON       bool
+	// Dist, if set, gets rank 0's distribution of its own op times per size (min, p10, p50,
+	// p90, max), one line each, as bench/peers' --verbose prints it.
+	Dist io.Writer
 }
 
 // Row is one line of results, with the keys of `gccl bench --json`.
@@ -303,12 +306,16 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, 
 		}
 		times[i] = float64(time.Since(base)-t0) / float64(time.Microsecond)
 	}
+	avg := mean(times)
 	var err error
 	if row.TimeUs, err = maxOverRanks(ctx, pg, Median(times)); err != nil {
 		return row, err
 	}
-	if row.MeanUs, err = maxOverRanks(ctx, pg, mean(times)); err != nil {
+	if row.MeanUs, err = maxOverRanks(ctx, pg, avg); err != nil {
 		return row, err
+	}
+	if cfg.Dist != nil && pg.Rank() == 0 {
+		printDist(cfg.Dist, cfg, int64(count)*int64(cfg.DType.Size()), times)
 	}
 	if cfg.Check {
 		if row.Wrong, err = check(ctx, pg, cfg, count); err != nil {
@@ -359,6 +366,14 @@ func Median(xs []float64) float64 {
 		return (xs[n/2-1] + xs[n/2]) / 2
 	}
 	return xs[len(xs)/2]
+}
+
+// printDist writes the distribution of sorted, one size's op times in µs: what a median
+// hides, such as a rank's op times alternating between short and long.
+func printDist(w io.Writer, cfg Config, bytes int64, sorted []float64) {
+	n := len(sorted)
+	fmt.Fprintf(w, "# gccl %s %s bytes=%d iters=%d min=%.2f p10=%.2f p50=%.2f p90=%.2f max=%.1f us (rank 0)\n",
+		cfg.Op, cfg.DType, bytes, n, sorted[0], sorted[n/10], sorted[n/2], sorted[n*9/10], sorted[n-1])
 }
 
 // mean of xs (not empty).
