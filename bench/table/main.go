@@ -11,11 +11,17 @@
 //
 // Lines without an "impl" key are gccl's (impl "gccl"); lines without "op" or "dtype" count as
 // allreduce and float32.
+//
+// With -mean the tables use each pass's mean op time ("mean_us", the time nccl-tests and OSU
+// report) instead of its median ("time_us"); lines without a mean are left out and counted.
+// The median of a pass hides how its ops' times spread: with more ranks than cores, a rank's
+// ops alternate between short and long, and the median lands on either.
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,13 +34,14 @@ import (
 )
 
 type row struct {
-	Impl   string  `json:"impl"`
-	Op     string  `json:"op"`
-	DType  string  `json:"dtype"`
-	NRanks int     `json:"nranks"`
-	Bytes  int64   `json:"bytes"`
-	TimeUs float64 `json:"time_us"`
-	Wrong  int64   `json:"wrong"`
+	Impl   string   `json:"impl"`
+	Op     string   `json:"op"`
+	DType  string   `json:"dtype"`
+	NRanks int      `json:"nranks"`
+	Bytes  int64    `json:"bytes"`
+	TimeUs float64  `json:"time_us"`
+	MeanUs *float64 `json:"mean_us"`
+	Wrong  int64    `json:"wrong"`
 }
 
 // cell is one implementation's times at one size, one per pass, in the order they came.
@@ -56,12 +63,18 @@ type groupKey struct {
 	nranks    int
 }
 
-func main() { render(os.Stdin, os.Stdout) }
+func main() {
+	useMean := flag.Bool("mean", false, "tabulate each pass's mean op time (mean_us), not its median (time_us)")
+	flag.Parse()
+	render(os.Stdin, os.Stdout, *useMean)
+}
 
-// render reads the JSON lines from in and writes the tables to out.
-func render(in io.Reader, out io.Writer) {
+// render reads the JSON lines from in and writes the tables to out, of each pass's median op
+// time, or of its mean with useMean.
+func render(in io.Reader, out io.Writer, useMean bool) {
 	groups := map[groupKey]*group{}
 	var order []*group
+	noMean := 0
 	wrong := map[string]int64{}
 	var wrongImpls []string
 	sc := bufio.NewScanner(in)
@@ -76,6 +89,14 @@ func render(in io.Reader, out io.Writer) {
 		}
 		if r.Impl == "" {
 			r.Impl = "gccl"
+		}
+		t := r.TimeUs
+		if useMean {
+			if r.MeanUs == nil {
+				noMean++
+				continue
+			}
+			t = *r.MeanUs
 		}
 		if r.Op == "" {
 			r.Op = "allreduce"
@@ -100,7 +121,7 @@ func render(in io.Reader, out io.Writer) {
 			c = &cell{}
 			g.cells[r.Impl][r.Bytes] = c
 		}
-		c.times = append(c.times, r.TimeUs)
+		c.times = append(c.times, t)
 		g.sizes[r.Bytes] = true
 		if r.Wrong > 0 {
 			if wrong[r.Impl] == 0 {
@@ -113,7 +134,10 @@ func render(in io.Reader, out io.Writer) {
 		if i > 0 {
 			fmt.Fprintln(out)
 		}
-		g.print(out)
+		g.print(out, useMean)
+	}
+	if noMean > 0 {
+		fmt.Fprintf(out, "\nNOTE: left out %d line(s) without mean_us\n", noMean)
 	}
 	for _, im := range wrongImpls {
 		fmt.Fprintf(out, "\nWARNING: %s reported %d wrong elements\n", im, wrong[im])
@@ -129,7 +153,7 @@ var opNames = map[string]string{
 	"barrier":       "barrier",
 }
 
-func (g *group) print(out io.Writer) {
+func (g *group) print(out io.Writer, useMean bool) {
 	var sz []int64
 	for s := range g.sizes {
 		sz = append(sz, s)
@@ -143,7 +167,11 @@ func (g *group) print(out io.Writer) {
 	if g.dtype != "float32" {
 		dt = ", " + g.dtype
 	}
-	fmt.Fprintf(out, "%d ranks%s: time per %s in µs, median over the passes (best–worst)\n\n", g.nranks, dt, name)
+	stat := ""
+	if useMean {
+		stat = " (each pass's mean)"
+	}
+	fmt.Fprintf(out, "%d ranks%s: time per %s in µs%s, median over the passes (best–worst)\n\n", g.nranks, dt, name, stat)
 	// With gccl and one peer, count gccl's wins pass by pass.
 	peer := ""
 	if len(g.impls) == 2 && slices.Contains(g.impls, "gccl") {
