@@ -4,7 +4,7 @@
 # to stdout. Turn them into a table with: go run ./bench/table
 #
 #   bench/compare.sh NRANKS [PASSES] [--backend gloo|shm] [--op OP] [--dtype DT]
-#                    [--min-bytes B] [--max-bytes B] > results.jsonl
+#                    [--min-bytes B] [--max-bytes B] [--fresh-input] > results.jsonl
 #
 # --backend gloo (default): gccl's gloo (TCP) backend against Gloo (TCP) and OpenMPI over TCP.
 # --backend shm: gccl's shared-memory backend against OpenMPI's shared-memory transport
@@ -15,9 +15,12 @@
 # --dtype: float32 (default) or bfloat16; Gloo only runs for float32.
 # --min-bytes/--max-bytes: the size range (default 8 to 64M, times 8 per step, plus the maximum),
 #   the same list for gccl bench and the peers.
+# --fresh-input: gccl and OpenMPI rewrite their input before each timed op (untimed), as a
+#   program's new data would be. Without it the ops reread an unchanged input, which a reader that
+#   copies straight from its peer's buffer (OpenMPI's CMA) finds in its own cache.
 set -euo pipefail
 usage() {
-  echo "usage: bench/compare.sh NRANKS [PASSES] [--backend gloo|shm] [--op OP] [--dtype DT] [--min-bytes B] [--max-bytes B]" >&2
+  echo "usage: bench/compare.sh NRANKS [PASSES] [--backend gloo|shm] [--op OP] [--dtype DT] [--min-bytes B] [--max-bytes B] [--fresh-input]" >&2
   exit 2
 }
 [[ $# -ge 1 && $1 != -* ]] || usage
@@ -28,8 +31,13 @@ if [[ $# -ge 1 && $1 != -* ]]; then
   PASSES=$1
   shift
 fi
-BACKEND=gloo OP=allreduce DTYPE=float32 MINB=8 MAXB=64M
+BACKEND=gloo OP=allreduce DTYPE=float32 MINB=8 MAXB=64M FRESH=()
 while [[ $# -gt 0 ]]; do
+  if [[ $1 == --fresh-input ]]; then
+    FRESH=(--fresh-input)
+    shift
+    continue
+  fi
   [[ $# -ge 2 ]] || usage
   case $1 in
     --backend) BACKEND=$2 ;;
@@ -47,6 +55,10 @@ case $BACKEND in
   *) echo "bench/compare.sh: --backend must be gloo or shm" >&2; exit 2 ;;
 esac
 case $OP in allreduce|allgather|reducescatter|broadcast|barrier) ;; *) usage ;; esac
+if [[ ${#FRESH[@]} -gt 0 && $BACKEND != shm ]]; then
+  echo "bench/compare.sh: --fresh-input needs --backend shm (the Gloo peer has no such option)" >&2
+  exit 2
+fi
 
 # The size list gccl bench walks for --min-bytes/--max-bytes/--step-factor 8 (min, min*8, ...,
 # and max when the series steps over it), for the peers.
@@ -73,12 +85,12 @@ ROOT=$(cd "$HERE/.." && pwd)
 for p in $(seq "$PASSES"); do
   echo "[compare] pass $p of $PASSES: gccl" >&2
   "$ROOT/bin/gccl" bench --backend "$BACKEND" --nproc "$NRANKS" --op "$OP" --dtype "$DTYPE" \
-    --min-bytes "$MINB" --max-bytes "$MAXB" --step-factor 8 --check --json
+    --min-bytes "$MINB" --max-bytes "$MAXB" --step-factor 8 --check --json "${FRESH[@]}"
   if [[ $BACKEND == gloo ]]; then
     echo "[compare] pass $p of $PASSES: gloo, openmpi" >&2
   else
     echo "[compare] pass $p of $PASSES: openmpi-shm" >&2
   fi
   GLOO_ALGOS=default MPI_VARIANTS=default MPI_TRANSPORT=$TRANSPORT PEERS_OPS=$OP \
-    PEERS_DTYPE=$DTYPE PEERS_SIZES=$PEER_SIZES bash "$HERE/peers/run.sh" "$NRANKS" "$WHAT"
+    PEERS_DTYPE=$DTYPE PEERS_SIZES=$PEER_SIZES PEERS_FRESH_INPUT=$((${#FRESH[@]})) bash "$HERE/peers/run.sh" "$NRANKS" "$WHAT"
 done

@@ -51,6 +51,10 @@
  *   --max-iters N      (default 100000)
  *   --no-check         skip verification (wrong = -1)
  *   --rank0-time       report rank 0's median, not the slowest rank's
+ *   --fresh-input      rewrite every cache line of the input before each timed
+ *                      op (untimed), as new data would be: without it the ops
+ *                      reread an unchanged input, which CMA's single copy
+ *                      finds in the reader's cache from the op before
  *   --verbose          per-size time distribution on stderr (rank 0)
  */
 #include <mpi.h>
@@ -78,7 +82,7 @@ static void usage(const char* argv0) {
           "[--op allreduce,allgather,reducescatter,broadcast,barrier] "
           "[--dtype float32|bfloat16] [--sizes LIST] [--target-sec S] "
           "[--min-iters N] [--max-iters N] [--no-check] [--rank0-time] "
-          "[--verbose]\n",
+          "[--fresh-input] [--verbose]\n",
           argv0);
 }
 
@@ -163,6 +167,13 @@ struct ctx {
 };
 
 /* count = total elements (nccl-tests' count). */
+/* --fresh-input: store every cache line's first byte of buf[0..n) back, so
+ * that the line is modified in this core's cache with the data unchanged. */
+static void rewrite(void* buf, size_t n) {
+  volatile unsigned char* p = buf;
+  for (size_t o = 0; o < n; o += 64) p[o] = p[o];
+}
+
 static void run_once(const struct ctx* c, enum op_kind op, int count) {
   const int blk = count / c->nranks;
   switch (op) {
@@ -281,6 +292,7 @@ int main(int argc, char** argv) {
   int check = 1;
   int verbose = 0;
   int rank0_time = 0;
+  int fresh_input = 0;
   int status = 0;
   size_t es, max_bytes = 0;
   struct ctx c;
@@ -297,6 +309,7 @@ int main(int argc, char** argv) {
       {"max-iters", required_argument, NULL, 'M'},
       {"no-check", no_argument, NULL, 'C'},
       {"rank0-time", no_argument, NULL, 'R'},
+      {"fresh-input", no_argument, NULL, 'F'},
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -329,6 +342,7 @@ int main(int argc, char** argv) {
       case 'M': max_iters = atol(optarg); break;
       case 'C': check = 0; break;
       case 'R': rank0_time = 1; break;
+      case 'F': fresh_input = 1; break;
       case 'v': verbose = 1; break;
       default:
         if (c.rank == 0) usage(argv[0]);
@@ -447,7 +461,10 @@ int main(int argc, char** argv) {
 
       /* 3. Timed: back-to-back, each iteration timed on its own. */
       for (long i = 0; i < iters; i++) {
-        double t0 = peers_now_sec();
+        double t0;
+        if (fresh_input) /* an all-gather's input is one rank's block */
+          rewrite(c.sendbuf, op == OP_ALLGATHER ? bytes / c.nranks : bytes);
+        t0 = peers_now_sec();
         run_once(&c, op, (int)count);
         times[i] = peers_now_sec() - t0;
       }

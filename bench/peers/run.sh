@@ -46,6 +46,8 @@
 #   PEERS_SIZES       comma separated byte sizes (default 8,64,...,16M,64M)
 #   PEERS_TIMEOUT     wall-clock limit per program run, seconds (default 600)
 #   PEERS_VERBOSE=1   per-size time distribution (min/p10/p50/p90/max) on stderr
+#   PEERS_FRESH_INPUT=1  OpenMPI rewrites its input before each timed op
+#                     (--fresh-input; gccl bench has the same flag)
 set -euo pipefail
 
 usage() {
@@ -143,6 +145,7 @@ run_mpi() {
   local extra_user=() tune=()
   [[ -n ${MPI_EXTRA:-} ]] && read -r -a extra_user <<<"$MPI_EXTRA"
   local mpiargs=(--op "$OPS" --dtype "$DTYPE")
+  [[ ${PEERS_FRESH_INPUT:-0} == 1 ]] && mpiargs+=(--fresh-input)
   local rc=0 t v extra impl base btl bind
   for t in "${TRANSPORTS[@]}"; do
     # pml ob1 in both cases: Debian's OpenMPI also ships the UCX pml, which

@@ -23,7 +23,7 @@ func benchCmd() *cobra.Command {
 		cpuProfile                            string
 		nproc, iters, warmup                  int
 		step                                  int64
-		check, asJSON, verbose                bool
+		check, asJSON, verbose, fresh         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -51,7 +51,7 @@ run and reports the number of wrong elements. Outside gccl run it starts --nproc
 				return err
 			}
 			cfg := bench.Config{Op: op, DType: dt, Reduce: red, MinBytes: lo, MaxBytes: hi, StepFactor: step,
-				Iters: iters, Warmup: warmup, Check: check, JSON: asJSON}
+				Iters: iters, Warmup: warmup, Check: check, JSON: asJSON, FreshInput: fresh}
 			if verbose {
 				cfg.Dist = os.Stderr
 			}
@@ -77,6 +77,7 @@ run and reports the number of wrong elements. Outside gccl run it starts --nproc
 	f.IntVar(&warmup, "warmup", 5, "untimed iterations per size")
 	f.BoolVar(&check, "check", false, "verify every element and report #wrong")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object per size")
+	f.BoolVar(&fresh, "fresh-input", false, "rewrite the input before each timed op (untimed), as new data would be, so that no reader finds it in its cache from the op before")
 	f.BoolVar(&verbose, "verbose", false, "also print rank 0's distribution of op times per size on stderr (min, p10, median, p90, max)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write each rank's CPU profile to FILE.<rank> (for go tool pprof)")
 	return cmd

@@ -143,6 +143,31 @@ func TestCLI(t *testing.T) {
 		assert.Equal(t, []string{"8", "64", "512", "4096"}, sizes, "one line per size: %s", stderr.String())
 	})
 
+	// --fresh-input: the inputs are rewritten before every timed op and the results stay right,
+	// for ops with and without an input, down to inputs shorter than a word.
+	t.Run("bench/fresh_input", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"--op", "allgather"},
+			{"--op", "broadcast"},
+			{"--op", "barrier"},
+			{"--op", "allreduce", "--dtype", "int8", "--min-bytes", "1"},
+		} {
+			cmd := exec.Command(bin, append([]string{"bench", "--nproc", "2", "--max-bytes", "64K", "--iters", "20", "--check", "--json", "--fresh-input"}, args...)...)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%v: %s", args, out)
+			rows := 0
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				var m map[string]any
+				require.NoError(t, json.Unmarshal([]byte(line), &m), "%v: line %q", args, line)
+				if args[1] != "barrier" {
+					assert.EqualValues(t, 0, m["wrong"], "%v: %s", args, line)
+				}
+				rows++
+			}
+			assert.GreaterOrEqual(t, rows, 1, "%v: %s", args, out)
+		}
+	})
+
 	t.Run("bench/bad_flags", func(t *testing.T) {
 		for _, args := range [][]string{
 			{"--op", "allsum"},

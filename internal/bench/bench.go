@@ -13,7 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gccl/gccl/comm"
 	"github.com/gccl/gccl/tensor"
@@ -34,6 +36,11 @@ type Config struct {
 	Warmup     int // default 5
 	Check      bool
 	JSON       bool
+	// FreshInput rewrites every cache line of the op's input before each timed op, outside
+	// the timed region, as a program's new data would be. Without it the ops reread an input
+	// that never changes, which a reader that copies straight from its peer's buffer (OpenMPI's
+	// CMA, gccl's single copy) finds in its own cache from the op before.
+	FreshInput bool
 	// Dist, if set, gets rank 0's distribution of its own op times per size (min, p10, p50,
 	// p90, max), one line each, as bench/peers' --verbose prints it.
 	Dist io.Writer
@@ -300,6 +307,9 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, 
 	times := make([]float64, iters)
 	base := time.Now()
 	for i := range times {
+		if cfg.FreshInput {
+			rewrite(b.in)
+		}
 		t0 := time.Since(base)
 		if err := runOnce(ctx, pg, cfg, b); err != nil {
 			return row, err
@@ -323,6 +333,20 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, 
 		}
 	}
 	return row, nil
+}
+
+// rewrite stores every cache line's first word of t (nil: none) back into it: the line is
+// then modified in this core's cache, as if just written, with the data unchanged. The stores
+// are atomic so that the compiler keeps them.
+func rewrite(t *tensor.Tensor) {
+	if t == nil {
+		return
+	}
+	raw := t.Bytes()
+	for o := 0; o+4 <= len(raw); o += 64 {
+		w := (*uint32)(unsafe.Pointer(&raw[o]))
+		atomic.StoreUint32(w, atomic.LoadUint32(w))
+	}
 }
 
 // settleTime is how long the ranks run the first size before measuring anything. They have
