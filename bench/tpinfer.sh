@@ -16,8 +16,9 @@
 # twice TP=1's step over it bounds TP=2's speed-up with the very kernels TP=2 runs (a TP=2 rank
 # streams half the weights under the same contention), whatever the communication costs.
 # Before each pass it also measures where the host has put the two vCPUs (bench/placement: one
-# cache line's round trip between them, ~50 ns on hyperthreads of one core, ~120 ns within one
-# CCX, 450-1000 ns across CCDs), since the bands move every shm number.
+# cache line's round trip between them; on the AMD EPYC VMs ~50 ns on hyperthreads of one core,
+# ~120 ns within one CCX, 450-1000 ns across CCDs, and the host moves them; on the Intel Xeon VMs
+# a steady 300-550 ns), since it moves every shm number. lscpu tells which machine it is.
 # Run it on a quiet machine (check uptime): the VM's noise moves single runs by 20-40%.
 set -euo pipefail
 cd "$(dirname "$0")/.."
