@@ -278,8 +278,8 @@ func (g *Group) Reduce(ctx context.Context, op backends.Op, in, out *tensor.Tens
 // gather copies every rank's in into out (rank order) on root, or on every rank when root < 0.
 func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root int) error {
 	n, r, per := g.cfg.Size, g.cfg.Rank, len(ib)
+	reads := root < 0 || r == root // this rank copies out (every rank, or the root)
 	if per <= inlineMax {
-		reads := root < 0 || r == root
 		if err := g.exchangeInline(ctx, op, ib, reads && per > headMax); err != nil || !reads {
 			return err
 		}
@@ -294,15 +294,21 @@ func (g *Group) gather(ctx context.Context, op backends.Op, ib, ob []byte, root 
 	w := g.writes.begin(writesGather, per, root <= 0)
 	err := pieces(per, g.pieceSize(op.DType.Size(), 1), func(off, pl int, first bool) error {
 		b := g.nextBuf()
-		w.copy(g.seg.slot(r, b), ib[off:off+pl])
+		if reads { // its own part goes to the output as it goes to the slot
+			w.tee(g.seg.slot(r, b), ob[r*per+off:r*per+off+pl], ib[off:off+pl])
+		} else {
+			w.copy(g.seg.slot(r, b), ib[off:off+pl])
+		}
 		if err := g.enterWriting(ctx, op, first, g.touchAllIfReading(b, pl, root), &w); err != nil {
 			return err
 		}
-		if root >= 0 && r != root {
+		if !reads {
 			return nil
 		}
 		for p := 0; p < n; p++ {
-			copy(ob[p*per+off:p*per+off+pl], g.seg.slot(p, b))
+			if p != r {
+				copy(ob[p*per+off:p*per+off+pl], g.seg.slot(p, b))
+			}
 		}
 		return nil
 	})

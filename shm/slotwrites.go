@@ -201,6 +201,20 @@ func (w *slotWrite) copy(dst, src []byte) {
 	copy(dst, src)
 }
 
+// teeChunk is the chunk in which tee copies: small enough that its second copy reads from L1.
+const teeChunk = 8 << 10
+
+// tee writes src into dst, a slot, in the op's mode, and into own through the caches, chunk by
+// chunk, so that src is read from memory once (the second copy finds each chunk in L1). own may
+// be src itself (an in-place all-gather).
+func (w *slotWrite) tee(dst, own, src []byte) {
+	for off := 0; off < len(src); off += teeChunk {
+		end := min(off+teeChunk, len(src))
+		w.copy(dst[off:end], src[off:end])
+		copy(own[off:end], src[off:end])
+	}
+}
+
 // enterWriting is g.enter for a piece of an op that writes in w's mode: the wait at the op's
 // first sync is not the mode's cost, so a trial leaves it out.
 func (g *Group) enterWriting(ctx context.Context, op backends.Op, first bool, t touch, w *slotWrite) error {
