@@ -316,15 +316,14 @@ func measure(ctx context.Context, pg *comm.ProcessGroup, cfg Config, count int, 
 		}
 		times[i] = float64(time.Since(base)-t0) / float64(time.Microsecond)
 	}
-	avg := mean(times)
 	var err error
 	if row.TimeUs, err = maxOverRanks(ctx, pg, Median(times)); err != nil {
 		return row, err
 	}
-	if row.MeanUs, err = maxOverRanks(ctx, pg, avg); err != nil {
+	if row.MeanUs, err = maxOverRanks(ctx, pg, mean(times)); err != nil {
 		return row, err
 	}
-	if cfg.Dist != nil && pg.Rank() == 0 {
+	if cfg.Dist != nil && pg.Rank() == 0 { // Median sorted times
 		printDist(cfg.Dist, cfg, int64(count)*int64(cfg.DType.Size()), times)
 	}
 	if cfg.Check {
