@@ -420,9 +420,10 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 	})
 }
 
-// AllToAll: every rank copies a piece of its block for each rank into a region of its slot;
-// each rank copies its region out of every slot. The number of pieces follows the largest block
-// any rank sends or receives, learned at the first sync.
+// AllToAll: every rank copies a piece of its block for each other rank into a region of its
+// slot; each rank copies its region out of every other slot, and its own block straight across.
+// The number of pieces follows the largest block any rank sends or receives, learned at the
+// first sync.
 func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
 	return g.run(func() error {
 		n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
@@ -440,13 +441,18 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 			a := min(lo+off, hi)
 			return a, min(a+q, hi)
 		}
+		// Our block for ourselves goes straight to the output, not through the slots (all-to-all
+		// never runs in place).
+		copy(ob[outOff[r]:outOff[r+1]], ib[inOff[r]:inOff[r+1]])
 		for k := 0; ; k++ {
 			off := k * q
 			b := g.nextBuf()
 			slot := g.seg.slot(r, b)
 			for p := 0; p < n; p++ {
-				lo, hi := clip(inOff[p], inOff[p+1], off)
-				copy(slot[p*q:], ib[lo:hi])
+				if p != r {
+					lo, hi := clip(inOff[p], inOff[p+1], off)
+					copy(slot[p*q:], ib[lo:hi])
+				}
 			}
 			if k == 0 {
 				all, err := g.beginExtra(ctx, op, opExtra{MaxBlock: int64(largest)})
@@ -460,8 +466,10 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 				return err
 			}
 			for p := 0; p < n; p++ {
-				lo, hi := clip(outOff[p], outOff[p+1], off)
-				copy(ob[lo:hi], g.seg.slot(p, b)[r*q:r*q+hi-lo])
+				if p != r {
+					lo, hi := clip(outOff[p], outOff[p+1], off)
+					copy(ob[lo:hi], g.seg.slot(p, b)[r*q:r*q+hi-lo])
+				}
 			}
 			if off+q >= largest {
 				return nil
