@@ -338,8 +338,8 @@ func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tens
 	})
 }
 
-// Scatter: the root copies every rank's part into a region of its slot; each rank copies its
-// region out. Up to inlineMax bytes in all, the root's op span carries them (exchangeInline).
+// Scatter: the root copies every other rank's part into a region of its slot, and its own
+// straight to its output; each other rank copies its region out. Up to inlineMax bytes in all, the root's op span carries them (exchangeInline).
 func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
 		ib, ob := bytesOf(in), bytesOf(out)
@@ -361,11 +361,18 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 		q := g.pieceSize(op.DType.Size(), n)
 		return pieces(per, q, func(off, pl int, first bool) error {
 			b := g.nextBuf()
-			if r == op.Root {
+			if r == op.Root { // the others' parts into the slot, ours straight across
 				slot := g.seg.slot(r, b)
 				for p := 0; p < n; p++ {
-					copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+					if p != r {
+						copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
+					}
 				}
+				if err := g.enter(ctx, op, first, touch{}); err != nil {
+					return err
+				}
+				copy(ob[off:off+pl], ib[r*per+off:r*per+off+pl])
+				return nil
 			}
 			if err := g.enter(ctx, op, first, touchRegion(b, r*q, pl, op.Root)); err != nil {
 				return err
