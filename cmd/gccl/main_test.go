@@ -106,8 +106,13 @@ func TestCLI(t *testing.T) {
 			require.NoError(t, err, "%s", out)
 			rows := 0
 			for _, line := range strings.Split(string(out), "\n") {
-				if f := strings.Fields(line); len(f) == 9 && !strings.HasPrefix(line, "#") {
-					assert.Equal(t, "0", f[8], "wrong count in %q", line)
+				if f := strings.Fields(line); len(f) == 10 && !strings.HasPrefix(line, "#") {
+					for _, col := range f[5:7] { // the median and the mean
+						v, err := strconv.ParseFloat(col, 64)
+						assert.NoError(t, err, "%q", line)
+						assert.Greater(t, v, 0.0, "time in %q", line)
+					}
+					assert.Equal(t, "0", f[9], "wrong count in %q", line)
 					rows++
 				}
 			}

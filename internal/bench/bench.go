@@ -1,5 +1,5 @@
 // Package bench measures collectives the way nccl-tests does: for each message size it times
-// back-to-back ops, reports the median time and the algorithm and bus bandwidths, and with
+// back-to-back ops, reports the median and the mean time and the algorithm and bus bandwidths, and with
 // Check verifies every element of a separate run.
 package bench
 
@@ -130,8 +130,8 @@ func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) 
 	es := int64(cfg.DType.Size())
 	if pg.Rank() == 0 && !cfg.JSON {
 		fmt.Fprintf(out, "# gccl bench: %s, %s, %s, %d ranks, backend %s\n", cfg.Op, cfg.DType, cfg.Reduce, n, pg.Backend())
-		fmt.Fprintf(out, "#%12s %12s %9s %14s %8s %12s %10s %10s %7s\n", "bytes", "count", "type", "op", "redop", "time(us)", "algbw", "busbw", "#wrong")
-		fmt.Fprintf(out, "#%12s %12s %9s %14s %8s %12s %10s %10s %7s\n", "", "(elements)", "", "", "", "(median)", "(GB/s)", "(GB/s)", "")
+		fmt.Fprintf(out, "#%12s %12s %9s %14s %8s %12s %12s %10s %10s %7s\n", "bytes", "count", "type", "op", "redop", "time(us)", "time(us)", "algbw", "busbw", "#wrong")
+		fmt.Fprintf(out, "#%12s %12s %9s %14s %8s %12s %12s %10s %10s %7s\n", "", "(elements)", "", "", "", "(median)", "(mean)", "(GB/s)", "(GB/s)", "")
 	}
 	var rows []Row
 	list := sizes(cfg.MinBytes, cfg.MaxBytes, cfg.StepFactor)
@@ -163,8 +163,8 @@ func Run(ctx context.Context, pg *comm.ProcessGroup, cfg Config, out io.Writer) 
 				if row.Wrong >= 0 {
 					wrong = strconv.FormatInt(row.Wrong, 10)
 				}
-				fmt.Fprintf(out, " %12d %12d %9s %14s %8s %12.2f %10.3f %10.3f %7s\n",
-					row.Bytes, row.Count, cfg.DType, cfg.Op, redopName(cfg), row.TimeUs, row.AlgBW, row.BusBW, wrong)
+				fmt.Fprintf(out, " %12d %12d %9s %14s %8s %12.2f %12.2f %10.3f %10.3f %7s\n",
+					row.Bytes, row.Count, cfg.DType, cfg.Op, redopName(cfg), row.TimeUs, row.MeanUs, row.AlgBW, row.BusBW, wrong)
 			}
 		}
 	}
