@@ -1,6 +1,6 @@
 // Package bench measures collectives the way nccl-tests does: for each message size it times
-// back-to-back ops, reports the median and the mean time and the algorithm and bus bandwidths, and with
-// Check verifies every element of a separate run.
+// back-to-back ops, reports the median and the mean time and the algorithm and bus bandwidths,
+// and with Check verifies every element of a separate run.
 package bench
 
 import (
