@@ -339,7 +339,8 @@ func (g *Group) Gather(ctx context.Context, op backends.Op, in, out *tensor.Tens
 }
 
 // Scatter: the root copies every other rank's part into a region of its slot, and its own
-// straight to its output; each other rank copies its region out. Up to inlineMax bytes in all, the root's op span carries them (exchangeInline).
+// straight to its output; each other rank copies its region out. Up to inlineMax bytes in all,
+// the root's op span carries them (exchangeInline).
 func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Tensor) error {
 	return g.run(func() error {
 		ib, ob := bytesOf(in), bytesOf(out)
