@@ -82,6 +82,7 @@ PEER_SIZES=$(IFS=,; echo "${SIZES[*]}")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 (cd "$ROOT" && go build -o bin/gccl ./cmd/gccl) >&2
+echo "[compare] machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(uname -r)" >&2
 for p in $(seq "$PASSES"); do
   echo "[compare] pass $p of $PASSES: gccl" >&2
   "$ROOT/bin/gccl" bench --backend "$BACKEND" --nproc "$NRANKS" --op "$OP" --dtype "$DTYPE" \

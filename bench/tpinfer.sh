@@ -53,6 +53,7 @@ for pass in $(seq "$PASSES"); do
   rm -f "$together.0" "$together.1"
   echo "pass $pass: two TP=1 at once" >&2
 done
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs, $(uname -r)"
 python3 - "$results" "$bandwidth" "$together" "$placement" <<'EOF'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
