@@ -28,11 +28,19 @@ type p2pMsg struct {
 	data []byte
 }
 
+// spareMax is the largest queue buffer a mailbox's receive side keeps for the next unexpected
+// message.
+const spareMax = 16 << 20
+
 // rxState is the receive side of one incoming mailbox.
 type rxState struct {
 	queued []*p2pMsg
-	hdr    [p2pHeader]byte
-	hdrN   int
+	// spare: a queue buffer handed back by a receive, for the next unexpected message. Ranks
+	// that send to each other at once (sendrecv) queue every message longer than the ring, and
+	// a fresh buffer each time cost its zeroing and the garbage collector's time.
+	spare []byte
+	hdr   [p2pHeader]byte
+	hdrN  int
 	// the message being read: into dst (a posted receive) or into an unexpected message
 	inMsg   bool
 	tag     int64
@@ -126,7 +134,7 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 				}
 				rx.dst, rx.matched, rx.unexp = want, true, nil
 			} else {
-				rx.unexp = &p2pMsg{tag: tag, data: make([]byte, size)}
+				rx.unexp = &p2pMsg{tag: tag, data: rx.buffer(size)}
 				rx.dst, rx.matched = rx.unexp.data, false
 			}
 		}
@@ -221,6 +229,7 @@ func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 				}
 				copy(b, m.data)
 				rx.queued = append(rx.queued[:i], rx.queued[i+1:]...)
+				rx.recycle(m.data)
 				done = true
 				return nil
 			}
@@ -237,6 +246,24 @@ func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 			return moved, done, err
 		})
 	})
+}
+
+// buffer returns a queue buffer of size bytes: the spare one if it is large enough.
+func (rx *rxState) buffer(size int) []byte {
+	if cap(rx.spare) >= size {
+		b := rx.spare[:size]
+		rx.spare = nil
+		return b
+	}
+	return make([]byte, size)
+}
+
+// recycle keeps b, a queue buffer whose message was received, as the spare if it is larger
+// than the spare (up to spareMax).
+func (rx *rxState) recycle(b []byte) {
+	if cap(b) > cap(rx.spare) && cap(b) <= spareMax {
+		rx.spare = b
+	}
 }
 
 func (rx *rxState) hasQueued(tag int64) bool {

@@ -636,23 +636,27 @@ func allToAllUnevenCase(dt tensor.DType, row, salt int) func(context.Context, *c
 }
 
 // sendRecvTagsCase: every rank sends three tagged messages to the next rank, which receives them
-// in reverse tag order.
+// in reverse tag order, so two wait at once for their receives; twice, so that a backend that
+// reuses the buffers of such messages is checked on its second round too.
 func sendRecvTagsCase(count, salt int) func(context.Context, *comm.ProcessGroup) error {
 	return func(ctx context.Context, pg *comm.ProcessGroup) error {
 		n, r := pg.Size(), pg.Rank()
 		next, prev := (r+1)%n, (r-1+n)%n
-		for tag := 0; tag < 3; tag++ {
-			if err := pg.Send(ctx, input(tensor.Float32, tensor.Sum, r, count, salt+tag), next, tag); err != nil {
-				return err
+		for round := range 2 {
+			s := salt + 10*round
+			for tag := 0; tag < 3; tag++ {
+				if err := pg.Send(ctx, input(tensor.Float32, tensor.Sum, r, count, s+tag), next, tag); err != nil {
+					return err
+				}
 			}
-		}
-		for tag := 2; tag >= 0; tag-- {
-			got := tensor.New(tensor.Float32, count)
-			if err := pg.Recv(ctx, got, prev, tag); err != nil {
-				return err
-			}
-			if err := expectBlocks(fmt.Sprintf("message with tag %d", tag), got, tensor.Float32, []int{prev}, count, salt+tag); err != nil {
-				return err
+			for tag := 2; tag >= 0; tag-- {
+				got := tensor.New(tensor.Float32, count)
+				if err := pg.Recv(ctx, got, prev, tag); err != nil {
+					return err
+				}
+				if err := expectBlocks(fmt.Sprintf("round %d, message with tag %d", round, tag), got, tensor.Float32, []int{prev}, count, s+tag); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
