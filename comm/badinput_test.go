@@ -1078,6 +1078,7 @@ func TestAsyncWait(t *testing.T) {
 	all := biResults(t, res)
 	if o, ok := biGet(t, res, all, 0, "wait_cancelled"); ok {
 		assert.True(t, o.Canceled, "want errors.Is(err, context.Canceled), got %q", o.Err)
+		assert.Contains(t, o.Err, "waiting for all_reduce #1 on group", "the error names the op it waited for")
 		assert.Less(t, o.Ms, int64(100), "Wait with a cancelled context must return at once")
 		if assert.NotNil(t, o.Done) {
 			assert.False(t, *o.Done, "the op is still running (rank 1 has not joined)")

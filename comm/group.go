@@ -95,7 +95,22 @@ type request struct {
 type Work struct {
 	done chan struct{}
 	err  error
-	desc string
+	// What the op is, for the error when a wait ends first: formatted only then, so that an
+	// async op on the fast path costs no formatting. group is "" until the op is issued.
+	kind  backends.OpKind
+	seq   uint64
+	group string
+}
+
+// describe names the op: its kind, its sequence number and group once issued.
+func (w *Work) describe() string {
+	switch {
+	case w.group != "":
+		return fmt.Sprintf("%s #%d on group %q", w.kind, w.seq, w.group)
+	case w.kind != 0:
+		return w.kind.String()
+	}
+	return "op"
 }
 
 // Wait blocks until the op completes or ctx ends. When ctx ends first it returns ctx's error
@@ -105,7 +120,7 @@ func (w *Work) Wait(ctx context.Context) error {
 	case <-w.done:
 		return w.err
 	case <-ctx.Done():
-		return fmt.Errorf("gccl: waiting for %s: %w (the op is still running)", w.desc, ctx.Err())
+		return fmt.Errorf("gccl: waiting for %s: %w (the op is still running)", w.describe(), ctx.Err())
 	}
 }
 
@@ -131,7 +146,7 @@ func (w *Work) Err() error {
 }
 
 func failedWork(err error) *Work {
-	w := &Work{done: make(chan struct{}), err: err, desc: "op"}
+	w := &Work{done: make(chan struct{}), err: err}
 	close(w.done)
 	return w
 }
@@ -316,13 +331,13 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
 
 // enqueue hands req to the group's worker and returns its Work.
 func (pg *ProcessGroup) enqueue(req *request) *Work {
-	req.work = &Work{done: make(chan struct{}), desc: req.op.Kind.String()}
+	req.work = &Work{done: make(chan struct{}), kind: req.op.Kind}
 	if _, err := pg.issue(req, false); err != nil {
 		req.work.err = err
 		close(req.work.done)
 		return req.work
 	}
-	req.work.desc = fmt.Sprintf("%s #%d on group %q", req.op.Kind, req.op.Seq, pg.name)
+	req.work.seq, req.work.group = req.op.Seq, pg.name
 	pg.mu.Lock()
 	pg.queue = append(pg.queue, req)
 	if !pg.worker {
