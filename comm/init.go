@@ -352,6 +352,7 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		store: store.WithPrefix(w.store, "pg/"+name),
 	}
 	pg.cond.L = &pg.mu
+	pg.idle.L = &pg.mu
 	w.nextGroupID++
 	pg.id = w.nextGroupID - 1
 	w.recorder.RegisterGroup(flightrecorder.GroupInfo{ID: pg.id, Name: name, Desc: desc, Ranks: ranks})
