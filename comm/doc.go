@@ -18,9 +18,10 @@
 // What comm does for every backend: it validates arguments before any byte moves
 // (ErrInvalidArgument names the op, the rank and the fix), runs each group's ops in the order
 // they were issued (synchronous ops on the caller's goroutine, asynchronous ones on a per-group
-// worker), bounds every op by the group's timeout (ErrTimeout, after which the group is aborted
-// so that no rank waits forever), records every op in the flight recorder, and lowers Avg and
-// PreMulSum to Sum so that backends implement only the plain reductions.
+// worker goroutine, started by the group's first asynchronous op and kept until Close), bounds
+// every op by the group's timeout (ErrTimeout, after which the group is aborted so that no rank
+// waits forever), records every op in the flight recorder, and lowers Avg and PreMulSum to Sum
+// so that backends implement only the plain reductions.
 //
 // An asynchronous op overlaps the caller's work only when the Go runtime has a processor to run
 // the worker on. With GOMAXPROCS=1 (what gccl run gives each rank when there are as many ranks
