@@ -362,6 +362,8 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 		q := g.pieceSize(op.DType.Size(), n)
 		return pieces(per, q, func(off, pl int, first bool) error {
 			b := g.nextBuf()
+			t := touchRegion(b, r*q, pl, op.Root)
+			src := g.seg.slot(op.Root, b)[r*q : r*q+pl]
 			if r == op.Root { // the others' parts into the slot, ours straight across
 				slot := g.seg.slot(r, b)
 				for p := 0; p < n; p++ {
@@ -369,16 +371,12 @@ func (g *Group) Scatter(ctx context.Context, op backends.Op, in, out *tensor.Ten
 						copy(slot[p*q:p*q+pl], ib[p*per+off:p*per+off+pl])
 					}
 				}
-				if err := g.enter(ctx, op, first, touch{}); err != nil {
-					return err
-				}
-				copy(ob[off:off+pl], ib[r*per+off:r*per+off+pl])
-				return nil
+				t, src = touch{}, ib[r*per+off:r*per+off+pl]
 			}
-			if err := g.enter(ctx, op, first, touchRegion(b, r*q, pl, op.Root)); err != nil {
+			if err := g.enter(ctx, op, first, t); err != nil {
 				return err
 			}
-			copy(ob[off:off+pl], g.seg.slot(op.Root, b)[r*q:r*q+pl])
+			copy(ob[off:off+pl], src)
 			return nil
 		})
 	})
