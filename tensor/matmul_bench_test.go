@@ -70,3 +70,50 @@ func BenchmarkSgemm(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGEMVRowBlocks times one matrix-vector product over a weight far beyond the caches
+// (512 MiB, [65536 2048] float32) done in one LinearInto call and in calls over blocks of rows,
+// on one thread, reporting the rate the weight is read at. A scheme that splits a decode step's
+// products into small blocks (to share them between ranks, say) pays the difference; BENCHMARKS.md
+// has the numbers.
+//
+//	go test -run '^$' -bench GEMVRowBlocks -benchtime 20x ./tensor/
+func BenchmarkGEMVRowBlocks(b *testing.B) {
+	be := currentBLAS()
+	if be.err != nil {
+		b.Fatal(be.err)
+	}
+	if be.lib != nil {
+		prev := be.lib.NumThreads()
+		be.lib.SetNumThreads(1)
+		defer be.lib.SetNumThreads(prev)
+	}
+	const rows, k = 65536, 2048
+	x, w, y := New(Float32, 1, k), New(Float32, rows, k), New(Float32, 1, rows)
+	x.Fill(0.5)
+	w.Fill(0.25)
+	for _, block := range []int{rows, 2048, 256, 32} {
+		b.Run(fmt.Sprintf("rows=%d", block), func(b *testing.B) {
+			var ys, ws []*Tensor
+			for lo := 0; lo < rows; lo += block {
+				yb, err := y.Narrow(1, lo, block)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wb, err := w.Narrow(0, lo, block)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ys, ws = append(ys, yb), append(ws, wb)
+			}
+			for b.Loop() {
+				for i := range ys {
+					if err := LinearInto(ys[i], x, ws[i], nil); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(rows*k*4)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}
