@@ -194,6 +194,16 @@ type DeviceGroup interface {
 	SupportsDevice(dev tensor.Device) bool
 }
 
+// EagerSender is implemented by a Group whose sends can finish before the peer receives (into
+// a buffer the peer reads later). comm then runs an asynchronous send on the caller's goroutine,
+// with no hand-off to the group's worker, when no op of the group is pending and SendFits says
+// the send would not wait; otherwise the worker runs it, as any other asynchronous op.
+type EagerSender interface {
+	// SendFits reports whether a Send of nbytes to peer, run now, would return without waiting
+	// for the peer. comm calls it only while no op runs on the group.
+	SendFits(peer, nbytes int) bool
+}
+
 // SharedMemory is implemented by a Group whose members can all map one piece of memory (shm):
 // what they write there the others read, with no collective in between (comm.SharedBuffer).
 type SharedMemory interface {

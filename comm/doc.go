@@ -18,7 +18,8 @@
 // What comm does for every backend: it validates arguments before any byte moves
 // (ErrInvalidArgument names the op, the rank and the fix), runs each group's ops in the order
 // they were issued (synchronous ops on the caller's goroutine, asynchronous ones on a per-group
-// worker goroutine, started by the group's first asynchronous op and kept until Close), bounds
+// worker goroutine, started by the group's first asynchronous op and kept until Close; an
+// asynchronous send the backend can buffer at once runs on the caller's goroutine), bounds
 // every op by the group's timeout (ErrTimeout, after which the group is aborted so that no rank
 // waits forever), records every op in the flight recorder, and lowers Avg and PreMulSum to Sum
 // so that backends implement only the plain reductions.

@@ -28,7 +28,8 @@ type ProcessGroup struct {
 	// recordedBackend prefixes flight-recorder profiling names: backendName, or for backend
 	// "auto" the backend it picked (shm, gloo), as PyTorch names the backend that runs the op.
 	recordedBackend string
-	posts           bool // the backend calls backends.Posted (backends.Poster)
+	posts           bool                 // the backend calls backends.Posted (backends.Poster)
+	eager           backends.EagerSender // the backend's, or nil: async sends that fit run at once
 	store           store.Store
 	timeout         time.Duration
 	ownsWorld       bool
@@ -89,6 +90,7 @@ type request struct {
 	seqs        [2]int64 // the group's collective and p2p counters just after the op was issued
 	record      uint64   // flight-recorder id, when issue recorded the op (recorded)
 	recorded    bool
+	eager       bool // an async send that runs at once if it can (see backends.EagerSender)
 	work        *Work
 }
 
@@ -169,8 +171,9 @@ func (req *request) setFREntry(e *frEntry) {
 	e.seqs, e.id, e.made = req.seqs, req.record, req.recorded
 }
 
-// issue assigns the op its sequence number and ticket and reports whether it may run now: it
-// is synchronous (sync) and its turn has come. Such an op on a backend that posts
+// issue assigns the op its sequence number and ticket and reports whether it may run now: its
+// turn has come, and it is synchronous (sync) or an eager send that the backend can finish at
+// once. Such an op on a backend that posts
 // (backends.Poster) is recorded by runNow, once the backend has posted this rank's part (see
 // deadlineCtx.Posted), when the peers no longer wait for this rank; any other op is recorded
 // here, started if it runs now.
@@ -190,7 +193,7 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 	req.ticket = pg.issued
 	pg.issued++
 	req.seqs = [2]int64{int64(pg.collSeq), int64(pg.p2pSeq)}
-	ready = sync && pg.turn.Load() == req.ticket
+	ready = pg.turn.Load() == req.ticket && (sync || req.eager && pg.eager.SendFits(req.op.Peer, req.in.NBytes()))
 	pg.mu.Unlock()
 	if !ready || !pg.posts {
 		var e frEntry
@@ -330,15 +333,23 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
 	return err
 }
 
-// enqueue hands req to the group's worker and returns its Work.
+// enqueue hands req to the group's worker and returns its Work; an eager send that can run now
+// runs on the caller's goroutine instead, and its Work is complete when enqueue returns.
 func (pg *ProcessGroup) enqueue(req *request) *Work {
 	req.work = &Work{done: make(chan struct{}), kind: req.op.Kind}
-	if _, err := pg.issue(req, false); err != nil {
+	ready, err := pg.issue(req, false)
+	if err != nil {
 		req.work.err = err
 		close(req.work.done)
 		return req.work
 	}
 	req.work.seq, req.work.group = req.op.Seq, pg.name
+	if ready {
+		req.work.err = pg.runNow(context.Background(), req)
+		close(req.work.done)
+		pg.finishTurn()
+		return req.work
+	}
 	pg.mu.Lock()
 	pg.queue = append(pg.queue, req)
 	if !pg.worker {

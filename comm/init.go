@@ -376,6 +376,7 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 	}
 	pg.backend = bg
 	_, pg.posts = bg.(backends.Poster)
+	pg.eager, _ = bg.(backends.EagerSender)
 	// Flight-recorder entries name the backend that moves the bytes: backend "auto" records as
 	// shm or gloo when it picked one of them.
 	pg.recordedBackend = backendName

@@ -654,12 +654,16 @@ func (pg *ProcessGroup) Send(ctx context.Context, t *tensor.Tensor, dst, tag int
 	return pg.execute(ctx, &req)
 }
 
-// SendAsync issues Send and returns at once (torch's isend).
+// SendAsync issues Send and returns at once (torch's isend). When no op of the group is pending
+// and the backend can take the whole message without waiting for dst (shm, when the message fits
+// the mailbox to dst), the send is done before SendAsync returns: its Work is complete, and t may
+// be reused at once. Otherwise the group's worker sends it, after the ops issued before it.
 func (pg *ProcessGroup) SendAsync(t *tensor.Tensor, dst, tag int) *Work {
 	req := new(request)
 	if err := pg.p2pReq(req, backends.OpSend, t, dst, tag); err != nil {
 		return failedWork(err)
 	}
+	req.eager = pg.eager != nil
 	return pg.enqueue(req)
 }
 

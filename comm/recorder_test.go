@@ -2,6 +2,7 @@ package comm_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -177,4 +178,56 @@ func repeatedOpsChild(t *testing.T, backend string) {
 		assert.Equal(t, []string{y.DType().TorchName()}, e.InputDtypes, "all-reduce %d", i)
 		assert.Equal(t, flightrecorder.StateCompleted, e.State)
 	}
+}
+
+// An async send that shm can take at once is done when SendAsync returns, and recorded like any
+// send; one that must wait for its receiver, or one issued behind a pending op, is left to the
+// group's worker and done later, in order.
+func TestEagerSend(t *testing.T) {
+	if ranktest.Child(t) {
+		eagerSendChild(t)
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: time.Minute, Env: []string{"GCCL_TIMEOUT=20s"}})
+	ranktest.AssertExitedZero(t, res)
+}
+
+func eagerSendChild(t *testing.T) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Backend: "shm"})
+	require.NoError(t, err)
+	defer pg.Close()
+	small, large := tensor.New(tensor.Float32, 1024), tensor.New(tensor.Float32, 1<<20) // 4 KiB; 4 MiB, beyond the mailbox
+	if pg.Rank() == 1 {
+		time.Sleep(300 * time.Millisecond) // rank 0 issues all three sends meanwhile
+		first, last := tensor.New(tensor.Float32, 1024), tensor.New(tensor.Float32, 1024)
+		last.Fill(-1)
+		for _, x := range []*tensor.Tensor{first, large, last} {
+			require.NoError(t, pg.Recv(ctx, x, 0, 3))
+		}
+		assert.Equal(t, 7.0, first.Float64s()[1023], "the first message as it was sent")
+		assert.Equal(t, 5.0, large.Float64s()[1<<20-1])
+		assert.Equal(t, 0.0, last.Float64s()[0], "the last message as it was sent")
+		return
+	}
+	small.Fill(7)
+	large.Fill(5)
+	w := pg.SendAsync(small, 1, 3)
+	assert.True(t, w.IsCompleted(), "a send that fits the mailbox of an idle group is done at once")
+	small.Fill(0) // the message holds the 7s already
+	wl := pg.SendAsync(large, 1, 3)
+	ws := pg.SendAsync(small, 1, 3)
+	assert.False(t, wl.IsCompleted(), "a send beyond the mailbox waits for the receiver")
+	assert.False(t, ws.IsCompleted(), "a send behind a pending op waits for it")
+	require.NoError(t, ws.Wait(ctx))
+	assert.True(t, wl.IsCompleted(), "sends complete in issue order")
+	require.NoError(t, errors.Join(w.Err(), wl.Err()))
+	es := pg.Recorder().Snapshot().Entries
+	require.Len(t, es, 3)
+	for i, e := range es {
+		assert.Equal(t, "shm:send 0->1", e.ProfilingName, "entry %d", i)
+		assert.Equal(t, flightrecorder.StateCompleted, e.State, "entry %d", i)
+		assert.Equal(t, int64(i+1), e.P2PSeqID, "entry %d", i)
+	}
+	assert.Equal(t, [][]int64{{1024}}, es[0].InputSizes)
 }

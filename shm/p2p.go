@@ -162,6 +162,17 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 // p2pLate is what a send's or receive's peer failed to do when it timed out.
 const p2pLate = "did not take part: check that it posts the matching send or receive"
 
+// SendFits reports whether the mailbox to peer has room for a message of nbytes: Send then
+// writes it all at once (backends.EagerSender). Only this rank fills the mailbox, and no op runs
+// meanwhile, so the room can only grow before the Send.
+func (g *Group) SendFits(peer, nbytes int) bool {
+	if peer < 0 || peer >= g.cfg.Size || peer == g.cfg.Rank {
+		return false
+	}
+	head, tail, data := g.seg.mailbox(g.cfg.Rank, peer)
+	return p2pHeader+nbytes <= len(data)-int(atomic.LoadUint64(head)-atomic.LoadUint64(tail))
+}
+
 // Send streams a header and buf into the mailbox to op.Peer.
 func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {

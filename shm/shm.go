@@ -70,8 +70,9 @@ type Group struct {
 }
 
 var (
-	_ backends.Group  = (*Group)(nil)
-	_ backends.Poster = (*Group)(nil)
+	_ backends.Group       = (*Group)(nil)
+	_ backends.Poster      = (*Group)(nil)
+	_ backends.EagerSender = (*Group)(nil)
 )
 
 // CallsPosted: every op calls backends.Posted once it has posted this rank's part, before it

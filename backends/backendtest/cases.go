@@ -222,6 +222,7 @@ func cases(n int, large bool) []tcase {
 	if n > 1 {
 		add("send_recv/tags_reversed", sendRecvTagsCase(1001, next()))
 		add("send_recv/async_both_ways_1MiB", sendRecvAsyncCase(mib(tensor.Float32, 1), next()))
+		add("send_recv/async_sends_in_order", sendAsyncOrderCase(mib(tensor.Float32, 1), next()))
 		add("send_recv/bfloat16/n0", sendRecvTagsCase(0, next()))
 		if large {
 			// Larger than a socket's buffers: every send blocks until its receiver drains it,
@@ -676,6 +677,67 @@ func sendRecvAsyncCase(count, salt int) func(context.Context, *comm.ProcessGroup
 			return err
 		}
 		return expectBlocks("received", got, tensor.Float32, []int{prev}, count, salt)
+	}
+}
+
+// sendAsyncOrderCase: each even rank sends the next rank, with one tag, async messages of
+// mixed sizes (large: beyond shm's mailbox, so that it waits for its receiver), with an async
+// all-reduce among them; the odd rank receives them in order. Whatever a backend finishes at
+// once (backends.EagerSender) must not pass what was issued before it: once the last send is
+// done, every op issued before it on the group is done.
+func sendAsyncOrderCase(large, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		counts := []int{16, 16, large, 16, 3} // the all-reduce goes before the last
+		sum := tensor.New(tensor.Int64, 4)
+		sum.Fill(1)
+		var ar error
+		switch {
+		case r%2 == 0 && r+1 < n:
+			var ws []*comm.Work
+			var wa *comm.Work
+			for i, c := range counts {
+				if i == len(counts)-1 {
+					wa = pg.AllReduceAsync(sum, comm.Sum)
+				}
+				ws = append(ws, pg.SendAsync(input(tensor.Float32, tensor.Sum, r, c, salt+i), r+1, 5))
+			}
+			if err := ws[len(ws)-1].Wait(ctx); err != nil {
+				return err
+			}
+			for i, w := range append(ws[:len(ws)-1:len(ws)-1], wa) {
+				if !w.IsCompleted() {
+					return wrongf("the last send finished before op %d of the %d issued before it", i, len(ws))
+				}
+				if err := w.Err(); err != nil {
+					return err
+				}
+			}
+		case r%2 == 1:
+			for i, c := range counts {
+				if i == len(counts)-1 {
+					ar = pg.AllReduce(ctx, sum, comm.Sum)
+				}
+				got := tensor.New(tensor.Float32, c)
+				if err := pg.Recv(ctx, got, r-1, 5); err != nil {
+					return err
+				}
+				if err := expectBlocks(fmt.Sprintf("message %d of %d", i, len(counts)), got, tensor.Float32, []int{r - 1}, c, salt+i); err != nil {
+					return err
+				}
+			}
+		default: // the last of an odd number of ranks: the all-reduce only
+			ar = pg.AllReduce(ctx, sum, comm.Sum)
+		}
+		if ar != nil {
+			return ar
+		}
+		for i, v := range sum.Int64s() {
+			if v != int64(n) {
+				return wrongf("all-reduce element %d is %d, want %d", i, v, n)
+			}
+		}
+		return nil
 	}
 }
 
