@@ -7,6 +7,8 @@
  *   reducescatter  MPI_Reduce_scatter_block(sum), out-of-place
  *   broadcast      MPI_Bcast from root 0, in place
  *   barrier        MPI_Barrier (the synchronisation floor; bytes 0)
+ *   sendrecv       MPI_Isend to the next rank, MPI_Recv from the previous,
+ *                  MPI_Wait (what `gccl bench --op sendrecv` runs)
  *
  * for float32 (MPI_FLOAT, MPI_SUM) or bfloat16. MPI has no bfloat16 type:
  * bfloat16 data travels as MPI_UINT16_T, and the sum is a user-defined,
@@ -69,17 +71,17 @@
 #include "common.h"
 
 enum op_kind { OP_ALLREDUCE, OP_ALLGATHER, OP_REDUCESCATTER, OP_BROADCAST,
-               OP_BARRIER };
+               OP_BARRIER, OP_SENDRECV };
 static const char* const op_names[] = {"allreduce", "allgather",
                                        "reducescatter", "broadcast",
-                                       "barrier"};
+                                       "barrier", "sendrecv"};
 #define NOPS ((int)(sizeof(op_names) / sizeof(op_names[0])))
 #define MAX_OPS 16
 
 static void usage(const char* argv0) {
   fprintf(stderr,
           "usage: mpirun ... %s [--impl NAME] "
-          "[--op allreduce,allgather,reducescatter,broadcast,barrier] "
+          "[--op allreduce,allgather,reducescatter,broadcast,barrier,sendrecv] "
           "[--dtype float32|bfloat16] [--sizes LIST] [--target-sec S] "
           "[--min-iters N] [--max-iters N] [--no-check] [--rank0-time] "
           "[--fresh-input] [--verbose]\n",
@@ -195,6 +197,15 @@ static void run_once(const struct ctx* c, enum op_kind op, int count) {
     case OP_BARRIER:
       MPI_Barrier(MPI_COMM_WORLD);
       break;
+    case OP_SENDRECV: {
+      MPI_Request req;
+      MPI_Isend(c->sendbuf, count, c->dt, (c->rank + 1) % c->nranks, 0,
+                MPI_COMM_WORLD, &req);
+      MPI_Recv(c->recvbuf, count, c->dt, (c->rank - 1 + c->nranks) % c->nranks,
+               0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      MPI_Wait(&req, MPI_STATUS_IGNORE);
+      break;
+    }
   }
 }
 
@@ -206,9 +217,10 @@ static void fill_inputs(const struct ctx* c, enum op_kind op, size_t count) {
   switch (op) {
     case OP_ALLREDUCE:
     case OP_REDUCESCATTER:
+    case OP_SENDRECV:
       for (size_t i = 0; i < count; i++)
         store(c->sendbuf, i, peers_input_value(c->rank, i));
-      fill_const(c->recvbuf, op == OP_ALLREDUCE ? count : blk, -1.0f);
+      fill_const(c->recvbuf, op == OP_REDUCESCATTER ? blk : count, -1.0f);
       break;
     case OP_ALLGATHER:
       for (size_t i = 0; i < blk; i++)
@@ -254,6 +266,12 @@ static long count_wrong(const struct ctx* c, enum op_kind op, size_t count) {
     case OP_BROADCAST:
       for (size_t i = 0; i < count; i++)
         if (load(c->sendbuf, i) != representable(peers_input_value(0, i)))
+          wrong++;
+      break;
+    case OP_SENDRECV:
+      for (size_t i = 0; i < count; i++)
+        if (load(c->recvbuf, i) !=
+            representable(peers_input_value((c->rank - 1 + n) % n, i)))
           wrong++;
       break;
     case OP_BARRIER:
@@ -330,7 +348,7 @@ int main(int argc, char** argv) {
           if (c.rank == 0)
             fprintf(stderr,
                     "bad --op %s (allreduce, allgather, reducescatter, "
-                    "broadcast, barrier; comma separated)\n",
+                    "broadcast, barrier, sendrecv; comma separated)\n",
                     optarg);
           MPI_Abort(MPI_COMM_WORLD, 1);
         }

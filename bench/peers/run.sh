@@ -15,7 +15,8 @@
 #                     "shm" (impl openmpi-shm: --mca btl self,vader, or
 #                     self,sm on OpenMPI 5), or "both" (tcp, then shm).
 #   PEERS_OPS         ops for OpenMPI, comma separated (default "allreduce"):
-#                     allreduce, allgather, reducescatter, broadcast, barrier.
+#                     allreduce, allgather, reducescatter, broadcast, barrier,
+#                     sendrecv.
 #                     Gloo only measures allreduce: it is skipped when the
 #                     list has no allreduce.
 #   PEERS_DTYPE       float32 (default) or bfloat16 (OpenMPI only; gloo is
