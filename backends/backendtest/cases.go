@@ -680,7 +680,7 @@ func sendRecvAsyncCase(count, salt int) func(context.Context, *comm.ProcessGroup
 	}
 }
 
-// sendAsyncOrderCase: each even rank sends the next rank, with one tag, async messages of
+// sendAsyncOrderCase: each even rank sends to the next rank, with one tag, async messages of
 // mixed sizes (large: beyond shm's mailbox, so that it waits for its receiver), with an async
 // all-reduce among them; the odd rank receives them in order. Whatever a backend finishes at
 // once (backends.EagerSender) must not pass what was issued before it: once the last send is
