@@ -88,6 +88,8 @@ func TestMailboxSleepers(t *testing.T) {
 	defer seg.unmap()
 	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg, sleepers: seg.sleepers(0)}
 	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg, sleepers: seg.sleepers(1)}
+	sender.p2p.init(2)
+	receiver.p2p.init(2)
 	ready := func(s sleeper) bool { return atomic.LoadUint64(s.word) >= s.phase }
 
 	wokenBy(t, "receiver, empty ring", receiver.ringData(0), func() {
@@ -106,5 +108,10 @@ func TestMailboxSleepers(t *testing.T) {
 	// One byte is free now, and all 63 unread bytes are there to read.
 	if !ready(sender.ringSpace(1)) || !ready(receiver.ringData(0)) {
 		t.Fatal("a ring with both free space and unread bytes has an unsatisfied sleeper")
+	}
+	// The sender counts free space from the tail it last read: it must read it again to see the
+	// byte the receiver freed.
+	if n := sender.ringWrite(1, make([]byte, 2)); n != 1 {
+		t.Fatalf("ringWrite wrote %d bytes into the one the receiver freed", n)
 	}
 }

@@ -52,16 +52,28 @@ type rxState struct {
 
 type p2pState struct {
 	rx []rxState
+	// tails[p]: the tail of the mailbox to p as this rank last read it (it only grows)
+	tails []uint64
 }
 
-func (s *p2pState) init(n int) { s.rx = make([]rxState, n) }
+func (s *p2pState) init(n int) { s.rx, s.tails = make([]rxState, n), make([]uint64, n) }
+
+// room returns the free bytes of the mailbox to dst, whose head is h, counted from the tail as
+// this rank last read it, and reads the tail again only when that leaves less than need: the
+// tail is on a line the receiver writes, so reading it moves the line between the cores.
+func (g *Group) room(dst, need int, h uint64, tail *uint64, size int) int {
+	if free := size - int(h-g.p2p.tails[dst]); free >= need {
+		return free
+	}
+	g.p2p.tails[dst] = atomic.LoadUint64(tail)
+	return size - int(h-g.p2p.tails[dst])
+}
 
 // ringWrite copies as much of b as fits into the mailbox src->dst and returns how much.
 func (g *Group) ringWrite(dst int, b []byte) int {
 	head, tail, data := g.seg.mailbox(g.cfg.Rank, dst)
-	h, t := atomic.LoadUint64(head), atomic.LoadUint64(tail)
-	free := len(data) - int(h-t)
-	n := min(free, len(b))
+	h := atomic.LoadUint64(head)
+	n := min(g.room(dst, len(b), h, tail, len(data)), len(b))
 	if n <= 0 {
 		return 0
 	}
@@ -170,7 +182,8 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 		return false
 	}
 	head, tail, data := g.seg.mailbox(g.cfg.Rank, peer)
-	return p2pHeader+nbytes <= len(data)-int(atomic.LoadUint64(head)-atomic.LoadUint64(tail))
+	need := p2pHeader + nbytes
+	return need <= g.room(peer, need, atomic.LoadUint64(head), tail, len(data))
 }
 
 // Send streams a header and buf into the mailbox to op.Peer.
