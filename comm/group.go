@@ -149,10 +149,15 @@ func (w *Work) Err() error {
 }
 
 func failedWork(err error) *Work {
-	w := &Work{done: make(chan struct{}), err: err}
-	close(w.done)
-	return w
+	return &Work{done: closedDone, err: err}
 }
+
+// closedDone is the done channel of every Work complete when it is returned.
+var closedDone = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 // frEntry is what an op's flight-recorder entry is made from, and the entry once made.
 type frEntry struct {
@@ -335,20 +340,19 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
 // enqueue hands req to the group's worker and returns its Work; an eager send that can run now
 // runs on the caller's goroutine instead, and its Work is complete when enqueue returns.
 func (pg *ProcessGroup) enqueue(req *request) *Work {
-	req.work = &Work{done: make(chan struct{}), kind: req.op.Kind}
+	req.work = &Work{done: closedDone, kind: req.op.Kind}
 	ready, err := pg.issue(req, false)
 	if err != nil {
 		req.work.err = err
-		close(req.work.done)
 		return req.work
 	}
 	req.work.seq, req.work.group = req.op.Seq, pg.name
 	if ready {
 		req.work.err = pg.runNow(context.Background(), req)
-		close(req.work.done)
 		pg.finishTurn()
 		return req.work
 	}
+	req.work.done = make(chan struct{})
 	pg.mu.Lock()
 	pg.queue = append(pg.queue, req)
 	if !pg.worker {
