@@ -90,7 +90,6 @@ type request struct {
 	seqs        [2]int64 // the group's collective and p2p counters just after the op was issued
 	record      uint64   // flight-recorder id, when issue recorded the op (recorded)
 	recorded    bool
-	eager       bool // an async send that runs at once if it can (see backends.EagerSender)
 	work        *Work
 }
 
@@ -177,8 +176,8 @@ func (req *request) setFREntry(e *frEntry) {
 }
 
 // issue assigns the op its sequence number and ticket and reports whether it may run now: its
-// turn has come, and it is synchronous (sync) or an eager send that the backend can finish at
-// once. Such an op on a backend that posts (backends.Poster) is recorded by runNow, once the
+// turn has come, and it is synchronous (sync) or an async send that the backend can finish at
+// once (backends.EagerSender). Such an op on a backend that posts (backends.Poster) is recorded by runNow, once the
 // backend has posted this rank's part (see deadlineCtx.Posted), when the peers no longer wait
 // for this rank; any other op is recorded here, started if it runs now.
 func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
@@ -197,7 +196,7 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 	req.ticket = pg.issued
 	pg.issued++
 	req.seqs = [2]int64{int64(pg.collSeq), int64(pg.p2pSeq)}
-	ready = pg.turn.Load() == req.ticket && (sync || req.eager && pg.eager.SendFits(req.op.Peer, req.in.NBytes()))
+	ready = pg.turn.Load() == req.ticket && (sync || pg.sendsNow(req))
 	pg.mu.Unlock()
 	if !ready || !pg.posts {
 		var e frEntry
@@ -337,7 +336,13 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
 	return err
 }
 
-// enqueue hands req to the group's worker and returns its Work; an eager send that can run now
+// sendsNow reports whether req, an async op whose turn has come, is a send the backend can
+// finish at once.
+func (pg *ProcessGroup) sendsNow(req *request) bool {
+	return req.op.Kind == backends.OpSend && pg.eager != nil && pg.eager.SendFits(req.op.Peer, req.in.NBytes())
+}
+
+// enqueue hands req to the group's worker and returns its Work; an async send that can run now
 // runs on the caller's goroutine instead, and its Work is complete when enqueue returns.
 func (pg *ProcessGroup) enqueue(req *request) *Work {
 	req.work = &Work{done: closedDone, kind: req.op.Kind}

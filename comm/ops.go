@@ -663,7 +663,6 @@ func (pg *ProcessGroup) SendAsync(t *tensor.Tensor, dst, tag int) *Work {
 	if err := pg.p2pReq(req, backends.OpSend, t, dst, tag); err != nil {
 		return failedWork(err)
 	}
-	req.eager = pg.eager != nil
 	return pg.enqueue(req)
 }
 
