@@ -31,8 +31,8 @@ func benchCmd() *cobra.Command {
 		Long: `gccl bench times one collective at every size from --min-bytes to --max-bytes, multiplying by
 --step-factor, and prints per size: bytes, element count, dtype, reduce op, median and mean time
 (the mean is nccl-tests' time), and the algorithm and bus bandwidths (nccl-tests' formulas, from
-the median). --check verifies every element of a separate
-run and reports the number of wrong elements. Outside gccl run it starts --nproc ranks itself.`,
+the median). --check verifies every element of a separate run and reports the number of wrong
+elements. Outside gccl run it starts --nproc ranks itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dt, err := tensor.ParseDType(dtype)
