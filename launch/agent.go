@@ -134,7 +134,7 @@ func (cfg *Config) checkNodes() error {
 }
 
 // runAgent runs this node's part of a multi-node job: rendezvous, workers, restarts.
-func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), sigs <-chan os.Signal) (*Result, error) {
+func runAgent(ctx context.Context, cfg *Config, dumpDir string, sigs <-chan os.Signal) (*Result, error) {
 	a, err := newAgent(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -189,7 +189,6 @@ func runAgent(ctx context.Context, cfg *Config, dumpDir string, cleanup func(), 
 		failed := res.failed() || len(others) > 0 || cause != nil
 		if !failed || cfg.noRestart(ctx, res, gen) || (cause != nil && cause.Final) {
 			if !failed {
-				cleanup()
 				return res, nil
 			}
 			a.markEnded(gen)

@@ -197,6 +197,7 @@ func startLauncher(t *testing.T, workers string) (*exec.Cmd, []int, *bufio.Scann
 }
 
 func TestKilledLauncherLeavesNoWorker(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir()) // a killed launcher cannot remove its dump directory
 	launcher, pids, _ := startLauncher(t, "sleep")
 	for _, pid := range pids {
 		require.True(t, backends.ProcessAlive(pid))

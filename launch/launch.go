@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -265,6 +266,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
 	var sigs chan os.Signal
 	if cfg.ForwardSignals {
 		sigs = make(chan os.Signal, 8)
@@ -277,7 +279,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		defer cancel()
 	}
 	if cfg.multiNode() {
-		return runAgent(ctx, &cfg, dumpDir, cleanup, sigs)
+		return runAgent(ctx, &cfg, dumpDir, sigs)
 	}
 	var res *Result
 	var spec genSpec
@@ -311,7 +313,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if spec.dumpPrefix != "" {
 			res.Dumps = foundDumps(spec.dumpPrefix, 0, cfg.NProcs)
 		}
-		cleanup()
 		return res, nil
 	}
 	cfg.reportFailure(res, &spec, localFailures(&cfg, res), nil)
@@ -589,7 +590,8 @@ func runGeneration(ctx context.Context, cfg *Config, spec *genSpec, sigs <-chan 
 
 // prepareDumps picks the directory for the workers' flight-recorder dumps (one subdirectory per
 // attempt): "" when the environment sets a dump prefix already (the launcher then leaves dumps
-// alone); and a cleanup for a successful job.
+// alone); and the cleanup to run when the job ends, which removes a directory the launcher made
+// unless a worker wrote a dump in it.
 func prepareDumps(cfg *Config) (dir string, cleanup func(), err error) {
 	cleanup = func() {}
 	for _, kv := range append(os.Environ(), cfg.Env...) {
@@ -606,11 +608,30 @@ func prepareDumps(cfg *Config) (dir string, cleanup func(), err error) {
 		if dir, err = os.MkdirTemp("", "gccl-run-"); err != nil {
 			return "", cleanup, fmt.Errorf("launch: a directory for flight-recorder dumps: %w", err)
 		}
-		cleanup = func() { _ = os.RemoveAll(dir) }
+		cleanup = func() {
+			if holdsFile(dir) {
+				cfg.Logger.Info("launch: flight-recorder dumps kept in "+dir, "dir", dir)
+				return
+			}
+			_ = os.RemoveAll(dir)
+		}
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", cleanup, fmt.Errorf("launch: the dump directory: %w", err)
 	}
 	return dir, cleanup, nil
+}
+
+// holdsFile says whether the tree under dir holds a file.
+func holdsFile(dir string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			found = true
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return found
 }
 
 // requestDumps asks every worker of the job, on every node, to dump its flight recorder: a

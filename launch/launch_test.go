@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -106,6 +107,13 @@ func TestMain(m *testing.M) {
 		}
 		fmt.Println("launcher: job succeeded")
 		os.Exit(0)
+	case "dumpfail": // rank 1 writes a flight-recorder dump where the launcher says, then fails
+		if os.Getenv("RANK") == "1" {
+			_ = os.WriteFile(os.Getenv("GCCL_FR_DUMP_PREFIX")+"1", []byte("{}"), 0o644)
+			os.Exit(3)
+		}
+		time.Sleep(60 * time.Second)
+		os.Exit(0)
 	case "kill2":
 		if os.Getenv("RANK") == "2" {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
@@ -177,6 +185,27 @@ func TestRunReportsSignal(t *testing.T) {
 	assert.Equal(t, "killed", res.First.Signal)
 	assert.Contains(t, res.Err().Error(), "rank 2")
 	assert.Contains(t, res.Err().Error(), "killed")
+}
+
+// TestRunRemovesItsDumpDirectory: the directory the launcher makes for dumps goes away with the
+// job, successful or not, unless a worker wrote a dump in it.
+func TestRunRemovesItsDumpDirectory(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	for _, mode := range []string{"env", "fail1"} {
+		res, _, _, _ := run(t, mode, 2)
+		assert.Empty(t, res.Dumps, mode)
+		entries, err := os.ReadDir(tmp)
+		require.NoError(t, err)
+		assert.Empty(t, entries, "%s: the launcher left something behind", mode)
+	}
+
+	res, _, _, _ := run(t, "dumpfail", 2)
+	require.Error(t, res.Err())
+	require.Len(t, res.Dumps, 1)
+	assert.True(t, strings.HasPrefix(res.Dumps[0], tmp), "the dump is in the launcher's directory: %s", res.Dumps[0])
+	assert.FileExists(t, res.Dumps[0], "a worker's dump is kept for gccl fr")
+	assert.Equal(t, filepath.Dir(res.Dumps[0]), res.DumpDir)
 }
 
 func TestRunRejectsZeroProcesses(t *testing.T) {
