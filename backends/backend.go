@@ -56,6 +56,10 @@ const (
 	OpBarrier
 	OpSend
 	OpRecv
+	// OpSendRecvBatch is a batch of sends and receives run together (torch's
+	// batch_isend_irecv). comm hands it to a BatchSendRecver, or runs its sends, then its
+	// receives; the flight recorder has an entry per send and receive.
+	OpSendRecvBatch
 )
 
 var opNames = [...]string{
@@ -70,6 +74,7 @@ var opNames = [...]string{
 	OpBarrier:       "barrier",
 	OpSend:          "send",
 	OpRecv:          "recv",
+	OpSendRecvBatch: "batch_isend_irecv",
 }
 
 // String returns PyTorch's spelling of the op (all_reduce, reduce_scatter, ...), as used in
@@ -82,7 +87,7 @@ func (k OpKind) String() string {
 }
 
 // IsP2P reports whether the op is point-to-point.
-func (k OpKind) IsP2P() bool { return k == OpSend || k == OpRecv }
+func (k OpKind) IsP2P() bool { return k == OpSend || k == OpRecv || k == OpSendRecvBatch }
 
 // Op describes one operation as comm issued it. comm has validated every field against the
 // tensors before the backend sees it. Every rank of the group issues collectives in the same
@@ -202,6 +207,25 @@ type EagerSender interface {
 	// SendFits reports whether a Send of nbytes to peer, run now, would return without waiting
 	// for the peer. comm calls it only while no op runs on the group.
 	SendFits(peer, nbytes int) bool
+}
+
+// P2P is one send (Op.Kind OpSend: Buf goes to Op.Peer) or receive (OpRecv: Buf is filled from
+// Op.Peer) of a batch.
+type P2P struct {
+	Op  Op
+	Buf *tensor.Tensor
+}
+
+// BatchSendRecver is implemented by a Group that can run the sends and receives of a batch at
+// once, so that a message can land straight in its receive's buffer while this rank still sends
+// (shm). comm runs a batch on any other Group as its sends in order, then its receives in order,
+// which relies on Send not waiting for the peer's receive forever (it may wait for the peer to
+// drain it, as long as a rank blocked in Send drains what is sent to it).
+type BatchSendRecver interface {
+	// SendRecv runs every op of ops. Messages to or from one peer with one tag keep their order:
+	// the sends' in ops, and the receives' in ops. It returns once every send's buffer can be
+	// reused and every receive's buffer is filled.
+	SendRecv(ctx context.Context, ops []P2P) error
 }
 
 // SharedMemory is implemented by a Group whose members can all map one piece of memory (shm):

@@ -91,7 +91,15 @@ type request struct {
 	record      uint64   // flight-recorder id, when issue recorded the op (recorded)
 	recorded    bool
 	work        *Work
+	// batch holds the sends and receives of an OpSendRecvBatch, batchRecords their
+	// flight-recorder entries (made by issue). A batch takes one ticket per op, so that each
+	// has its own op id.
+	batch        []backends.P2P
+	batchRecords []uint64
 }
+
+// tickets is how many tickets req takes: one per op.
+func (req *request) tickets() uint64 { return max(1, uint64(len(req.batch))) }
 
 // Work is the handle of an asynchronous op.
 type Work struct {
@@ -194,17 +202,48 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 		req.op.Seq = pg.collSeq
 	}
 	req.ticket = pg.issued
-	pg.issued++
+	pg.issued += req.tickets()
 	req.seqs = [2]int64{int64(pg.collSeq), int64(pg.p2pSeq)}
 	ready = pg.turn.Load() == req.ticket && (sync || pg.sendsNow(req))
 	pg.mu.Unlock()
-	if !ready || !pg.posts {
+	if req.batch != nil {
+		pg.recordBatch(req, ready)
+	} else if !ready || !pg.posts {
 		var e frEntry
 		req.setFREntry(&e)
 		pg.record(&e, ready)
 		req.record, req.recorded = e.id, true
 	}
 	return ready, nil
+}
+
+// recordBatch makes the flight-recorder entries of a batch's ops, started or scheduled: like
+// PyTorch's for a coalesced batch, they share the batch's sequence numbers and have an op id
+// each.
+func (pg *ProcessGroup) recordBatch(req *request, started bool) {
+	req.batchRecords = make([]uint64, len(req.batch))
+	for i, p := range req.batch {
+		e := frEntry{kind: p.Op.Kind, peer: p.Op.Peer, opID: int64(req.ticket) + int64(i) + 1, seqs: req.seqs}
+		if p.Op.Kind == backends.OpSend {
+			e.in = p.Buf
+		} else {
+			e.out = p.Buf
+		}
+		pg.record(&e, started)
+		req.batchRecords[i] = e.id
+	}
+	req.recorded = true
+}
+
+// started marks req's flight-recorder entries started, when its turn comes after issue.
+func (pg *ProcessGroup) started(req *request) {
+	if req.batch == nil {
+		pg.w.recorder.Started(req.record)
+		return
+	}
+	for _, id := range req.batchRecords {
+		pg.w.recorder.Started(id)
+	}
 }
 
 // record makes e's flight-recorder entry, started or scheduled.
@@ -329,10 +368,10 @@ func (pg *ProcessGroup) execute(ctx context.Context, req *request) error {
 	}
 	if !ready {
 		pg.waitTurn(req.ticket)
-		pg.w.recorder.Started(req.record)
+		pg.started(req)
 	}
 	err = pg.runNow(ctx, req)
-	pg.finishTurn()
+	pg.finishTurn(req)
 	return err
 }
 
@@ -354,7 +393,7 @@ func (pg *ProcessGroup) enqueue(req *request) *Work {
 	req.work.seq, req.work.group = req.op.Seq, pg.name
 	if ready {
 		req.work.err = pg.runNow(context.Background(), req)
-		pg.finishTurn()
+		pg.finishTurn(req)
 		return req.work
 	}
 	req.work.done = make(chan struct{})
@@ -388,10 +427,10 @@ func (pg *ProcessGroup) work() {
 		pg.queue = pg.queue[1:]
 		pg.waitTurnLocked(req.ticket)
 		pg.mu.Unlock()
-		pg.w.recorder.Started(req.record)
+		pg.started(req)
 		req.work.err = pg.runNow(context.Background(), req)
 		close(req.work.done)
-		pg.finishTurn()
+		pg.finishTurn(req)
 	}
 }
 
@@ -413,9 +452,9 @@ func (pg *ProcessGroup) waitTurnLocked(ticket uint64) {
 	pg.waiters.Add(-1)
 }
 
-// finishTurn lets the next ticket run; it takes the lock only when someone waits.
-func (pg *ProcessGroup) finishTurn() {
-	pg.turn.Add(1)
+// finishTurn lets the op after req run; it takes the lock only when someone waits.
+func (pg *ProcessGroup) finishTurn(req *request) {
+	pg.turn.Add(req.tickets())
 	if pg.waiters.Load() > 0 {
 		pg.mu.Lock()
 		pg.cond.Broadcast()
@@ -436,10 +475,16 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 		pg.record(fr, true) // the backend never posted
 	}
 	timedOut := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	if err == nil {
-		rec.Completed(fr.id)
-	} else {
-		rec.Retire(fr.id) // retired but not completed: PyTorch's mark of a failed op
+	ids := req.batchRecords
+	if req.batch == nil {
+		ids = []uint64{fr.id}
+	}
+	for _, id := range ids {
+		if err == nil {
+			rec.Completed(id)
+		} else {
+			rec.Retire(id) // retired but not completed: PyTorch's mark of a failed op
+		}
 	}
 	if err == nil {
 		return nil

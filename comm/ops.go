@@ -684,6 +684,74 @@ func (pg *ProcessGroup) RecvAsync(t *tensor.Tensor, src, tag int) *Work {
 	return pg.enqueue(req)
 }
 
+// P2POp is one send or receive of a batch that BatchSendRecv runs (torch.distributed.P2POp); make
+// one with SendOp or RecvOp.
+type P2POp struct {
+	Recv   bool           // false: send Tensor to Peer; true: receive into Tensor from Peer
+	Tensor *tensor.Tensor // what is sent, or the buffer a receive fills
+	Peer   int            // group rank of the destination or source
+	Tag    int
+}
+
+// SendOp is a send of t to group rank dst with tag, for BatchSendRecv.
+func SendOp(t *tensor.Tensor, dst, tag int) P2POp { return P2POp{Tensor: t, Peer: dst, Tag: tag} }
+
+// RecvOp is a receive into t from group rank src with tag, for BatchSendRecv.
+func RecvOp(t *tensor.Tensor, src, tag int) P2POp {
+	return P2POp{Recv: true, Tensor: t, Peer: src, Tag: tag}
+}
+
+// BatchSendRecv runs the sends and receives of ops together, as one op of the group (torch's
+// batch_isend_irecv, NCCL's grouped send and receive): no op of the batch waits for another, so
+// ranks that exchange messages (a pipeline's stages, a halo exchange) can send and receive at
+// once whatever the order of ops on each rank. Messages to or from one peer with one tag keep
+// their order in ops. On shm a message lands straight in its receive's buffer; other backends
+// run the sends, then the receives. The flight recorder has an entry per send and receive,
+// which share the batch's sequence number, as PyTorch's do.
+func (pg *ProcessGroup) BatchSendRecv(ctx context.Context, ops []P2POp) error {
+	req, err := pg.batchReq(ops)
+	if err != nil {
+		return err
+	}
+	return pg.execute(ctx, req)
+}
+
+// BatchSendRecvAsync issues BatchSendRecv and returns at once; its Work completes when every op
+// of the batch has.
+func (pg *ProcessGroup) BatchSendRecvAsync(ops []P2POp) *Work {
+	req, err := pg.batchReq(ops)
+	if err != nil {
+		return failedWork(err)
+	}
+	return pg.enqueue(req)
+}
+
+// batchReq validates ops (as Send and Recv would, naming the op that is wrong) and makes their
+// request.
+func (pg *ProcessGroup) batchReq(ops []P2POp) (*request, error) {
+	if len(ops) == 0 {
+		return nil, pg.invalid(backends.OpSendRecvBatch, "no op given: pass at least one SendOp or RecvOp")
+	}
+	req := &request{op: backends.Op{Kind: backends.OpSendRecvBatch}, batch: make([]backends.P2P, len(ops))}
+	for i, o := range ops {
+		kind := backends.OpSend
+		if o.Recv {
+			kind = backends.OpRecv
+		}
+		var one request
+		if err := pg.p2pReq(&one, kind, o.Tensor, o.Peer, o.Tag); err != nil {
+			return nil, pg.opError(backends.OpSendRecvBatch, 0, fmt.Errorf("op %d of %d: %w", i, len(ops), err))
+		}
+		req.batch[i] = backends.P2P{Op: one.op, Buf: o.Tensor}
+		for j, prev := range req.batch[:i] {
+			if (prev.Op.Kind == backends.OpRecv || kind == backends.OpRecv) && prev.Buf.Overlaps(o.Tensor) {
+				return nil, pg.invalid(backends.OpSendRecvBatch, "ops %d and %d overlap in memory, and one receives into it: give each receive a buffer of its own", j, i)
+			}
+		}
+	}
+	return req, nil
+}
+
 func (pg *ProcessGroup) p2pReq(req *request, kind backends.OpKind, t *tensor.Tensor, peer, tag int) error {
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
 		return err
@@ -706,6 +774,34 @@ func (pg *ProcessGroup) p2pReq(req *request, kind backends.OpKind, t *tensor.Ten
 		req.in = t
 	} else {
 		req.out = t
+	}
+	return nil
+}
+
+// sendRecvBatch runs a batch on the backend: all at once on a BatchSendRecver, else its sends in
+// order, then its receives in order.
+func (pg *ProcessGroup) sendRecvBatch(ctx context.Context, req *request) error {
+	for i := range req.batch {
+		req.batch[i].Op.Seq = req.op.Seq
+	}
+	if b, ok := pg.backend.(backends.BatchSendRecver); ok {
+		return b.SendRecv(ctx, req.batch)
+	}
+	for _, kind := range []backends.OpKind{backends.OpSend, backends.OpRecv} {
+		for i, p := range req.batch {
+			if p.Op.Kind != kind {
+				continue
+			}
+			var err error
+			if kind == backends.OpSend {
+				err = pg.backend.Send(ctx, p.Op, p.Buf)
+			} else {
+				err = pg.backend.Recv(ctx, p.Op, p.Buf)
+			}
+			if err != nil {
+				return fmt.Errorf("op %d of %d (%s with peer %d, tag %d): %w", i, len(req.batch), kind, p.Op.Peer, p.Op.Tag, err)
+			}
+		}
 	}
 	return nil
 }
@@ -786,6 +882,8 @@ func (pg *ProcessGroup) call(ctx context.Context, req *request) error {
 		return b.Send(ctx, op, in)
 	case backends.OpRecv:
 		return b.Recv(ctx, op, out)
+	case backends.OpSendRecvBatch:
+		return pg.sendRecvBatch(ctx, req)
 	}
 	return fmt.Errorf("gccl: internal: no dispatch for %s", op.Kind)
 }

@@ -224,6 +224,8 @@ func cases(n int, large bool) []tcase {
 		add("send_recv/async_both_ways_1MiB", sendRecvAsyncCase(mib(tensor.Float32, 1), next()))
 		add("send_recv/async_sends_in_order", sendAsyncOrderCase(mib(tensor.Float32, 1), next()))
 		add("send_recv/bfloat16/n0", sendRecvTagsCase(0, next()))
+		add("send_recv/batch_all_pairs", batchAllPairsCase([]int{5, mib(tensor.Float32, 1), 0, 17}, next()))
+		add("send_recv/batch_async_then_plain", batchThenPlainCase(next()))
 		if large {
 			// Larger than a socket's buffers: every send blocks until its receiver drains it,
 			// and each receiver is itself blocked sending around the ring.
@@ -677,6 +679,77 @@ func sendRecvAsyncCase(count, salt int) func(context.Context, *comm.ProcessGroup
 			return err
 		}
 		return expectBlocks("received", got, tensor.Float32, []int{prev}, count, salt)
+	}
+}
+
+// batchAllPairsCase: in one BatchSendRecv, every rank sends len(counts) messages to every other
+// rank (tags alternating 0, 1) and receives theirs: receives listed first, peers in descending
+// order, tag 1 before tag 0, so that messages arrive before their receives come up, and large
+// ones (beyond shm's mailbox) both ways at once.
+func batchAllPairsCase(counts []int, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		msgSalt := func(src, dst, m int) int { return salt + 1000*m + 32*src + dst }
+		var ops []comm.P2POp
+		type recv struct {
+			got       *tensor.Tensor
+			src, m, c int
+		}
+		var recvs []recv
+		for p := n - 1; p >= 0; p-- {
+			for _, tag := range []int{1, 0} {
+				for m, c := range counts {
+					if p == r || m%2 != tag {
+						continue
+					}
+					got := tensor.New(tensor.Float32, c)
+					ops = append(ops, comm.RecvOp(got, p, tag))
+					recvs = append(recvs, recv{got, p, m, c})
+				}
+			}
+		}
+		for p := range n {
+			for m, c := range counts {
+				if p != r {
+					ops = append(ops, comm.SendOp(input(tensor.Float32, tensor.Sum, r, c, msgSalt(r, p, m)), p, m%2))
+				}
+			}
+		}
+		if err := pg.BatchSendRecv(ctx, ops); err != nil {
+			return err
+		}
+		for _, rv := range recvs {
+			if err := expectBlocks(fmt.Sprintf("message %d from rank %d", rv.m, rv.src), rv.got, tensor.Float32, []int{rv.src}, rv.c, msgSalt(rv.src, r, rv.m)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// batchThenPlainCase: a batch is one op in the group's order. Each rank sends the next rank a
+// message in an async batch, then one with Send (same tag), and receives its two in one batch:
+// they arrive in the order sent.
+func batchThenPlainCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		next, prev := (r+1)%n, (r-1+n)%n
+		w := pg.BatchSendRecvAsync([]comm.P2POp{comm.SendOp(input(tensor.Float32, tensor.Sum, r, 9, salt), next, 4)})
+		if err := pg.Send(ctx, input(tensor.Float32, tensor.Sum, r, 9, salt+1), next, 4); err != nil {
+			return err
+		}
+		if !w.IsCompleted() {
+			return wrongf("a Send issued after an async batch finished before the batch")
+		}
+		first, second := tensor.New(tensor.Float32, 9), tensor.New(tensor.Float32, 9)
+		if err := pg.BatchSendRecv(ctx, []comm.P2POp{comm.RecvOp(first, prev, 4), comm.RecvOp(second, prev, 4)}); err != nil {
+			return err
+		}
+		if err := w.Wait(ctx); err != nil {
+			return err
+		}
+		return errors.Join(expectBlocks("the batch's message", first, tensor.Float32, []int{prev}, 9, salt),
+			expectBlocks("the Send's message", second, tensor.Float32, []int{prev}, 9, salt+1))
 	}
 }
 
