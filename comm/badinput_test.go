@@ -420,6 +420,28 @@ func invalidCases() []invalidCase {
 		{name: "send to self", op: "send",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return pg.Send(ctx, biF32(4), pg.Rank(), 0) },
 			want: biStrs("itself")},
+		{name: "batch with no op", op: "batch_isend_irecv",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return pg.BatchSendRecv(ctx, nil) },
+			want: biStrs("no op given")},
+		{name: "batch with a send to rank 9", op: "send", minSize: 2,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				return pg.BatchSendRecv(ctx, []comm.P2POp{comm.RecvOp(biF32(4), peer(pg), 0), comm.SendOp(biF32(4), 9, 0)})
+			},
+			want: biStrs("destination 9 is out of range", "op 1 of the 2 of a batch_isend_irecv")},
+		{name: "batch receiving into overlapping buffers", op: "batch_isend_irecv", minSize: 2,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				x := biF32(8)
+				return pg.BatchSendRecv(ctx, []comm.P2POp{
+					comm.SendOp(biF32(2), peer(pg), 0), comm.RecvOp(biMust(x.Narrow(0, 0, 4)), peer(pg), 0), comm.RecvOp(biMust(x.Narrow(0, 2, 4)), peer(pg), 1),
+				})
+			},
+			want: biStrs("ops 1 and 2 overlap")},
+		{name: "async batch receiving into what it sends", op: "batch_isend_irecv", minSize: 2,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				x := biF32(8)
+				return pg.BatchSendRecvAsync([]comm.P2POp{comm.SendOp(x, peer(pg), 0), comm.RecvOp(x, peer(pg), 0)}).Wait(ctx)
+			},
+			want: biStrs("ops 0 and 1 overlap")},
 		{name: "send with a negative tag", op: "send", minSize: 2,
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return pg.Send(ctx, biF32(4), peer(pg), -1) },
 			want: biStrs("tag -1 is negative")},

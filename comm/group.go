@@ -92,8 +92,8 @@ type request struct {
 	recorded    bool
 	work        *Work
 	// batch holds the sends and receives of an OpSendRecvBatch, batchRecords their
-	// flight-recorder entries (made by issue). A batch takes one ticket per op, so that each
-	// has its own op id.
+	// flight-recorder entries (made by issue, in its capacity). A batch takes one ticket per op,
+	// so that each has its own op id.
 	batch        []backends.P2P
 	batchRecords []uint64
 }
@@ -221,7 +221,7 @@ func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 // PyTorch's for a coalesced batch, they share the batch's sequence numbers and have an op id
 // each.
 func (pg *ProcessGroup) recordBatch(req *request, started bool) {
-	req.batchRecords = make([]uint64, len(req.batch))
+	req.batchRecords = req.batchRecords[:len(req.batch)]
 	for i, p := range req.batch {
 		e := frEntry{kind: p.Op.Kind, peer: p.Op.Peer, opID: int64(req.ticket) + int64(i) + 1, seqs: req.seqs}
 		if p.Op.Kind == backends.OpSend {

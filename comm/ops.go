@@ -732,7 +732,19 @@ func (pg *ProcessGroup) batchReq(ops []P2POp) (*request, error) {
 	if len(ops) == 0 {
 		return nil, pg.invalid(backends.OpSendRecvBatch, "no op given: pass at least one SendOp or RecvOp")
 	}
-	req := &request{op: backends.Op{Kind: backends.OpSendRecvBatch}, batch: make([]backends.P2P, len(ops))}
+	// One allocation for a small batch: the request, its ops and their flight-recorder ids.
+	br := &struct {
+		request
+		ops [4]backends.P2P
+		ids [4]uint64
+	}{}
+	req := &br.request
+	req.op = backends.Op{Kind: backends.OpSendRecvBatch}
+	req.batch, req.batchRecords = br.ops[:0], br.ids[:0]
+	if len(ops) > len(br.ops) {
+		req.batch, req.batchRecords = make([]backends.P2P, 0, len(ops)), make([]uint64, 0, len(ops))
+	}
+	req.batch = req.batch[:len(ops)]
 	for i, o := range ops {
 		kind := backends.OpSend
 		if o.Recv {
@@ -740,7 +752,7 @@ func (pg *ProcessGroup) batchReq(ops []P2POp) (*request, error) {
 		}
 		var one request
 		if err := pg.p2pReq(&one, kind, o.Tensor, o.Peer, o.Tag); err != nil {
-			return nil, pg.opError(backends.OpSendRecvBatch, 0, fmt.Errorf("op %d of %d: %w", i, len(ops), err))
+			return nil, fmt.Errorf("%w (op %d of the %d of a %s)", err, i, len(ops), backends.OpSendRecvBatch)
 		}
 		req.batch[i] = backends.P2P{Op: one.op, Buf: o.Tensor}
 		for j, prev := range req.batch[:i] {

@@ -3,6 +3,7 @@ package comm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -230,4 +231,56 @@ func eagerSendChild(t *testing.T) {
 		assert.Equal(t, int64(i+1), e.P2PSeqID, "entry %d", i)
 	}
 	assert.Equal(t, [][]int64{{1024}}, es[0].InputSizes)
+}
+
+// TestBatchSendRecvRecords: a batch is one op of the group with a flight-recorder entry per
+// send and receive (one p2p sequence number, an op id each, completed together), and its
+// messages arrive whole, large ones crossing both ways at once.
+func TestBatchSendRecvRecords(t *testing.T) {
+	if ranktest.Child(t) {
+		batchRecordsChild(t)
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: time.Minute, Env: []string{"GCCL_TIMEOUT=20s"}})
+	ranktest.AssertExitedZero(t, res)
+}
+
+func batchRecordsChild(t *testing.T) {
+	ctx := context.Background()
+	pg, err := comm.Init(ctx, comm.Options{Backend: "shm"})
+	require.NoError(t, err)
+	defer pg.Close()
+	r := pg.Rank()
+	peer := 1 - r
+	big, small := tensor.New(tensor.Float32, 1<<20), tensor.New(tensor.Float32, 3) // 4 MiB: beyond the mailbox
+	big.Fill(float64(10 + r))
+	small.Fill(float64(20 + r))
+	gotBig, gotSmall := tensor.New(tensor.Float32, 1<<20), tensor.New(tensor.Float32, 3)
+	require.NoError(t, pg.BatchSendRecv(ctx, []comm.P2POp{
+		comm.RecvOp(gotSmall, peer, 2), comm.SendOp(big, peer, 1), comm.SendOp(small, peer, 2), comm.RecvOp(gotBig, peer, 1),
+	}))
+	assert.Equal(t, float64(10+peer), gotBig.Float64s()[1<<20-1])
+	assert.Equal(t, []float64{float64(20 + peer), float64(20 + peer), float64(20 + peer)}, gotSmall.Float64s())
+	require.NoError(t, pg.Barrier(ctx))
+
+	es := pg.Recorder().Snapshot().Entries
+	require.Len(t, es, 5)
+	names := []string{
+		fmt.Sprintf("shm:recv %d<-%d", r, peer), fmt.Sprintf("shm:send %d->%d", r, peer),
+		fmt.Sprintf("shm:send %d->%d", r, peer), fmt.Sprintf("shm:recv %d<-%d", r, peer),
+	}
+	for i, name := range names {
+		e := es[i]
+		assert.Equal(t, name, e.ProfilingName, "entry %d", i)
+		assert.True(t, e.IsP2P, "entry %d", i)
+		assert.Equal(t, flightrecorder.StateCompleted, e.State, "entry %d", i)
+		assert.Equal(t, int64(1), e.P2PSeqID, "entry %d: the batch counts once", i)
+		assert.Equal(t, int64(0), e.CollectiveSeqID, "entry %d", i)
+		assert.Equal(t, int64(i+1), e.OpID, "entry %d: an op id per op", i)
+	}
+	assert.Equal(t, [][]int64{{3}}, es[0].OutputSizes)
+	assert.Equal(t, [][]int64{{1 << 20}}, es[1].InputSizes)
+	assert.Equal(t, "shm:barrier", es[4].ProfilingName)
+	assert.Equal(t, int64(5), es[4].OpID, "the op after the batch")
+	assert.Equal(t, int64(1), es[4].CollectiveSeqID)
 }

@@ -41,19 +41,47 @@ type rxState struct {
 	spare []byte
 	hdr   [p2pHeader]byte
 	hdrN  int
-	// the message being read: into dst (a posted receive) or into an unexpected message
-	inMsg   bool
-	tag     int64
-	dst     []byte
-	got     int
-	unexp   *p2pMsg
-	matched bool
+	// the message being read: into dst, the buffer of the receive wants[match] of the running
+	// op's (match >= 0), or into an unexpected message
+	inMsg bool
+	tag   int64
+	dst   []byte
+	got   int
+	unexp *p2pMsg
+	match int
 }
+
+// p2pRecv is a posted receive: the next message from its peer with its tag lands in buf.
+type p2pRecv struct {
+	tag  int64
+	buf  []byte
+	done bool
+}
+
+// p2pSend is a send in progress: its header, then its payload, go into the mailbox to peer.
+type p2pSend struct {
+	peer    int
+	hdr     [p2pHeader]byte
+	payload []byte
+	sent    int
+}
+
+func newSend(op backends.Op, buf *tensor.Tensor) p2pSend {
+	s := p2pSend{peer: op.Peer, payload: buf.Bytes()}
+	binary.LittleEndian.PutUint32(s.hdr[0:], p2pMagic)
+	binary.LittleEndian.PutUint64(s.hdr[8:], uint64(op.Tag))
+	binary.LittleEndian.PutUint64(s.hdr[16:], uint64(len(s.payload)))
+	binary.LittleEndian.PutUint32(s.hdr[24:], uint32(op.DType))
+	return s
+}
+
+func (s *p2pSend) done() bool { return s.sent == p2pHeader+len(s.payload) }
 
 type p2pState struct {
 	rx []rxState
 	// tails[p]: the tail of the mailbox to p as this rank last read it (it only grows)
 	tails []uint64
+	batch p2pBatch // the running SendRecv's, kept for its buffers
 }
 
 func (s *p2pState) init(n int) { s.rx, s.tails = make([]rxState, n), make([]uint64, n) }
@@ -115,10 +143,11 @@ func (g *Group) ringSpace(dst int) sleeper {
 	return sleeper{word: tail, phase: atomic.LoadUint64(head) - uint64(len(data)) + 1, sleepers: g.seg.sleepers(dst)}
 }
 
-// pull reads what src's mailbox holds. A message whose tag is wantTag lands in want (if want is
-// not nil and not yet filled); any other goes to the queue. It reports whether bytes moved and
-// whether want was filled.
-func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool, error) {
+// pull reads what src's mailbox holds. A message lands in the buffer of the first receive of
+// wants (receives from src) not done that has its tag, unless an older message with that tag
+// waits in the queue; any other message goes to the queue. It returns once no byte is left, or
+// once every receive of wants is done (if there is one), and reports whether bytes moved.
+func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 	rx := &g.p2p.rx[src]
 	moved := false
 	for {
@@ -138,16 +167,23 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 			}
 			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
 			size := int(binary.LittleEndian.Uint64(rx.hdr[16:]))
-			rx.inMsg, rx.tag, rx.got = true, tag, 0
-			if want != nil && !*wantDone && tag == wantTag && !rx.hasQueued(tag) {
-				if size != len(want) {
-					return moved, fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
-						backends.ErrMismatch, src, size, tag, len(want))
+			rx.inMsg, rx.tag, rx.got, rx.match = true, tag, 0, -1
+			if !rx.hasQueued(tag) {
+				for i := range wants {
+					if !wants[i].done && wants[i].tag == tag {
+						rx.match = i
+						break
+					}
 				}
-				rx.dst, rx.matched, rx.unexp = want, true, nil
+			}
+			if rx.match >= 0 {
+				if want := wants[rx.match].buf; size != len(want) {
+					return moved, sizeMismatch(src, size, tag, len(want))
+				}
+				rx.dst, rx.unexp = wants[rx.match].buf, nil
 			} else {
 				rx.unexp = &p2pMsg{tag: tag, data: rx.buffer(size)}
-				rx.dst, rx.matched = rx.unexp.data, false
+				rx.dst = rx.unexp.data
 			}
 		}
 		if rx.got < len(rx.dst) {
@@ -162,13 +198,75 @@ func (g *Group) pull(src int, wantTag int64, want []byte, wantDone *bool) (bool,
 			}
 		}
 		rx.inMsg = false
-		if rx.matched {
-			*wantDone = true
-			return moved, nil
+		if rx.match >= 0 {
+			wants[rx.match].done = true
+			if allDone(wants) {
+				return moved, nil
+			}
+			continue
 		}
 		rx.queued = append(rx.queued, rx.unexp)
 		rx.unexp = nil
 	}
+}
+
+// takeQueued fills, from the messages queued from src, the receives of wants (from src) not
+// done whose tag has one: each the oldest left with its tag.
+func (g *Group) takeQueued(src int, wants []p2pRecv) error {
+	rx := &g.p2p.rx[src]
+	for i := range wants {
+		w := &wants[i]
+		if w.done || len(rx.queued) == 0 {
+			continue
+		}
+		for j, m := range rx.queued {
+			if m.tag != w.tag {
+				continue
+			}
+			if len(m.data) != len(w.buf) {
+				return sizeMismatch(src, len(m.data), m.tag, len(w.buf))
+			}
+			copy(w.buf, m.data)
+			rx.queued = append(rx.queued[:j], rx.queued[j+1:]...)
+			rx.recycle(m.data)
+			w.done = true
+			break
+		}
+	}
+	return nil
+}
+
+func sizeMismatch(src, sent int, tag int64, want int) error {
+	return fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
+		backends.ErrMismatch, src, sent, tag, want)
+}
+
+func allDone(wants []p2pRecv) bool {
+	for i := range wants {
+		if !wants[i].done {
+			return false
+		}
+	}
+	return true
+}
+
+// push writes as much of s as the mailbox to its peer takes, and reports whether bytes moved.
+func (g *Group) push(s *p2pSend) bool {
+	moved := false
+	for !s.done() {
+		var k int
+		if s.sent < p2pHeader {
+			k = g.ringWrite(s.peer, s.hdr[s.sent:])
+		} else {
+			k = g.ringWrite(s.peer, s.payload[s.sent-p2pHeader:])
+		}
+		if k == 0 {
+			break
+		}
+		s.sent += k
+		moved = true
+	}
+	return moved
 }
 
 // p2pLate is what a send's or receive's peer failed to do when it timed out.
@@ -189,32 +287,12 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 // Send streams a header and buf into the mailbox to op.Peer.
 func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {
-		var hdr [p2pHeader]byte
-		payload := buf.Bytes()
-		binary.LittleEndian.PutUint32(hdr[0:], p2pMagic)
-		binary.LittleEndian.PutUint64(hdr[8:], uint64(op.Tag))
-		binary.LittleEndian.PutUint64(hdr[16:], uint64(len(payload)))
-		binary.LittleEndian.PutUint32(hdr[24:], uint32(op.DType))
-		sent := 0
-		total := p2pHeader + len(payload)
+		send := newSend(op, buf)
 		// A sender waits for the ring to drain (while it drains its own incoming rings, which
 		// only its sleep's 1 ms cap wakes it for).
 		return g.waitPeer(ctx, op.Peer, g.ringSpace, p2pLate, func() (bool, bool, error) {
-			moved := false
-			for sent < total {
-				var k int
-				if sent < p2pHeader {
-					k = g.ringWrite(op.Peer, hdr[sent:])
-				} else {
-					k = g.ringWrite(op.Peer, payload[sent-p2pHeader:])
-				}
-				if k == 0 {
-					break
-				}
-				sent += k
-				moved = true
-			}
-			if sent == total {
+			moved := g.push(&send)
+			if send.done() {
 				return moved, true, nil
 			}
 			// The ring is full. Its reader may itself be stuck sending (to us, or around a ring
@@ -223,7 +301,7 @@ func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 				if p == g.cfg.Rank {
 					continue
 				}
-				drained, err := g.pull(p, 0, nil, nil)
+				drained, err := g.pull(p, nil)
 				if err != nil {
 					return moved, false, err
 				}
@@ -238,38 +316,138 @@ func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 // the next one in the stream.
 func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {
-		b := buf.Bytes()
-		rx := &g.p2p.rx[op.Peer]
-		tag := int64(op.Tag)
-		done := false
-		take := func() error {
-			for i, m := range rx.queued {
-				if m.tag != tag {
-					continue
-				}
-				if len(m.data) != len(b) {
-					return fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
-						backends.ErrMismatch, op.Peer, len(m.data), tag, len(b))
-				}
-				copy(b, m.data)
-				rx.queued = append(rx.queued[:i], rx.queued[i+1:]...)
-				rx.recycle(m.data)
-				done = true
-				return nil
-			}
-			return nil
-		}
-		if err := take(); err != nil || done {
+		want := [1]p2pRecv{{tag: int64(op.Tag), buf: buf.Bytes()}}
+		if err := g.takeQueued(op.Peer, want[:]); err != nil || want[0].done {
 			return err
 		}
 		return g.waitPeer(ctx, op.Peer, g.ringData, p2pLate, func() (bool, bool, error) {
-			moved, err := g.pull(op.Peer, tag, b, &done)
-			if err == nil && !done {
-				err = take() // a message with this tag may have completed into the queue
+			moved, err := g.pull(op.Peer, want[:])
+			if err == nil && !want[0].done {
+				err = g.takeQueued(op.Peer, want[:]) // a message with this tag may have completed into the queue
 			}
-			return moved, done, err
+			return moved, want[0].done, err
 		})
 	})
+}
+
+// p2pBatch is a SendRecv's state: its sends in order, and its receives by peer.
+type p2pBatch struct {
+	sends   []p2pSend
+	recvs   [][]p2pRecv // by peer
+	blocked []bool      // by peer: a send to it waits for room (in the current step)
+}
+
+// SendRecv runs the sends and receives of ops at once (backends.BatchSendRecver): each step
+// writes every send as far as its mailbox takes (sends to one peer in order) and reads every
+// incoming message that a receive waits for straight into the receive's buffer. When a send
+// waits for room it reads every incoming mailbox, as Send does.
+func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
+	return g.run(func() error {
+		b := &g.p2p.batch
+		b.reset(g.cfg.Size)
+		for _, p := range ops {
+			if p.Op.Kind == backends.OpSend {
+				b.sends = append(b.sends, newSend(p.Op, p.Buf))
+			} else {
+				b.recvs[p.Op.Peer] = append(b.recvs[p.Op.Peer], p2pRecv{tag: int64(p.Op.Tag), buf: p.Buf.Bytes()})
+			}
+		}
+		defer b.release()
+		// Wait on the first op not done (for room to its peer, or data from it) while every
+		// step moves them all; then on the next.
+		for {
+			send, recv := b.first()
+			var err error
+			switch {
+			case send != nil:
+				err = g.waitPeer(ctx, send.peer, g.ringSpace, p2pLate, func() (bool, bool, error) {
+					moved, err := g.stepBatch(b)
+					return moved, send.done(), err
+				})
+			case recv != nil:
+				err = g.waitPeer(ctx, recv.peer, g.ringData, p2pLate, func() (bool, bool, error) {
+					moved, err := g.stepBatch(b)
+					return moved, b.recvs[recv.peer][recv.i].done, err
+				})
+			default:
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+	})
+}
+
+func (b *p2pBatch) reset(n int) {
+	b.sends = b.sends[:0]
+	if len(b.recvs) != n {
+		b.recvs, b.blocked = make([][]p2pRecv, n), make([]bool, n)
+	}
+	for p := range b.recvs {
+		b.recvs[p] = b.recvs[p][:0]
+	}
+}
+
+// release drops the batch's references to the caller's buffers.
+func (b *p2pBatch) release() {
+	clear(b.sends)
+	for p := range b.recvs {
+		clear(b.recvs[p])
+	}
+}
+
+// recvAt is where a receive of a batch is: b.recvs[peer][i].
+type recvAt struct{ peer, i int }
+
+// first returns the batch's first op not done, sends first; both nil when every op is.
+func (b *p2pBatch) first() (*p2pSend, *recvAt) {
+	for i := range b.sends {
+		if s := &b.sends[i]; !s.done() {
+			return s, nil
+		}
+	}
+	for p, rs := range b.recvs {
+		for i := range rs {
+			if !rs[i].done {
+				return nil, &recvAt{p, i}
+			}
+		}
+	}
+	return nil, nil
+}
+
+// stepBatch moves every op of b as far as it can go now, and reports whether bytes moved.
+func (g *Group) stepBatch(b *p2pBatch) (bool, error) {
+	moved, full := false, false
+	clear(b.blocked)
+	for i := range b.sends {
+		s := &b.sends[i]
+		if s.done() || b.blocked[s.peer] {
+			continue
+		}
+		moved = g.push(s) || moved
+		if !s.done() {
+			b.blocked[s.peer], full = true, true
+		}
+	}
+	for p, rs := range b.recvs {
+		if p == g.cfg.Rank || (!full && allDone(rs)) {
+			continue
+		}
+		if err := g.takeQueued(p, rs); err != nil {
+			return moved, err
+		}
+		pulled, err := g.pull(p, rs)
+		if err != nil {
+			return moved, err
+		}
+		moved = moved || pulled
+		if err := g.takeQueued(p, rs); err != nil {
+			return moved, err
+		}
+	}
+	return moved, nil
 }
 
 // buffer returns a queue buffer of size bytes: the spare one if it is large enough.

@@ -250,11 +250,7 @@ func runOnce(ctx context.Context, pg *comm.ProcessGroup, cfg Config, b buffers) 
 		if n == 1 {
 			return b.out.CopyFrom(b.in)
 		}
-		w := pg.SendAsync(b.in, (r+1)%n, 0)
-		if err := pg.Recv(ctx, b.out, (r-1+n)%n, 0); err != nil {
-			return err
-		}
-		return w.Wait(ctx)
+		return pg.BatchSendRecv(ctx, []comm.P2POp{comm.SendOp(b.in, (r+1)%n, 0), comm.RecvOp(b.out, (r-1+n)%n, 0)})
 	case "barrier":
 		return pg.Barrier(ctx)
 	}
