@@ -31,6 +31,22 @@ func singleCopyOn(t *testing.T, on func(rank int) bool) {
 		}})
 }
 
+// Point-to-point between ranks that send differently: single-copy from one byte
+// (GCCL_SHM_P2P_SINGLE_COPY_BYTES=1), never (0), or beyond the mailbox (the default), so that a
+// rank receives both kinds of message, in one batch too.
+func TestConformanceP2PSingleCopyMixed(t *testing.T) {
+	backendtest.Run(t, backendtest.Config{Backend: "shm", WorldSizes: []int{2, 3, 4}, Run: "^(send_recv|barrier)",
+		RankEnv: func(rank, size int) []string {
+			switch rank % 3 {
+			case 0:
+				return []string{"GCCL_SHM_P2P_SINGLE_COPY_BYTES=1"}
+			case 1:
+				return []string{"GCCL_SHM_P2P_SINGLE_COPY_BYTES=0"}
+			}
+			return nil
+		}})
+}
+
 // The suite again with ranks that sleep as soon as a wait starts (no spinning, no yielding), so
 // that every sync goes through the futex sleep and the publishing peer's wake-up (futex.go).
 func TestConformanceSleeping(t *testing.T) {

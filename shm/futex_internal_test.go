@@ -88,8 +88,8 @@ func TestMailboxSleepers(t *testing.T) {
 	defer seg.unmap()
 	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg, sleepers: seg.sleepers(0)}
 	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg, sleepers: seg.sleepers(1)}
-	sender.p2p.init(2)
-	receiver.p2p.init(2)
+	sender.p2p.init(2, 64)
+	receiver.p2p.init(2, 64)
 	ready := func(s sleeper) bool { return atomic.LoadUint64(s.word) >= s.phase }
 
 	wokenBy(t, "receiver, empty ring", receiver.ringData(0), func() {

@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
@@ -16,10 +20,17 @@ import (
 // receiver matches messages by tag; a message with another tag is read into a private queue.
 // A sender that finds the ring full drains every incoming ring meanwhile, so ranks sending to
 // each other at once (a pair, or a ring of ranks) never deadlock.
+//
+// A message longer than the ring goes single-copy when its receiver can read the sender's memory
+// (probed at setup, published in the receiver's ctrlReads): the sender puts only a header with its
+// buffer's address in the ring, and its send is done once the receiver counts the message read
+// (mailboxReads). The receiver reads it with process_vm_readv straight into the posted receive,
+// or into the queue if none is posted yet.
 
 const (
 	p2pHeader = 32
 	p2pMagic  = 0x50325047 // "GP2P"
+	p2pRemote = 0x52325047 // "GP2R": a single-copy message, the sender's address at offset 24
 )
 
 // p2pMsg is a message read before its receive was posted.
@@ -58,33 +69,76 @@ type p2pRecv struct {
 	done bool
 }
 
-// p2pSend is a send in progress: its header, then its payload, go into the mailbox to peer.
+// p2pSend is a send in progress: its header, then its payload, go into the mailbox to peer; or,
+// single-copy (reads not nil), its header only, and it is done once *reads reaches readsWant.
 type p2pSend struct {
-	peer    int
-	hdr     [p2pHeader]byte
-	payload []byte
-	sent    int
+	peer      int
+	hdr       [p2pHeader]byte
+	payload   []byte
+	sent      int
+	reads     *uint64
+	readsWant uint64
 }
 
-func newSend(op backends.Op, buf *tensor.Tensor) p2pSend {
+func (g *Group) newSend(op backends.Op, buf *tensor.Tensor) p2pSend {
 	s := p2pSend{peer: op.Peer, payload: buf.Bytes()}
 	binary.LittleEndian.PutUint32(s.hdr[0:], p2pMagic)
 	binary.LittleEndian.PutUint64(s.hdr[8:], uint64(op.Tag))
 	binary.LittleEndian.PutUint64(s.hdr[16:], uint64(len(s.payload)))
 	binary.LittleEndian.PutUint32(s.hdr[24:], uint32(op.DType))
+	if g.sendsRemote(op.Peer, len(s.payload)) {
+		binary.LittleEndian.PutUint32(s.hdr[0:], p2pRemote)
+		binary.LittleEndian.PutUint64(s.hdr[24:], uint64(uintptr(unsafe.Pointer(&s.payload[0]))))
+		g.p2p.remoteSent[op.Peer]++
+		s.reads, s.readsWant = g.seg.mailboxReads(g.cfg.Rank, op.Peer), g.p2p.remoteSent[op.Peer]
+	}
 	return s
 }
 
-func (s *p2pSend) done() bool { return s.sent == p2pHeader+len(s.payload) }
+func (s *p2pSend) done() bool {
+	if s.reads != nil {
+		return s.sent == p2pHeader && atomic.LoadUint64(s.reads) >= s.readsWant
+	}
+	return s.sent == p2pHeader+len(s.payload)
+}
+
+// sleeper sleeps until s can move: room in the ring, or its single-copy message read.
+func (g *Group) sendSleeper(s *p2pSend) sleeper {
+	if s.reads != nil && s.sent == p2pHeader {
+		return sleeper{word: s.reads, phase: s.readsWant, sleepers: g.seg.sleepers(s.peer)}
+	}
+	return g.ringSpace(s.peer)
+}
 
 type p2pState struct {
 	rx []rxState
 	// tails[p]: the tail of the mailbox to p as this rank last read it (it only grows)
 	tails []uint64
 	batch p2pBatch // the running SendRecv's, kept for its buffers
+	// remoteSent[p]: single-copy messages this rank has sent to p; remoteMin: the size from
+	// which a message goes single-copy (0: never)
+	remoteSent []uint64
+	remoteMin  int
 }
 
-func (s *p2pState) init(n int) { s.rx, s.tails = make([]rxState, n), make([]uint64, n) }
+// init sets up the p2p state of a group of n with mailboxes of mailboxBytes. Messages that do
+// not fit a mailbox go single-copy where they can (those that fit are written whole, and their
+// send returns before the receiver takes them, which programs may rely on);
+// GCCL_SHM_P2P_SINGLE_COPY_BYTES sets another size from which they do (0: never).
+func (s *p2pState) init(n, mailboxBytes int) {
+	s.rx, s.tails, s.remoteSent = make([]rxState, n), make([]uint64, n), make([]uint64, n)
+	s.remoteMin = mailboxBytes - p2pHeader + 1
+	if v, err := strconv.Atoi(os.Getenv("GCCL_SHM_P2P_SINGLE_COPY_BYTES")); err == nil && v >= 0 {
+		s.remoteMin = v
+	}
+}
+
+// sendsRemote reports whether a message of n bytes to peer goes single-copy.
+func (g *Group) sendsRemote(peer, n int) bool {
+	least := g.p2p.remoteMin
+	return least > 0 && n >= least && g.cfg.Rank < 64 &&
+		atomic.LoadUint64(g.seg.ctrl(peer, ctrlReads))&(1<<g.cfg.Rank) != 0
+}
 
 // room returns the free bytes of the mailbox to dst, whose head is h, counted from the tail as
 // this rank last read it, and reads the tail again only when that leaves less than need: the
@@ -162,7 +216,8 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 				continue
 			}
 			rx.hdrN = 0
-			if binary.LittleEndian.Uint32(rx.hdr[0:]) != p2pMagic {
+			magic := binary.LittleEndian.Uint32(rx.hdr[0:])
+			if magic != p2pMagic && magic != p2pRemote {
 				return moved, fmt.Errorf("corrupt mailbox from rank %d", src)
 			}
 			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
@@ -184,6 +239,12 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 			} else {
 				rx.unexp = &p2pMsg{tag: tag, data: rx.buffer(size)}
 				rx.dst = rx.unexp.data
+			}
+			if magic == p2pRemote {
+				if err := g.readMessage(src, rx.dst); err != nil {
+					return moved, err
+				}
+				rx.got = len(rx.dst)
 			}
 		}
 		if rx.got < len(rx.dst) {
@@ -208,6 +269,23 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 		rx.queued = append(rx.queued, rx.unexp)
 		rx.unexp = nil
 	}
+}
+
+// readMessage reads src's single-copy message (its header is in rx.hdr) into dst, and counts it
+// read, which lets src's send finish. A sender that aborted meanwhile may have returned, and its
+// buffer hold something else by now: then the read fails with src's abort.
+func (g *Group) readMessage(src int, dst []byte) error {
+	addr := uintptr(binary.LittleEndian.Uint64(g.p2p.rx[src].hdr[24:]))
+	if err := readRemote(g.pids[src], addr, dst); err != nil {
+		return g.remoteErr(src, err)
+	}
+	if w := atomic.LoadUint64(g.seg.ctrl(src, ctrlAbort)); w != 0 {
+		return g.peerAbort(src, w)
+	}
+	reads := g.seg.mailboxReads(src, g.cfg.Rank)
+	atomic.AddUint64(reads, 1)
+	wakeSleepers(reads, g.sleepers)
+	return nil
 }
 
 // takeQueued fills, from the messages queued from src, the receives of wants (from src) not
@@ -253,7 +331,11 @@ func allDone(wants []p2pRecv) bool {
 // push writes as much of s as the mailbox to its peer takes, and reports whether bytes moved.
 func (g *Group) push(s *p2pSend) bool {
 	moved := false
-	for !s.done() {
+	end := p2pHeader + len(s.payload)
+	if s.reads != nil {
+		end = p2pHeader
+	}
+	for s.sent < end {
 		var k int
 		if s.sent < p2pHeader {
 			k = g.ringWrite(s.peer, s.hdr[s.sent:])
@@ -279,6 +361,9 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 	if peer < 0 || peer >= g.cfg.Size || peer == g.cfg.Rank {
 		return false
 	}
+	if g.sendsRemote(peer, nbytes) { // it waits for the peer to read it
+		return false
+	}
 	head, tail, data := g.seg.mailbox(g.cfg.Rank, peer)
 	need := p2pHeader + nbytes
 	return need <= g.room(peer, need, atomic.LoadUint64(head), tail, len(data))
@@ -287,10 +372,12 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 // Send streams a header and buf into the mailbox to op.Peer.
 func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {
-		send := newSend(op, buf)
-		// A sender waits for the ring to drain (while it drains its own incoming rings, which
-		// only its sleep's 1 ms cap wakes it for).
-		return g.waitPeer(ctx, op.Peer, g.ringSpace, p2pLate, func() (bool, bool, error) {
+		send := g.newSend(op, buf)
+		defer runtime.KeepAlive(buf) // a single-copy message is read in place until its send is done
+		// A sender waits for the ring to drain, or its single-copy message to be read (while it
+		// drains its own incoming rings, which only its sleep's 1 ms cap wakes it for).
+		sleepOn := func(int) sleeper { return g.sendSleeper(&send) }
+		return g.waitPeer(ctx, op.Peer, sleepOn, p2pLate, func() (bool, bool, error) {
 			moved := g.push(&send)
 			if send.done() {
 				return moved, true, nil
@@ -347,7 +434,7 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 		b.reset(g.cfg.Size)
 		for _, p := range ops {
 			if p.Op.Kind == backends.OpSend {
-				b.sends = append(b.sends, newSend(p.Op, p.Buf))
+				b.sends = append(b.sends, g.newSend(p.Op, p.Buf))
 			} else {
 				b.recvs[p.Op.Peer] = append(b.recvs[p.Op.Peer], p2pRecv{tag: int64(p.Op.Tag), buf: p.Buf.Bytes()})
 			}
@@ -360,7 +447,8 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 			var err error
 			switch {
 			case send != nil:
-				err = g.waitPeer(ctx, send.peer, g.ringSpace, p2pLate, func() (bool, bool, error) {
+				sleepOn := func(int) sleeper { return g.sendSleeper(send) }
+				err = g.waitPeer(ctx, send.peer, sleepOn, p2pLate, func() (bool, bool, error) {
 					moved, err := g.stepBatch(b)
 					return moved, send.done(), err
 				})

@@ -20,10 +20,12 @@ const (
 	line       = 128
 	headerSize = line
 	ctrlSize   = 4 * line
-	mailboxHdr = 2 * line // head (written by the sender), tail (written by the receiver)
-	// magic is "GCCGSHM3", its last byte bumped when the layout changes, so that ranks of
+	// head (written by the sender); tail, then 64 bytes on, the count of single-copy messages
+	// read (both written by the receiver)
+	mailboxHdr = 2 * line
+	// magic is "GCCGSHM4", its last byte bumped when the layout changes, so that ranks of
 	// different builds refuse each other's segment instead of misreading it.
-	magic = 0x334d485347434347
+	magic = 0x344d485347434347
 )
 
 // Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
@@ -47,6 +49,9 @@ const (
 	ctrlAbort = 3 * line    // uint64: abort word (class<<32 | lost rank+1), 0 while healthy
 	// uint64, rank 0's only: how the group writes its slots, a bit per kind and size (slotwrites.go)
 	ctrlWrites = ctrlAbort + 8
+	// uint64: bit p is set once this rank has read rank p's memory with process_vm_readv at
+	// setup, so that p may send it single-copy messages (p2p.go)
+	ctrlReads = ctrlAbort + 16
 )
 
 // fingerprint is what a rank says it is doing at the first sync of an op; every rank checks
@@ -268,4 +273,9 @@ func (s *segment) mailbox(src, dst int) (head, tail *uint64, data []byte) {
 	off := s.l.mailOff + (src*s.l.n+dst)*(mailboxHdr+s.l.mailboxBytes)
 	data = s.mem[off+mailboxHdr : off+mailboxHdr+s.l.mailboxBytes : off+mailboxHdr+s.l.mailboxBytes]
 	return s.u64(off), s.u64(off + line), data
+}
+
+// mailboxReads is the count of src's single-copy messages that dst has read (written by dst).
+func (s *segment) mailboxReads(src, dst int) *uint64 {
+	return s.u64(s.l.mailOff + (src*s.l.n+dst)*(mailboxHdr+s.l.mailboxBytes) + line + 64)
 }

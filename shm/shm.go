@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -98,7 +99,7 @@ func (Backend) NewGroup(ctx context.Context, cfg backends.Config) (backends.Grou
 		}
 		return nil, fmt.Errorf("shm: group %q rank %d of %d: %w", cfg.Name, cfg.Rank, cfg.Size, err)
 	}
-	g.p2p.init(cfg.Size)
+	g.p2p.init(cfg.Size, g.seg.l.mailboxBytes)
 	g.writes.modes, g.writes.lead = g.seg.ctrl(0, ctrlWrites), cfg.Rank == 0
 	g.writes.crowded = max(cfg.LocalSize, cfg.Size) > slotWritesMaxCrowding*wait.LocalCPUs()
 	return g, nil
@@ -180,27 +181,37 @@ func (g *Group) setup(ctx context.Context) error {
 	g.sleepers = g.seg.sleepers(cfg.Rank)
 	// Learn every member's pid for liveness checks, and rank 0's single-copy thresholds, which
 	// every member uses.
+	// Each also says where its probeWord is, so that every member finds out whether it can read
+	// every other's memory (single-copy collectives and messages).
 	lim := envLimits()
-	me := fmt.Sprintf("%d %d %d", os.Getpid(), lim.move, lim.allReduce)
+	probe := uint64(uintptr(unsafe.Pointer(&probeWord)))
+	me := fmt.Sprintf("%d %d %d %d", os.Getpid(), lim.move, lim.allReduce, probe)
 	if err := st.Set(ctx, "shm/pid/"+strconv.Itoa(cfg.Rank), []byte(me)); err != nil {
 		return err
 	}
 	g.pids = make([]int, cfg.Size)
+	var reads uint64
 	for p := range g.pids {
 		v, err := st.Get(ctx, "shm/pid/"+strconv.Itoa(p))
 		if err != nil {
 			return err
 		}
 		var l singleCopyLimits
-		if _, err := fmt.Sscanf(string(v), "%d %d %d", &g.pids[p], &l.move, &l.allReduce); err != nil {
+		if _, err := fmt.Sscanf(string(v), "%d %d %d %d", &g.pids[p], &l.move, &l.allReduce, &probe); err != nil {
 			return fmt.Errorf("shm: rank %d's record %q: %w", p, v, err)
 		}
 		if p == 0 {
 			g.scLimits = l
 		}
+		if p != cfg.Rank && p < 64 && canRead(g.pids[p], probe) {
+			reads |= 1 << p
+		}
 	}
+	// Peers send this rank single-copy messages only once it says it can read them.
+	atomic.StoreUint64(g.seg.ctrl(cfg.Rank, ctrlReads), reads)
 	if cfg.Size > 1 && g.scLimits != (singleCopyLimits{}) {
-		return g.probeSingleCopy(ctx)
+		all := cfg.Size <= 64 && reads == (uint64(1)<<cfg.Size-1)&^(1<<cfg.Rank)
+		return g.agreeSingleCopy(ctx, all)
 	}
 	return nil
 }

@@ -61,37 +61,18 @@ func (g *Group) singleCopyFor(limit, n int) bool {
 // probeWord is what peers read from this process at setup to prove process_vm_readv works.
 var probeWord = uint64(0x5a5a1234c0ffee00)
 
-// probeSingleCopy checks that this rank can read every peer's memory, and agrees the answer
-// with every member through the store (all must be able to, or nobody uses single copy). The
-// group runs it when rank 0's thresholds turn single copy on.
-func (g *Group) probeSingleCopy(ctx context.Context) error {
+// agreeSingleCopy agrees with every member through the store whether all of them can read every
+// other's memory (readsAll: this rank can, probed at setup), since all must be able to, or
+// nobody uses single copy. The group runs it when rank 0's thresholds turn single copy on.
+func (g *Group) agreeSingleCopy(ctx context.Context, readsAll bool) error {
 	st := g.cfg.Store
-	me := strconv.Itoa(g.cfg.Rank)
-	addr := uint64(uintptr(unsafe.Pointer(&probeWord)))
-	if err := st.Set(ctx, "shm/probe/"+me, []byte(strconv.FormatUint(addr, 10))); err != nil {
-		return err
-	}
-	ok := true
-	for p := 0; p < g.cfg.Size; p++ {
-		if p == g.cfg.Rank {
-			continue
-		}
-		v, err := st.Get(ctx, "shm/probe/"+strconv.Itoa(p))
-		if err != nil {
-			return err
-		}
-		a, _ := strconv.ParseUint(string(v), 10, 64)
-		var got uint64
-		if err := readRemote(g.pids[p], uintptr(a), unsafe.Slice((*byte)(unsafe.Pointer(&got)), 8)); err != nil || got != probeWord {
-			g.log.Debug("shm: single-copy reads unavailable", "group", g.cfg.Name, "peer", p, "err", err)
-			ok = false
-		}
-	}
 	verdict := "0"
-	if ok {
+	if readsAll {
 		verdict = "1"
+	} else {
+		g.log.Debug("shm: single-copy reads unavailable", "group", g.cfg.Name)
 	}
-	if err := st.Set(ctx, "shm/single-copy/"+me, []byte(verdict)); err != nil {
+	if err := st.Set(ctx, "shm/single-copy/"+strconv.Itoa(g.cfg.Rank), []byte(verdict)); err != nil {
 		return err
 	}
 	g.singleCopy = true
@@ -103,6 +84,14 @@ func (g *Group) probeSingleCopy(ctx context.Context) error {
 		g.singleCopy = g.singleCopy && string(v) == "1"
 	}
 	return nil
+}
+
+// canRead reports whether this process can read process pid's memory: its probeWord, at addr
+// there.
+func canRead(pid int, addr uint64) bool {
+	var got uint64
+	err := readRemote(pid, uintptr(addr), unsafe.Slice((*byte)(unsafe.Pointer(&got)), 8))
+	return err == nil && got == probeWord
 }
 
 // readRemote copies len(dst) bytes at addr in process pid into dst.
