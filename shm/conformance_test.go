@@ -31,9 +31,9 @@ func singleCopyOn(t *testing.T, on func(rank int) bool) {
 		}})
 }
 
-// Point-to-point between ranks that send differently: single-copy from one byte
+// Point-to-point between ranks whose batches send differently: single-copy from one byte
 // (GCCL_SHM_P2P_SINGLE_COPY_BYTES=1), never (0), or beyond the mailbox (the default), so that a
-// rank receives both kinds of message, in one batch too.
+// rank receives both kinds of message in one batch.
 func TestConformanceP2PSingleCopyMixed(t *testing.T) {
 	backendtest.Run(t, backendtest.Config{Backend: "shm", WorldSizes: []int{2, 3, 4}, Run: "^(send_recv|barrier)",
 		RankEnv: func(rank, size int) []string {

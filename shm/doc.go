@@ -23,10 +23,10 @@
 // trials found cheaper for that kind of collective and size (slotwrites.go): which one wins
 // depends on where the host runs the cores.
 //
-// Point-to-point messages stream through the mailboxes (p2p.go); one longer than a mailbox is
-// read once, from the sender's buffer with process_vm_readv, where the receiver can (probed at
-// setup). A batch (comm's BatchSendRecv) moves all its sends and receives in one loop, so its
-// messages land straight in their receives' buffers.
+// Point-to-point messages stream through the mailboxes (p2p.go). A batch (comm's BatchSendRecv)
+// moves all its sends and receives in one loop, so its messages land straight in their receives'
+// buffers, and one longer than a mailbox is read once, from the sender's buffer with
+// process_vm_readv, where the receiver can (probed at setup).
 //
 // Every op's first sync publishes its fingerprint (sequence, op, dtype, count, root, reduce op);
 // every rank checks every other's, so a mismatch is an error on every rank. While waiting, a

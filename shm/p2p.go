@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"sync/atomic"
 	"unsafe"
@@ -21,11 +20,13 @@ import (
 // A sender that finds the ring full drains every incoming ring meanwhile, so ranks sending to
 // each other at once (a pair, or a ring of ranks) never deadlock.
 //
-// A message longer than the ring goes single-copy when its receiver can read the sender's memory
-// (probed at setup, published in the receiver's ctrlReads): the sender puts only a header with its
-// buffer's address in the ring, and its send is done once the receiver counts the message read
-// (mailboxReads). The receiver reads it with process_vm_readv straight into the posted receive,
-// or into the queue if none is posted yet.
+// A batch's message longer than the ring goes single-copy when its receiver can read the sender's
+// memory (probed at setup, published in the receiver's ctrlReads): the sender puts only a header
+// with its buffer's address in the ring, and its send is done once the receiver counts the
+// message read (mailboxReads). The receiver reads it with process_vm_readv straight into the
+// posted receive, or into the queue if none is posted yet. A plain Send streams through the ring:
+// when both ranks send at once, each reads the other's message into its queue, and reading it in
+// place there was slower than the ring (BENCHMARKS.md, the seventeenth session).
 
 const (
 	p2pHeader = 32
@@ -71,6 +72,7 @@ type p2pRecv struct {
 
 // p2pSend is a send in progress: its header, then its payload, go into the mailbox to peer; or,
 // single-copy (reads not nil), its header only, and it is done once *reads reaches readsWant.
+// remote allows single copy (a batch's send).
 type p2pSend struct {
 	peer      int
 	hdr       [p2pHeader]byte
@@ -80,13 +82,13 @@ type p2pSend struct {
 	readsWant uint64
 }
 
-func (g *Group) newSend(op backends.Op, buf *tensor.Tensor) p2pSend {
+func (g *Group) newSend(op backends.Op, buf *tensor.Tensor, remote bool) p2pSend {
 	s := p2pSend{peer: op.Peer, payload: buf.Bytes()}
 	binary.LittleEndian.PutUint32(s.hdr[0:], p2pMagic)
 	binary.LittleEndian.PutUint64(s.hdr[8:], uint64(op.Tag))
 	binary.LittleEndian.PutUint64(s.hdr[16:], uint64(len(s.payload)))
 	binary.LittleEndian.PutUint32(s.hdr[24:], uint32(op.DType))
-	if g.sendsRemote(op.Peer, len(s.payload)) {
+	if remote && g.sendsRemote(op.Peer, len(s.payload)) {
 		binary.LittleEndian.PutUint32(s.hdr[0:], p2pRemote)
 		binary.LittleEndian.PutUint64(s.hdr[24:], uint64(uintptr(unsafe.Pointer(&s.payload[0]))))
 		g.p2p.remoteSent[op.Peer]++
@@ -121,9 +123,9 @@ type p2pState struct {
 	remoteMin  int
 }
 
-// init sets up the p2p state of a group of n with mailboxes of mailboxBytes. Messages that do
-// not fit a mailbox go single-copy where they can (those that fit are written whole, and their
-// send returns before the receiver takes them, which programs may rely on);
+// init sets up the p2p state of a group of n with mailboxes of mailboxBytes. A batch's messages
+// that do not fit a mailbox go single-copy where they can (those that fit are written whole, and
+// their send returns before the receiver takes them, which programs may rely on);
 // GCCL_SHM_P2P_SINGLE_COPY_BYTES sets another size from which they do (0: never).
 func (s *p2pState) init(n, mailboxBytes int) {
 	s.rx, s.tails, s.remoteSent = make([]rxState, n), make([]uint64, n), make([]uint64, n)
@@ -361,9 +363,6 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 	if peer < 0 || peer >= g.cfg.Size || peer == g.cfg.Rank {
 		return false
 	}
-	if g.sendsRemote(peer, nbytes) { // it waits for the peer to read it
-		return false
-	}
 	head, tail, data := g.seg.mailbox(g.cfg.Rank, peer)
 	need := p2pHeader + nbytes
 	return need <= g.room(peer, need, atomic.LoadUint64(head), tail, len(data))
@@ -372,12 +371,10 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 // Send streams a header and buf into the mailbox to op.Peer.
 func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {
-		send := g.newSend(op, buf)
-		defer runtime.KeepAlive(buf) // a single-copy message is read in place until its send is done
-		// A sender waits for the ring to drain, or its single-copy message to be read (while it
-		// drains its own incoming rings, which only its sleep's 1 ms cap wakes it for).
-		sleepOn := func(int) sleeper { return g.sendSleeper(&send) }
-		return g.waitPeer(ctx, op.Peer, sleepOn, p2pLate, func() (bool, bool, error) {
+		send := g.newSend(op, buf, false)
+		// A sender waits for the ring to drain (while it drains its own incoming rings, which
+		// only its sleep's 1 ms cap wakes it for).
+		return g.waitPeer(ctx, op.Peer, g.ringSpace, p2pLate, func() (bool, bool, error) {
 			moved := g.push(&send)
 			if send.done() {
 				return moved, true, nil
@@ -434,7 +431,7 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 		b.reset(g.cfg.Size)
 		for _, p := range ops {
 			if p.Op.Kind == backends.OpSend {
-				b.sends = append(b.sends, g.newSend(p.Op, p.Buf))
+				b.sends = append(b.sends, g.newSend(p.Op, p.Buf, true))
 			} else {
 				b.recvs[p.Op.Peer] = append(b.recvs[p.Op.Peer], p2pRecv{tag: int64(p.Op.Tag), buf: p.Buf.Bytes()})
 			}
