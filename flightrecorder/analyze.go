@@ -777,6 +777,11 @@ func (a *analysis) analyzeP2P(g *analyzedGroup) {
 			}
 		}
 	}
+	for _, byChannel := range []map[[2]int][]p2pOp{sends, recvs} {
+		for _, ops := range byChannel {
+			sortBatches(ops)
+		}
+	}
 	for _, r := range sortedKeys(badNames) {
 		a.add(Finding{
 			Kind: FindingBadProfilingName, Severity: SeverityWarning, Group: g.key.name, GroupDesc: g.desc, IsP2P: true,
@@ -858,6 +863,32 @@ func (a *analysis) analyzeP2P(g *analyzedGroup) {
 			break
 		}
 	}
+}
+
+// sortBatches puts the ops of each batch in ops (one channel's, in a rank's order) in an order
+// of their own, by message shape and dtype: a batch (batch_isend_irecv, coalesced) records its
+// ops in a row with one p2p sequence number, in the order its rank listed them, and the dumps
+// carry no tags, so two ranks that list a batch's sends and receives differently would
+// otherwise be paired wrongly.
+func sortBatches(ops []p2pOp) {
+	for i := 0; i < len(ops); {
+		j := i + 1
+		for j < len(ops) && ops[i].e.P2PSeqID > 0 && ops[j].e.P2PSeqID == ops[i].e.P2PSeqID {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortStableFunc(ops[i:j], func(x, y p2pOp) int { return strings.Compare(messageKey(x.e), messageKey(y.e)) })
+		}
+		i = j
+	}
+}
+
+// messageKey is the shape and dtype of a send's input or a receive's output.
+func messageKey(e *Entry) string {
+	if len(e.InputSizes) > 0 {
+		return formatSizes(e.InputSizes) + dtypeSet(e.InputDtypes)
+	}
+	return formatSizes(e.OutputSizes) + dtypeSet(e.OutputDtypes)
 }
 
 func pendingOnly(ops []p2pOp) []p2pOp {

@@ -105,6 +105,20 @@ func (r *fakeRank) p2p1(g, me, peer int, kind, state string, opts ...opt) {
 
 func itoa(i int) string { return string(rune('0' + i)) }
 
+// p2pSeq gives an op the p2p sequence number seq: the ops of a batch share one.
+func p2pSeq(seq int64) opt { return func(o *flightrecorder.OpRecord) { o.P2PSeqID = seq } }
+
+// messageSize makes a send's input or a receive's output n float elements.
+func messageSize(kind string, n int64) opt {
+	return func(o *flightrecorder.OpRecord) {
+		if kind == "send" {
+			o.InputSizes = [][]int64{{n}}
+		} else {
+			o.OutputSizes = [][]int64{{n}}
+		}
+	}
+}
+
 func dumpsOf(ranks []*fakeRank) map[int]flightrecorder.Dump {
 	m := map[int]flightrecorder.Dump{}
 	for i, r := range ranks {
@@ -326,6 +340,44 @@ func TestAnalyzeFindings(t *testing.T) {
 			},
 			want: want{kind: flightrecorder.FindingSizeMismatch, culprits: []int{1}, group: "0", seq: 1,
 				verdict: `sizes mismatch between rank 0's send (p2p #1) and rank 1's matching recv (p2p #1) on group "0" (default_pg): [[4]] sent, [[8]] expected`},
+		},
+		{
+			name: "p2p batches listed in other orders",
+			build: func() map[int]flightrecorder.Dump {
+				j := newJob(2, 32)
+				for r, peer := range []int{1, 0} {
+					batch := func(kind string, n int64) {
+						j[r].p2p1(0, r, peer, kind, flightrecorder.StateCompleted, p2pSeq(1), messageSize(kind, n))
+					}
+					if r == 0 {
+						batch("recv", 3)
+						batch("send", 1<<20)
+						batch("send", 3)
+						batch("recv", 1<<20)
+					} else {
+						batch("send", 3)
+						batch("recv", 3)
+						batch("recv", 1<<20)
+						batch("send", 1<<20)
+					}
+				}
+				return dumpsOf(j)
+			},
+			want: want{ok: true, verdict: "no problem found"},
+		},
+		{
+			name: "p2p batch size mismatch",
+			build: func() map[int]flightrecorder.Dump {
+				j := newJob(2, 32)
+				j[0].p2p1(0, 0, 1, "send", flightrecorder.StateStarted, p2pSeq(1), messageSize("send", 4))
+				j[0].p2p1(0, 0, 1, "send", flightrecorder.StateStarted, p2pSeq(1), messageSize("send", 5))
+				j[1].p2p1(0, 1, 0, "recv", flightrecorder.StateStarted, p2pSeq(1), messageSize("recv", 8))
+				j[1].p2p1(0, 1, 0, "recv", flightrecorder.StateStarted, p2pSeq(1), messageSize("recv", 5))
+				return dumpsOf(j)
+			},
+			want: want{kind: flightrecorder.FindingSizeMismatch, culprits: []int{1}, group: "0", seq: 1,
+				// Paired by shape within the batch (the dumps have no tags): [[4]] with [[5]].
+				verdict: `sizes mismatch between rank 0's send (p2p #1) and rank 1's matching recv (p2p #1) on group "0" (default_pg): [[4]] sent, [[5]] expected`},
 		},
 		{
 			name: "all joined, none completed",
