@@ -230,6 +230,7 @@ func cases(n int, large bool) []tcase {
 			// Larger than a socket's buffers: every send blocks until its receiver drains it,
 			// and each receiver is itself blocked sending around the ring.
 			add("send_recv/async_ring_16MiB", sendRecvAsyncCase(mib(tensor.Float32, 16), next()))
+			add("send_recv/batch_ring_16MiB", batchRingCase(mib(tensor.Float32, 16), next()))
 		}
 	}
 	add("objects/all_gather_and_broadcast", objectsCase)
@@ -724,6 +725,20 @@ func batchAllPairsCase(counts []int, salt int) func(context.Context, *comm.Proce
 			}
 		}
 		return nil
+	}
+}
+
+// batchRingCase: every rank receives from the previous rank and sends to the next in one batch,
+// messages larger than a socket's buffers and shm's mailbox.
+func batchRingCase(count, salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		next, prev := (r+1)%n, (r-1+n)%n
+		got := tensor.New(tensor.Float32, count)
+		if err := pg.BatchSendRecv(ctx, []comm.P2POp{comm.RecvOp(got, prev, 2), comm.SendOp(input(tensor.Float32, tensor.Sum, r, count, salt), next, 2)}); err != nil {
+			return err
+		}
+		return expectBlocks("received", got, tensor.Float32, []int{prev}, count, salt)
 	}
 }
 
