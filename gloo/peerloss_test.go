@@ -13,3 +13,5 @@ func TestPeerLostAllReduce(t *testing.T) { backendtest.PeerLoss(t, "gloo", "allr
 func TestPeerLostBarrier(t *testing.T) { backendtest.PeerLoss(t, "gloo", "barrier", 2) }
 
 func TestPeerLostRank0(t *testing.T) { backendtest.PeerLoss(t, "gloo", "allreduce", 0) }
+
+func TestPeerLostBatch(t *testing.T) { backendtest.PeerLoss(t, "gloo", "batch", 2) }

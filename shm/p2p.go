@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"unsafe"
@@ -419,6 +420,7 @@ type p2pBatch struct {
 	sends   []p2pSend
 	recvs   [][]p2pRecv // by peer
 	blocked []bool      // by peer: a send to it waits for room (in the current step)
+	peers   []int       // every peer of the batch, once: a wait checks that they are alive
 }
 
 // SendRecv runs the sends and receives of ops at once (backends.BatchSendRecver): each step
@@ -430,6 +432,9 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 		b := &g.p2p.batch
 		b.reset(g.cfg.Size)
 		for _, p := range ops {
+			if !slices.Contains(b.peers, p.Op.Peer) {
+				b.peers = append(b.peers, p.Op.Peer)
+			}
 			if p.Op.Kind == backends.OpSend {
 				b.sends = append(b.sends, g.newSend(p.Op, p.Buf, true))
 			} else {
@@ -445,12 +450,12 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 			switch {
 			case send != nil:
 				sleepOn := func(int) sleeper { return g.sendSleeper(send) }
-				err = g.waitPeer(ctx, send.peer, sleepOn, p2pLate, func() (bool, bool, error) {
+				err = g.waitPeers(ctx, send.peer, b.peers, sleepOn, p2pLate, func() (bool, bool, error) {
 					moved, err := g.stepBatch(b)
 					return moved, send.done(), err
 				})
 			case recv != nil:
-				err = g.waitPeer(ctx, recv.peer, g.ringData, p2pLate, func() (bool, bool, error) {
+				err = g.waitPeers(ctx, recv.peer, b.peers, g.ringData, p2pLate, func() (bool, bool, error) {
 					moved, err := g.stepBatch(b)
 					return moved, b.recvs[recv.peer][recv.i].done, err
 				})
@@ -465,7 +470,7 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 }
 
 func (b *p2pBatch) reset(n int) {
-	b.sends = b.sends[:0]
+	b.sends, b.peers = b.sends[:0], b.peers[:0]
 	if len(b.recvs) != n {
 		b.recvs, b.blocked = make([][]p2pRecv, n), make([]bool, n)
 	}

@@ -215,6 +215,12 @@ func (g *Group) waitPhase(ctx context.Context, phase uint64, t touch) error {
 // checking the peer's liveness, aborts and the deadline. late says, for the timeout's error,
 // what peer failed to do and what to check.
 func (g *Group) waitPeer(ctx context.Context, peer int, sleepOn func(peer int) sleeper, late string, step func() (moved, done bool, err error)) error {
+	return g.waitPeers(ctx, peer, nil, sleepOn, late, step)
+}
+
+// waitPeers is waitPeer that also checks the liveness and aborts of others (a batch's other
+// peers, which step moves too).
+func (g *Group) waitPeers(ctx context.Context, peer int, others []int, sleepOn func(peer int) sleeper, late string, step func() (moved, done bool, err error)) error {
 	idle := idler{policy: g.policy}
 	posted := false
 	for iter := 0; ; iter++ {
@@ -237,8 +243,8 @@ func (g *Group) waitPeer(ctx context.Context, peer int, sleepOn func(peer int) s
 		if err := g.aborted(); err != nil {
 			return err
 		}
-		if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
-			return g.peerAbort(peer, w)
+		if err := g.peerAborted(peer, others); err != nil {
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%w: the op did not complete in time; group rank %d %s, or raise the timeout (GCCL_TIMEOUT)",
@@ -247,14 +253,33 @@ func (g *Group) waitPeer(ctx context.Context, peer int, sleepOn func(peer int) s
 		if !idle.pause(sleepOn(peer)) {
 			continue
 		}
-		if err := g.gone(peer); err != nil {
-			// It may have aborted, then exited, while we paused: its abort word says why.
-			if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
-				return g.peerAbort(peer, w)
+		for i := -1; i < len(others); i++ {
+			p := peer
+			if i >= 0 {
+				p = others[i]
 			}
-			return err
+			if err := g.gone(p); err != nil {
+				// It may have aborted, then exited, while we paused: its abort word says why.
+				if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 {
+					return g.peerAbort(p, w)
+				}
+				return err
+			}
 		}
 	}
+}
+
+// peerAborted returns the abort of peer or of one of others, if one aborted.
+func (g *Group) peerAborted(peer int, others []int) error {
+	if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
+		return g.peerAbort(peer, w)
+	}
+	for _, p := range others {
+		if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 {
+			return g.peerAbort(p, w)
+		}
+	}
+	return nil
 }
 
 // idler paces a wait loop that has nothing to do: spin, then yield, then sleep (backing off up

@@ -48,7 +48,8 @@ type peerLossOutcome struct {
 // PeerLoss is the peer-loss test for a backend: it runs peerLossRanks ranks that loop over ops (mode "allreduce": 1 MiB float32
 // all-reduces; "allgather": all-gathers of 1 MiB a rank; "barrier": barriers and 8-byte
 // all-reduces; "signal": every rank signals in a comm.SharedBuffer and waits for every peer's
-// signal), SIGKILLs rank kill once every rank is busy, and checks what the others report.
+// signal; "batch": BatchSendRecv of 1 MiB from the previous rank and to the next), SIGKILLs
+// rank kill once every rank is busy, and checks what the others report.
 func PeerLoss(t *testing.T, backend, mode string, kill int) {
 	PeerLossWith(t, PeerLossConfig{Backend: backend, Mode: mode, Kill: kill})
 }
@@ -56,7 +57,7 @@ func PeerLoss(t *testing.T, backend, mode string, kill int) {
 // PeerLossConfig configures PeerLossWith.
 type PeerLossConfig struct {
 	Backend string // backend name (sets GCCL_BACKEND)
-	Mode    string // "allreduce", "allgather", "barrier" or "signal", as for PeerLoss
+	Mode    string // "allreduce", "allgather", "barrier", "signal" or "batch", as for PeerLoss
 	Kill    int    // the rank to SIGKILL
 	// RankEnv, if set, gives rank `rank` of `size` extra KEY=VALUE environment variables (for
 	// example its own GCCL_HOST_ID), as Config.RankEnv does for Run.
@@ -176,7 +177,7 @@ func peerLossChild(mode string) {
 	}
 	x := tensor.New(tensor.Float32, n)
 	var all *tensor.Tensor
-	if mode == "allgather" {
+	if mode == "allgather" || mode == "batch" {
 		all = tensor.New(tensor.Float32, pg.Size()*n)
 	}
 	var shared *comm.SharedBuffer
@@ -203,6 +204,11 @@ func peerLossChild(mode string) {
 			return nil
 		}
 		x.Fill(1)
+		if mode == "batch" {
+			n := pg.Size()
+			got, _ := all.Narrow(0, 0, x.Numel())
+			return pg.BatchSendRecv(ctx, []comm.P2POp{comm.RecvOp(got, (rank-1+n)%n, 0), comm.SendOp(x, (rank+1)%n, 0)})
+		}
 		if mode == "allgather" {
 			return pg.AllGather(ctx, all, x)
 		}
