@@ -73,7 +73,6 @@ type p2pRecv struct {
 
 // p2pSend is a send in progress: its header, then its payload, go into the mailbox to peer; or,
 // single-copy (reads not nil), its header only, and it is done once *reads reaches readsWant.
-// remote allows single copy (a batch's send).
 type p2pSend struct {
 	peer      int
 	hdr       [p2pHeader]byte
@@ -83,6 +82,8 @@ type p2pSend struct {
 	readsWant uint64
 }
 
+// newSend starts a send of buf to op.Peer: single-copy if remote allows it (a batch's send) and
+// sendsRemote says so.
 func (g *Group) newSend(op backends.Op, buf *tensor.Tensor, remote bool) p2pSend {
 	s := p2pSend{peer: op.Peer, payload: buf.Bytes()}
 	binary.LittleEndian.PutUint32(s.hdr[0:], p2pMagic)
@@ -105,7 +106,7 @@ func (s *p2pSend) done() bool {
 	return s.sent == p2pHeader+len(s.payload)
 }
 
-// sleeper sleeps until s can move: room in the ring, or its single-copy message read.
+// sendSleeper sleeps until s can move: room in the ring, or its single-copy message read.
 func (g *Group) sendSleeper(s *p2pSend) sleeper {
 	if s.reads != nil && s.sent == p2pHeader {
 		return sleeper{word: s.reads, phase: s.readsWant, sleepers: g.seg.sleepers(s.peer)}
@@ -424,9 +425,10 @@ type p2pBatch struct {
 }
 
 // SendRecv runs the sends and receives of ops at once (backends.BatchSendRecver): each step
-// writes every send as far as its mailbox takes (sends to one peer in order) and reads every
-// incoming message that a receive waits for straight into the receive's buffer. When a send
-// waits for room it reads every incoming mailbox, as Send does.
+// writes every send as far as its mailbox takes (sends to one peer in order; only a header for a
+// single-copy message) and reads every incoming message that a receive waits for straight into
+// the receive's buffer. When a send waits for room, or for its message to be read, it reads
+// every incoming mailbox, as Send does.
 func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 	return g.run(func() error {
 		b := &g.p2p.batch
