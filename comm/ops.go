@@ -690,7 +690,7 @@ type P2POp struct {
 	Recv   bool           // false: send Tensor to Peer; true: receive into Tensor from Peer
 	Tensor *tensor.Tensor // what is sent, or the buffer a receive fills
 	Peer   int            // group rank of the destination or source
-	Tag    int
+	Tag    int            // matches a send with a receive, as Send's and Recv's (>= 0)
 }
 
 // SendOp is a send of t to group rank dst with tag, for BatchSendRecv.
