@@ -12,6 +12,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// TestMain gives the package's processes a temporary directory of their own, removed at the end:
+// launchers that the tests kill cannot remove their dump directories themselves.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gccl-tests-")
+	if err == nil {
+		_ = os.Setenv("TMPDIR", dir)
+	}
+	code := m.Run()
+	if err == nil {
+		_ = os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
 // buildWith compiles the gccl CLI and the job program pkg (a path relative to tests/) into a
 // temporary directory and returns both binaries' paths.
 func buildWith(t testing.TB, pkg string) (gccl, job string) {
