@@ -218,7 +218,7 @@ type P2P struct {
 
 // BatchSendRecver is implemented by a Group that can run the sends and receives of a batch at
 // once, so that a message can land straight in its receive's buffer while this rank still sends
-// (shm). comm runs a batch on any other Group as its sends in order, then its receives in order,
+// (shm, gloo). comm runs a batch on any other Group as its sends in order, then its receives in order,
 // which relies on Send not waiting for the peer's receive forever (it may wait for the peer to
 // drain it, as long as a rank blocked in Send drains what is sent to it).
 type BatchSendRecver interface {

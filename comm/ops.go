@@ -705,9 +705,9 @@ func RecvOp(t *tensor.Tensor, src, tag int) P2POp {
 // batch_isend_irecv, NCCL's grouped send and receive): no op of the batch waits for another, so
 // ranks that exchange messages (a pipeline's stages, a halo exchange) can send and receive at
 // once whatever the order of ops on each rank. Messages to or from one peer with one tag keep
-// their order in ops. On shm a message lands straight in its receive's buffer; other backends
-// run the sends, then the receives. The flight recorder has an entry per send and receive,
-// which share the batch's sequence number, as PyTorch's do.
+// their order in ops. On shm and gloo a message lands straight in its receive's buffer; xccl runs
+// the sends, then the receives. The flight recorder has an entry per send and receive, which
+// share the batch's sequence number, as PyTorch's do.
 func (pg *ProcessGroup) BatchSendRecv(ctx context.Context, ops []P2POp) error {
 	req, err := pg.batchReq(ops)
 	if err != nil {

@@ -646,3 +646,35 @@ func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 		return g.waitAll(ctx, nil, []*recvReq{r})
 	})
 }
+
+// SendRecv posts every send and receive of ops, then moves them all together
+// (backends.BatchSendRecver): a message lands in its receive's buffer as it arrives, and sends
+// to one peer, or receives from one, keep their order.
+func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
+	largest := 0
+	for _, p := range ops {
+		largest = max(largest, p.Buf.NBytes())
+	}
+	run := backends.Op{Kind: backends.OpSendRecvBatch, DType: tensor.Uint8, Count: largest}
+	if len(ops) > 0 {
+		run.Seq = ops[0].Op.Seq
+	}
+	return g.run(run, func() error {
+		var sends []*sendReq
+		var recvs []*recvReq
+		for _, p := range ops {
+			op := p.Op
+			if op.Kind == backends.OpSend {
+				h := header{Kind: msgP2P, Op: backends.OpSend, DType: op.DType, Tag: int64(op.Tag), Count: int64(op.Count)}
+				sends = append(sends, g.eng.send(op.Peer, h, p.Buf.Bytes()))
+				continue
+			}
+			r, err := g.eng.recv(op.Peer, header{Kind: msgP2P, Tag: int64(op.Tag)}, p.Buf.Bytes())
+			if err != nil {
+				return err
+			}
+			recvs = append(recvs, r)
+		}
+		return g.waitAll(ctx, sends, recvs)
+	})
+}
