@@ -14,6 +14,9 @@
 //	w := pg.AllGatherAsync(out, t)                  // returns at once
 //	err = w.Wait(ctx)
 //	tp, err := pg.Split(ctx, pg.Rank()/2, 0, comm.GroupOptions{}) // pairs of ranks
+//	err = pg.BatchSendRecv(ctx, []comm.P2POp{       // send and receive at once
+//		comm.SendOp(t, next, 0), comm.RecvOp(in, prev, 0),
+//	})
 //
 // What comm does for every backend: it validates arguments before any byte moves
 // (ErrInvalidArgument names the op, the rank and the fix), runs each group's ops in the order

@@ -68,7 +68,7 @@ elements. Outside gccl run it starts --nproc ranks itself.`,
 	f := cmd.Flags()
 	f.StringVar(&backend, "backend", "gloo", "backend: gloo, shm, auto (shm within a host, gloo across), xccl")
 	f.IntVar(&nproc, "nproc", 2, "ranks to start (when not already inside gccl run)")
-	f.StringVar(&op, "op", "allreduce", "collective: allreduce, allgather, reducescatter, broadcast, reduce, alltoall, gather, scatter, sendrecv, barrier (the sync floor: one row, no data)")
+	f.StringVar(&op, "op", "allreduce", "collective: allreduce, allgather, reducescatter, broadcast, reduce, alltoall, gather, scatter, sendrecv (one batch: send to the next rank, receive from the previous), barrier (the sync floor: one row, no data)")
 	f.StringVar(&dtype, "dtype", "float32", "element type: float32, float64, float16, bfloat16, int8, uint8, int32, int64, bool, ...")
 	f.StringVar(&redop, "redop", "sum", "reduce op for allreduce/reduce/reducescatter: sum, prod, min, max, avg, band, bor, bxor")
 	f.StringVar(&minB, "min-bytes", "8", "smallest message (suffixes K, M, G)")
