@@ -78,3 +78,6 @@ func peerLostInBatchChild(t *testing.T) {
 	fmt.Println(err)
 	os.Exit(0)
 }
+
+// A rank that finished its part and left is not a lost peer.
+func TestPeerDone(t *testing.T) { backendtest.PeerDone(t, "shm") }

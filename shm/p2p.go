@@ -421,7 +421,7 @@ type p2pBatch struct {
 	sends   []p2pSend
 	recvs   [][]p2pRecv // by peer
 	blocked []bool      // by peer: a send to it waits for room (in the current step)
-	peers   []int       // every peer of the batch, once: a wait checks that they are alive
+	pending []int       // scratch for pendingPeers
 }
 
 // SendRecv runs the sends and receives of ops at once (backends.BatchSendRecver): each step
@@ -434,9 +434,6 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 		b := &g.p2p.batch
 		b.reset(g.cfg.Size)
 		for _, p := range ops {
-			if !slices.Contains(b.peers, p.Op.Peer) {
-				b.peers = append(b.peers, p.Op.Peer)
-			}
 			if p.Op.Kind == backends.OpSend {
 				b.sends = append(b.sends, g.newSend(p.Op, p.Buf, true))
 			} else {
@@ -452,12 +449,12 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 			switch {
 			case send != nil:
 				sleepOn := func(int) sleeper { return g.sendSleeper(send) }
-				err = g.waitPeers(ctx, send.peer, b.peers, sleepOn, p2pLate, func() (bool, bool, error) {
+				err = g.waitPeers(ctx, send.peer, b.pendingPeers, sleepOn, p2pLate, func() (bool, bool, error) {
 					moved, err := g.stepBatch(b)
 					return moved, send.done(), err
 				})
 			case recv != nil:
-				err = g.waitPeers(ctx, recv.peer, b.peers, g.ringData, p2pLate, func() (bool, bool, error) {
+				err = g.waitPeers(ctx, recv.peer, b.pendingPeers, g.ringData, p2pLate, func() (bool, bool, error) {
 					moved, err := g.stepBatch(b)
 					return moved, b.recvs[recv.peer][recv.i].done, err
 				})
@@ -472,7 +469,7 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 }
 
 func (b *p2pBatch) reset(n int) {
-	b.sends, b.peers = b.sends[:0], b.peers[:0]
+	b.sends = b.sends[:0]
 	if len(b.recvs) != n {
 		b.recvs, b.blocked = make([][]p2pRecv, n), make([]bool, n)
 	}
@@ -487,6 +484,23 @@ func (b *p2pBatch) release() {
 	for p := range b.recvs {
 		clear(b.recvs[p])
 	}
+}
+
+// pendingPeers lists the peers of the batch's ops that are not done: a wait checks that they
+// are alive (a peer whose ops are done may have finished and exited).
+func (b *p2pBatch) pendingPeers() []int {
+	b.pending = b.pending[:0]
+	for i := range b.sends {
+		if s := &b.sends[i]; !s.done() && !slices.Contains(b.pending, s.peer) {
+			b.pending = append(b.pending, s.peer)
+		}
+	}
+	for p, rs := range b.recvs {
+		if !allDone(rs) && !slices.Contains(b.pending, p) {
+			b.pending = append(b.pending, p)
+		}
+	}
+	return b.pending
 }
 
 // recvAt is where a receive of a batch is: b.recvs[peer][i].

@@ -218,9 +218,9 @@ func (g *Group) waitPeer(ctx context.Context, peer int, sleepOn func(peer int) s
 	return g.waitPeers(ctx, peer, nil, sleepOn, late, step)
 }
 
-// waitPeers is waitPeer that also checks the liveness and aborts of others (a batch's other
-// peers, which step moves too).
-func (g *Group) waitPeers(ctx context.Context, peer int, others []int, sleepOn func(peer int) sleeper, late string, step func() (moved, done bool, err error)) error {
+// waitPeers is waitPeer that also checks the liveness and aborts of others: the peers that
+// step moves too (a batch's peers whose ops are not done), asked anew at each check.
+func (g *Group) waitPeers(ctx context.Context, peer int, others func() []int, sleepOn func(peer int) sleeper, late string, step func() (moved, done bool, err error)) error {
 	idle := idler{policy: g.policy}
 	posted := false
 	for iter := 0; ; iter++ {
@@ -253,11 +253,7 @@ func (g *Group) waitPeers(ctx context.Context, peer int, others []int, sleepOn f
 		if !idle.pause(sleepOn(peer)) {
 			continue
 		}
-		for i := -1; i < len(others); i++ {
-			p := peer
-			if i >= 0 {
-				p = others[i]
-			}
+		for _, p := range append([]int{peer}, peersOf(others)...) {
 			if err := g.gone(p); err != nil {
 				// It may have aborted, then exited, while we paused: its abort word says why.
 				if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 {
@@ -269,12 +265,20 @@ func (g *Group) waitPeers(ctx context.Context, peer int, others []int, sleepOn f
 	}
 }
 
+// peersOf returns what others returns (nil for no others).
+func peersOf(others func() []int) []int {
+	if others == nil {
+		return nil
+	}
+	return others()
+}
+
 // peerAborted returns the abort of peer or of one of others, if one aborted.
-func (g *Group) peerAborted(peer int, others []int) error {
+func (g *Group) peerAborted(peer int, others func() []int) error {
 	if w := atomic.LoadUint64(g.seg.ctrl(peer, ctrlAbort)); w != 0 {
 		return g.peerAbort(peer, w)
 	}
-	for _, p := range others {
+	for _, p := range peersOf(others) {
 		if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 {
 			return g.peerAbort(p, w)
 		}

@@ -244,3 +244,51 @@ func peerLossChild(mode string) {
 	}
 	fmt.Printf("no error after %v and %d ops\n", peerLossLoopFor, ops)
 }
+
+// PeerDone is the opposite case: a rank that has done its part of the point-to-point traffic,
+// closed its group and exited is no loss. Rank 2 of 3 sends rank 0 one message and leaves; ranks
+// 0 and 1 then exchange 16 MiB both ways (sends that wait while every incoming connection or
+// mailbox is drained, rank 2's included), and rank 0 receives from 1 and 2 in one batch. Both
+// must succeed.
+func PeerDone(t *testing.T, backend string) {
+	if ranktest.Child(t) {
+		peerDoneChild(t)
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 3, Timeout: time.Minute,
+		Env: []string{"GCCL_TIMEOUT=20s", "GCCL_BACKEND=" + backend}})
+	ranktest.AssertExitedZero(t, res)
+}
+
+func peerDoneChild(t *testing.T) {
+	ctx := context.Background()
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	pg, err := comm.Init(ictx, comm.Options{})
+	cancel()
+	require.NoError(t, err)
+	r := pg.Rank()
+	require.NoError(t, pg.Barrier(ctx))
+	if r == 2 {
+		require.NoError(t, pg.Send(ctx, input(tensor.Float32, tensor.Sum, 2, 5, 1), 0, 0))
+		require.NoError(t, pg.Close())
+		return
+	}
+	time.Sleep(300 * time.Millisecond) // rank 2 is gone by now
+	peer := 1 - r
+	big := mib(tensor.Float32, 16)
+	got := tensor.New(tensor.Float32, big)
+	w := pg.SendAsync(input(tensor.Float32, tensor.Sum, r, big, 2), peer, 1)
+	require.NoError(t, pg.Recv(ctx, got, peer, 1))
+	require.NoError(t, w.Wait(ctx))
+	require.NoError(t, expectBlocks("the 16 MiB message", got, tensor.Float32, []int{peer}, big, 2))
+	if r == 1 {
+		time.Sleep(300 * time.Millisecond) // rank 0 waits on this rank while it checks the others
+		require.NoError(t, pg.Send(ctx, input(tensor.Float32, tensor.Sum, 1, 5, 3), 0, 0))
+	} else {
+		from1, from2 := tensor.New(tensor.Float32, 5), tensor.New(tensor.Float32, 5)
+		require.NoError(t, pg.BatchSendRecv(ctx, []comm.P2POp{comm.RecvOp(from1, 1, 0), comm.RecvOp(from2, 2, 0)}))
+		require.NoError(t, expectBlocks("rank 1's message", from1, tensor.Float32, []int{1}, 5, 3))
+		require.NoError(t, expectBlocks("rank 2's message", from2, tensor.Float32, []int{2}, 5, 1))
+	}
+	require.NoError(t, pg.Close())
+}
