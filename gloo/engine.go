@@ -460,6 +460,11 @@ func (e *engine) progress(all bool) (bool, error) {
 			continue
 		}
 		if c.err != nil {
+			if !c.waitsOn() {
+				// A peer this op does not wait on is gone: it may have done its part and left.
+				// An op that needs it fails then.
+				continue
+			}
 			return moved, c.failure(c.err)
 		}
 		if len(c.sends) > 0 {

@@ -15,3 +15,6 @@ func TestPeerLostBarrier(t *testing.T) { backendtest.PeerLoss(t, "gloo", "barrie
 func TestPeerLostRank0(t *testing.T) { backendtest.PeerLoss(t, "gloo", "allreduce", 0) }
 
 func TestPeerLostBatch(t *testing.T) { backendtest.PeerLoss(t, "gloo", "batch", 2) }
+
+// A rank that finished its part and left is not a lost peer.
+func TestPeerDone(t *testing.T) { backendtest.PeerDone(t, "gloo") }
