@@ -24,3 +24,12 @@ func peerLoss(t *testing.T, mode string, kill int) {
 	}
 	backendtest.PeerLoss(t, "xccl", mode, kill)
 }
+
+// A rank that finished its part and left is not a lost peer.
+func TestPeerDone(t *testing.T) {
+	if os.Getenv("GCCL_RANKTEST_CHILD") == "" {
+		t.Setenv(EnvLibrary, buildFixture(t))
+		t.Setenv("GCCL_XCCL_FIXTURE_DIR", t.TempDir())
+	}
+	backendtest.PeerDone(t, "xccl")
+}
