@@ -253,16 +253,28 @@ func (g *Group) waitPeers(ctx context.Context, peer int, others func() []int, sl
 		if !idle.pause(sleepOn(peer)) {
 			continue
 		}
-		for _, p := range append([]int{peer}, peersOf(others)...) {
-			if err := g.gone(p); err != nil {
-				// It may have aborted, then exited, while we paused: its abort word says why.
-				if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 {
-					return g.peerAbort(p, w)
-				}
+		if err := g.lost(peer); err != nil {
+			return err
+		}
+		for _, p := range peersOf(others) {
+			if err := g.lost(p); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// lost is a PeerLostError for member p if its process no longer runs, or, if it aborted before
+// it exited, the error its abort word says.
+func (g *Group) lost(p int) error {
+	err := g.gone(p)
+	if err == nil {
+		return nil
+	}
+	if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 {
+		return g.peerAbort(p, w)
+	}
+	return err
 }
 
 // peersOf returns what others returns (nil for no others).
