@@ -227,7 +227,7 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
 			size := int(binary.LittleEndian.Uint64(rx.hdr[16:]))
 			rx.inMsg, rx.tag, rx.got, rx.match = true, tag, 0, -1
-			if !rx.hasQueued(tag) {
+			if len(wants) > 0 && !rx.hasQueued(tag) {
 				for i := range wants {
 					if !wants[i].done && wants[i].tag == tag {
 						rx.match = i
