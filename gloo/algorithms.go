@@ -629,17 +629,25 @@ func (g *Group) Barrier(ctx context.Context, op backends.Op) error {
 // Send writes a tagged message to the peer; it returns once buf may be reused.
 func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(op, func() error {
-		h := header{Kind: msgP2P, Op: backends.OpSend, DType: op.DType, Tag: int64(op.Tag), Count: int64(op.Count)}
-		s := g.eng.send(op.Peer, h, buf.Bytes())
-		return g.waitAll(ctx, []*sendReq{s}, nil)
+		return g.waitAll(ctx, []*sendReq{g.postSend(op, buf)}, nil)
 	})
+}
+
+// postSend queues a tagged message to op.Peer in the engine.
+func (g *Group) postSend(op backends.Op, buf *tensor.Tensor) *sendReq {
+	h := header{Kind: msgP2P, Op: backends.OpSend, DType: op.DType, Tag: int64(op.Tag), Count: int64(op.Count)}
+	return g.eng.send(op.Peer, h, buf.Bytes())
+}
+
+// postRecv posts a receive of the next message from op.Peer with op.Tag into buf.
+func (g *Group) postRecv(op backends.Op, buf *tensor.Tensor) (*recvReq, error) {
+	return g.eng.recv(op.Peer, header{Kind: msgP2P, Tag: int64(op.Tag)}, buf.Bytes())
 }
 
 // Recv receives the next message from the peer with the op's tag.
 func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(op, func() error {
-		want := header{Kind: msgP2P, Tag: int64(op.Tag)}
-		r, err := g.eng.recv(op.Peer, want, buf.Bytes())
+		r, err := g.postRecv(op, buf)
 		if err != nil {
 			return err
 		}
@@ -663,13 +671,11 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 		var sends []*sendReq
 		var recvs []*recvReq
 		for _, p := range ops {
-			op := p.Op
-			if op.Kind == backends.OpSend {
-				h := header{Kind: msgP2P, Op: backends.OpSend, DType: op.DType, Tag: int64(op.Tag), Count: int64(op.Count)}
-				sends = append(sends, g.eng.send(op.Peer, h, p.Buf.Bytes()))
+			if p.Op.Kind == backends.OpSend {
+				sends = append(sends, g.postSend(p.Op, p.Buf))
 				continue
 			}
-			r, err := g.eng.recv(op.Peer, header{Kind: msgP2P, Tag: int64(op.Tag)}, p.Buf.Bytes())
+			r, err := g.postRecv(p.Op, p.Buf)
 			if err != nil {
 				return err
 			}
