@@ -185,9 +185,10 @@ func (req *request) setFREntry(e *frEntry) {
 
 // issue assigns the op its sequence number and ticket and reports whether it may run now: its
 // turn has come, and it is synchronous (sync) or an async send that the backend can finish at
-// once (backends.EagerSender). Such an op on a backend that posts (backends.Poster) is recorded by runNow, once the
-// backend has posted this rank's part (see deadlineCtx.Posted), when the peers no longer wait
-// for this rank; any other op is recorded here, started if it runs now.
+// once (backends.EagerSender). Such an op on a backend that posts (backends.Poster) is recorded
+// by runNow, once the backend has posted this rank's part (see deadlineCtx.Posted), when the
+// peers no longer wait for this rank; any other op (a batch too) is recorded here, started if it
+// runs now.
 func (pg *ProcessGroup) issue(req *request, sync bool) (ready bool, err error) {
 	pg.mu.Lock()
 	if pg.closed {
