@@ -81,6 +81,8 @@ func (l *RowParallelLinear) Forward(ctx context.Context, x *tensor.Tensor) (*ten
 type ParallelMLP struct {
 	Gate, Up *ColumnParallelLinear
 	Down     *RowParallelLinear
+
+	shared *sharedMLP // set by Share
 }
 
 // Parameters returns gate's, up's and down's.
@@ -88,6 +90,9 @@ func (m *ParallelMLP) Parameters() []*Parameter { return collect(m.Gate, m.Up, m
 
 // Forward returns the MLP of x [... hidden], replicated on every rank.
 func (m *ParallelMLP) Forward(ctx context.Context, x *tensor.Tensor) (*tensor.Tensor, error) {
+	if m.shared != nil {
+		return m.shared.forward(ctx, x, m.Down)
+	}
 	g, err := m.Gate.Forward(x)
 	if err != nil {
 		return nil, err
@@ -380,6 +385,8 @@ func (e *VocabParallelEmbedding) Forward(ctx context.Context, ids []int) (*tenso
 // local argmax and an all-gather of one (value, index) pair per rank.
 type LMHead struct {
 	Weight *Parameter // [vocab hidden]
+
+	shared *sharedHead // set by Share
 }
 
 // Parameters returns the projection.
@@ -388,6 +395,9 @@ func (h *LMHead) Parameters() []*Parameter { return params(h.Weight) }
 // Argmax returns the index of the largest logit of x [hidden] over the whole vocabulary, as
 // tensor.Argmax on the dense logits would (the first on ties, NaN counting as largest).
 func (h *LMHead) Argmax(ctx context.Context, x *tensor.Tensor) (int, error) {
+	if h.shared != nil {
+		return h.shared.argmax(ctx, x)
+	}
 	logits, err := tensor.Linear(x, h.Weight.Local(), nil)
 	if err != nil {
 		return 0, fmt.Errorf("gccl: tp.LMHead: %w", err)
@@ -418,9 +428,15 @@ func (h *LMHead) Argmax(ctx context.Context, x *tensor.Tensor) (int, error) {
 	if err := g.AllGather(ctx, out, in); err != nil {
 		return 0, fmt.Errorf("gccl: tp.LMHead: %w", err)
 	}
-	pairs := out.F64s()
-	best, val = -1, 0
-	for r := range g.Size() {
+	return pickBest(out.F64s()), nil
+}
+
+// pickBest returns the index of the best of the ranks' (value, index) pairs, in rank order: the
+// largest value, NaN counting as largest, the first on ties; an index below 0 is a rank with no
+// rows.
+func pickBest(pairs []float64) int {
+	best, val := -1, 0.0
+	for r := range len(pairs) / 2 {
 		v, i := pairs[2*r], int(pairs[2*r+1])
 		if i < 0 {
 			continue
@@ -429,7 +445,7 @@ func (h *LMHead) Argmax(ctx context.Context, x *tensor.Tensor) (int, error) {
 			best, val = i, v
 		}
 	}
-	return best, nil
+	return best
 }
 
 // Logits returns the full logits [vocab] of x [hidden] on every rank (an all-gather of the
