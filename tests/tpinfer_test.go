@@ -22,6 +22,7 @@ type tpResult struct {
 	AllReduceShare  float64   `json:"allreduce_share"`
 	AllReduceShares []float64 `json:"allreduce_shares"`
 	Logits          []float32 `json:"logits"`
+	BalanceShares   []float64 `json:"balance_shares"`
 }
 
 // tiny is the agreement test's model: 8 heads over 4 kv heads, so tp 1, 2 and 4 all divide.
@@ -60,6 +61,24 @@ func TestTPInferAgreement(t *testing.T) {
 		}
 		assert.Equal(t, ref.Tokens, r.Tokens, "tp=%d", n)
 		assert.True(t, tensor.AllClose(tensor.FromSlice(ref.Logits), tensor.FromSlice(r.Logits), 1e-4, 1e-4), "tp=%d logits", n)
+	}
+
+	// Balanced (--balance): the MLPs' and the head's rows split by the ranks' speeds over shared
+	// weights; the same tokens, logits within tolerance, and the split every rank ended with.
+	for _, n := range []int{2, 4} {
+		out, err := runShm(gccl, job, n, append([]string{"--json", "--logits", "--balance"}, tiny...)...)
+		require.NoError(t, err, "tp=%d balanced:\n%s", n, out)
+		r := lastRank0JSON[tpResult](t, out)
+		assert.Equal(t, ref.Tokens, r.Tokens, "tp=%d balanced", n)
+		assert.True(t, tensor.AllClose(tensor.FromSlice(ref.Logits), tensor.FromSlice(r.Logits), 1e-4, 1e-4), "tp=%d balanced: logits", n)
+		if assert.Len(t, r.BalanceShares, n, "tp=%d balanced", n) {
+			sum := 0.0
+			for _, s := range r.BalanceShares {
+				assert.Positive(t, s)
+				sum += s
+			}
+			assert.InDelta(t, 1, sum, 1e-9)
+		}
 	}
 
 	// From the file, each rank reading only its shards.
@@ -103,6 +122,7 @@ func TestTPInferAgreement(t *testing.T) {
 			{"tp_does_not_divide_heads", 2, []string{"--heads", "6", "--kv-heads", "3", "--hidden", "48"}, "does not divide"},
 			{"tp_not_a_multiple_of_kv_heads", 4, []string{"--heads", "12", "--kv-heads", "3", "--hidden", "48"}, "multiple of"},
 			{"truncated", 1, append(tiny[:len(tiny):len(tiny)], "--weights", truncated), "truncated"},
+			{"balance_without_shared_memory", 2, append(tiny[:len(tiny):len(tiny)], "--balance", "--backend", "gloo"), `use backend "shm"`},
 			{"wrong_dtype", 1, append(tiny[:len(tiny):len(tiny)], "--weights", wrongDType), "model.norm.weight"},
 		} {
 			out, err := runShm(gccl, job, c.n, c.args...)

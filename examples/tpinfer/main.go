@@ -42,6 +42,8 @@ type result struct {
 	AllReduceShares []float64 `json:"allreduce_shares"`
 	PrefillMS       float64   `json:"prefill_ms"` // the prompt but its last token, in one batch
 	Logits          []float32 `json:"logits,omitempty"`
+	// BalanceShares is each rank's fraction of the MLP and LM head rows at the end, with --balance.
+	BalanceShares []float64 `json:"balance_shares,omitempty"`
 }
 
 func main() {
@@ -71,6 +73,7 @@ func run() error {
 		saveWeights                 string
 		newTokens                   int
 		asJSON, printLogits, dryRun bool
+		balance                     bool
 	)
 	flag.IntVar(&c.Hidden, "hidden", 256, "hidden size")
 	flag.IntVar(&c.Layers, "layers", 4, "decoder layers")
@@ -89,6 +92,7 @@ func run() error {
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
 	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: tp, tokens, tokens_per_s, step_ms, allreduce_share, allreduce_shares")
 	flag.BoolVar(&printLogits, "logits", false, "with --json, add the full logits of the last step (for checks)")
+	flag.BoolVar(&balance, "balance", false, "put the MLP and LM head weights in memory the ranks share (backend shm) and split their rows by each rank's measured speed")
 	flag.BoolVar(&dryRun, "check-only", false, "load and shard the model, then exit")
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -158,6 +162,13 @@ func run() error {
 	if err := tp.Parallelize(ctx, model, m, plan); err != nil {
 		return err
 	}
+	var balancer tp.Balancer
+	if balance {
+		if err := model.Share(ctx, &balancer); err != nil {
+			return fmt.Errorf("--balance: %w", err)
+		}
+		defer model.Close()
+	}
 	params = nil
 	debug.FreeOSMemory()
 	if dryRun {
@@ -200,6 +211,7 @@ func run() error {
 		return err
 	}
 	res.AllReduceShares = shares.Float64s()
+	res.BalanceShares = balancer.Shares()
 	if printLogits {
 		// The logits of the last step again, at its position: rerun it on a fresh cache.
 		if res.Logits, err = model.lastLogits(ctx, ids, tokens); err != nil {

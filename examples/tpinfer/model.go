@@ -227,6 +227,26 @@ func (m *Model) Parameters() []*tp.Parameter {
 	return ps
 }
 
+// Share moves every layer's MLP weights and the LM head's into memory the ranks share and
+// splits their rows between the ranks by their speed, with one Balancer for all of them (see
+// tp.ParallelMLP.Share).
+func (m *Model) Share(ctx context.Context, b *tp.Balancer) error {
+	for i, l := range m.layers {
+		if err := l.mlp.Share(ctx, b); err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	return m.head.Share(ctx, b)
+}
+
+// Close unmaps the weights Share moved to shared memory; the model must not be used after.
+func (m *Model) Close() {
+	for _, l := range m.layers {
+		l.mlp.Close()
+	}
+	m.head.Close()
+}
+
 // CheckParallel: tp must divide the heads, and divide the kv heads or be a multiple of them.
 func (m *Model) CheckParallel(n int) error { return m.layers[0].attn.CheckParallel(n) }
 
