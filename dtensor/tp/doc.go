@@ -31,6 +31,10 @@
 //	err = tp.Parallelize(ctx, mlp, m, tp.Plan{"*.gate.weight": tp.Colwise, "*.up.weight": tp.Colwise, "*.down.weight": tp.Rowwise})
 //	y, err := mlp.Forward(ctx, x) // x [hidden] on every rank; y [hidden] on every rank
 //
+// On one host, ParallelMLP.Share and LMHead.Share move those layers' weights into memory every
+// rank maps and split their rows by the ranks' measured speed (Balancer), so that a rank that
+// stays slower for a while gets less work instead of making the others wait at every all-reduce.
+//
 // Collectives run on the mesh dimension's group, in the same order on every rank; the layers'
 // Forward methods are collective over it once parallelized.
 package tp

@@ -8,9 +8,14 @@
 //	go build -o tpinfer ./examples/tpinfer
 //	gccl run --nproc-per-node 2 -- ./tpinfer --hidden 256 --layers 4 --heads 8 --kv-heads 4 --prompt 1,2,3 --new-tokens 32
 //
+// With --balance (backend shm), the MLPs' and the LM head's weights go to memory the ranks share
+// and their rows are split by each rank's measured speed (tp.ParallelMLP.Share), which helps when
+// a rank stays slower than the others.
+//
 // Rank 0 prints the tokens, tokens/s, the time per decode step and the share of it spent in
 // all-reduce; with --json it ends with one JSON line with the keys tp, tokens, tokens_per_s,
-// step_ms, allreduce_share and allreduce_shares (every rank's).
+// step_ms, allreduce_share, allreduce_shares (every rank's) and, with --balance, balance_shares
+// (each rank's fraction of the balanced rows at the end).
 package main
 
 import (
@@ -225,6 +230,9 @@ func run() error {
 	fmt.Printf("tokens: %v\n", tokens)
 	fmt.Printf("prefill of %d tokens: %.3f ms\n", len(ids)-1, res.PrefillMS)
 	fmt.Printf("%.1f tokens/s, %.3f ms per decode step, %.1f%% of it in all-reduce (per rank: %s)\n", res.TokensPerS, res.StepMS, 100*res.AllReduceShare, percents(res.AllReduceShares))
+	if res.BalanceShares != nil {
+		fmt.Printf("balanced rows at the end, per rank: %s\n", percents(res.BalanceShares))
+	}
 	if asJSON {
 		b, err := json.Marshal(res)
 		if err != nil {
