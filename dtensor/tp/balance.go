@@ -167,6 +167,73 @@ func (m *ParallelMLP) Share(ctx context.Context, b *Balancer) error {
 	return nil
 }
 
+// Close unmaps the shared weights of an MLP that Share moved there; the MLP must not be used
+// after. It does nothing for an MLP that is not shared.
+func (m *ParallelMLP) Close() {
+	if m.shared != nil {
+		m.shared.buf.Close()
+		m.shared = nil
+	}
+}
+
+// forward runs the MLP over the rows the balancer gives this rank, and adds the ranks' products
+// with one all-reduce that also carries each rank's compute time.
+func (sh *sharedMLP) forward(ctx context.Context, x *tensor.Tensor, down *RowParallelLinear) (*tensor.Tensor, error) {
+	fail := func(err error) error { return fmt.Errorf("gccl: tp.ParallelMLP (shared): %w", err) }
+	start := time.Now()
+	n, rank := sh.group.Size(), sh.group.Rank()
+	inter, hidden := sh.gate.Shape()[0], sh.gate.Shape()[1]
+	bounds := sh.balancer.bounds(inter, n)
+	lo, rows := bounds[rank], bounds[rank+1]-bounds[rank]
+	block := func(t *tensor.Tensor) *tensor.Tensor {
+		if t == nil {
+			return nil
+		}
+		v, _ := t.Narrow(0, lo, rows)
+		return v
+	}
+	g, err := tensor.Linear(x, block(sh.gate), block(sh.gateBias))
+	if err != nil {
+		return nil, fail(err)
+	}
+	u, err := tensor.Linear(x, block(sh.up), block(sh.upBias))
+	if err != nil {
+		return nil, fail(err)
+	}
+	if err := tensor.SwiGLUInto(g, g, u); err != nil {
+		return nil, fail(err)
+	}
+	tokens := x.Numel() / hidden
+	out := tensor.New(tensor.Float32, tokens*hidden+n) // the product, then a slot per rank
+	y, _ := out.Narrow(0, 0, tokens*hidden)
+	y2, _ := y.Reshape(tokens, hidden)
+	g2, err := g.Reshape(tokens, rows)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if err := tensor.MatMulInto(y2, g2, block(sh.downT), false, false, 1, 0); err != nil {
+		return nil, fail(err)
+	}
+	slots := out.Float32s()[tokens*hidden:]
+	slots[rank] = float32(time.Since(start).Seconds() * 1e6)
+	if err := down.Stats.allReduce(ctx, sh.group, out); err != nil {
+		return nil, fail(err)
+	}
+	sh.balancer.update(bounds, slots)
+	if x.Dim() == 1 {
+		y2 = y
+	}
+	if b := local(down.Bias); b != nil {
+		if err := tensor.AddInto(y2, y2, b); err != nil {
+			return nil, fail(err)
+		}
+	}
+	if x.Dim() > 2 {
+		return y2.Reshape(append(x.Shape()[:x.Dim()-1], hidden)...)
+	}
+	return y2, nil
+}
+
 // shareRows lays out tensors [rows ...] in memory every rank of g maps, and returns them once
 // every rank has copied its block of each there: locals[i] (float32), rows off on of the full
 // tensor i. params[i], when not nil, is the parameter locals[i] is the shard of: it becomes a
@@ -315,71 +382,4 @@ func (sh *sharedHead) argmax(ctx context.Context, x *tensor.Tensor) (int, error)
 	}
 	sh.balancer.update(bounds, micros)
 	return pickBest(pairs), nil
-}
-
-// Close unmaps the shared weights of an MLP that Share moved there; the MLP must not be used
-// after. It does nothing for an MLP that is not shared.
-func (m *ParallelMLP) Close() {
-	if m.shared != nil {
-		m.shared.buf.Close()
-		m.shared = nil
-	}
-}
-
-// forward runs the MLP over the rows the balancer gives this rank, and adds the ranks' products
-// with one all-reduce that also carries each rank's compute time.
-func (sh *sharedMLP) forward(ctx context.Context, x *tensor.Tensor, down *RowParallelLinear) (*tensor.Tensor, error) {
-	fail := func(err error) error { return fmt.Errorf("gccl: tp.ParallelMLP (shared): %w", err) }
-	start := time.Now()
-	n, rank := sh.group.Size(), sh.group.Rank()
-	inter, hidden := sh.gate.Shape()[0], sh.gate.Shape()[1]
-	bounds := sh.balancer.bounds(inter, n)
-	lo, rows := bounds[rank], bounds[rank+1]-bounds[rank]
-	block := func(t *tensor.Tensor) *tensor.Tensor {
-		if t == nil {
-			return nil
-		}
-		v, _ := t.Narrow(0, lo, rows)
-		return v
-	}
-	g, err := tensor.Linear(x, block(sh.gate), block(sh.gateBias))
-	if err != nil {
-		return nil, fail(err)
-	}
-	u, err := tensor.Linear(x, block(sh.up), block(sh.upBias))
-	if err != nil {
-		return nil, fail(err)
-	}
-	if err := tensor.SwiGLUInto(g, g, u); err != nil {
-		return nil, fail(err)
-	}
-	tokens := x.Numel() / hidden
-	out := tensor.New(tensor.Float32, tokens*hidden+n) // the product, then a slot per rank
-	y, _ := out.Narrow(0, 0, tokens*hidden)
-	y2, _ := y.Reshape(tokens, hidden)
-	g2, err := g.Reshape(tokens, rows)
-	if err != nil {
-		return nil, fail(err)
-	}
-	if err := tensor.MatMulInto(y2, g2, block(sh.downT), false, false, 1, 0); err != nil {
-		return nil, fail(err)
-	}
-	slots := out.Float32s()[tokens*hidden:]
-	slots[rank] = float32(time.Since(start).Seconds() * 1e6)
-	if err := down.Stats.allReduce(ctx, sh.group, out); err != nil {
-		return nil, fail(err)
-	}
-	sh.balancer.update(bounds, slots)
-	if x.Dim() == 1 {
-		y2 = y
-	}
-	if b := local(down.Bias); b != nil {
-		if err := tensor.AddInto(y2, y2, b); err != nil {
-			return nil, fail(err)
-		}
-	}
-	if x.Dim() > 2 {
-		return y2.Reshape(append(x.Shape()[:x.Dim()-1], hidden)...)
-	}
-	return y2, nil
 }
