@@ -1,8 +1,7 @@
-package tp
+package tp_test
 
 import (
 	"context"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gccl/gccl/comm"
+	"github.com/gccl/gccl/dtensor/tp"
 	"github.com/gccl/gccl/internal/ranktest"
 	"github.com/gccl/gccl/mesh"
 	"github.com/gccl/gccl/tensor"
@@ -38,47 +38,48 @@ func TestBalancerBounds(t *testing.T) {
 	}
 	for _, c := range cases {
 		n := len(c.want) - 1
-		b := &Balancer{share: c.share}
-		got := b.bounds(c.rows, n)
+		b := &tp.Balancer{}
+		b.SetShares(c.share)
+		got := b.Bounds(c.rows, n)
 		assert.Equal(t, c.want, got, "rows %d shares %v", c.rows, c.share)
-		assert.Len(t, b.share, n)
+		assert.Len(t, b.Shares(), n)
 	}
 }
 
 // TestBalancerUpdate: the shares move toward the ranks' speeds, by the smoothing, keep a floor,
 // sum to 1, and stay put on times that say nothing.
 func TestBalancerUpdate(t *testing.T) {
-	b := &Balancer{}
-	bounds := b.bounds(1024, 2)
+	b := &tp.Balancer{}
+	bounds := b.Bounds(1024, 2)
 	require.Equal(t, []int{0, 512, 1024}, bounds)
 	// Rank 1 took twice as long for as many rows: speeds 2:1, so 2/3 and 1/3 is the target, and
 	// the shares move a quarter of the way there.
-	b.update(bounds, []float32{100, 200})
-	assert.InDelta(t, 0.75*0.5+0.25*2.0/3, b.share[0], 1e-12)
-	assert.InDelta(t, 1.0, b.share[0]+b.share[1], 1e-12)
+	b.Update(bounds, []float32{100, 200})
+	assert.InDelta(t, 0.75*0.5+0.25*2.0/3, b.Shares()[0], 1e-12)
+	assert.InDelta(t, 1.0, b.Shares()[0]+b.Shares()[1], 1e-12)
 	// Ranks that keep those speeds, whatever rows they get, end there.
 	for range 50 {
-		bounds := b.bounds(1024, 2)
-		b.update(bounds, []float32{float32(bounds[1]) / 2, float32(bounds[2] - bounds[1])})
+		bounds := b.Bounds(1024, 2)
+		b.Update(bounds, []float32{float32(bounds[1]) / 2, float32(bounds[2] - bounds[1])})
 	}
-	assert.InDelta(t, 2.0/3, b.share[0], 0.01, "converges to the speeds")
+	assert.InDelta(t, 2.0/3, b.Shares()[0], 0.01, "converges to the speeds")
 
 	// A rank a hundred times slower keeps the floor (then all are scaled to sum to 1).
-	b = &Balancer{Smoothing: 1}
-	b.update(b.bounds(1024, 4), []float32{1, 1, 1, 100})
+	b = &tp.Balancer{Smoothing: 1}
+	b.Update(b.Bounds(1024, 4), []float32{1, 1, 1, 100})
 	fast := 256.0 / (3*256 + 2.56)
-	assert.InDelta(t, minShare/4/(3*fast+minShare/4), b.share[3], 1e-9)
+	assert.InDelta(t, tp.MinShare/4/(3*fast+tp.MinShare/4), b.Shares()[3], 1e-9)
 	sum := 0.0
-	for _, s := range b.share {
+	for _, s := range b.Shares() {
 		sum += s
 	}
 	assert.InDelta(t, 1.0, sum, 1e-12)
 
 	// A zero time (a clock too coarse) or an empty range teaches nothing.
 	before := b.Shares()
-	b.update(b.bounds(1000, 4), []float32{1, 0, 1, 1})
+	b.Update(b.Bounds(1000, 4), []float32{1, 0, 1, 1})
 	assert.Equal(t, before, b.Shares())
-	b.update([]int{0, 0, 500, 900, 1000}, []float32{1, 1, 1, 1})
+	b.Update([]int{0, 0, 500, 900, 1000}, []float32{1, 1, 1, 1})
 	assert.Equal(t, before, b.Shares())
 }
 
@@ -99,16 +100,6 @@ func TestShare(t *testing.T) {
 	}
 }
 
-func randn(seed uint64, shape ...int) *tensor.Tensor {
-	r := rand.New(rand.NewPCG(seed, 11))
-	t := tensor.New(tensor.Float32, shape...)
-	s := t.Float32s()
-	for i := range s {
-		s[i] = float32(r.NormFloat64() * 0.3)
-	}
-	return t
-}
-
 func shareChild(t *testing.T) {
 	const hidden, inter, vocab, rtol, atol = 32, 100, 70, 1e-5, 1e-5
 	ctx := context.Background()
@@ -119,33 +110,33 @@ func shareChild(t *testing.T) {
 	m, err := mesh.New(ctx, pg, []int{n}, []string{"tp"}, mesh.Options{})
 	require.NoError(t, err)
 	defer m.Close()
-	mlp := func() *ParallelMLP {
-		return &ParallelMLP{
-			Gate: &ColumnParallelLinear{Weight: NewParameter("mlp.gate.weight", randn(1, inter, hidden)), Bias: NewParameter("mlp.gate.bias", randn(2, inter))},
-			Up:   &ColumnParallelLinear{Weight: NewParameter("mlp.up.weight", randn(3, inter, hidden)), Bias: NewParameter("mlp.up.bias", randn(4, inter))},
-			Down: &RowParallelLinear{Weight: NewParameter("mlp.down.weight", randn(5, hidden, inter)), Bias: NewParameter("mlp.down.bias", randn(6, hidden))},
+	mlp := func() *tp.ParallelMLP {
+		return &tp.ParallelMLP{
+			Gate: &tp.ColumnParallelLinear{Weight: tp.NewParameter("mlp.gate.weight", randn(1, inter, hidden)), Bias: tp.NewParameter("mlp.gate.bias", randn(2, inter))},
+			Up:   &tp.ColumnParallelLinear{Weight: tp.NewParameter("mlp.up.weight", randn(3, inter, hidden)), Bias: tp.NewParameter("mlp.up.bias", randn(4, inter))},
+			Down: &tp.RowParallelLinear{Weight: tp.NewParameter("mlp.down.weight", randn(5, hidden, inter)), Bias: tp.NewParameter("mlp.down.bias", randn(6, hidden))},
 		}
 	}
-	plan := Plan{"mlp.gate.*": Colwise, "mlp.up.*": Colwise, "mlp.down.*": Rowwise, "embed.weight": Vocab}
+	plan := tp.Plan{"mlp.gate.*": tp.Colwise, "mlp.up.*": tp.Colwise, "mlp.down.*": tp.Rowwise, "embed.weight": tp.Vocab}
 	dense, pm := mlp(), mlp()
-	require.NoError(t, Parallelize(ctx, pm, m, plan))
+	require.NoError(t, tp.Parallelize(ctx, pm, m, plan))
 	shards := map[string]*tensor.Tensor{}
 	for _, p := range pm.Parameters() {
 		shards[p.Name] = p.Local().Clone()
 	}
-	var b Balancer
+	var b tp.Balancer
 	require.NoError(t, pm.Share(ctx, &b))
 	defer pm.Close()
 	for _, p := range pm.Parameters() {
 		assert.True(t, tensor.Equal(shards[p.Name], p.Local()), "%s keeps this rank's shard", p.Name)
 	}
-	assert.True(t, pm.Gate.Weight.Local().Overlaps(pm.shared.gate), "gate's shard is a view of the shared memory")
+	assert.True(t, pm.Gate.Weight.Local().Overlaps(tp.SharedGate(pm)), "gate's shard is a view of the shared memory")
 	err = pm.Share(ctx, &b)
 	assert.ErrorIs(t, err, comm.ErrInvalidArgument, "shared twice")
 	assert.ErrorContains(t, err, "tp.ParallelMLP.Share")
 	assert.ErrorIs(t, mlp().Share(ctx, nil), comm.ErrInvalidArgument, "no balancer")
 	require.NoError(t, dense.Share(ctx, &b), "a dense MLP has nothing to share")
-	assert.Nil(t, dense.shared)
+	assert.Nil(t, tp.SharedGate(dense))
 
 	splits := [][]float64{nil, {0.9, 0.1}, {0.1, 0.9}, {0.3, 0.7}}
 	if n == 3 {
@@ -155,9 +146,9 @@ func shareChild(t *testing.T) {
 		for _, x := range []*tensor.Tensor{randn(10+uint64(i), hidden), randn(20+uint64(i), 3, hidden)} {
 			want, err := dense.Forward(ctx, x)
 			require.NoError(t, err)
-			b.share = slices.Clone(split)
+			b.SetShares(slices.Clone(split))
 			before := pm.Down.Stats
-			pm.Down.Stats = &Stats{}
+			pm.Down.Stats = &tp.Stats{}
 			got, err := pm.Forward(ctx, x)
 			require.NoError(t, err)
 			assert.Equal(t, 1, pm.Down.Stats.AllReduces, "one all-reduce per call")
@@ -169,9 +160,9 @@ func shareChild(t *testing.T) {
 
 	// The LM head, tied to a vocab-parallel embedding (vocab 70: uneven at 3).
 	table := randn(30, vocab, hidden)
-	emb := &VocabParallelEmbedding{Weight: NewParameter("embed.weight", table.Clone())}
-	head := &LMHead{Weight: emb.Weight}
-	require.NoError(t, Parallelize(ctx, emb, m, plan))
+	emb := &tp.VocabParallelEmbedding{Weight: tp.NewParameter("embed.weight", table.Clone())}
+	head := &tp.LMHead{Weight: emb.Weight}
+	require.NoError(t, tp.Parallelize(ctx, emb, m, plan))
 	require.NoError(t, head.Share(ctx, &b))
 	defer head.Close()
 	for i, split := range splits {
@@ -180,7 +171,7 @@ func shareChild(t *testing.T) {
 		require.NoError(t, err)
 		want, err := tensor.Argmax(logits)
 		require.NoError(t, err)
-		b.share = slices.Clone(split)
+		b.SetShares(slices.Clone(split))
 		got, err := head.Argmax(ctx, x)
 		require.NoError(t, err)
 		assert.Equal(t, want[0], got, "argmax, split %v", split)
@@ -197,7 +188,7 @@ func shareChild(t *testing.T) {
 
 	// Calls learn from every rank's times (the split moves off even) and leave every rank with
 	// the same split.
-	b.share = nil
+	b.SetShares(nil)
 	for i := range 20 {
 		_, err := pm.Forward(ctx, randn(50+uint64(i), hidden))
 		require.NoError(t, err)
@@ -224,13 +215,13 @@ func TestShareUnsupported(t *testing.T) {
 		m, err := mesh.New(ctx, pg, []int{pg.Size()}, []string{"tp"}, mesh.Options{})
 		require.NoError(t, err)
 		defer m.Close()
-		pm := &ParallelMLP{
-			Gate: &ColumnParallelLinear{Weight: NewParameter("gate", randn(1, 8, 4))},
-			Up:   &ColumnParallelLinear{Weight: NewParameter("up", randn(2, 8, 4))},
-			Down: &RowParallelLinear{Weight: NewParameter("down", randn(3, 4, 8))},
+		pm := &tp.ParallelMLP{
+			Gate: &tp.ColumnParallelLinear{Weight: tp.NewParameter("gate", randn(1, 8, 4))},
+			Up:   &tp.ColumnParallelLinear{Weight: tp.NewParameter("up", randn(2, 8, 4))},
+			Down: &tp.RowParallelLinear{Weight: tp.NewParameter("down", randn(3, 4, 8))},
 		}
-		require.NoError(t, Parallelize(ctx, pm, m, Plan{"gate": Colwise, "up": Colwise, "down": Rowwise}))
-		err = pm.Share(ctx, &Balancer{})
+		require.NoError(t, tp.Parallelize(ctx, pm, m, tp.Plan{"gate": tp.Colwise, "up": tp.Colwise, "down": tp.Rowwise}))
+		err = pm.Share(ctx, &tp.Balancer{})
 		assert.ErrorIs(t, err, comm.ErrUnsupported)
 		assert.ErrorContains(t, err, `backend "shm"`)
 		_, err = pm.Forward(ctx, randn(4, 4))
