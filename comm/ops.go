@@ -3,6 +3,7 @@ package comm
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
@@ -709,35 +710,44 @@ func RecvOp(t *tensor.Tensor, src, tag int) P2POp {
 // the sends, then the receives. The flight recorder has an entry per send and receive, which
 // share the batch's sequence number, as PyTorch's do.
 func (pg *ProcessGroup) BatchSendRecv(ctx context.Context, ops []P2POp) error {
-	req, err := pg.batchReq(ops)
-	if err != nil {
+	br := batchPool.Get().(*batchRequest)
+	if err := pg.batchReq(br, ops); err != nil {
 		return err
 	}
-	return pg.execute(ctx, req)
+	err := pg.execute(ctx, &br.request)
+	if err == nil { // else the backend may still hold the ops (an op that timed out)
+		*br = batchRequest{}
+		batchPool.Put(br)
+	}
+	return err
 }
 
 // BatchSendRecvAsync issues BatchSendRecv and returns at once; its Work completes when every op
 // of the batch has.
 func (pg *ProcessGroup) BatchSendRecvAsync(ops []P2POp) *Work {
-	req, err := pg.batchReq(ops)
-	if err != nil {
+	br := new(batchRequest)
+	if err := pg.batchReq(br, ops); err != nil {
 		return failedWork(err)
 	}
-	return pg.enqueue(req)
+	return pg.enqueue(&br.request)
 }
 
-// batchReq validates ops (as Send and Recv would, naming the op that is wrong) and makes their
-// request.
-func (pg *ProcessGroup) batchReq(ops []P2POp) (*request, error) {
+// batchRequest is the request of a small batch with room for its ops and their flight-recorder
+// ids, so that a batch takes one allocation, or none from batchPool (the synchronous call).
+type batchRequest struct {
+	request
+	ops [4]backends.P2P
+	ids [4]uint64
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batchRequest) }}
+
+// batchReq validates ops (as Send and Recv would, naming the op that is wrong) and fills br, a
+// zero batchRequest.
+func (pg *ProcessGroup) batchReq(br *batchRequest, ops []P2POp) error {
 	if len(ops) == 0 {
-		return nil, pg.invalid(backends.OpSendRecvBatch, "no op given: pass at least one SendOp or RecvOp")
+		return pg.invalid(backends.OpSendRecvBatch, "no op given: pass at least one SendOp or RecvOp")
 	}
-	// One allocation for a small batch: the request, its ops and their flight-recorder ids.
-	br := &struct {
-		request
-		ops [4]backends.P2P
-		ids [4]uint64
-	}{}
 	req := &br.request
 	req.op = backends.Op{Kind: backends.OpSendRecvBatch}
 	req.batch, req.batchRecords = br.ops[:0], br.ids[:0]
@@ -752,16 +762,16 @@ func (pg *ProcessGroup) batchReq(ops []P2POp) (*request, error) {
 		}
 		var one request
 		if err := pg.p2pReq(&one, kind, o.Tensor, o.Peer, o.Tag); err != nil {
-			return nil, fmt.Errorf("%w (op %d of the %d of a %s)", err, i, len(ops), backends.OpSendRecvBatch)
+			return fmt.Errorf("%w (op %d of the %d of a %s)", err, i, len(ops), backends.OpSendRecvBatch)
 		}
 		req.batch[i] = backends.P2P{Op: one.op, Buf: o.Tensor}
 		for j, prev := range req.batch[:i] {
 			if (prev.Op.Kind == backends.OpRecv || kind == backends.OpRecv) && prev.Buf.Overlaps(o.Tensor) {
-				return nil, pg.invalid(backends.OpSendRecvBatch, "ops %d and %d overlap in memory, and one receives into it: give each receive a buffer of its own", j, i)
+				return pg.invalid(backends.OpSendRecvBatch, "ops %d and %d overlap in memory, and one receives into it: give each receive a buffer of its own", j, i)
 			}
 		}
 	}
-	return req, nil
+	return nil
 }
 
 func (pg *ProcessGroup) p2pReq(req *request, kind backends.OpKind, t *tensor.Tensor, peer, tag int) error {
