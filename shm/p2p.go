@@ -155,35 +155,81 @@ func (g *Group) room(dst, need int, h uint64, tail *uint64, size int) int {
 	return size - int(h-g.p2p.tails[dst])
 }
 
-// ringWrite copies as much of b as fits into the mailbox src->dst and returns how much.
-func (g *Group) ringWrite(dst int, b []byte) int {
+// ringWrite copies as much of parts, in order, as fits into the mailbox to dst, publishes it at
+// once (a message's header and payload with one move of the head), and returns how much.
+func (g *Group) ringWrite(dst int, parts ...[]byte) int {
 	head, tail, data := g.seg.mailbox(g.cfg.Rank, dst)
 	h := atomic.LoadUint64(head)
-	n := min(g.room(dst, len(b), h, tail, len(data)), len(b))
-	if n <= 0 {
+	want := 0
+	for _, b := range parts {
+		want += len(b)
+	}
+	free, n := g.room(dst, want, h, tail, len(data)), 0
+	for _, b := range parts {
+		k := min(free-n, len(b))
+		if k <= 0 {
+			break
+		}
+		pos := int((h + uint64(n)) % uint64(len(data)))
+		c := copy(data[pos:], b[:k])
+		copy(data, b[c:k])
+		n += k
+	}
+	if n == 0 {
 		return 0
 	}
-	pos := int(h % uint64(len(data)))
-	k := copy(data[pos:], b[:n])
-	copy(data, b[k:n])
 	atomic.StoreUint64(head, h+uint64(n))
 	wakeSleepers(head, g.sleepers)
 	return n
 }
 
-// ringRead copies up to len(b) bytes from the mailbox src->this rank and returns how many.
-func (g *Group) ringRead(src int, b []byte) int {
+// ringReader reads the mailbox from src to this rank: it looks at the head once and reads what
+// was there, looks again only when that is used up, and hands what it read back to the sender
+// (moves the tail) only then or at free. So a message whose header and payload came together
+// costs the receiver one look at the head and one move of the tail.
+type ringReader struct {
+	head, tail *uint64
+	data       []byte
+	h, t, t0   uint64 // the head as last seen, the bytes read up to, the tail as last moved
+}
+
+func (g *Group) ringReader(src int) ringReader {
 	head, tail, data := g.seg.mailbox(src, g.cfg.Rank)
-	h, t := atomic.LoadUint64(head), atomic.LoadUint64(tail)
-	n := min(int(h-t), len(b))
+	t := atomic.LoadUint64(tail)
+	return ringReader{head: head, tail: tail, data: data, h: atomic.LoadUint64(head), t: t, t0: t}
+}
+
+// read copies up to len(b) bytes and returns how many.
+func (r *ringReader) read(g *Group, b []byte) int {
+	if r.h == r.t {
+		r.free(g)
+		r.h = atomic.LoadUint64(r.head)
+	}
+	n := min(int(r.h-r.t), len(b))
 	if n <= 0 {
 		return 0
 	}
-	pos := int(t % uint64(len(data)))
-	k := copy(b[:n], data[pos:])
-	copy(b[k:n], data)
-	atomic.StoreUint64(tail, t+uint64(n))
-	wakeSleepers(tail, g.sleepers)
+	pos := int(r.t % uint64(len(r.data)))
+	k := copy(b[:n], r.data[pos:])
+	copy(b[k:n], r.data)
+	r.t += uint64(n)
+	return n
+}
+
+// free hands the bytes read so far back to the sender.
+func (r *ringReader) free(g *Group) {
+	if r.t != r.t0 {
+		atomic.StoreUint64(r.tail, r.t)
+		wakeSleepers(r.tail, g.sleepers)
+		r.t0 = r.t
+	}
+}
+
+// ringRead copies up to len(b) bytes from the mailbox src->this rank and returns how many.
+func (g *Group) ringRead(src int, b []byte) int {
+	r := g.ringReader(src)
+	n := r.read(g, b)
+	r.free(g)
 	return n
 }
 
@@ -208,9 +254,11 @@ func (g *Group) ringSpace(dst int) sleeper {
 func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 	rx := &g.p2p.rx[src]
 	moved := false
+	r := g.ringReader(src)
+	defer r.free(g)
 	for {
 		if !rx.inMsg {
-			k := g.ringRead(src, rx.hdr[rx.hdrN:])
+			k := r.read(g, rx.hdr[rx.hdrN:])
 			if k == 0 {
 				return moved, nil
 			}
@@ -252,7 +300,7 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 			}
 		}
 		if rx.got < len(rx.dst) {
-			k := g.ringRead(src, rx.dst[rx.got:])
+			k := r.read(g, rx.dst[rx.got:])
 			if k == 0 {
 				return moved, nil
 			}
@@ -342,7 +390,11 @@ func (g *Group) push(s *p2pSend) bool {
 	for s.sent < end {
 		var k int
 		if s.sent < p2pHeader {
-			k = g.ringWrite(s.peer, s.hdr[s.sent:])
+			var payload []byte // with the header, when it fits: one move of the head
+			if s.reads == nil {
+				payload = s.payload
+			}
+			k = g.ringWrite(s.peer, s.hdr[s.sent:], payload)
 		} else {
 			k = g.ringWrite(s.peer, s.payload[s.sent-p2pHeader:])
 		}
