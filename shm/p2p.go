@@ -225,14 +225,6 @@ func (r *ringReader) free(g *Group) {
 	}
 }
 
-// ringRead copies up to len(b) bytes from the mailbox src->this rank and returns how many.
-func (g *Group) ringRead(src int, b []byte) int {
-	r := g.ringReader(src)
-	n := r.read(g, b)
-	r.free(g)
-	return n
-}
-
 // ringData sleeps until the mailbox src->this rank holds a byte this rank has not read: its
 // head passes the tail, which only this rank moves.
 func (g *Group) ringData(src int) sleeper {
