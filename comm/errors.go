@@ -3,6 +3,7 @@ package comm
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/gccl/gccl/backends"
 )
@@ -33,12 +34,21 @@ type PeerLostError = backends.PeerLostError
 // opError wraps err with the op, group and rank it happened in.
 func (pg *ProcessGroup) opError(kind backends.OpKind, seq uint64, err error) error {
 	if seq == 0 {
-		return fmt.Errorf("gccl: %s on group %q (rank %d of %d): %w", kind, pg.name, pg.rank, pg.size, err)
+		return fmt.Errorf("gccl: %s on group %s (rank %d of %d): %w", kind, pg.label, pg.rank, pg.size, err)
 	}
-	return fmt.Errorf("gccl: %s #%d on group %q (rank %d of %d): %w", kind, seq, pg.name, pg.rank, pg.size, err)
+	return fmt.Errorf("gccl: %s #%d on group %s (rank %d of %d): %w", kind, seq, pg.label, pg.rank, pg.size, err)
 }
 
 // invalid is a bad-argument error for kind: what is wrong, and what to do.
 func (pg *ProcessGroup) invalid(kind backends.OpKind, format string, args ...any) error {
 	return pg.opError(kind, 0, fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidArgument))
+}
+
+// groupLabel is how errors name a group: `"0/split0/color0" (mesh_tp)`, as the flight recorder's
+// analysis does; the name alone when it has no description.
+func groupLabel(name, desc string) string {
+	if desc == "" || desc == "undefined" {
+		return strconv.Quote(name)
+	}
+	return strconv.Quote(name) + " (" + desc + ")"
 }

@@ -35,7 +35,7 @@ func ExampleProcessGroup_Broadcast_badRoot() {
 	defer pg.Close()
 	err := pg.Broadcast(ctx, tensor.New(tensor.Float32, 4), 3)
 	fmt.Println(err)
-	// Output: gccl: broadcast on group "0" (rank 0 of 1): root 3 is out of range: the group has ranks 0..0: invalid argument
+	// Output: gccl: broadcast on group "0" (default_pg) (rank 0 of 1): root 3 is out of range: the group has ranks 0..0: invalid argument
 }
 
 func ExampleAllGatherObject() {

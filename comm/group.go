@@ -21,6 +21,7 @@ type ProcessGroup struct {
 	w           *world
 	id          int
 	name, desc  string
+	label       string // how errors name the group: its name, and its description if any
 	rank, size  int
 	globalRanks []int
 	backendName string
@@ -116,7 +117,7 @@ type Work struct {
 func (w *Work) describe() string {
 	switch {
 	case w.group != "":
-		return fmt.Sprintf("%s #%d on group %q", w.kind, w.seq, w.group)
+		return fmt.Sprintf("%s #%d on group %s", w.kind, w.seq, w.group)
 	case w.kind != 0:
 		return w.kind.String()
 	}
@@ -391,7 +392,7 @@ func (pg *ProcessGroup) enqueue(req *request) *Work {
 		req.work.err = err
 		return req.work
 	}
-	req.work.seq, req.work.group = req.op.Seq, pg.name
+	req.work.seq, req.work.group = req.op.Seq, pg.label
 	if ready {
 		req.work.err = pg.runNow(context.Background(), req)
 		pg.finishTurn(req)

@@ -23,16 +23,16 @@ type GroupOptions struct {
 // and get (nil, nil), like torch.distributed.new_group's non-members.
 func (pg *ProcessGroup) NewGroup(ctx context.Context, ranks []int, opts GroupOptions) (*ProcessGroup, error) {
 	if len(ranks) == 0 {
-		return nil, fmt.Errorf("gccl: NewGroup on group %q (rank %d): the rank list is empty: %w", pg.name, pg.rank, ErrInvalidArgument)
+		return nil, fmt.Errorf("gccl: NewGroup on group %s (rank %d): the rank list is empty: %w", pg.label, pg.rank, ErrInvalidArgument)
 	}
 	seen := map[int]bool{}
 	for _, r := range ranks {
 		if !slices.Contains(pg.globalRanks, r) {
-			return nil, fmt.Errorf("gccl: NewGroup on group %q (rank %d): global rank %d is not a member of the parent group %v: %w",
-				pg.name, pg.rank, r, pg.globalRanks, ErrInvalidArgument)
+			return nil, fmt.Errorf("gccl: NewGroup on group %s (rank %d): global rank %d is not a member of the parent group %v: %w",
+				pg.label, pg.rank, r, pg.globalRanks, ErrInvalidArgument)
 		}
 		if seen[r] {
-			return nil, fmt.Errorf("gccl: NewGroup on group %q (rank %d): rank %d is listed twice: %w", pg.name, pg.rank, r, ErrInvalidArgument)
+			return nil, fmt.Errorf("gccl: NewGroup on group %s (rank %d): rank %d is listed twice: %w", pg.label, pg.rank, r, ErrInvalidArgument)
 		}
 		seen[r] = true
 	}
@@ -52,7 +52,7 @@ func (pg *ProcessGroup) Split(ctx context.Context, color, key int, opts GroupOpt
 	type entry struct{ Color, Key, Rank int }
 	all, err := AllGatherObject(ctx, pg, entry{Color: color, Key: key, Rank: pg.rank})
 	if err != nil {
-		return nil, fmt.Errorf("gccl: Split on group %q (rank %d): exchanging colors: %w", pg.name, pg.rank, err)
+		return nil, fmt.Errorf("gccl: Split on group %s (rank %d): exchanging colors: %w", pg.label, pg.rank, err)
 	}
 	n := pg.nextChild("split")
 	if color < 0 {

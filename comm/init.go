@@ -351,6 +351,7 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		backendName: backendName, timeout: timeout,
 		store: store.WithPrefix(w.store, "pg/"+name),
 	}
+	pg.label = groupLabel(name, desc)
 	pg.cond.L = &pg.mu
 	pg.idle.L = &pg.mu
 	w.nextGroupID++

@@ -15,7 +15,7 @@ import (
 func AllGatherObject[T any](ctx context.Context, pg *ProcessGroup, v T) ([]T, error) {
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(&v); err != nil {
-		return nil, fmt.Errorf("gccl: AllGatherObject on group %q (rank %d): encoding %T: %w", pg.name, pg.rank, v, err)
+		return nil, fmt.Errorf("gccl: AllGatherObject on group %s (rank %d): encoding %T: %w", pg.label, pg.rank, v, err)
 	}
 	// First the sizes, then the payloads padded to the largest.
 	sizes := tensor.New(tensor.Int64, pg.size)
@@ -40,7 +40,7 @@ func AllGatherObject[T any](ctx context.Context, pg *ProcessGroup, v T) ([]T, er
 	for i := range res {
 		b := out.Bytes()[i*maxLen : i*maxLen+lens[i]]
 		if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&res[i]); err != nil {
-			return nil, fmt.Errorf("gccl: AllGatherObject on group %q (rank %d): decoding rank %d's value: %w", pg.name, pg.rank, i, err)
+			return nil, fmt.Errorf("gccl: AllGatherObject on group %s (rank %d): decoding rank %d's value: %w", pg.label, pg.rank, i, err)
 		}
 	}
 	return res, nil
@@ -52,7 +52,7 @@ func BroadcastObject[T any](ctx context.Context, pg *ProcessGroup, v *T, root in
 	var buf bytes.Buffer
 	if pg.rank == root {
 		if err := gob.NewEncoder(&buf).Encode(v); err != nil {
-			return fmt.Errorf("gccl: BroadcastObject on group %q (rank %d): encoding %T: %w", pg.name, pg.rank, *v, err)
+			return fmt.Errorf("gccl: BroadcastObject on group %s (rank %d): encoding %T: %w", pg.label, pg.rank, *v, err)
 		}
 	}
 	size := tensor.New(tensor.Int64, 1)
@@ -70,7 +70,7 @@ func BroadcastObject[T any](ctx context.Context, pg *ProcessGroup, v *T, root in
 		return nil
 	}
 	if err := gob.NewDecoder(bytes.NewReader(payload.Bytes())).Decode(v); err != nil {
-		return fmt.Errorf("gccl: BroadcastObject on group %q (rank %d): decoding: %w", pg.name, pg.rank, err)
+		return fmt.Errorf("gccl: BroadcastObject on group %s (rank %d): decoding: %w", pg.label, pg.rank, err)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ const SharedSignals = 256
 // every member alike. Close the buffer when done; the memory goes when every member has.
 func (pg *ProcessGroup) AllocShared(ctx context.Context, nbytes int) (*SharedBuffer, error) {
 	fail := func(err error) error {
-		return fmt.Errorf("gccl: AllocShared on group %q (rank %d of %d): %w", pg.name, pg.rank, pg.size, err)
+		return fmt.Errorf("gccl: AllocShared on group %s (rank %d of %d): %w", pg.label, pg.rank, pg.size, err)
 	}
 	if nbytes <= 0 {
 		return nil, fail(fmt.Errorf("%d bytes asked: ask for at least one byte: %w", nbytes, ErrInvalidArgument))
@@ -167,7 +167,7 @@ func (b *SharedBuffer) word(rank, j int) *uint64 {
 }
 
 func (b *SharedBuffer) errorf(op, format string, args ...any) error {
-	return fmt.Errorf("gccl: %s on a shared buffer of group %q (rank %d of %d): %w", op, b.pg.name, b.pg.rank, b.pg.size, fmt.Errorf(format, args...))
+	return fmt.Errorf("gccl: %s on a shared buffer of group %s (rank %d of %d): %w", op, b.pg.label, b.pg.rank, b.pg.size, fmt.Errorf(format, args...))
 }
 
 // Close unmaps the memory on this rank; Bytes (and whatever views it) and the signals must not
