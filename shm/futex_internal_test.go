@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"encoding/binary"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,6 +30,10 @@ func wokenBy(t *testing.T, name string, s sleeper, move func()) {
 	select {
 	case <-woke:
 	case <-time.After(20 * time.Second):
+		// Let the sleeper go before failing: it must not outlive the memory it sleeps on.
+		atomic.StoreUint64(s.word, s.phase)
+		wakeSleepers(s.word, s.sleepers)
+		<-woke
 		t.Fatalf("%s: the sleeper was not woken by the peer's move (it would sleep the whole minute)", name)
 	}
 	if atomic.LoadUint64(s.word) < s.phase {
@@ -77,35 +82,47 @@ func TestSleeperTimesOut(t *testing.T) {
 	}
 }
 
-// A mailbox's sleepers: a receiver sleeps until the sender's next bytes (woken by ringWrite), a
-// sender with a full ring until the receiver frees a byte (woken by ringRead).
+// A mailbox's sleepers: a receiver between messages sleeps until the sender counts its next
+// message sent (through the box or the ring: push), a receiver inside a message until the
+// sender's next bytes (ringWrite), a sender with a full ring until the receiver frees a byte
+// (ringRead).
 func TestMailboxSleepers(t *testing.T) {
-	seg, fd, err := createSegment("test-mailbox-sleepers", newLayout(2, 4096, 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	defer seg.unmap()
-	sender := &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg, sleepers: seg.sleepers(0)}
-	receiver := &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg, sleepers: seg.sleepers(1)}
-	sender.p2p.init(2, 64)
-	receiver.p2p.init(2, 64)
+	const ring = 256
+	sender, receiver := mailboxPair(t, ring)
 	ready := func(s sleeper) bool { return atomic.LoadUint64(s.word) >= s.phase }
+	send := func(name string, n int) {
+		s := p2pSend{peer: 1, payload: make([]byte, n)}
+		binary.LittleEndian.PutUint32(s.hdr[0:], p2pMagic)
+		binary.LittleEndian.PutUint64(s.hdr[16:], uint64(n))
+		wokenBy(t, name, receiver.ringData(0), func() {
+			if !sender.push(&s) {
+				t.Fatalf("%s: push into an empty mailbox moved nothing", name)
+			}
+		})
+		want := []p2pRecv{{buf: make([]byte, n)}}
+		if _, err := receiver.pull(0, want); err != nil || !want[0].done {
+			t.Fatalf("%s: pull: done %v, error %v", name, want[0].done, err)
+		}
+	}
+	send("receiver between messages, one through the box", 1)
+	send("receiver between messages, one through the ring", boxMax+1)
 
-	wokenBy(t, "receiver, empty ring", receiver.ringData(0), func() {
+	// Inside a message (its header read), the receiver waits for the ring's bytes.
+	receiver.p2p.rx[0].inMsg = true
+	wokenBy(t, "receiver inside a message, empty ring", receiver.ringData(0), func() {
 		if sender.ringWrite(1, []byte{7}) != 1 {
 			t.Fatal("ringWrite of one byte into an empty ring wrote nothing")
 		}
 	})
-	if n := sender.ringWrite(1, make([]byte, 64)); n != 63 {
-		t.Fatalf("ringWrite filled %d bytes of the 63 free", n)
+	if n := sender.ringWrite(1, make([]byte, ring)); n != ring-1 {
+		t.Fatalf("ringWrite filled %d bytes of the %d free", n, ring-1)
 	}
 	wokenBy(t, "sender, full ring", sender.ringSpace(1), func() {
 		if receiver.ringRead(0, make([]byte, 1)) != 1 {
 			t.Fatal("ringRead of a full ring read nothing")
 		}
 	})
-	// One byte is free now, and all 63 unread bytes are there to read.
+	// One byte is free now, and all the unread bytes are there to read.
 	if !ready(sender.ringSpace(1)) || !ready(receiver.ringData(0)) {
 		t.Fatal("a ring with both free space and unread bytes has an unsatisfied sleeper")
 	}
@@ -114,6 +131,24 @@ func TestMailboxSleepers(t *testing.T) {
 	if n := sender.ringWrite(1, make([]byte, 2)); n != 1 {
 		t.Fatalf("ringWrite wrote %d bytes into the one the receiver freed", n)
 	}
+}
+
+// mailboxPair returns the two ranks of a segment of 2 with mailboxes of ring bytes: rank 0 to
+// send, rank 1 to receive.
+func mailboxPair(t *testing.T, ring int) (sender, receiver *Group) {
+	seg, fd, err := createSegment("test-mailbox", newLayout(2, 4096, ring))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		seg.unmap()
+		unix.Close(fd)
+	})
+	sender = &Group{cfg: backends.Config{Rank: 0, Size: 2}, seg: seg, sleepers: seg.sleepers(0)}
+	receiver = &Group{cfg: backends.Config{Rank: 1, Size: 2}, seg: seg, sleepers: seg.sleepers(1)}
+	sender.p2p.init(2, ring)
+	receiver.p2p.init(2, ring)
+	return sender, receiver
 }
 
 // ringRead copies up to len(b) bytes from the mailbox src->this rank, hands them back to the

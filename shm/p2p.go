@@ -16,8 +16,9 @@ import (
 
 // Point-to-point messages travel through a mailbox per ordered pair of ranks: a ring buffer
 // read as a byte stream (a header, then the payload), with a head counter the sender advances
-// and a tail counter the receiver advances. Messages longer than the ring stream through it. A
-// receiver matches messages by tag; a message with another tag is read into a private queue.
+// and a tail counter the receiver advances, and a box of slots for small messages (p2pbox.go).
+// Messages longer than the ring stream through it. A receiver matches messages by tag; a
+// message with another tag is read into a private queue.
 // A sender that finds the ring full drains every incoming ring meanwhile, so ranks sending to
 // each other at once (a pair, or a ring of ranks) never deadlock.
 //
@@ -29,6 +30,8 @@ import (
 // when both ranks send at once, each reads the other's message into its queue, and reading it in
 // place there was slower than the ring (BENCHMARKS.md, the seventeenth session).
 
+// A message's header in the ring: magic, sequence number (low 32 bits), tag, size, and dtype or
+// (single-copy) the sender's address.
 const (
 	p2pHeader = 32
 	p2pMagic  = 0x50325047 // "GP2P"
@@ -62,6 +65,9 @@ type rxState struct {
 	got   int
 	unexp *p2pMsg
 	match int
+	// messages taken from this peer (through the box or the ring), box slots read, and box
+	// slots handed back
+	taken, boxNext, boxFreed uint64
 }
 
 // p2pRecv is a posted receive: the next message from its peer with its tag lands in buf.
@@ -123,6 +129,9 @@ type p2pState struct {
 	// which a message goes single-copy (0: never)
 	remoteSent []uint64
 	remoteMin  int
+	// by peer: messages sent (the last one's sequence number), box slots written, and box slots
+	// the peer had read when this rank last looked
+	sent, boxSent, boxTails []uint64
 }
 
 // init sets up the p2p state of a group of n with mailboxes of mailboxBytes. A batch's messages
@@ -131,6 +140,7 @@ type p2pState struct {
 // GCCL_SHM_P2P_SINGLE_COPY_BYTES sets another size from which they do (0: never).
 func (s *p2pState) init(n, mailboxBytes int) {
 	s.rx, s.tails, s.remoteSent = make([]rxState, n), make([]uint64, n), make([]uint64, n)
+	s.sent, s.boxSent, s.boxTails = make([]uint64, n), make([]uint64, n), make([]uint64, n)
 	s.remoteMin = mailboxBytes - p2pHeader + 1
 	if v, err := strconv.Atoi(os.Getenv("GCCL_SHM_P2P_SINGLE_COPY_BYTES")); err == nil && v >= 0 {
 		s.remoteMin = v
@@ -225,9 +235,13 @@ func (r *ringReader) free(g *Group) {
 	}
 }
 
-// ringData sleeps until the mailbox src->this rank holds a byte this rank has not read: its
-// head passes the tail, which only this rank moves.
+// ringData sleeps until src sends this rank more: between messages, until src counts the next
+// message sent (through the box or the ring); inside a message, until the mailbox's head passes
+// the tail, which only this rank moves.
 func (g *Group) ringData(src int) sleeper {
+	if rx := &g.p2p.rx[src]; !rx.inMsg && rx.hdrN == 0 {
+		return sleeper{word: g.seg.mailboxSent(src, g.cfg.Rank), phase: rx.taken + 1, sleepers: g.seg.sleepers(src)}
+	}
 	head, tail, _ := g.seg.mailbox(src, g.cfg.Rank)
 	return sleeper{word: head, phase: atomic.LoadUint64(tail) + 1, sleepers: g.seg.sleepers(src)}
 }
@@ -239,16 +253,31 @@ func (g *Group) ringSpace(dst int) sleeper {
 	return sleeper{word: tail, phase: atomic.LoadUint64(head) - uint64(len(data)) + 1, sleepers: g.seg.sleepers(dst)}
 }
 
-// pull reads what src's mailbox holds. A message lands in the buffer of the first receive of
-// wants (receives from src) not done that has its tag, unless an older message with that tag
-// waits in the queue; any other message goes to the queue. It returns once no byte is left, or
-// once every receive of wants is done (if there is one), and reports whether bytes moved.
+// pull reads what src's mailbox holds, in the order src sent it (box and ring). A message lands
+// in the buffer of the first receive of wants (receives from src) not done that has its tag,
+// unless an older message with that tag waits in the queue; any other message goes to the
+// queue. It returns once nothing is left, or once every receive of wants is done (if there is
+// one), and reports whether bytes moved.
 func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 	rx := &g.p2p.rx[src]
 	moved := false
 	r := g.ringReader(src)
 	defer r.free(g)
+	defer g.boxFree(src)
 	for {
+		if !rx.inMsg && rx.hdrN == 0 {
+			took, matched, err := g.boxTake(src, wants)
+			if err != nil {
+				return true, err
+			}
+			if took {
+				moved = true
+				if matched && allDone(wants) {
+					return moved, nil
+				}
+				continue
+			}
+		}
 		if !rx.inMsg {
 			k := r.read(g, rx.hdr[rx.hdrN:])
 			if k == 0 {
@@ -264,17 +293,20 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 			if magic != p2pMagic && magic != p2pRemote {
 				return moved, fmt.Errorf("corrupt mailbox from rank %d", src)
 			}
-			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
-			size := int(binary.LittleEndian.Uint64(rx.hdr[16:]))
-			rx.inMsg, rx.tag, rx.got, rx.match = true, tag, 0, -1
-			if len(wants) > 0 && !rx.hasQueued(tag) {
-				for i := range wants {
-					if !wants[i].done && wants[i].tag == tag {
-						rx.match = i
-						break
-					}
+			// The messages src sent before this one went through the box, and are there now.
+			for seq := binary.LittleEndian.Uint32(rx.hdr[4:]); uint32(rx.taken+1) != seq; {
+				took, _, err := g.boxTake(src, wants)
+				if err != nil {
+					return moved, err
+				}
+				if !took {
+					return moved, fmt.Errorf("corrupt mailbox from rank %d: message %d is in the ring but %d is not in the box", src, seq, uint32(rx.taken+1))
 				}
 			}
+			rx.taken++
+			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
+			size := int(binary.LittleEndian.Uint64(rx.hdr[16:]))
+			rx.inMsg, rx.tag, rx.got, rx.match = true, tag, 0, rx.matching(tag, wants)
 			if rx.match >= 0 {
 				if want := wants[rx.match].buf; size != len(want) {
 					return moved, sizeMismatch(src, size, tag, len(want))
@@ -372,12 +404,22 @@ func allDone(wants []p2pRecv) bool {
 	return true
 }
 
-// push writes as much of s as the mailbox to its peer takes, and reports whether bytes moved.
+// push writes as much of s as the mailbox to its peer takes (all of it into the box, if it is
+// small and the box has room), and reports whether bytes moved.
 func (g *Group) push(s *p2pSend) bool {
 	moved := false
 	end := p2pHeader + len(s.payload)
 	if s.reads != nil {
 		end = p2pHeader
+	}
+	if s.sent == 0 {
+		seq := g.p2p.sent[s.peer] + 1
+		if s.reads == nil && len(s.payload) <= boxMax && g.boxWrite(s, seq) {
+			s.sent = end
+			g.announce(s.peer, seq)
+			return true
+		}
+		binary.LittleEndian.PutUint32(s.hdr[4:], uint32(seq))
 	}
 	for s.sent < end {
 		var k int
@@ -393,6 +435,9 @@ func (g *Group) push(s *p2pSend) bool {
 		if k == 0 {
 			break
 		}
+		if s.sent == 0 {
+			g.announce(s.peer, g.p2p.sent[s.peer]+1)
+		}
 		s.sent += k
 		moved = true
 	}
@@ -402,12 +447,15 @@ func (g *Group) push(s *p2pSend) bool {
 // p2pLate is what a send's or receive's peer failed to do when it timed out.
 const p2pLate = "did not take part: check that it posts the matching send or receive"
 
-// SendFits reports whether the mailbox to peer has room for a message of nbytes: Send then
-// writes it all at once (backends.EagerSender). Only this rank fills the mailbox, and no op runs
-// meanwhile, so the room can only grow before the Send.
+// SendFits reports whether the mailbox to peer has room for a message of nbytes, in its box or
+// its ring: Send then writes it all at once (backends.EagerSender). Only this rank fills the
+// mailbox, and no op runs meanwhile, so the room can only grow before the Send.
 func (g *Group) SendFits(peer, nbytes int) bool {
 	if peer < 0 || peer >= g.cfg.Size || peer == g.cfg.Rank {
 		return false
+	}
+	if nbytes <= boxMax && g.boxRoom(peer) {
+		return true
 	}
 	head, tail, data := g.seg.mailbox(g.cfg.Rank, peer)
 	need := p2pHeader + nbytes
@@ -616,6 +664,20 @@ func (rx *rxState) recycle(b []byte) {
 	if cap(b) > cap(rx.spare) && cap(b) <= spareMax {
 		rx.spare = b
 	}
+}
+
+// matching returns the receive of wants that a message with tag is for: the first not done
+// with the tag, unless an older message with the tag waits in the queue (-1: none).
+func (rx *rxState) matching(tag int64, wants []p2pRecv) int {
+	if len(wants) == 0 || rx.hasQueued(tag) {
+		return -1
+	}
+	for i := range wants {
+		if !wants[i].done && wants[i].tag == tag {
+			return i
+		}
+	}
+	return -1
 }
 
 func (rx *rxState) hasQueued(tag int64) bool {

@@ -15,17 +15,18 @@ import (
 //	header                     128 B
 //	control block per rank     ctrlSize B each
 //	slots: per rank, 2 x slotBytes (alternating buffers)
-//	mailboxes: per ordered pair (src, dst), mailboxHdr + mailboxBytes
+//	mailboxes: per ordered pair (src, dst), mailboxHdr + the box (p2pbox.go) + mailboxBytes
 const (
 	line       = 128
 	headerSize = line
 	ctrlSize   = 4 * line
-	// head (written by the sender); tail, then 64 bytes on, the count of single-copy messages
-	// read (both written by the receiver)
-	mailboxHdr = 2 * line
-	// magic is "GCCGSHM4", its last byte bumped when the layout changes, so that ranks of
+	// head (written by the sender); tail, the count of box slots read and, 64 bytes on, the
+	// count of single-copy messages read (written by the receiver); the count of messages sent
+	// (by the sender)
+	mailboxHdr = 3 * line
+	// magic is "GCCGSHM5", its last byte bumped when the layout changes, so that ranks of
 	// different builds refuse each other's segment instead of misreading it.
-	magic = 0x344d485347434347
+	magic = 0x354d485347434347
 )
 
 // Offsets inside a control block. A rank's syncs within one op publish their phase in that op's
@@ -102,9 +103,12 @@ func newLayout(n, slotBytes, mailboxBytes int) layout {
 	l.ctrlOff = headerSize
 	l.slotOff = l.ctrlOff + n*ctrlSize
 	l.mailOff = l.slotOff + n*2*slotBytes
-	l.size = l.mailOff + n*n*(mailboxHdr+mailboxBytes)
+	l.size = l.mailOff + n*n*l.mailboxSize()
 	return l
 }
+
+// mailboxSize is the span of one mailbox: its counters, its box and its ring.
+func (l layout) mailboxSize() int { return mailboxHdr + boxSlots*boxSlot + l.mailboxBytes }
 
 // segment is a mapped shared-memory segment.
 type segment struct {
@@ -270,12 +274,30 @@ func (s *segment) slot(rank, b int) []byte {
 // mailbox is the ring buffer carrying src's messages to dst: its head counter (bytes written,
 // by src), tail counter (bytes consumed, by dst) and data.
 func (s *segment) mailbox(src, dst int) (head, tail *uint64, data []byte) {
-	off := s.l.mailOff + (src*s.l.n+dst)*(mailboxHdr+s.l.mailboxBytes)
-	data = s.mem[off+mailboxHdr : off+mailboxHdr+s.l.mailboxBytes : off+mailboxHdr+s.l.mailboxBytes]
+	off := s.mailboxOff(src, dst)
+	start := off + mailboxHdr + boxSlots*boxSlot
+	data = s.mem[start : start+s.l.mailboxBytes : start+s.l.mailboxBytes]
 	return s.u64(off), s.u64(off + line), data
+}
+
+func (s *segment) mailboxOff(src, dst int) int {
+	return s.l.mailOff + (src*s.l.n+dst)*s.l.mailboxSize()
 }
 
 // mailboxReads is the count of src's single-copy messages that dst has read (written by dst).
 func (s *segment) mailboxReads(src, dst int) *uint64 {
-	return s.u64(s.l.mailOff + (src*s.l.n+dst)*(mailboxHdr+s.l.mailboxBytes) + line + 64)
+	return s.u64(s.mailboxOff(src, dst) + line + 64)
+}
+
+// mailboxSent is the count of messages src has sent dst, through the box or the ring (written
+// by src).
+func (s *segment) mailboxSent(src, dst int) *uint64 { return s.u64(s.mailboxOff(src, dst) + 2*line) }
+
+// boxTail is the count of box slots from src that dst has read (written by dst).
+func (s *segment) boxTail(src, dst int) *uint64 { return s.u64(s.mailboxOff(src, dst) + line + 8) }
+
+// boxSlot is slot i mod boxSlots of the box carrying src's small messages to dst.
+func (s *segment) boxSlot(src, dst int, i uint64) []byte {
+	off := s.mailboxOff(src, dst) + mailboxHdr + int(i%boxSlots)*boxSlot
+	return s.mem[off : off+boxSlot : off+boxSlot]
 }

@@ -226,6 +226,7 @@ func cases(n int, large bool) []tcase {
 		add("send_recv/bfloat16/n0", sendRecvTagsCase(0, next()))
 		add("send_recv/batch_all_pairs", batchAllPairsCase([]int{5, mib(tensor.Float32, 1), 0, 17}, next()))
 		add("send_recv/batch_async_then_plain", batchThenPlainCase(next()))
+		add("send_recv/many_small_in_order", sendManyInOrderCase(next()))
 		if large {
 			// Larger than a socket's buffers: every send blocks until its receiver drains it,
 			// and each receiver is itself blocked sending around the ring.
@@ -823,6 +824,38 @@ func sendAsyncOrderCase(large, salt int) func(context.Context, *comm.ProcessGrou
 		for i, v := range sum.Int64s() {
 			if v != int64(n) {
 				return wrongf("all-reduce element %d is %d, want %d", i, v, n)
+			}
+		}
+		return nil
+	}
+}
+
+// sendManyInOrderCase: every rank sends the next rank 100 small async messages with one tag
+// (more than shm's box holds; of 0 to 160 bytes, on both sides of the box's slot size, so that
+// some go through the box and some through the ring, and the box fills) before it receives any
+// of its own; they arrive in the order sent.
+func sendManyInOrderCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		next, prev := (r+1)%n, (r-1+n)%n
+		const msgs = 100
+		count := func(i int) int { return []int{1, 26, 27, 0, 40, 2}[i%6] }
+		ws := make([]*comm.Work, msgs)
+		for i := range ws {
+			ws[i] = pg.SendAsync(input(tensor.Float32, tensor.Sum, r, count(i), salt+i), next, 3)
+		}
+		for i := range msgs {
+			got := tensor.New(tensor.Float32, count(i))
+			if err := pg.Recv(ctx, got, prev, 3); err != nil {
+				return err
+			}
+			if err := expectBlocks(fmt.Sprintf("message %d of %d", i, msgs), got, tensor.Float32, []int{prev}, count(i), salt+i); err != nil {
+				return err
+			}
+		}
+		for _, w := range ws {
+			if err := w.Wait(ctx); err != nil {
+				return err
 			}
 		}
 		return nil
