@@ -760,11 +760,11 @@ func (pg *ProcessGroup) batchReq(br *batchRequest, ops []P2POp) error {
 		if o.Recv {
 			kind = backends.OpRecv
 		}
-		var one request
-		if err := pg.p2pReq(&one, kind, o.Tensor, o.Peer, o.Tag); err != nil {
+		op, err := pg.p2pOp(kind, o.Tensor, o.Peer, o.Tag)
+		if err != nil {
 			return fmt.Errorf("%w (op %d of the %d of a %s)", err, i, len(ops), backends.OpSendRecvBatch)
 		}
-		req.batch[i] = backends.P2P{Op: one.op, Buf: o.Tensor}
+		req.batch[i] = backends.P2P{Op: op, Buf: o.Tensor}
 		for j, prev := range req.batch[:i] {
 			if (prev.Op.Kind == backends.OpRecv || kind == backends.OpRecv) && prev.Buf.Overlaps(o.Tensor) {
 				return pg.invalid(backends.OpSendRecvBatch, "ops %d and %d overlap in memory, and one receives into it: give each receive a buffer of its own", j, i)
@@ -775,29 +775,38 @@ func (pg *ProcessGroup) batchReq(br *batchRequest, ops []P2POp) error {
 }
 
 func (pg *ProcessGroup) p2pReq(req *request, kind backends.OpKind, t *tensor.Tensor, peer, tag int) error {
-	if err := pg.checkTensor(kind, "tensor", t); err != nil {
+	op, err := pg.p2pOp(kind, t, peer, tag)
+	if err != nil {
 		return err
 	}
-	what := "destination"
-	if kind == backends.OpRecv {
-		what = "source"
-	}
-	if err := pg.checkRoot(kind, what, peer); err != nil {
-		return err
-	}
-	if peer == pg.rank {
-		return pg.invalid(kind, "the %s is this rank (%d): a rank cannot send to or receive from itself", what, peer)
-	}
-	if tag < 0 {
-		return pg.invalid(kind, "tag %d is negative", tag)
-	}
-	*req = request{op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Peer: peer, Tag: tag}}
+	*req = request{op: op}
 	if kind == backends.OpSend {
 		req.in = t
 	} else {
 		req.out = t
 	}
 	return nil
+}
+
+// p2pOp validates a send (to peer) or receive (from peer) of t, and returns it.
+func (pg *ProcessGroup) p2pOp(kind backends.OpKind, t *tensor.Tensor, peer, tag int) (backends.Op, error) {
+	if err := pg.checkTensor(kind, "tensor", t); err != nil {
+		return backends.Op{}, err
+	}
+	what := "destination"
+	if kind == backends.OpRecv {
+		what = "source"
+	}
+	if err := pg.checkRoot(kind, what, peer); err != nil {
+		return backends.Op{}, err
+	}
+	if peer == pg.rank {
+		return backends.Op{}, pg.invalid(kind, "the %s is this rank (%d): a rank cannot send to or receive from itself", what, peer)
+	}
+	if tag < 0 {
+		return backends.Op{}, pg.invalid(kind, "tag %d is negative", tag)
+	}
+	return backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Peer: peer, Tag: tag}, nil
 }
 
 // sendRecvBatch runs a batch on the backend: all at once on a BatchSendRecver, else its sends in
