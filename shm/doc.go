@@ -23,7 +23,8 @@
 // trials found cheaper for that kind of collective and size (slotwrites.go): which one wins
 // depends on where the host runs the cores.
 //
-// Point-to-point messages stream through the mailboxes (p2p.go). A batch (comm's BatchSendRecv)
+// Point-to-point messages stream through the mailboxes (p2p.go); a message of up to 104 bytes
+// skips the ring, through the mailbox's box of slots (p2pbox.go). A batch (comm's BatchSendRecv)
 // moves all its sends and receives in one loop, so its messages land straight in their receives'
 // buffers, and one longer than a mailbox is read once, from the sender's buffer with
 // process_vm_readv, where the receiver can (probed at setup).
