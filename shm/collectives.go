@@ -429,7 +429,10 @@ func (g *Group) ReduceScatter(ctx context.Context, op backends.Op, in, out *tens
 // AllToAll: every rank copies a piece of its block for each other rank into a region of its
 // slot; each rank copies its region out of every other slot, and its own block straight across.
 // The number of pieces follows the largest block any rank sends or receives, learned at the
-// first sync.
+// first sync. A tiny one goes through the op spans instead: a rank whose n blocks of its
+// largest fit inline (inlineMax bytes) writes them there, before the first sync, and when n
+// blocks of the largest of any rank fit, every rank has, and each reads its blocks there: one
+// exchange of cache lines.
 func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
 	return g.run(func() error {
 		n, r, es := g.cfg.Size, g.cfg.Rank, op.DType.Size()
@@ -450,6 +453,12 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 		// Our block for ourselves goes straight to the output, not through the slots (all-to-all
 		// never runs in place).
 		copy(ob[outOff[r]:outOff[r+1]], ib[inOff[r]:inOff[r+1]])
+		if n*largest <= inlineMax {
+			spans := g.seg.line(r, g.opSeq+1).inline[:] // the next op's, which beginExtra starts
+			for p := range n {
+				copy(spans[p*largest:], ib[inOff[p]:inOff[p+1]])
+			}
+		}
 		for k := 0; ; k++ {
 			off := k * q
 			b := g.nextBuf()
@@ -467,6 +476,15 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 				}
 				for _, e := range all {
 					largest = max(largest, int(e.MaxBlock))
+				}
+				if n*largest <= inlineMax {
+					for p, e := range all {
+						if p != r {
+							at := r * int(e.MaxBlock)
+							copy(ob[outOff[p]:outOff[p+1]], g.inline(p, inlineMax)[at:])
+						}
+					}
+					return nil
 				}
 			} else if err := g.sync(ctx); err != nil {
 				return err

@@ -15,7 +15,7 @@
 // sync, bitwise-identical results); large ones are reduce-scattered and all-gathered within each
 // piece. Alternating slots mean no trailing sync.
 // The smallest ops (up to 80 bytes: all-reduce, reduce, broadcast, the gathers and scatters,
-// reduce-scatter, barrier) skip the slots: the data travels in the op span next to the phase
+// reduce-scatter, all-to-all, barrier) skip the slots: the data travels in the op span next to the phase
 // and the fingerprint, one exchange of cache lines. Large all-gathers, gathers, broadcasts and
 // all-reduces can skip them too, reading the peers' buffers with process_vm_readv (single copy,
 // off by default: singlecopy.go says when it pays). From 16 KiB, ranks write their slots

@@ -44,12 +44,14 @@ func (g *Group) beginTouching(ctx context.Context, op backends.Op, t touch) erro
 }
 
 // beginExtra is begin for an op that also publishes extra fields; it returns every member's.
+// The extra fields share the op span's second cache line with the end of an inline payload:
+// the waiter loads that line while it spins.
 func (g *Group) beginExtra(ctx context.Context, op backends.Op, extra opExtra) ([]opExtra, error) {
 	g.opSeq++
 	fp := opFingerprint(op)
 	*g.seg.fp(g.cfg.Rank, g.opSeq) = fp
 	*g.seg.extra(g.cfg.Rank, g.opSeq) = extra
-	if err := g.sync(ctx); err != nil {
+	if err := g.syncTouching(ctx, touch{tail: true}); err != nil {
 		return nil, err
 	}
 	if err := g.checkFingerprints(fp); err != nil {

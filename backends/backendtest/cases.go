@@ -204,8 +204,18 @@ func cases(n int, large bool) []tcase {
 			add(fmt.Sprintf("all_to_all/%s/n%d", dt, c), allToAllCase(dt, c, next()))
 		}
 	}
-	add("all_to_all/float32/uneven", allToAllUnevenCase(tensor.Float32, 3, next()))
-	add("all_to_all/int64/uneven_rows5", allToAllUnevenCase(tensor.Int64, 5, next()))
+	mod3 := func(a, b, n int) int { return (a + b) % 3 }
+	add("all_to_all/float32/uneven", allToAllUnevenCase(tensor.Float32, 3, mod3, next()))
+	add("all_to_all/int64/uneven_rows5", allToAllUnevenCase(tensor.Int64, 5, mod3, next()))
+	// One large block (rank 0 to the last) among blocks of one element: shm's ranks that have only
+	// those could take its inline path alone, and must not.
+	oneLarge := func(a, b, n int) int {
+		if a == 0 && b == n-1 {
+			return 20
+		}
+		return 1
+	}
+	add("all_to_all/float32/uneven_one_large", allToAllUnevenCase(tensor.Float32, 1, oneLarge, next()))
 	if large {
 		add("all_to_all/float32/1MiB", allToAllCase(tensor.Float32, mib(tensor.Float32, 1)/n, next()))
 	}
@@ -603,11 +613,11 @@ func allToAllCase(dt tensor.DType, per, salt int) func(context.Context, *comm.Pr
 	}
 }
 
-// allToAllUnevenCase: rank a sends (a+b)%3 rows of `row` elements to rank b.
-func allToAllUnevenCase(dt tensor.DType, row, salt int) func(context.Context, *comm.ProcessGroup) error {
+// allToAllUnevenCase: rank a sends rows(a, b, n) rows of `row` elements to rank b.
+func allToAllUnevenCase(dt tensor.DType, row int, rowsOf func(a, b, n int) int, salt int) func(context.Context, *comm.ProcessGroup) error {
 	return func(ctx context.Context, pg *comm.ProcessGroup) error {
 		n, r := pg.Size(), pg.Rank()
-		rows := func(a, b int) int { return (a + b) % 3 }
+		rows := func(a, b int) int { return rowsOf(a, b, n) }
 		inSplits, outSplits := make([]int, n), make([]int, n)
 		inRows, outRows := 0, 0
 		for p := 0; p < n; p++ {
