@@ -484,6 +484,14 @@ func invalidCases() []invalidCase {
 			want: func(_, n int) []string {
 				return []string{fmt.Sprintf("%d elements, not divisible by the group size %d", 2*n+1, n), "pass split sizes"}
 			}},
+		{name: "all_to_all equal blocks, output of another size", op: "all_to_all",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				n := pg.Size()
+				return pg.AllToAll(ctx, biF32(3*n), biF32(2*n))
+			},
+			want: func(_, n int) []string {
+				return []string{fmt.Sprintf("the input has %d elements and the output %d", 2*n, 3*n), "pass split sizes"}
+			}},
 		{name: "all_to_all input split sizes do not add up", op: "all_to_all",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
 				n := pg.Size()

@@ -579,6 +579,9 @@ func (pg *ProcessGroup) allToAllReq(req *request, out, in *tensor.Tensor, outSpl
 	if in.Overlaps(out) {
 		return pg.invalid(kind, "the input and output overlap: all-to-all cannot run in place; pass a separate output")
 	}
+	if inSplits == nil && outSplits == nil && in.Numel() != out.Numel() {
+		return pg.invalid(kind, "without split sizes every block is the same size, but the input has %d elements and the output %d: make them equal, or pass split sizes", in.Numel(), out.Numel())
+	}
 	inEl, err := pg.splitElems(kind, "input", in, inSplits)
 	if err != nil {
 		return err
@@ -587,7 +590,8 @@ func (pg *ProcessGroup) allToAllReq(req *request, out, in *tensor.Tensor, outSpl
 	if err != nil {
 		return err
 	}
-	*req = request{in: in, out: out, inEl: inEl, outEl: outEl, op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel()}}
+	*req = request{in: in, out: out, inEl: inEl, outEl: outEl,
+		op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel(), EqualSplits: inSplits == nil && outSplits == nil}}
 	return nil
 }
 

@@ -249,14 +249,12 @@ func (g *group) rooted(ctx context.Context, op backends.Op, name, fix string, ga
 	return g.fail(g.coll.Group(ctx, name, ops))
 }
 
-// AllToAll: onecclAllToAll for equal splits, else one group of sends and receives.
+// AllToAll: onecclAllToAll when the caller gave no splits (op.EqualSplits: every rank's blocks
+// are equal), else one group of sends and receives, even where this rank's splits are equal: the
+// other ranks' may not be, and every rank must make the same oneCCL calls.
 func (g *group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Tensor, inSplits, outSplits []int) error {
 	n, r := g.cfg.Size, g.cfg.Rank
-	equal := true
-	for p := 0; p < n; p++ {
-		equal = equal && inSplits[p] == inSplits[0] && outSplits[p] == inSplits[0]
-	}
-	if equal {
+	if op.EqualSplits {
 		if inSplits[0] == 0 {
 			return g.check(op)
 		}
