@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/gccl/gccl/internal/dl"
 )
 
 // onecclCommInitRank takes the 4096-byte onecclUniqueId by value. On linux/amd64 that struct is
@@ -53,7 +55,7 @@ func loadFFI() (*ffiLib, error) {
 	}
 	var tried []string
 	for _, name := range ffiLibraries {
-		h, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_LOCAL)
+		h, err := dl.Open(name, purego.RTLD_NOW|purego.RTLD_LOCAL)
 		if err != nil {
 			tried = append(tried, err.Error())
 			continue
@@ -64,7 +66,7 @@ func loadFFI() (*ffiLib, error) {
 			p    *uintptr
 		}{{"ffi_prep_cif", &f.prepCIF}, {"ffi_call", &f.call}, {"ffi_type_uint8", &f.typeUint8},
 			{"ffi_type_uint64", &f.typeUint64}, {"ffi_type_sint32", &f.typeS32}, {"ffi_type_pointer", &f.typePointer}} {
-			if *s.p, err = purego.Dlsym(h, s.name); err != nil {
+			if *s.p, err = dl.Sym(h, s.name); err != nil {
 				return nil, fmt.Errorf("%s has no %s: %v", name, s.name, err)
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/ebitengine/purego"
 
 	"github.com/gccl/gccl/backends"
+	"github.com/gccl/gccl/internal/dl"
 )
 
 // EnvLibrary names the environment variable that selects the oneCCL library: a path or a soname.
@@ -135,25 +136,22 @@ func open(name string) (*library, error) {
 	if runtime.GOOS != "linux" {
 		return nil, fmt.Errorf("%s: oneCCL's C API is bound on linux only, not %s", name, runtime.GOOS)
 	}
-	h, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	h, err := dl.Open(name, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
-		if strings.Contains(err.Error(), name) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%s: %v", name, err)
+		return nil, err
 	}
 	lib := &library{path: name}
 	var missing []string
 	for _, s := range lib.requiredSymbols() {
-		if *s.p, err = purego.Dlsym(h, s.name); err != nil {
+		if *s.p, err = dl.Sym(h, s.name); err != nil {
 			missing = append(missing, s.name)
 		}
 	}
 	var errStr, lastErr uintptr
-	if errStr, err = purego.Dlsym(h, "onecclGetErrorString"); err != nil {
+	if errStr, err = dl.Sym(h, "onecclGetErrorString"); err != nil {
 		missing = append(missing, "onecclGetErrorString")
 	}
-	if lastErr, err = purego.Dlsym(h, "onecclGetLastError"); err != nil {
+	if lastErr, err = dl.Sym(h, "onecclGetLastError"); err != nil {
 		missing = append(missing, "onecclGetLastError")
 	}
 	if len(missing) > 0 {
@@ -161,10 +159,10 @@ func open(name string) (*library, error) {
 	}
 	purego.RegisterFunc(&lib.errorString, errStr)
 	purego.RegisterFunc(&lib.lastError, lastErr)
-	lib.setDevice, _ = purego.Dlsym(h, "onecclSetDevice")
-	lib.memAlloc, _ = purego.Dlsym(h, "onecclMemAlloc")
-	lib.memFree, _ = purego.Dlsym(h, "onecclMemFree")
-	lib.commAbort, _ = purego.Dlsym(h, "onecclCommAbort")
+	lib.setDevice, _ = dl.Sym(h, "onecclSetDevice")
+	lib.memAlloc, _ = dl.Sym(h, "onecclMemAlloc")
+	lib.memFree, _ = dl.Sym(h, "onecclMemFree")
+	lib.commAbort, _ = dl.Sym(h, "onecclCommAbort")
 
 	var v int32
 	r, _, _ := purego.SyscallN(lib.getVersion, uintptr(unsafe.Pointer(&v))) // uintptrescapes: v is on the heap

@@ -22,6 +22,8 @@ import (
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+
+	"github.com/gccl/gccl/internal/dl"
 )
 
 // EnvLibrary names the environment variable that selects the library to load: a path or a
@@ -84,26 +86,23 @@ func open(name string) (*Lib, error) {
 	if runtime.GOOS != "linux" && runtime.GOOS != "freebsd" && runtime.GOOS != "darwin" {
 		return nil, fmt.Errorf("%s: not supported on %s", name, runtime.GOOS)
 	}
-	h, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_LOCAL)
+	h, err := dl.Open(name, purego.RTLD_NOW|purego.RTLD_LOCAL)
 	if err != nil {
-		if strings.Contains(err.Error(), name) { // dlerror names the file already
-			return nil, err
-		}
-		return nil, fmt.Errorf("%s: %v", name, err)
+		return nil, err
 	}
 	lib := &Lib{Path: name}
 	for _, s := range []struct {
 		name string
 		p    *uintptr
 	}{{"sgemm_", &lib.sgemm}, {"dgemm_", &lib.dgemm}, {"sgemv_", &lib.sgemv}, {"dgemv_", &lib.dgemv}} {
-		if *s.p, err = purego.Dlsym(h, s.name); err != nil {
+		if *s.p, err = dl.Sym(h, s.name); err != nil {
 			_ = purego.Dlclose(h)
 			return nil, fmt.Errorf("%s: no %s: %v", name, s.name, err)
 		}
 	}
-	lib.setThreads, _ = purego.Dlsym(h, "openblas_set_num_threads")
-	lib.getThreads, _ = purego.Dlsym(h, "openblas_get_num_threads")
-	lib.config, _ = purego.Dlsym(h, "openblas_get_config")
+	lib.setThreads, _ = dl.Sym(h, "openblas_set_num_threads")
+	lib.getThreads, _ = dl.Sym(h, "openblas_get_num_threads")
+	lib.config, _ = dl.Sym(h, "openblas_get_config")
 	return lib, nil
 }
 
