@@ -32,7 +32,8 @@ func benchCmd() *cobra.Command {
 --step-factor, and prints per size: bytes, element count, dtype, reduce op, median and mean time
 (the mean is nccl-tests' time), and the algorithm and bus bandwidths (nccl-tests' formulas, from
 the median). --check verifies every element of a separate run and reports the number of wrong
-elements. Outside gccl run it starts --nproc ranks itself.`,
+elements (without it, the column says N/A and --json's "wrong" is -1). Outside gccl run it starts
+--nproc ranks itself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dt, err := tensor.ParseDType(dtype)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -43,7 +44,11 @@ func main() {
 	if err == nil {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "gccl:", err)
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "gccl: ") { // the library's errors name it already
+		msg = "gccl: " + msg
+	}
+	fmt.Fprintln(os.Stderr, msg)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		os.Exit(ee.code)
