@@ -71,7 +71,10 @@ const (
 	FindingUnknownGroup FindingKind = "unknown_group"
 	// FindingStuck (warning): every member is in a collective and none
 	// completed it. Nobody diverged; the op itself is slow or hung (or the
-	// dumps were taken while it ran).
+	// dumps were taken while it ran). When some members left no dump
+	// (AllowIncompleteRanks), every member with a dump is in it and none
+	// completed it: an error, with the members without a dump as the
+	// culprits (the ones that may never have joined).
 	FindingStuck FindingKind = "stuck"
 	// FindingUnknown (warning): a rank's ring no longer holds ops that
 	// others still have (ring wraparound), so they could not be checked for
@@ -154,6 +157,10 @@ type GroupSummary struct {
 	// Matched counts the collectives every member recorded, identically,
 	// and completed.
 	Matched int `json:"matched"`
+	// MatchedWithDumps, when some members left no dump
+	// (AllowIncompleteRanks), counts the collectives every member with a
+	// dump recorded, identically, and completed.
+	MatchedWithDumps int `json:"matched_with_dumps"`
 	// LastSeq is the highest collective sequence number any member recorded.
 	LastSeq int64 `json:"last_seq"`
 }
@@ -546,10 +553,12 @@ func (a *analysis) analyzeCollectives(g *analyzedGroup) GroupSummary {
 			}
 			continue
 		}
-		if len(absent) > 0 || len(unknown) > 0 || len(present) < len(g.members) {
+		if len(absent) > 0 || len(unknown) > 0 {
 			continue
 		}
-		// Every member recorded it, identically.
+		// Every member recorded it, identically; or, when some left no dump, every member
+		// with one.
+		noDump := len(g.members) - len(present)
 		var completed, notCompleted []int
 		for _, m := range present {
 			if allCompleted(bySeq[m][s]) {
@@ -559,8 +568,10 @@ func (a *analysis) analyzeCollectives(g *analyzedGroup) GroupSummary {
 			}
 		}
 		switch {
-		case len(notCompleted) == 0:
+		case len(notCompleted) == 0 && noDump == 0:
 			sum.Matched++
+		case len(notCompleted) == 0:
+			sum.MatchedWithDumps++
 		case len(completed) > 0:
 			mismatches++
 			if a.opts.MaxMismatches >= 0 && mismatches > a.opts.MaxMismatches {
@@ -580,6 +591,26 @@ func (a *analysis) analyzeCollectives(g *analyzedGroup) GroupSummary {
 				rankList(notCompleted), hasHave(len(notCompleted)), opName, s, groupText(g.key.name, g.desc),
 				rankList(completed), strings.Join(states, "; "))
 			for _, m := range notCompleted {
+				f.Ops = append(f.Ops, opRef(m, bySeq[m][s][len(bySeq[m][s])-1]))
+			}
+			a.add(f)
+		case noDump > 0 && !stuckReported:
+			stuckReported = true
+			var missing []int
+			for _, m := range g.members {
+				if _, ok := a.dumps[m]; !ok {
+					missing = append(missing, m)
+				}
+			}
+			f := Finding{
+				Kind: FindingStuck, Severity: SeverityError,
+				Group: g.key.name, GroupDesc: g.desc, Op: opName, Seq: s,
+				Culprits: missing, Ranks: append(slices.Clone(missing), present...),
+				Message: fmt.Sprintf("%s %s in %s #%d on %s and none completed it (%s); %s left no dump and may never have joined it",
+					rankList(present), isAre(len(present)), opName, s, groupText(g.key.name, g.desc), stateSummary(bySeq, present, s),
+					rankList(missing)),
+			}
+			for _, m := range present {
 				f.Ops = append(f.Ops, opRef(m, bySeq[m][s][len(bySeq[m][s])-1]))
 			}
 			a.add(f)
@@ -1103,13 +1134,17 @@ func (a *analysis) verdict() string {
 	if len(r.Ranks) == 0 {
 		return "no dumps to analyze"
 	}
-	matched := 0
+	matched, withDumps := 0, 0
 	for _, g := range r.Groups {
 		matched += g.Matched
+		withDumps += g.MatchedWithDumps
 	}
 	v := fmt.Sprintf("no problem found in the dumps of %s: %d %s, %d %s matched on every member",
 		rankList(r.Ranks), len(r.Groups), plural(len(r.Groups), "group", "groups"), matched,
 		plural(matched, "collective", "collectives"))
+	if withDumps > 0 {
+		v += fmt.Sprintf(", %d more on every member with a dump", withDumps)
+	}
 	if n := len(r.Findings); n > 0 {
 		v += fmt.Sprintf(" (%d %s)", n, plural(n, "warning", "warnings"))
 	}

@@ -248,7 +248,22 @@ func TestAnalyzeFindings(t *testing.T) {
 				return d
 			},
 			opts: flightrecorder.AnalyzeOptions{AllowIncompleteRanks: true},
-			want: want{ok: true, verdict: "no problem found in the dumps of ranks 0, 1 and 2: 1 group, 0 collectives matched"},
+			want: want{ok: true, verdict: "no problem found in the dumps of ranks 0, 1 and 2: 1 group, 0 collectives matched on every member, 1 more on every member with a dump",
+				contains: []string{"0 collectives matched on every member (1 more on every member with a dump), last #1"}},
+		},
+		{
+			name: "every rank with a dump stuck in an op: the rank without one is the culprit",
+			build: func() map[int]flightrecorder.Dump {
+				j := newJob(4, 32)
+				allDo(j, four, 0, "all_reduce", flightrecorder.StateCompleted)
+				allDo(j, []int{0, 2, 3}, 0, "all_reduce", flightrecorder.StateStarted)
+				d := dumpsOf(j)
+				delete(d, 1)
+				return d
+			},
+			opts: flightrecorder.AnalyzeOptions{AllowIncompleteRanks: true},
+			want: want{kind: flightrecorder.FindingStuck, culprits: []int{1}, group: "0", seq: 2,
+				verdict: `ranks 0, 2 and 3 are in all_reduce #2 on group "0" (default_pg) and none completed it (started, not completed); rank 1 left no dump and may never have joined it`},
 		},
 		{
 			name: "missing rank still found not joined by the others",

@@ -39,8 +39,12 @@ func (r Report) WriteText(w io.Writer) error {
 		fmt.Fprintln(bw, "groups:")
 	}
 	for _, g := range r.Groups {
-		fmt.Fprintf(bw, "  %s, ranks %s: %d %s matched on every member, last #%d\n",
-			groupText(g.Name, g.Desc), FormatRanks(g.Ranks), g.Matched, plural(g.Matched, "collective", "collectives"), g.LastSeq)
+		more := ""
+		if g.MatchedWithDumps > 0 {
+			more = fmt.Sprintf(" (%d more on every member with a dump)", g.MatchedWithDumps)
+		}
+		fmt.Fprintf(bw, "  %s, ranks %s: %d %s matched on every member%s, last #%d\n",
+			groupText(g.Name, g.Desc), FormatRanks(g.Ranks), g.Matched, plural(g.Matched, "collective", "collectives"), more, g.LastSeq)
 	}
 
 	errs, warns := 0, 0
