@@ -95,7 +95,7 @@ func run() error {
 	flag.StringVar(&weights, "weights", "", "read the weights from this safetensors file (Hugging Face Llama names) instead of generating them")
 	flag.StringVar(&saveWeights, "save-weights", "", "rank 0 writes the generated weights to this safetensors file")
 	flag.StringVar(&backend, "backend", "", "backend (default: GCCL_BACKEND from gccl run --backend, else shm)")
-	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: tp, tokens, tokens_per_s, step_ms, allreduce_share, allreduce_shares")
+	flag.BoolVar(&asJSON, "json", false, "rank 0 ends with one JSON line: tp, tokens, tokens_per_s, step_ms, allreduce_share, allreduce_shares, prefill_ms (and logits with --logits, balance_shares with --balance)")
 	flag.BoolVar(&printLogits, "logits", false, "with --json, add the full logits of the last step (for checks)")
 	flag.BoolVar(&balance, "balance", false, "put the MLP and LM head weights in memory the ranks share (backend shm) and split their rows by each rank's measured speed")
 	flag.BoolVar(&dryRun, "check-only", false, "load and shard the model, then exit")
