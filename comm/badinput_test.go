@@ -196,6 +196,31 @@ func biBroadcast(dt tensor.DType, n, root int) biCall {
 	}}
 }
 
+// biAllToAll runs an all-to-all of ones with the splits (rows of one element) that splits gives
+// this rank; every element of the output must then be 1.
+func biAllToAll(splits func(rank, n int) (ins, outs []int)) biCall {
+	return biCall{op: "all_to_all", run: func(ctx context.Context, pg *comm.ProcessGroup) (*tensor.Tensor, error) {
+		ins, outs := splits(pg.Rank(), pg.Size())
+		sum := func(s []int) (n int) {
+			for _, v := range s {
+				n += v
+			}
+			return n
+		}
+		out := tensor.New(tensor.Float32, sum(outs))
+		return out, pg.AllToAllSplits(ctx, out, biFilled(tensor.Float32, sum(ins), 1), outs, ins)
+	}}
+}
+
+// biTwos is two rows for every peer, both ways.
+func biTwos(_, n int) (ins, outs []int) {
+	ins, outs = make([]int, n), make([]int, n)
+	for p := range n {
+		ins[p], outs[p] = 2, 2
+	}
+	return ins, outs
+}
+
 type mismatchCase struct {
 	name  string
 	size  int
@@ -250,6 +275,16 @@ func mismatchCases() []mismatchCase {
 		c.want = broadcastWant(c.odd)
 		cases = append(cases, c)
 	}
+	// All-to-all splits that disagree between ranks (each rank's own block is consistent, so no
+	// rank can tell alone): rank 1 sends rank 0 one row and expects one from it, where rank 0
+	// sends and expects two; with 3 ranks, rank 1 sends ranks 0 and 2 one row fewer and more.
+	ones := func(int) float64 { return 1 }
+	cases = append(cases,
+		mismatchCase{name: "splits/2ranks", size: 2, odd: 1, want: ones, same: biAllToAll(biTwos),
+			other: biAllToAll(func(int, int) ([]int, []int) { return []int{1, 3}, []int{1, 3} })},
+		mismatchCase{name: "splits/3ranks", size: 3, odd: 1, want: ones, same: biAllToAll(biTwos),
+			other: biAllToAll(func(int, int) ([]int, []int) { return []int{1, 2, 3}, []int{2, 2, 2} })},
+	)
 	// Large buffers: the pipelined ring, with more in flight than the socket buffers hold, so
 	// that a rank is still writing to the rank that detects the mismatch and aborts. The
 	// survivors must still see ErrMismatch, not a "peer lost" naming the live rank that closed
@@ -491,6 +526,19 @@ func invalidCases() []invalidCase {
 			},
 			want: func(_, n int) []string {
 				return []string{fmt.Sprintf("the input has %d elements and the output %d", 2*n, 3*n), "pass split sizes"}
+			}},
+		{name: "all_to_all own block of two sizes", op: "all_to_all", minSize: 2,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				n, r := pg.Size(), pg.Rank()
+				ins, outs := make([]int, n), make([]int, n)
+				for i := range ins {
+					ins[i], outs[i] = 2, 2
+				}
+				ins[r], ins[(r+1)%n] = 1, 3 // the same total, but one element fewer for itself
+				return pg.AllToAllSplits(ctx, biF32(2*n), biF32(2*n), outs, ins)
+			},
+			want: func(r, _ int) []string {
+				return []string{fmt.Sprintf("inSplits[%d] gives it 1 elements of the input, outSplits[%d] 2 of the output", r, r)}
 			}},
 		{name: "all_to_all input split sizes do not add up", op: "all_to_all",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error {

@@ -590,6 +590,9 @@ func (pg *ProcessGroup) allToAllReq(req *request, out, in *tensor.Tensor, outSpl
 	if err != nil {
 		return err
 	}
+	if r := pg.rank; inEl[r] != outEl[r] {
+		return pg.invalid(kind, "this rank's block for itself differs in size: inSplits[%d] gives it %d elements of the input, outSplits[%d] %d of the output; make them equal", r, inEl[r], r, outEl[r])
+	}
 	*req = request{in: in, out: out, inEl: inEl, outEl: outEl,
 		op: backends.Op{Kind: kind, DType: in.DType(), Count: in.Numel(), EqualSplits: inSplits == nil && outSplits == nil}}
 	return nil

@@ -2,6 +2,7 @@ package shm
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/gccl/gccl/backends"
 	"github.com/gccl/gccl/tensor"
@@ -470,12 +471,17 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 				}
 			}
 			if k == 0 {
-				all, err := g.beginExtra(ctx, op, opExtra{MaxBlock: int64(largest)})
+				all, err := g.beginExtra(ctx, op, opExtra{MaxBlock: int64(largest), Addr: splitCheck(r, inSplits, outSplits)})
 				if err != nil {
 					return err
 				}
+				var check uint64
 				for _, e := range all {
 					largest = max(largest, int(e.MaxBlock))
+					check += e.Addr
+				}
+				if check != 0 {
+					return fmt.Errorf("%w: the ranks' split sizes disagree: rank a's inSplits[b] must equal rank b's outSplits[a] for every pair", backends.ErrMismatch)
 				}
 				if n*largest <= inlineMax {
 					for p, e := range all {
@@ -500,6 +506,33 @@ func (g *Group) AllToAll(ctx context.Context, op backends.Op, in, out *tensor.Te
 			}
 		}
 	})
+}
+
+// splitCheck is rank r's part of a sum over the group that is 0 when the ranks' splits agree:
+// a hash of every block it sends (from r to p, inSplits[p] elements), less a hash of every
+// block it expects (from p to r, outSplits[p]). Each block is added by its sender and taken
+// away by its receiver, so any block whose two sides differ leaves the sum non-zero (but for a
+// chance of 2^-64).
+func splitCheck(r int, inSplits, outSplits []int) uint64 {
+	var sum uint64
+	for p := range inSplits {
+		sum += blockHash(r, p, inSplits[p]) - blockHash(p, r, outSplits[p])
+	}
+	return sum
+}
+
+// blockHash mixes a block's sender, receiver and size.
+func blockHash(from, to, n int) uint64 {
+	return mix64(uint64(n) + mix64(uint64(to)+mix64(uint64(from))))
+}
+
+// mix64 is splitmix64's finalizer, a bijection that spreads every input bit over the output.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 func offsets(splits []int, es int) []int {

@@ -74,7 +74,7 @@ func (f fingerprint) reduce() uint8 { return uint8(f.What >> 48) }
 // opExtra holds what only some ops publish, in the op span's second cache line.
 type opExtra struct {
 	MaxBlock int64  // all-to-all: the largest block this rank sends or receives (bytes)
-	Addr     uint64 // single-copy ops: the address of this rank's buffer
+	Addr     uint64 // single-copy ops: the address of this rank's buffer; all-to-all: splitCheck
 }
 
 // The phase, the fingerprint and the payload's head share one 64-byte cache line; the payload's
