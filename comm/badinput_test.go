@@ -212,6 +212,22 @@ func biAllToAll(splits func(rank, n int) (ins, outs []int)) biCall {
 	}}
 }
 
+// biSend sends n elements of dt holding 1 to rank to; biRecv receives n elements of dt from rank
+// from (every element must then be 1).
+func biSend(dt tensor.DType, n, to int) biCall {
+	return biCall{op: "send", run: func(ctx context.Context, pg *comm.ProcessGroup) (*tensor.Tensor, error) {
+		t := biFilled(dt, n, 1)
+		return t, pg.Send(ctx, t, to, 0)
+	}}
+}
+
+func biRecv(dt tensor.DType, n, from int) biCall {
+	return biCall{op: "recv", run: func(ctx context.Context, pg *comm.ProcessGroup) (*tensor.Tensor, error) {
+		t := tensor.New(dt, n)
+		return t, pg.Recv(ctx, t, from, 0)
+	}}
+}
+
 // biTwos is two rows for every peer, both ways.
 func biTwos(_, n int) (ins, outs []int) {
 	ins, outs = make([]int, n), make([]int, n)
@@ -285,6 +301,18 @@ func mismatchCases() []mismatchCase {
 		mismatchCase{name: "splits/3ranks", size: 3, odd: 1, want: ones, same: biAllToAll(biTwos),
 			other: biAllToAll(func(int, int) ([]int, []int) { return []int{1, 2, 3}, []int{2, 2, 2} })},
 	)
+	// A receive that matches a send by tag but not by size or dtype (the same bytes, another
+	// dtype: reinterpreting them would be silently wrong); small messages and, on shm, one
+	// longer than a mailbox box.
+	for _, n := range []int{4, 64} {
+		sfx := fmt.Sprintf("/%d", n)
+		cases = append(cases,
+			mismatchCase{name: "p2p_dtype" + sfx, size: 2, odd: 1, want: ones,
+				same: biSend(tensor.Float32, n, 1), other: biRecv(tensor.Int32, n, 0)},
+			mismatchCase{name: "p2p_count" + sfx, size: 2, odd: 1, want: ones,
+				same: biSend(tensor.Float32, n, 1), other: biRecv(tensor.Float32, n+1, 0)},
+		)
+	}
 	// Large buffers: the pipelined ring, with more in flight than the socket buffers hold, so
 	// that a rank is still writing to the rank that detects the mismatch and aborts. The
 	// survivors must still see ErrMismatch, not a "peer lost" naming the live rank that closed

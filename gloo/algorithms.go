@@ -641,7 +641,7 @@ func (g *Group) postSend(op backends.Op, buf *tensor.Tensor) *sendReq {
 
 // postRecv posts a receive of the next message from op.Peer with op.Tag into buf.
 func (g *Group) postRecv(op backends.Op, buf *tensor.Tensor) (*recvReq, error) {
-	return g.eng.recv(op.Peer, header{Kind: msgP2P, Tag: int64(op.Tag)}, buf.Bytes())
+	return g.eng.recv(op.Peer, header{Kind: msgP2P, Tag: int64(op.Tag), DType: op.DType}, buf.Bytes())
 }
 
 // Recv receives the next message from the peer with the op's tag.

@@ -318,9 +318,8 @@ func (c *conn) begin(h header) error {
 				if why := mismatch(h, r.want); why != "" {
 					return c.mismatchErr(h, r.want, why)
 				}
-			} else if h.Bytes != uint64(len(r.buf)) {
-				return fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
-					backends.ErrMismatch, c.peer, h.Bytes, h.Tag, len(r.buf))
+			} else if err := c.p2pMismatch(h, r); err != nil {
+				return err
 			}
 			c.recvs = append(c.recvs[:i], c.recvs[i+1:]...)
 			r.hdr = h
@@ -342,6 +341,16 @@ func (c *conn) begin(h header) error {
 	}
 	c.curUnexp, c.curN = u, int(h.Bytes)
 	return nil
+}
+
+// p2pMismatch is the error for a message h that receive r matched by tag but cannot take: another
+// size or dtype.
+func (c *conn) p2pMismatch(h header, r *recvReq) error {
+	if h.Bytes == uint64(len(r.buf)) && h.DType == r.want.DType {
+		return nil
+	}
+	return fmt.Errorf("%w: rank %d sent %d bytes of %s with tag %d, this rank receives %d bytes of %s: post a receive of the size and dtype sent",
+		backends.ErrMismatch, c.peer, h.Bytes, h.DType, h.Tag, len(r.buf), r.want.DType)
 }
 
 func (c *conn) mismatchErr(got, want header, why string) error {
@@ -377,9 +386,10 @@ func (c *conn) takeQueued(r *recvReq) (bool, error) {
 			if why := mismatch(u.hdr, r.want); why != "" {
 				return false, c.mismatchErr(u.hdr, r.want, why)
 			}
-		case u.hdr.Bytes != uint64(len(r.buf)):
-			return false, fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
-				backends.ErrMismatch, c.peer, u.hdr.Bytes, u.hdr.Tag, len(r.buf))
+		default:
+			if err := c.p2pMismatch(u.hdr, r); err != nil {
+				return false, err
+			}
 		}
 		copy(r.buf, u.data)
 		r.hdr, r.got, r.done = u.hdr, len(u.data), true

@@ -30,8 +30,8 @@ import (
 // when both ranks send at once, each reads the other's message into its queue, and reading it in
 // place there was slower than the ring (BENCHMARKS.md, the seventeenth session).
 
-// A message's header in the ring: magic, sequence number (low 32 bits), tag, size, and dtype or
-// (single-copy) the sender's address.
+// A message's header in the ring: magic, sequence number (low 32 bits), tag, size and dtype
+// (sizeWord), and (single-copy) the sender's address.
 const (
 	p2pHeader = 32
 	p2pMagic  = 0x50325047 // "GP2P"
@@ -40,9 +40,16 @@ const (
 
 // p2pMsg is a message read before its receive was posted.
 type p2pMsg struct {
-	tag  int64
-	data []byte
+	tag   int64
+	dtype tensor.DType
+	data  []byte
 }
+
+// sizeWord packs a message's size (bytes, below 2^56) and dtype into one header word.
+func sizeWord(n int, dt tensor.DType) uint64 { return uint64(n) | uint64(dt)<<56 }
+
+// fromSizeWord unpacks sizeWord.
+func fromSizeWord(w uint64) (int, tensor.DType) { return int(w & (1<<56 - 1)), tensor.DType(w >> 56) }
 
 // spareMax is the largest queue buffer a mailbox's receive side keeps for the next unexpected
 // message.
@@ -70,11 +77,13 @@ type rxState struct {
 	taken, boxNext, boxFreed uint64
 }
 
-// p2pRecv is a posted receive: the next message from its peer with its tag lands in buf.
+// p2pRecv is a posted receive: the next message from its peer with its tag lands in buf, which
+// holds elements of dtype.
 type p2pRecv struct {
-	tag  int64
-	buf  []byte
-	done bool
+	tag   int64
+	dtype tensor.DType
+	buf   []byte
+	done  bool
 }
 
 // p2pSend is a send in progress: its header, then its payload, go into the mailbox to peer; or,
@@ -94,8 +103,7 @@ func (g *Group) newSend(op backends.Op, buf *tensor.Tensor, remote bool) p2pSend
 	s := p2pSend{peer: op.Peer, payload: buf.Bytes()}
 	binary.LittleEndian.PutUint32(s.hdr[0:], p2pMagic)
 	binary.LittleEndian.PutUint64(s.hdr[8:], uint64(op.Tag))
-	binary.LittleEndian.PutUint64(s.hdr[16:], uint64(len(s.payload)))
-	binary.LittleEndian.PutUint32(s.hdr[24:], uint32(op.DType))
+	binary.LittleEndian.PutUint64(s.hdr[16:], sizeWord(len(s.payload), op.DType))
 	if remote && g.sendsRemote(op.Peer, len(s.payload)) {
 		binary.LittleEndian.PutUint32(s.hdr[0:], p2pRemote)
 		binary.LittleEndian.PutUint64(s.hdr[24:], uint64(uintptr(unsafe.Pointer(&s.payload[0]))))
@@ -305,15 +313,15 @@ func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
 			}
 			rx.taken++
 			tag := int64(binary.LittleEndian.Uint64(rx.hdr[8:]))
-			size := int(binary.LittleEndian.Uint64(rx.hdr[16:]))
+			size, dtype := fromSizeWord(binary.LittleEndian.Uint64(rx.hdr[16:]))
 			rx.inMsg, rx.tag, rx.got, rx.match = true, tag, 0, rx.matching(tag, wants)
 			if rx.match >= 0 {
-				if want := wants[rx.match].buf; size != len(want) {
-					return moved, sizeMismatch(src, size, tag, len(want))
+				if err := p2pMismatch(src, size, dtype, tag, &wants[rx.match]); err != nil {
+					return moved, err
 				}
 				rx.dst, rx.unexp = wants[rx.match].buf, nil
 			} else {
-				rx.unexp = &p2pMsg{tag: tag, data: rx.buffer(size)}
+				rx.unexp = &p2pMsg{tag: tag, dtype: dtype, data: rx.buffer(size)}
 				rx.dst = rx.unexp.data
 			}
 			if magic == p2pRemote {
@@ -377,8 +385,8 @@ func (g *Group) takeQueued(src int, wants []p2pRecv) error {
 			if m.tag != w.tag {
 				continue
 			}
-			if len(m.data) != len(w.buf) {
-				return sizeMismatch(src, len(m.data), m.tag, len(w.buf))
+			if err := p2pMismatch(src, len(m.data), m.dtype, m.tag, w); err != nil {
+				return err
 			}
 			copy(w.buf, m.data)
 			rx.queued = append(rx.queued[:j], rx.queued[j+1:]...)
@@ -390,9 +398,14 @@ func (g *Group) takeQueued(src int, wants []p2pRecv) error {
 	return nil
 }
 
-func sizeMismatch(src, sent int, tag int64, want int) error {
-	return fmt.Errorf("%w: rank %d sent %d bytes with tag %d, this rank receives %d bytes (sizes or dtypes differ)",
-		backends.ErrMismatch, src, sent, tag, want)
+// p2pMismatch is the error for a message from src (size bytes of dtype, with tag) that receive w
+// matched by tag but cannot take: another size or dtype.
+func p2pMismatch(src, size int, dtype tensor.DType, tag int64, w *p2pRecv) error {
+	if size == len(w.buf) && dtype == w.dtype {
+		return nil
+	}
+	return fmt.Errorf("%w: rank %d sent %d bytes of %s with tag %d, this rank receives %d bytes of %s: post a receive of the size and dtype sent",
+		backends.ErrMismatch, src, size, dtype, tag, len(w.buf), w.dtype)
 }
 
 func allDone(wants []p2pRecv) bool {
@@ -494,7 +507,7 @@ func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) er
 // the next one in the stream.
 func (g *Group) Recv(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {
-		want := [1]p2pRecv{{tag: int64(op.Tag), buf: buf.Bytes()}}
+		want := [1]p2pRecv{{tag: int64(op.Tag), dtype: op.DType, buf: buf.Bytes()}}
 		if err := g.takeQueued(op.Peer, want[:]); err != nil || want[0].done {
 			return err
 		}
@@ -529,7 +542,7 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 			if p.Op.Kind == backends.OpSend {
 				b.sends = append(b.sends, g.newSend(p.Op, p.Buf, true))
 			} else {
-				b.recvs[p.Op.Peer] = append(b.recvs[p.Op.Peer], p2pRecv{tag: int64(p.Op.Tag), buf: p.Buf.Bytes()})
+				b.recvs[p.Op.Peer] = append(b.recvs[p.Op.Peer], p2pRecv{tag: int64(p.Op.Tag), dtype: p.Op.DType, buf: p.Buf.Bytes()})
 			}
 		}
 		defer b.release()

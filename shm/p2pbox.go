@@ -18,7 +18,7 @@ import (
 const (
 	boxSlots = 32
 	boxSlot  = line
-	boxHdr   = 24 // the message's sequence number (published last), tag and size
+	boxHdr   = 24 // the message's sequence number (published last), tag, and size and dtype (sizeWord)
 	boxMax   = boxSlot - boxHdr
 )
 
@@ -30,7 +30,7 @@ func (g *Group) boxWrite(s *p2pSend, seq uint64) bool {
 	}
 	n := g.p2p.boxSent[s.peer]
 	slot := g.seg.boxSlot(g.cfg.Rank, s.peer, n)
-	copy(slot[8:24], s.hdr[8:24]) // tag and size, as in the ring's header
+	copy(slot[8:24], s.hdr[8:24]) // tag, size and dtype, as in the ring's header
 	copy(slot[boxHdr:], s.payload)
 	publish((*uint64)(unsafe.Pointer(&slot[0])), seq)
 	g.p2p.boxSent[s.peer] = n + 1
@@ -65,22 +65,22 @@ func (g *Group) boxTake(src int, wants []p2pRecv) (took, matched bool, err error
 		return false, false, nil
 	}
 	tag := int64(binary.LittleEndian.Uint64(slot[8:]))
-	size := binary.LittleEndian.Uint64(slot[16:])
+	size, dtype := fromSizeWord(binary.LittleEndian.Uint64(slot[16:]))
 	if size > boxMax {
 		return false, false, fmt.Errorf("corrupt mailbox from rank %d: a boxed message of %d bytes", src, size)
 	}
 	rx.taken++
 	rx.boxNext++
-	data := slot[boxHdr : boxHdr+int(size)]
+	data := slot[boxHdr : boxHdr+size]
 	if i := rx.matching(tag, wants); i >= 0 {
-		if len(data) != len(wants[i].buf) {
-			return true, false, sizeMismatch(src, len(data), tag, len(wants[i].buf))
+		if err := p2pMismatch(src, size, dtype, tag, &wants[i]); err != nil {
+			return true, false, err
 		}
 		copy(wants[i].buf, data)
 		wants[i].done = true
 		return true, true, nil
 	}
-	m := &p2pMsg{tag: tag, data: rx.buffer(len(data))}
+	m := &p2pMsg{tag: tag, dtype: dtype, data: rx.buffer(len(data))}
 	copy(m.data, data)
 	rx.queued = append(rx.queued, m)
 	return true, false, nil
