@@ -102,6 +102,11 @@ type Op struct {
 	Reduce tensor.ReduceOp // for AllReduce, Reduce, ReduceScatter: Sum, Product, Min, Max, BAnd, BOr or BXor (comm lowers Avg and PreMulSum to Sum; for device tensors Avg stays, see DeviceGroup)
 	Peer   int             // group rank of the peer for Send and Recv
 	Tag    int             // user tag for Send and Recv
+	// AskedReduce is the reduce op the caller asked for, where comm lowered it to Reduce (Avg
+	// and PreMulSum on host tensors run as Sum with comm's scaling around them); else Reduce.
+	// Backends that compare fingerprints compare it too: ranks that asked for Avg and Sum must
+	// not sum each other's data silently.
+	AskedReduce tensor.ReduceOp
 	// EqualSplits, for AllToAll: the caller gave no split sizes, so every rank's blocks are equal
 	// (the API's contract). A backend that takes another path for equal blocks must decide on
 	// this, not on this rank's splits: a rank whose blocks happen to be equal in an uneven

@@ -281,6 +281,9 @@ func mismatchCases() []mismatchCase {
 				same: biAllReduce(tensor.Float32, 10, comm.Sum), other: biBroadcast(tensor.Float32, 10, 0)},
 			mismatchCase{name: "reduce_op" + sfx, size: n, odd: 1,
 				same: biAllReduce(tensor.Float32, 10, comm.Sum), other: biAllReduce(tensor.Float32, 10, comm.Max)},
+			// Avg runs as a Sum in the backends, with comm's division after it.
+			mismatchCase{name: "reduce_op_avg" + sfx, size: n, odd: 1,
+				same: biAllReduce(tensor.Float32, 10, comm.Sum), other: biAllReduce(tensor.Float32, 10, comm.Avg)},
 		)
 		// Root 0 on every rank but rank 1, which names itself root. Every rank then only sends
 		// (or, with 3 ranks, rank 2 receives from root 0 as it expects): no rank receives data

@@ -82,7 +82,7 @@ func newSubGroup(role string, ranks []int, size int) *subGroup {
 // different ops disagree in s's own mismatch check.
 func (s *subGroup) next(kind backends.OpKind, op backends.Op, count, root int) backends.Op {
 	s.seq++
-	return backends.Op{Kind: kind, Seq: s.seq, DType: op.DType, Count: count, Root: root, Reduce: op.Reduce, EqualSplits: op.EqualSplits}
+	return backends.Op{Kind: kind, Seq: s.seq, DType: op.DType, Count: count, Root: root, Reduce: op.Reduce, AskedReduce: op.AskedReduce, EqualSplits: op.EqualSplits}
 }
 
 // newHierarchical creates the sub-groups, concurrently: each one's creation waits only for its

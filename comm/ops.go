@@ -152,6 +152,7 @@ func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reducti
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
 		return err
 	}
+	asked := red.Op
 	low, red, err := pg.lowerReduce(kind, red, t)
 	if err != nil {
 		return err
@@ -159,7 +160,7 @@ func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reducti
 	// Field by field into the zero request: a composite literal is built on the stack and
 	// copied whole (~200 bytes), on the latency path of every small all-reduce.
 	req.red, req.in, req.out = red, t, t
-	req.op.Kind, req.op.DType, req.op.Count, req.op.Reduce = kind, t.DType(), t.Numel(), low
+	req.op.Kind, req.op.DType, req.op.Count, req.op.Reduce, req.op.AskedReduce = kind, t.DType(), t.Numel(), low, asked
 	return nil
 }
 
@@ -224,11 +225,12 @@ func (pg *ProcessGroup) reduceReq(req *request, t *tensor.Tensor, root int, red 
 	if err := pg.checkRoot(kind, "root", root); err != nil {
 		return err
 	}
+	asked := red.Op
 	low, red, err := pg.lowerReduce(kind, red, t)
 	if err != nil {
 		return err
 	}
-	*req = request{red: red, in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root, Reduce: low}}
+	*req = request{red: red, in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root, Reduce: low, AskedReduce: asked}}
 	return nil
 }
 
@@ -503,11 +505,12 @@ func (pg *ProcessGroup) reduceScatterReq(req *request, out, in *tensor.Tensor, r
 	if err := pg.checkPair(kind, out, in, false); err != nil {
 		return err
 	}
+	asked := red.Op
 	low, red, err := pg.lowerReduce(kind, red, in)
 	if err != nil {
 		return err
 	}
-	*req = request{red: red, in: in, out: out, op: backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel(), Reduce: low}}
+	*req = request{red: red, in: in, out: out, op: backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel(), Reduce: low, AskedReduce: asked}}
 	return nil
 }
 

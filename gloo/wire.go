@@ -35,12 +35,13 @@ type header struct {
 	Op     backends.OpKind
 	DType  tensor.DType
 	Reduce tensor.ReduceOp
-	Step   uint32 // step of the algorithm, to catch ranks running different algorithms
-	Seq    uint64 // collective sequence number
-	Tag    int64  // p2p tag (abort class for aborts)
-	Count  int64  // op's element count (fingerprint)
-	Root   int32  // op's root (lost rank for aborts)
-	Bytes  uint64 // payload length
+	Asked  tensor.ReduceOp // the reduce op the caller asked for (backends.Op.AskedReduce)
+	Step   uint32          // step of the algorithm, to catch ranks running different algorithms
+	Seq    uint64          // collective sequence number
+	Tag    int64           // p2p tag (abort class for aborts)
+	Count  int64           // op's element count (fingerprint)
+	Root   int32           // op's root (lost rank for aborts)
+	Bytes  uint64          // payload length
 }
 
 func (h *header) encode(b []byte) {
@@ -57,7 +58,8 @@ func (h *header) encode(b []byte) {
 	binary.LittleEndian.PutUint64(b[32:], uint64(h.Count))
 	binary.LittleEndian.PutUint64(b[40:], h.Bytes)
 	binary.LittleEndian.PutUint32(b[48:], h.Group)
-	binary.LittleEndian.PutUint32(b[52:], 0)
+	b[52] = byte(h.Asked)
+	b[53], b[54], b[55] = 0, 0, 0
 }
 
 func decodeHeader(b []byte) (header, error) {
@@ -70,6 +72,7 @@ func decodeHeader(b []byte) (header, error) {
 		Op:     backends.OpKind(b[5]),
 		DType:  tensor.DType(b[6]),
 		Reduce: tensor.ReduceOp(b[7]),
+		Asked:  tensor.ReduceOp(b[52]),
 		Step:   binary.LittleEndian.Uint32(b[8:]),
 		Root:   int32(binary.LittleEndian.Uint32(b[12:])),
 		Seq:    binary.LittleEndian.Uint64(b[16:]),
@@ -89,7 +92,7 @@ func groupHash(name string) uint32 {
 
 // collectiveHeader is the header of step `step` of collective op carrying n payload bytes.
 func collectiveHeader(op backends.Op, step int, n int) header {
-	h := header{Kind: msgCollective, Op: op.Kind, DType: op.DType, Reduce: op.Reduce, Step: uint32(step),
+	h := header{Kind: msgCollective, Op: op.Kind, DType: op.DType, Reduce: op.Reduce, Asked: op.AskedReduce, Step: uint32(step),
 		Seq: op.Seq, Count: int64(op.Count), Root: int32(op.Root), Bytes: uint64(n)}
 	if op.Kind == backends.OpAllToAll {
 		h.Count = 0 // split sizes may legitimately differ per rank; Bytes is checked instead
@@ -104,8 +107,12 @@ func (h header) describe() string {
 	case msgAbort:
 		return "abort"
 	}
+	red := h.Reduce.String()
+	if h.Asked != h.Reduce && h.Asked != 0 {
+		red += " for " + h.Asked.String()
+	}
 	return fmt.Sprintf("%s #%d (%d x %s, op %s, root %d, step %d, %d bytes)",
-		h.Op, h.Seq, h.Count, h.DType, h.Reduce, h.Root, h.Step, h.Bytes)
+		h.Op, h.Seq, h.Count, h.DType, red, h.Root, h.Step, h.Bytes)
 }
 
 // mismatch explains how an arriving collective header differs from the expected one, or "".
@@ -124,6 +131,8 @@ func mismatch(got, want header) string {
 		return fmt.Sprintf("the peer's count is %d elements, this rank's %d", got.Count, want.Count)
 	case got.Reduce != want.Reduce:
 		return fmt.Sprintf("the peer's reduce op is %s, this rank's %s", got.Reduce, want.Reduce)
+	case got.Asked != want.Asked:
+		return fmt.Sprintf("the peer asked for reduce op %s, this rank for %s", got.Asked, want.Asked)
 	case got.Root != want.Root:
 		return fmt.Sprintf("the peer's root is %d, this rank's %d", got.Root, want.Root)
 	case got.Step != want.Step:

@@ -63,13 +63,14 @@ const (
 type fingerprint struct {
 	Seq   uint64
 	Count int64
-	What  uint64 // the root (low 32 bits), then the op kind, dtype and reduce op, a byte each
+	What  uint64 // the root (low 32 bits), then the op kind, dtype, reduce op and asked reduce op, a byte each
 }
 
 func (f fingerprint) root() int32   { return int32(uint32(f.What)) }
 func (f fingerprint) kind() uint8   { return uint8(f.What >> 32) }
 func (f fingerprint) dtype() uint8  { return uint8(f.What >> 40) }
 func (f fingerprint) reduce() uint8 { return uint8(f.What >> 48) }
+func (f fingerprint) asked() uint8  { return uint8(f.What >> 56) }
 
 // opExtra holds what only some ops publish, in the op span's second cache line.
 type opExtra struct {

@@ -23,7 +23,7 @@ func opFingerprint(op backends.Op) fingerprint {
 		count = 0 // split sizes legitimately differ per rank
 	}
 	return fingerprint{Seq: op.Seq, Count: count, What: uint64(uint32(int32(op.Root))) |
-		uint64(uint8(op.Kind))<<32 | uint64(uint8(op.DType))<<40 | uint64(uint8(op.Reduce))<<48}
+		uint64(uint8(op.Kind))<<32 | uint64(uint8(op.DType))<<40 | uint64(uint8(op.Reduce))<<48 | uint64(uint8(op.AskedReduce))<<56}
 }
 
 // begin is an op's first sync: it publishes the op's fingerprint, waits for every member and
@@ -79,8 +79,12 @@ func (g *Group) checkFingerprints(fp fingerprint) error {
 }
 
 func describe(fp fingerprint) string {
+	red := tensor.ReduceOp(fp.reduce()).String()
+	if asked := tensor.ReduceOp(fp.asked()); asked != tensor.ReduceOp(fp.reduce()) && asked != 0 {
+		red += " for " + asked.String()
+	}
 	return fmt.Sprintf("%s #%d (%d x %s, op %s, root %d)", backends.OpKind(fp.kind()), fp.Seq, fp.Count,
-		tensor.DType(fp.dtype()), tensor.ReduceOp(fp.reduce()), fp.root())
+		tensor.DType(fp.dtype()), red, fp.root())
 }
 
 func fpMismatch(got, want fingerprint) string {
@@ -93,7 +97,7 @@ func fpMismatch(got, want fingerprint) string {
 		return "ranks passed different dtypes"
 	case got.Count != want.Count:
 		return "ranks passed different element counts"
-	case got.reduce() != want.reduce():
+	case got.reduce() != want.reduce(), got.asked() != want.asked():
 		return "ranks passed different reduce ops"
 	case got.root() != want.root():
 		return "ranks passed different roots"
