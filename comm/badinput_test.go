@@ -1393,6 +1393,34 @@ func TestNewGroupSetupFailure(t *testing.T) {
 	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
 }
 
+// TestNewGroupMemberAbsent: rank 1 never calls NewGroup for the group {0, 1}. Rank 0 must get
+// ErrTimeout (on every backend) that says what to check, once the group's timeout has passed.
+func TestNewGroupMemberAbsent(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
+		require.NoError(t, err)
+		defer pg.Close()
+		if pg.Rank() == 0 {
+			_, err = pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: os.Getenv("NEWGROUP_BACKEND"), Timeout: 2 * time.Second})
+			fmt.Printf("NEWGROUP timeout=%v err=%v\n", errors.Is(err, comm.ErrTimeout), err)
+		}
+		require.NoError(t, pg.Barrier(ctx))
+		return
+	}
+	for _, backend := range []string{"gloo", "shm"} {
+		t.Run(backend, func(t *testing.T) {
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second,
+				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + backend}})
+			m := regexp.MustCompile(`NEWGROUP timeout=(\w+) err=(.*)`).FindStringSubmatch(res[0].Output)
+			require.NotNil(t, m, "rank 0:\n%s", res[0].Output)
+			assert.Equal(t, "true", m[1], "rank 0: want ErrTimeout, got %s", m[2])
+			assert.Contains(t, m[2], "creating group")
+			assert.Contains(t, m[2], "with the same arguments", "the error says what to check: %s", m[2])
+		})
+	}
+}
+
 // A shared buffer's signals when its group closes, or after it or its group was closed:
 // ErrAborted for a wait in progress, ErrClosed after; no crash (the group's segment is gone).
 func TestSharedBufferAfterClose(t *testing.T) {

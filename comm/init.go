@@ -373,6 +373,16 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 		} else {
 			poison(pg.store, groupFailedKey, err)
 		}
+		if name != "0" && (errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) {
+			// A sub-group: its members are running (they joined the world), so a member that is
+			// late most likely never calls NewGroup or Split for it, or not with these arguments.
+			const hint = "not every member set the group up in time: check that each calls NewGroup or Split with the same arguments (ranks, backend) and is alive, or raise the timeout (GCCL_TIMEOUT)"
+			if errors.Is(err, ErrTimeout) {
+				err = fmt.Errorf("%w; %s", err, hint)
+			} else {
+				err = fmt.Errorf("%w: %s: %w", ErrTimeout, hint, err)
+			}
+		}
 		return nil, fmt.Errorf("gccl: creating group %q (rank %d of %d) on backend %s: %w", name, rank, len(ranks), backendName, err)
 	}
 	pg.backend = bg
