@@ -1174,6 +1174,38 @@ func TestTimeoutOp(t *testing.T) {
 	}
 }
 
+// TestTimeoutNamesTheAbsent: with 3 ranks, rank 1 never calls the all-reduce. Ranks 0 and 2
+// time out, one of them first, and the other may learn it from that one's abort; either way
+// each error names rank 1, the rank they were waiting for, and says what to check.
+func TestTimeoutNamesTheAbsent(t *testing.T) {
+	if ranktest.Child(t) {
+		pg, err := biChildInit()
+		if err != nil {
+			biReport("init", -1, err, 0, nil)
+			return
+		}
+		if pg.Rank() == 1 {
+			time.Sleep(4 * time.Second)
+			return
+		}
+		start := time.Now()
+		err = pg.AllReduce(context.Background(), biFilled(tensor.Float32, 4, 1), comm.Sum)
+		biReport("op", pg.Rank(), err, time.Since(start), nil)
+		_ = pg.Close()
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 3, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=1s", biNoRaceExitSleep()}})
+	all := biResults(t, res)
+	for _, r := range []int{0, 2} {
+		if o, ok := biGet(t, res, all, r, "op"); ok {
+			t.Logf("rank %d: %s", r, o.Err)
+			assert.True(t, o.Timeout, "rank %d: want ErrTimeout, got %q", r, o.Err)
+			assert.Contains(t, o.Err, "group rank(s) [1]", "rank %d: the error names the rank it waited for", r)
+			assert.Contains(t, o.Err, "GCCL_TIMEOUT", "rank %d: the error says what to check", r)
+		}
+	}
+}
+
 // --- 8: async ops ---
 
 // TestAsyncWait: Work.Wait with a cancelled context returns at once while the op carries on;

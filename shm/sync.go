@@ -373,6 +373,13 @@ func (g *Group) checkPeers(ctx context.Context, next int, phase uint64) error {
 	}
 	for p := 0; p < g.cfg.Size; p++ {
 		if w := atomic.LoadUint64(g.seg.ctrl(p, ctrlAbort)); w != 0 && p != g.cfg.Rank {
+			if backends.AbortClass(w>>32) == backends.AbortTimeout {
+				// The peer that timed out first is seldom the one at fault: say whom this rank
+				// was still waiting for.
+				return backends.PeerAbortError(backends.AbortTimeout, p, -1, -1, fmt.Sprintf(
+					"this rank was still waiting for group rank(s) %v: check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)",
+					g.behind(next, phase)))
+			}
 			return g.peerAbort(p, w)
 		}
 	}
