@@ -678,6 +678,21 @@ func invalidCases() []invalidCase {
 				return pg.AllToAll(ctx, tensor.New(tensor.Float64, 2*pg.Size()), biF32(2*pg.Size()))
 			},
 			want: biStrs("the input is float32 but the output is float64")},
+		{name: "all_reduce MAX with a factor", op: "all_reduce",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				return pg.AllReduceWith(ctx, biF32(4), comm.Reduction{Op: comm.Max, Factor: 2})
+			},
+			want: biStrs("a Factor (2) with reduce op MAX", "PreMulSum(2)")},
+		{name: "all_gather list outputs alias each other", op: "all_gather", minSize: 2,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				shared := biF32(4)
+				outs := make([]*tensor.Tensor, pg.Size())
+				for i := range outs {
+					outs[i] = shared
+				}
+				return pg.AllGatherList(ctx, outs, biF32(4))
+			},
+			want: biStrs("outputs 0 and 1 overlap in memory", "a tensor of its own")},
 		{name: "all_reduce BAND on float32", op: "all_reduce",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return pg.AllReduce(ctx, biF32(4), comm.BAnd) },
 			want: biStrs("BAND on float32", "integer or bool dtype")},
@@ -1423,6 +1438,38 @@ func TestNewGroupSetupFailure(t *testing.T) {
 	}
 	assert.Contains(t, res[0].Output, "another rank failed to set up group", "rank 0 must say its peer failed, and why")
 	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
+}
+
+// TestSplitUnknownBackend: rank 1 asks Split for a backend nobody registered. It gets
+// ErrInvalidArgument naming the registered ones, and rank 0, which asked for gloo, fails at once
+// with its reason instead of waiting out the timeout.
+func TestSplitUnknownBackend(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
+		require.NoError(t, err)
+		defer pg.Close()
+		backend := "gloo"
+		if pg.Rank() == 1 {
+			backend = "glooo"
+		}
+		start := time.Now()
+		_, err = pg.Split(ctx, 0, 0, comm.GroupOptions{Backend: backend})
+		fmt.Printf("SPLIT ms=%d invalid=%v err=%v\n", time.Since(start).Milliseconds(), errors.Is(err, comm.ErrInvalidArgument), err)
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
+	re := regexp.MustCompile(`SPLIT ms=(\d+) invalid=(\w+) err=(.*)`)
+	for _, r := range res {
+		m := re.FindStringSubmatch(r.Output)
+		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
+		ms, _ := strconv.Atoi(m[1])
+		t.Logf("rank %d after %d ms: %s", r.Rank, ms, m[3])
+		assert.NotEqual(t, "<nil>", m[3], "rank %d: Split must fail", r.Rank)
+		assert.Less(t, ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
+		assert.Contains(t, m[3], `no backend named "glooo"`, "rank %d", r.Rank)
+	}
+	assert.Equal(t, "true", re.FindStringSubmatch(res[1].Output)[2], "rank 1: want ErrInvalidArgument")
 }
 
 // TestNewGroupMemberAbsent: rank 1 never calls NewGroup for the group {0, 1}. Rank 0 must get

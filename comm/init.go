@@ -344,7 +344,10 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 	}
 	b, err := backends.Lookup(backendName)
 	if err != nil {
-		return nil, fmt.Errorf("gccl: group %q: %w", name, err)
+		err = fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		// The other members may know the name: tell them, so that they fail now too.
+		poison(store.WithPrefix(w.store, "pg/"+name), groupFailedKey, err)
+		return nil, fmt.Errorf("gccl: creating group %q (rank %d of %d): %w", name, rank, len(ranks), err)
 	}
 	pg := &ProcessGroup{
 		w: w, name: name, desc: desc, rank: rank, size: len(ranks), globalRanks: ranks,

@@ -92,6 +92,9 @@ func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, t *tens
 	if err := tensor.CheckReduce(red.Op, t.DType()); err != nil {
 		return 0, red, pg.invalid(kind, "%v", err)
 	}
+	if red.Factor != 0 && red.Op != tensor.PreMulSum {
+		return 0, red, pg.invalid(kind, "a Factor (%g) with reduce op %s, which takes none: use PreMulSum(%g), or leave Factor 0", red.Factor, red.Op, red.Factor)
+	}
 	if t.IsDevice() {
 		if red.Op == tensor.PreMulSum {
 			return 0, red, pg.opError(kind, 0, fmt.Errorf("%w: PREMUL_SUM on %v tensors: gccl cannot scale device memory (it has no SYCL kernels): multiply the input by %g on the device, then pass SUM",
@@ -329,6 +332,13 @@ func (pg *ProcessGroup) allGatherListReq(req *request, outs []*tensor.Tensor, in
 	const kind = backends.OpAllGather
 	if err := pg.checkList(kind, "output list", outs, in); err != nil {
 		return err
+	}
+	for i, o := range outs {
+		for j := range i {
+			if o.Overlaps(outs[j]) {
+				return pg.invalid(kind, "outputs %d and %d overlap in memory (one rank's data would overwrite another's): give each rank a tensor of its own", j, i)
+			}
+		}
 	}
 	if in.IsDevice() {
 		return pg.opError(kind, 0, fmt.Errorf("%w: AllGatherList of %v tensors: gccl cannot copy between device buffers (it has no SYCL kernels): all-gather into one output of %d x the input with AllGather and take its Chunk(%d, 0) views",
