@@ -1472,6 +1472,37 @@ func TestSplitUnknownBackend(t *testing.T) {
 	assert.Equal(t, "true", re.FindStringSubmatch(res[1].Output)[2], "rank 1: want ErrInvalidArgument")
 }
 
+// TestSplitBackendsDisagree: the members of one color ask Split for different backends. Both
+// get ErrMismatch at once, naming the other's choice, instead of setting up groups that cannot
+// meet and waiting for the timeout.
+func TestSplitBackendsDisagree(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
+		require.NoError(t, err)
+		defer pg.Close()
+		backend := "gloo"
+		if pg.Rank() == 1 {
+			backend = "shm"
+		}
+		start := time.Now()
+		_, err = pg.Split(ctx, 0, 0, comm.GroupOptions{Backend: backend})
+		fmt.Printf("SPLIT ms=%d mismatch=%v err=%v\n", time.Since(start).Milliseconds(), errors.Is(err, comm.ErrMismatch), err)
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
+	re := regexp.MustCompile(`SPLIT ms=(\d+) mismatch=(\w+) err=(.*)`)
+	for _, r := range res {
+		m := re.FindStringSubmatch(r.Output)
+		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
+		ms, _ := strconv.Atoi(m[1])
+		t.Logf("rank %d after %d ms: %s", r.Rank, ms, m[3])
+		assert.Equal(t, "true", m[2], "rank %d: want ErrMismatch", r.Rank)
+		assert.Less(t, ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
+		assert.Contains(t, m[3], "pass the same GroupOptions.Backend", "rank %d", r.Rank)
+	}
+}
+
 // TestNewGroupMemberAbsent: rank 1 never calls NewGroup for the group {0, 1}. Rank 0 must get
 // ErrTimeout (on every backend) that says what to check, once the group's timeout has passed.
 func TestNewGroupMemberAbsent(t *testing.T) {

@@ -49,8 +49,15 @@ func (pg *ProcessGroup) NewGroup(ctx context.Context, ranks []int, opts GroupOpt
 // (ties broken by rank in pg). Every rank of pg calls it; a negative color means "in no group"
 // and returns (nil, nil). It costs one all-gather on pg.
 func (pg *ProcessGroup) Split(ctx context.Context, color, key int, opts GroupOptions) (*ProcessGroup, error) {
-	type entry struct{ Color, Key, Rank int }
-	all, err := AllGatherObject(ctx, pg, entry{Color: color, Key: key, Rank: pg.rank})
+	type entry struct {
+		Color, Key, Rank int
+		Backend          string
+	}
+	backend := opts.Backend
+	if backend == "" {
+		backend = pg.backendName
+	}
+	all, err := AllGatherObject(ctx, pg, entry{Color: color, Key: key, Rank: pg.rank, Backend: backend})
 	if err != nil {
 		return nil, fmt.Errorf("gccl: Split on group %s (rank %d): exchanging colors: %w", pg.label, pg.rank, err)
 	}
@@ -61,6 +68,11 @@ func (pg *ProcessGroup) Split(ctx context.Context, color, key int, opts GroupOpt
 	var members []entry
 	for _, e := range all {
 		if e.Color == color {
+			if e.Backend != backend {
+				// Every member sees the same entries, so every member of the color fails here.
+				return nil, fmt.Errorf("gccl: Split on group %s (rank %d): %w: rank %d asks for backend %q for color %d, this rank for %q: pass the same GroupOptions.Backend on every member",
+					pg.label, pg.rank, ErrMismatch, e.Rank, e.Backend, color, backend)
+			}
 			members = append(members, e)
 		}
 	}
