@@ -1440,10 +1440,10 @@ func TestNewGroupSetupFailure(t *testing.T) {
 	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
 }
 
-// TestSplitUnknownBackend: rank 1 asks Split for a backend nobody registered. It gets
+// TestNewGroupUnknownBackend: rank 1 asks NewGroup for a backend nobody registered. It gets
 // ErrInvalidArgument naming the registered ones, and rank 0, which asked for gloo, fails at once
 // with its reason instead of waiting out the timeout.
-func TestSplitUnknownBackend(t *testing.T) {
+func TestNewGroupUnknownBackend(t *testing.T) {
 	if ranktest.Child(t) {
 		ctx := context.Background()
 		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
@@ -1454,18 +1454,18 @@ func TestSplitUnknownBackend(t *testing.T) {
 			backend = "glooo"
 		}
 		start := time.Now()
-		_, err = pg.Split(ctx, 0, 0, comm.GroupOptions{Backend: backend})
-		fmt.Printf("SPLIT ms=%d invalid=%v err=%v\n", time.Since(start).Milliseconds(), errors.Is(err, comm.ErrInvalidArgument), err)
+		_, err = pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: backend})
+		fmt.Printf("NEWGROUP ms=%d invalid=%v err=%v\n", time.Since(start).Milliseconds(), errors.Is(err, comm.ErrInvalidArgument), err)
 		return
 	}
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
-	re := regexp.MustCompile(`SPLIT ms=(\d+) invalid=(\w+) err=(.*)`)
+	re := regexp.MustCompile(`NEWGROUP ms=(\d+) invalid=(\w+) err=(.*)`)
 	for _, r := range res {
 		m := re.FindStringSubmatch(r.Output)
 		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
 		ms, _ := strconv.Atoi(m[1])
 		t.Logf("rank %d after %d ms: %s", r.Rank, ms, m[3])
-		assert.NotEqual(t, "<nil>", m[3], "rank %d: Split must fail", r.Rank)
+		assert.NotEqual(t, "<nil>", m[3], "rank %d: NewGroup must fail", r.Rank)
 		assert.Less(t, ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
 		assert.Contains(t, m[3], `no backend named "glooo"`, "rank %d", r.Rank)
 	}
