@@ -17,7 +17,8 @@ var (
 	ErrAborted = backends.ErrAborted
 	// ErrPeerLost: a member of the group died; errors.As with *PeerLostError names it.
 	ErrPeerLost = backends.ErrPeerLost
-	// ErrMismatch: ranks called different collectives, dtypes, counts, roots or reduce ops.
+	// ErrMismatch: ranks called different collectives, dtypes, counts, roots or reduce ops; or
+	// their all-to-all splits, a send and its receive, or their Split options disagree.
 	ErrMismatch = backends.ErrMismatch
 	// ErrUnsupported: the backend cannot run this op or dtype.
 	ErrUnsupported = backends.ErrUnsupported
