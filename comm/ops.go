@@ -333,16 +333,16 @@ func (pg *ProcessGroup) allGatherListReq(req *request, outs []*tensor.Tensor, in
 	if err := pg.checkList(kind, "output list", outs, in); err != nil {
 		return err
 	}
+	if in.IsDevice() {
+		return pg.opError(kind, 0, fmt.Errorf("%w: AllGatherList of %v tensors: gccl cannot copy between device buffers (it has no SYCL kernels): all-gather into one output of %d x the input with AllGather and take its Chunk(%d, 0) views",
+			ErrUnsupported, in.Device(), pg.size, pg.size))
+	}
 	for i, o := range outs {
 		for j := range i {
 			if o.Overlaps(outs[j]) {
 				return pg.invalid(kind, "outputs %d and %d overlap in memory (one rank's data would overwrite another's): give each rank a tensor of its own", j, i)
 			}
 		}
-	}
-	if in.IsDevice() {
-		return pg.opError(kind, 0, fmt.Errorf("%w: AllGatherList of %v tensors: gccl cannot copy between device buffers (it has no SYCL kernels): all-gather into one output of %d x the input with AllGather and take its Chunk(%d, 0) views",
-			ErrUnsupported, in.Device(), pg.size, pg.size))
 	}
 	flat := tensor.New(in.DType(), pg.size*in.Numel())
 	if err := pg.allGatherReq(req, flat, in); err != nil {
