@@ -16,7 +16,10 @@ import (
 
 // ProcessGroup is a set of ranks that run collectives together, over one backend. Ops on a group
 // run in the order they were issued, synchronous and asynchronous alike. It is safe for
-// concurrent use; concurrent callers' ops are ordered by when they were issued.
+// concurrent use; concurrent callers' ops are ordered by when they were issued. Every rank must
+// issue the same ops in the same order, so goroutines that share a group must agree on their
+// order themselves (or use a group each): ops of different shapes that cross are ErrMismatch,
+// but two ops of the same shape that cross pair up with each other's data, which no check sees.
 type ProcessGroup struct {
 	w           *world
 	id          int
