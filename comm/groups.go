@@ -53,10 +53,7 @@ func (pg *ProcessGroup) Split(ctx context.Context, color, key int, opts GroupOpt
 		Color, Key, Rank int
 		Backend          string
 	}
-	backend := opts.Backend
-	if backend == "" {
-		backend = pg.backendName
-	}
+	backend := pg.childBackend(opts)
 	all, err := AllGatherObject(ctx, pg, entry{Color: color, Key: key, Rank: pg.rank, Backend: backend})
 	if err != nil {
 		return nil, fmt.Errorf("gccl: Split on group %s (rank %d): exchanging colors: %w", pg.label, pg.rank, err)
@@ -101,11 +98,15 @@ func (pg *ProcessGroup) nextChild(key string) int {
 	return n
 }
 
-func (pg *ProcessGroup) child(ctx context.Context, name string, ranks []int, opts GroupOptions) (*ProcessGroup, error) {
-	backend := opts.Backend
-	if backend == "" {
-		backend = pg.backendName
+// childBackend is the backend of a group pg creates with opts.
+func (pg *ProcessGroup) childBackend(opts GroupOptions) string {
+	if opts.Backend != "" {
+		return opts.Backend
 	}
+	return pg.backendName
+}
+
+func (pg *ProcessGroup) child(ctx context.Context, name string, ranks []int, opts GroupOptions) (*ProcessGroup, error) {
 	timeout := opts.Timeout
 	if timeout == 0 {
 		timeout = pg.timeout
@@ -114,7 +115,7 @@ func (pg *ProcessGroup) child(ctx context.Context, name string, ranks []int, opt
 	if desc == "" {
 		desc = "undefined"
 	}
-	return pg.w.newGroup(ctx, name, desc, append([]int(nil), ranks...), backend, timeout)
+	return pg.w.newGroup(ctx, name, desc, append([]int(nil), ranks...), pg.childBackend(opts), timeout)
 }
 
 func joinInts(v []int) string {

@@ -87,26 +87,28 @@ func (pg *ProcessGroup) checkRoot(kind backends.OpKind, what string, root int) e
 // is left for comm to do around it (preScale, postDivide): on the host, Avg and PreMulSum become
 // Sum, with a scale before or a division after. comm cannot touch device memory, so a device
 // tensor's Avg goes to the backend as Avg (which runs it, or says it cannot), and PreMulSum is
-// refused.
-func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, t *tensor.Tensor) (tensor.ReduceOp, Reduction, error) {
+// refused. It sets op's Reduce (what the backend runs) and AskedReduce (red's op, which the
+// backends' fingerprints compare too).
+func (pg *ProcessGroup) lowerReduce(kind backends.OpKind, red Reduction, t *tensor.Tensor, op *backends.Op) (Reduction, error) {
 	if err := tensor.CheckReduce(red.Op, t.DType()); err != nil {
-		return 0, red, pg.invalid(kind, "%v", err)
+		return red, pg.invalid(kind, "%v", err)
 	}
 	if red.Factor != 0 && red.Op != tensor.PreMulSum {
-		return 0, red, pg.invalid(kind, "a Factor (%g) with reduce op %s, which takes none: use PreMulSum(%g), or leave Factor 0", red.Factor, red.Op, red.Factor)
+		return red, pg.invalid(kind, "a Factor (%g) with reduce op %s, which takes none: use PreMulSum(%g), or leave Factor 0", red.Factor, red.Op, red.Factor)
 	}
+	op.Reduce, op.AskedReduce = red.Op, red.Op
 	if t.IsDevice() {
 		if red.Op == tensor.PreMulSum {
-			return 0, red, pg.opError(kind, 0, fmt.Errorf("%w: PREMUL_SUM on %v tensors: gccl cannot scale device memory (it has no SYCL kernels): multiply the input by %g on the device, then pass SUM",
+			return red, pg.opError(kind, 0, fmt.Errorf("%w: PREMUL_SUM on %v tensors: gccl cannot scale device memory (it has no SYCL kernels): multiply the input by %g on the device, then pass SUM",
 				ErrUnsupported, t.Device(), red.Factor))
 		}
-		return red.Op, Reduction{Op: tensor.Sum}, nil
+		return Reduction{Op: tensor.Sum}, nil
 	}
 	switch red.Op {
 	case tensor.Avg, tensor.PreMulSum:
-		return tensor.Sum, red, nil
+		op.Reduce = tensor.Sum
 	}
-	return red.Op, red, nil
+	return red, nil
 }
 
 // preScale and postDivide implement PreMulSum and Avg around a Sum (in place on t).
@@ -155,15 +157,14 @@ func (pg *ProcessGroup) allReduceReq(req *request, t *tensor.Tensor, red Reducti
 	if err := pg.checkTensor(kind, "tensor", t); err != nil {
 		return err
 	}
-	asked := red.Op
-	low, red, err := pg.lowerReduce(kind, red, t)
+	red, err := pg.lowerReduce(kind, red, t, &req.op)
 	if err != nil {
 		return err
 	}
 	// Field by field into the zero request: a composite literal is built on the stack and
 	// copied whole (~200 bytes), on the latency path of every small all-reduce.
 	req.red, req.in, req.out = red, t, t
-	req.op.Kind, req.op.DType, req.op.Count, req.op.Reduce, req.op.AskedReduce = kind, t.DType(), t.Numel(), low, asked
+	req.op.Kind, req.op.DType, req.op.Count = kind, t.DType(), t.Numel()
 	return nil
 }
 
@@ -228,12 +229,12 @@ func (pg *ProcessGroup) reduceReq(req *request, t *tensor.Tensor, root int, red 
 	if err := pg.checkRoot(kind, "root", root); err != nil {
 		return err
 	}
-	asked := red.Op
-	low, red, err := pg.lowerReduce(kind, red, t)
+	op := backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root}
+	red, err := pg.lowerReduce(kind, red, t, &op)
 	if err != nil {
 		return err
 	}
-	*req = request{red: red, in: t, out: t, op: backends.Op{Kind: kind, DType: t.DType(), Count: t.Numel(), Root: root, Reduce: low, AskedReduce: asked}}
+	*req = request{red: red, in: t, out: t, op: op}
 	return nil
 }
 
@@ -515,12 +516,12 @@ func (pg *ProcessGroup) reduceScatterReq(req *request, out, in *tensor.Tensor, r
 	if err := pg.checkPair(kind, out, in, false); err != nil {
 		return err
 	}
-	asked := red.Op
-	low, red, err := pg.lowerReduce(kind, red, in)
+	op := backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel()}
+	red, err := pg.lowerReduce(kind, red, in, &op)
 	if err != nil {
 		return err
 	}
-	*req = request{red: red, in: in, out: out, op: backends.Op{Kind: kind, DType: in.DType(), Count: out.Numel(), Reduce: low, AskedReduce: asked}}
+	*req = request{red: red, in: in, out: out, op: op}
 	return nil
 }
 
