@@ -594,26 +594,6 @@ func (a *analysis) analyzeCollectives(g *analyzedGroup) GroupSummary {
 				f.Ops = append(f.Ops, opRef(m, bySeq[m][s][len(bySeq[m][s])-1]))
 			}
 			a.add(f)
-		case noDump > 0 && !stuckReported:
-			stuckReported = true
-			var missing []int
-			for _, m := range g.members {
-				if _, ok := a.dumps[m]; !ok {
-					missing = append(missing, m)
-				}
-			}
-			f := Finding{
-				Kind: FindingStuck, Severity: SeverityError,
-				Group: g.key.name, GroupDesc: g.desc, Op: opName, Seq: s,
-				Culprits: missing, Ranks: append(slices.Clone(missing), present...),
-				Message: fmt.Sprintf("%s %s in %s #%d on %s and none completed it (%s); %s left no dump and may never have joined it",
-					rankList(present), isAre(len(present)), opName, s, groupText(g.key.name, g.desc), stateSummary(bySeq, present, s),
-					rankList(missing)),
-			}
-			for _, m := range present {
-				f.Ops = append(f.Ops, opRef(m, bySeq[m][s][len(bySeq[m][s])-1]))
-			}
-			a.add(f)
 		case !stuckReported:
 			stuckReported = true
 			f := Finding{
@@ -621,6 +601,22 @@ func (a *analysis) analyzeCollectives(g *analyzedGroup) GroupSummary {
 				Group: g.key.name, GroupDesc: g.desc, Op: opName, Seq: s, Ranks: present,
 				Message: fmt.Sprintf("%s in %s #%d on %s and none completed it (%s): no rank diverged; the op itself is slow or hung, or the dumps were taken while it ran",
 					allMembers(len(present)), opName, s, groupText(g.key.name, g.desc), stateSummary(bySeq, present, s)),
+			}
+			if noDump > 0 {
+				// Only the members with a dump are known to be in it: the others are the
+				// likely culprits.
+				for _, m := range g.members {
+					if _, ok := a.dumps[m]; !ok {
+						f.Culprits = append(f.Culprits, m)
+					}
+				}
+				f.Severity, f.Ranks = SeverityError, append(slices.Clone(f.Culprits), present...)
+				f.Message = fmt.Sprintf("%s %s in %s #%d on %s and none completed it (%s); %s left no dump and may never have joined it",
+					rankList(present), isAre(len(present)), opName, s, groupText(g.key.name, g.desc), stateSummary(bySeq, present, s),
+					rankList(f.Culprits))
+				for _, m := range present {
+					f.Ops = append(f.Ops, opRef(m, bySeq[m][s][len(bySeq[m][s])-1]))
+				}
 			}
 			a.add(f)
 		}

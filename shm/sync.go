@@ -366,6 +366,9 @@ func (d *idler) pause(s sleeper) bool {
 	return false
 }
 
+// collectiveLate is what a collective's timeout tells the user to check.
+const collectiveLate = "check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)"
+
 // checkPeers returns an error if this group or a peer aborted, or the deadline passed.
 func (g *Group) checkPeers(ctx context.Context, next int, phase uint64) error {
 	if err := g.aborted(); err != nil {
@@ -377,16 +380,15 @@ func (g *Group) checkPeers(ctx context.Context, next int, phase uint64) error {
 				// The peer that timed out first is seldom the one at fault: say whom this rank
 				// was still waiting for.
 				return backends.PeerAbortError(backends.AbortTimeout, p, -1, -1, fmt.Sprintf(
-					"this rank was still waiting for group rank(s) %v: check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)",
-					g.behind(next, phase)))
+					"this rank was still waiting for group rank(s) %v: %s", g.behind(next, phase), collectiveLate))
 			}
 			return g.peerAbort(p, w)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w: the op did not complete in time; still waiting for group rank(s) %v: check that every rank calls the same collectives in the same order, or raise the timeout (GCCL_TIMEOUT)",
-				backends.ErrTimeout, g.behind(next, phase))
+			return fmt.Errorf("%w: the op did not complete in time; still waiting for group rank(s) %v: %s",
+				backends.ErrTimeout, g.behind(next, phase), collectiveLate)
 		}
 		return err
 	}
