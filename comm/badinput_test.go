@@ -1402,6 +1402,29 @@ func TestBadInputAliasingThatIsFine(t *testing.T) {
 	}
 }
 
+// setupReport prints, in a child, how setting a group up ended, for readSetup in the parent.
+func setupReport(start time.Time, err error) {
+	fmt.Printf("SETUP ms=%d timeout=%v invalid=%v mismatch=%v err=%v\n", time.Since(start).Milliseconds(),
+		errors.Is(err, comm.ErrTimeout), errors.Is(err, comm.ErrInvalidArgument), errors.Is(err, comm.ErrMismatch), err)
+}
+
+// setupResult is what a child's setupReport printed.
+type setupResult struct {
+	ms                         int
+	timeout, invalid, mismatch bool
+	err                        string
+}
+
+var setupLine = regexp.MustCompile(`SETUP ms=(\d+) timeout=(\w+) invalid=(\w+) mismatch=(\w+) err=(.*)`)
+
+func readSetup(t *testing.T, r ranktest.Result) setupResult {
+	t.Helper()
+	m := setupLine.FindStringSubmatch(r.Output)
+	require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
+	ms, _ := strconv.Atoi(m[1])
+	return setupResult{ms: ms, timeout: m[2] == "true", invalid: m[3] == "true", mismatch: m[4] == "true", err: m[5]}
+}
+
 // TestNewGroupSetupFailure: one rank fails to set a new group up (its shm settings differ from
 // rank 0's, so it cannot map rank 0's segment) while rank 0 waits for it to map. Rank 0 must
 // fail at once with the other's reason, not sit out the 60 s timeout.
@@ -1416,7 +1439,7 @@ func TestNewGroupSetupFailure(t *testing.T) {
 		if sub != nil {
 			_ = sub.Close()
 		}
-		fmt.Printf("SETUP ms=%d err=%v\n", time.Since(start).Milliseconds(), err)
+		setupReport(start, err)
 		return
 	}
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 90 * time.Second,
@@ -1427,14 +1450,11 @@ func TestNewGroupSetupFailure(t *testing.T) {
 			}
 			return nil
 		}})
-	re := regexp.MustCompile(`SETUP ms=(\d+) err=(.*)`)
 	for _, r := range res {
-		m := re.FindStringSubmatch(r.Output)
-		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
-		ms, _ := strconv.Atoi(m[1])
-		t.Logf("rank %d: NewGroup failed after %d ms: %s", r.Rank, ms, m[2])
-		assert.NotEqual(t, "<nil>", m[2], "rank %d: NewGroup must fail", r.Rank)
-		assert.Less(t, ms, 30_000, "rank %d must not wait for the 60 s timeout", r.Rank)
+		o := readSetup(t, r)
+		t.Logf("rank %d: NewGroup failed after %d ms: %s", r.Rank, o.ms, o.err)
+		assert.NotEqual(t, "<nil>", o.err, "rank %d: NewGroup must fail", r.Rank)
+		assert.Less(t, o.ms, 30_000, "rank %d must not wait for the 60 s timeout", r.Rank)
 	}
 	assert.Contains(t, res[0].Output, "another rank failed to set up group", "rank 0 must say its peer failed, and why")
 	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
@@ -1455,21 +1475,18 @@ func TestNewGroupUnknownBackend(t *testing.T) {
 		}
 		start := time.Now()
 		_, err = pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: backend})
-		fmt.Printf("NEWGROUP ms=%d invalid=%v err=%v\n", time.Since(start).Milliseconds(), errors.Is(err, comm.ErrInvalidArgument), err)
+		setupReport(start, err)
 		return
 	}
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
-	re := regexp.MustCompile(`NEWGROUP ms=(\d+) invalid=(\w+) err=(.*)`)
 	for _, r := range res {
-		m := re.FindStringSubmatch(r.Output)
-		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
-		ms, _ := strconv.Atoi(m[1])
-		t.Logf("rank %d after %d ms: %s", r.Rank, ms, m[3])
-		assert.NotEqual(t, "<nil>", m[3], "rank %d: NewGroup must fail", r.Rank)
-		assert.Less(t, ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
-		assert.Contains(t, m[3], `no backend named "glooo"`, "rank %d", r.Rank)
+		o := readSetup(t, r)
+		t.Logf("rank %d after %d ms: %s", r.Rank, o.ms, o.err)
+		assert.NotEqual(t, "<nil>", o.err, "rank %d: NewGroup must fail", r.Rank)
+		assert.Less(t, o.ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
+		assert.Contains(t, o.err, `no backend named "glooo"`, "rank %d", r.Rank)
 	}
-	assert.Equal(t, "true", re.FindStringSubmatch(res[1].Output)[2], "rank 1: want ErrInvalidArgument")
+	assert.True(t, readSetup(t, res[1]).invalid, "rank 1: want ErrInvalidArgument")
 }
 
 // TestSplitBackendsDisagree: the members of one color ask Split for different backends. Both
@@ -1487,19 +1504,16 @@ func TestSplitBackendsDisagree(t *testing.T) {
 		}
 		start := time.Now()
 		_, err = pg.Split(ctx, 0, 0, comm.GroupOptions{Backend: backend})
-		fmt.Printf("SPLIT ms=%d mismatch=%v err=%v\n", time.Since(start).Milliseconds(), errors.Is(err, comm.ErrMismatch), err)
+		setupReport(start, err)
 		return
 	}
 	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
-	re := regexp.MustCompile(`SPLIT ms=(\d+) mismatch=(\w+) err=(.*)`)
 	for _, r := range res {
-		m := re.FindStringSubmatch(r.Output)
-		require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
-		ms, _ := strconv.Atoi(m[1])
-		t.Logf("rank %d after %d ms: %s", r.Rank, ms, m[3])
-		assert.Equal(t, "true", m[2], "rank %d: want ErrMismatch", r.Rank)
-		assert.Less(t, ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
-		assert.Contains(t, m[3], "pass the same GroupOptions.Backend", "rank %d", r.Rank)
+		o := readSetup(t, r)
+		t.Logf("rank %d after %d ms: %s", r.Rank, o.ms, o.err)
+		assert.True(t, o.mismatch, "rank %d: want ErrMismatch", r.Rank)
+		assert.Less(t, o.ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
+		assert.Contains(t, o.err, "pass the same GroupOptions.Backend", "rank %d", r.Rank)
 	}
 }
 
@@ -1512,8 +1526,9 @@ func TestNewGroupMemberAbsent(t *testing.T) {
 		require.NoError(t, err)
 		defer pg.Close()
 		if pg.Rank() == 0 {
+			start := time.Now()
 			_, err = pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: os.Getenv("NEWGROUP_BACKEND"), Timeout: 2 * time.Second})
-			fmt.Printf("NEWGROUP timeout=%v err=%v\n", errors.Is(err, comm.ErrTimeout), err)
+			setupReport(start, err)
 		}
 		require.NoError(t, pg.Barrier(ctx))
 		return
@@ -1522,11 +1537,10 @@ func TestNewGroupMemberAbsent(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second,
 				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + backend}})
-			m := regexp.MustCompile(`NEWGROUP timeout=(\w+) err=(.*)`).FindStringSubmatch(res[0].Output)
-			require.NotNil(t, m, "rank 0:\n%s", res[0].Output)
-			assert.Equal(t, "true", m[1], "rank 0: want ErrTimeout, got %s", m[2])
-			assert.Contains(t, m[2], "creating group")
-			assert.Contains(t, m[2], "with the same arguments", "the error says what to check: %s", m[2])
+			o := readSetup(t, res[0])
+			assert.True(t, o.timeout, "rank 0: want ErrTimeout, got %s", o.err)
+			assert.Contains(t, o.err, "creating group")
+			assert.Contains(t, o.err, "with the same arguments", "the error says what to check: %s", o.err)
 		})
 	}
 }
