@@ -1127,24 +1127,34 @@ func TestInitStoreNotAStore(t *testing.T) {
 
 // --- 7: an op that times out ---
 
+// absentRank1Child joins the job in a child; rank 1 then stays away from the group's ops for
+// absent and the child ends (nil), the others get the group.
+func absentRank1Child(absent time.Duration) *comm.ProcessGroup {
+	pg, err := biChildInit()
+	if err != nil {
+		biReport("init", -1, err, 0, nil)
+		return nil
+	}
+	if pg.Rank() == 1 {
+		time.Sleep(absent)
+		return nil
+	}
+	return pg
+}
+
 // TestTimeoutOp: rank 1 never calls the collective; rank 0's AllReduce fails with ErrTimeout
 // after GCCL_TIMEOUT (1s), naming the group, the sequence number and the op, and later ops on
 // the group fail fast, sync and async alike.
 func TestTimeoutOp(t *testing.T) {
 	if ranktest.Child(t) {
-		pg, err := biChildInit()
-		if err != nil {
-			biReport("init", -1, err, 0, nil)
-			return
-		}
-		if pg.Rank() == 1 {
-			time.Sleep(5 * time.Second)
+		pg := absentRank1Child(5 * time.Second)
+		if pg == nil {
 			return
 		}
 		ctx := context.Background()
 		x := biFilled(tensor.Float32, 4, 1)
 		start := time.Now()
-		err = pg.AllReduce(ctx, x, comm.Sum)
+		err := pg.AllReduce(ctx, x, comm.Sum)
 		biReport("first", 0, err, time.Since(start), nil)
 		start = time.Now()
 		err = pg.AllReduce(ctx, x, comm.Sum)
@@ -1194,17 +1204,12 @@ func TestTimeoutOp(t *testing.T) {
 // each error names rank 1, the rank they were waiting for, and says what to check.
 func TestTimeoutNamesTheAbsent(t *testing.T) {
 	if ranktest.Child(t) {
-		pg, err := biChildInit()
-		if err != nil {
-			biReport("init", -1, err, 0, nil)
-			return
-		}
-		if pg.Rank() == 1 {
-			time.Sleep(4 * time.Second)
+		pg := absentRank1Child(4 * time.Second)
+		if pg == nil {
 			return
 		}
 		start := time.Now()
-		err = pg.AllReduce(context.Background(), biFilled(tensor.Float32, 4, 1), comm.Sum)
+		err := pg.AllReduce(context.Background(), biFilled(tensor.Float32, 4, 1), comm.Sum)
 		biReport("op", pg.Rank(), err, time.Since(start), nil)
 		_ = pg.Close()
 		return
