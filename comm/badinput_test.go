@@ -1465,60 +1465,56 @@ func TestNewGroupSetupFailure(t *testing.T) {
 	assert.Contains(t, res[0].Output, "GCCL_SHM", "rank 0's error carries the peer's reason")
 }
 
-// TestNewGroupUnknownBackend: rank 1 asks NewGroup for a backend nobody registered. It gets
-// ErrInvalidArgument naming the registered ones, and rank 0, which asked for gloo, fails at once
-// with its reason instead of waiting out the timeout.
-func TestNewGroupUnknownBackend(t *testing.T) {
+// TestGroupBackendsDisagree: rank 1 asks for another backend than rank 0 (gloo) when they set
+// a group up. Both fail at once instead of waiting out the 30 s timeout:
+//   - NewGroup, with a backend nobody registered: rank 1 gets ErrInvalidArgument naming the
+//     registered ones, and rank 0 fails with its reason;
+//   - Split, with shm: both get ErrMismatch naming the other's choice, before setting up groups
+//     that cannot meet.
+func TestGroupBackendsDisagree(t *testing.T) {
 	if ranktest.Child(t) {
 		ctx := context.Background()
 		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
 		require.NoError(t, err)
 		defer pg.Close()
-		backend := "gloo"
+		opts := comm.GroupOptions{Backend: "gloo"}
 		if pg.Rank() == 1 {
-			backend = "glooo"
+			opts.Backend = os.Getenv("GROUP_OTHER_BACKEND")
 		}
 		start := time.Now()
-		_, err = pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: backend})
+		if os.Getenv("GROUP_BY") == "split" {
+			_, err = pg.Split(ctx, 0, 0, opts)
+		} else {
+			_, err = pg.NewGroup(ctx, []int{0, 1}, opts)
+		}
 		setupReport(start, err)
 		return
 	}
-	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
-	for _, r := range res {
-		o := readSetup(t, r)
-		t.Logf("rank %d after %d ms: %s", r.Rank, o.ms, o.err)
-		assert.NotEqual(t, "<nil>", o.err, "rank %d: NewGroup must fail", r.Rank)
-		assert.Less(t, o.ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
-		assert.Contains(t, o.err, `no backend named "glooo"`, "rank %d", r.Rank)
-	}
-	assert.True(t, readSetup(t, res[1]).invalid, "rank 1: want ErrInvalidArgument")
-}
-
-// TestSplitBackendsDisagree: the members of one color ask Split for different backends. Both
-// get ErrMismatch at once, naming the other's choice, instead of setting up groups that cannot
-// meet and waiting for the timeout.
-func TestSplitBackendsDisagree(t *testing.T) {
-	if ranktest.Child(t) {
-		ctx := context.Background()
-		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
-		require.NoError(t, err)
-		defer pg.Close()
-		backend := "gloo"
-		if pg.Rank() == 1 {
-			backend = "shm"
-		}
-		start := time.Now()
-		_, err = pg.Split(ctx, 0, 0, comm.GroupOptions{Backend: backend})
-		setupReport(start, err)
-		return
-	}
-	res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second, Env: []string{"GCCL_TIMEOUT=30s"}})
-	for _, r := range res {
-		o := readSetup(t, r)
-		t.Logf("rank %d after %d ms: %s", r.Rank, o.ms, o.err)
-		assert.True(t, o.mismatch, "rank %d: want ErrMismatch", r.Rank)
-		assert.Less(t, o.ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
-		assert.Contains(t, o.err, "pass the same GroupOptions.Backend", "rank %d", r.Rank)
+	for _, c := range []struct {
+		by, other, want string
+		check           func(t *testing.T, r int, o setupResult)
+	}{
+		{by: "newgroup", other: "glooo", want: `no backend named "glooo"`, check: func(t *testing.T, r int, o setupResult) {
+			assert.NotEqual(t, "<nil>", o.err, "rank %d: NewGroup must fail", r)
+			if r == 1 {
+				assert.True(t, o.invalid, "rank 1: want ErrInvalidArgument")
+			}
+		}},
+		{by: "split", other: "shm", want: "pass the same GroupOptions.Backend", check: func(t *testing.T, r int, o setupResult) {
+			assert.True(t, o.mismatch, "rank %d: want ErrMismatch", r)
+		}},
+	} {
+		t.Run(c.by, func(t *testing.T) {
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second,
+				Env: []string{"GCCL_TIMEOUT=30s", "GROUP_BY=" + c.by, "GROUP_OTHER_BACKEND=" + c.other}})
+			for _, r := range res {
+				o := readSetup(t, r)
+				t.Logf("rank %d after %d ms: %s", r.Rank, o.ms, o.err)
+				c.check(t, r.Rank, o)
+				assert.Less(t, o.ms, 10_000, "rank %d must not wait for the 30 s timeout", r.Rank)
+				assert.Contains(t, o.err, c.want, "rank %d", r.Rank)
+			}
+		})
 	}
 }
 
