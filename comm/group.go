@@ -38,21 +38,22 @@ type ProcessGroup struct {
 	timeout         time.Duration
 	ownsWorld       bool
 
-	mu       sync.Mutex
-	cond     sync.Cond     // signals turn changes to waiters (under mu)
-	issued   uint64        // tickets handed out
-	turn     atomic.Uint64 // ticket allowed to run
-	waiters  atomic.Int32  // goroutines waiting on cond for a turn
-	collSeq  uint64        // collectives issued
-	p2pSeq   uint64        // p2p ops issued
-	queue    []*request
-	worker   bool      // async worker started (it runs until the group closes)
-	idle     sync.Cond // wakes the worker for the next async op, or to exit (under mu)
-	closed   bool
-	children map[string]int // NewGroup / Split counters, for stable group names
-	names    [16]string     // flight-recorder profiling names by op kind
-	opCtx    deadlineCtx    // the running op's context (one op runs at a time)
-	frOps    [16]frOpCache  // by op kind, for the op that holds the turn (see record)
+	mu        sync.Mutex
+	cond      sync.Cond     // signals turn changes to waiters (under mu)
+	issued    uint64        // tickets handed out
+	turn      atomic.Uint64 // ticket allowed to run
+	waiters   atomic.Int32  // goroutines waiting on cond for a turn
+	collSeq   uint64        // collectives issued
+	p2pSeq    uint64        // p2p ops issued
+	queue     []*request
+	worker    bool      // async worker started (it runs until the group closes)
+	idle      sync.Cond // wakes the worker for the next async op, or to exit (under mu)
+	closed    bool
+	children  map[string]int // NewGroup / Split counters, for stable group names
+	monitored uint64         // MonitoredBarrier calls
+	names     [16]string     // flight-recorder profiling names by op kind
+	opCtx     deadlineCtx    // the running op's context (one op runs at a time)
+	frOps     [16]frOpCache  // by op kind, for the op that holds the turn (see record)
 }
 
 // Rank is this process's rank in the group.
