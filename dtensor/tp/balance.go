@@ -114,7 +114,9 @@ type sharedMLP struct {
 // shard (the shared copy is transposed). On one rank, or before Parallelize, it does nothing.
 // Groups whose ranks cannot share memory get an error wrapping comm.ErrUnsupported.
 func (m *ParallelMLP) Share(ctx context.Context, b *Balancer) error {
-	fail := func(err error) error { return fmt.Errorf("gccl: tp.ParallelMLP.Share: %w", err) }
+	fail := func(err error) error {
+		return fmt.Errorf("%s: %w", errorPrefix("ParallelMLP.Share", "", m.Down.Weight), err)
+	}
 	if b == nil {
 		return fail(fmt.Errorf("no Balancer; pass one (shared by the model's MLPs): %w", comm.ErrInvalidArgument))
 	}
@@ -179,7 +181,9 @@ func (m *ParallelMLP) Close() {
 // forward runs the MLP over the rows the balancer gives this rank, and adds the ranks' products
 // with one all-reduce that also carries each rank's compute time.
 func (sh *sharedMLP) forward(ctx context.Context, x *tensor.Tensor, down *RowParallelLinear) (*tensor.Tensor, error) {
-	fail := func(err error) error { return fmt.Errorf("gccl: tp.ParallelMLP (shared): %w", err) }
+	fail := func(err error) error {
+		return fmt.Errorf("%s: %w", errorPrefix("ParallelMLP", "(shared)", down.Weight), err)
+	}
 	start := time.Now()
 	n, rank := sh.group.Size(), sh.group.Rank()
 	inter, hidden := sh.gate.Shape()[0], sh.gate.Shape()[1]
@@ -311,7 +315,7 @@ type sharedHead struct {
 // the ranks by b. The parameter becomes a view of the shared memory (a tied embedding reads it
 // there too). On one rank, or before Parallelize, it does nothing.
 func (h *LMHead) Share(ctx context.Context, b *Balancer) error {
-	fail := func(err error) error { return fmt.Errorf("gccl: tp.LMHead.Share: %w", err) }
+	fail := func(err error) error { return fmt.Errorf("%s: %w", errorPrefix("LMHead.Share", "", h.Weight), err) }
 	if b == nil {
 		return fail(fmt.Errorf("no Balancer; pass one: %w", comm.ErrInvalidArgument))
 	}
@@ -348,7 +352,9 @@ func (h *LMHead) Close() {
 // argmax picks the greedy token over the rows the balancer gives this rank, with one
 // all-gather of (value, index, compute time) per rank.
 func (sh *sharedHead) argmax(ctx context.Context, x *tensor.Tensor) (int, error) {
-	fail := func(err error) error { return fmt.Errorf("gccl: tp.LMHead (shared): %w", err) }
+	fail := func(err error) error {
+		return fmt.Errorf("gccl: tp.LMHead (shared) (rank %d): %w", sh.group.GlobalRank(sh.group.Rank()), err)
+	}
 	start := time.Now()
 	n, rank := sh.group.Size(), sh.group.Rank()
 	bounds := sh.balancer.bounds(sh.weight.Shape()[0], n)

@@ -26,7 +26,7 @@ func (l *ColumnParallelLinear) Parameters() []*Parameter { return params(l.Weigh
 func (l *ColumnParallelLinear) Forward(x *tensor.Tensor) (*tensor.Tensor, error) {
 	y, err := tensor.Linear(x, l.Weight.Local(), local(l.Bias))
 	if err != nil {
-		return nil, fmt.Errorf("gccl: tp.ColumnParallelLinear %s: %w", l.Weight.Name, err)
+		return nil, fmt.Errorf("%s: %w", errorPrefix("ColumnParallelLinear", l.Weight.Name, l.Weight), err)
 	}
 	return y, nil
 }
@@ -54,23 +54,23 @@ func (l *RowParallelLinear) Forward(ctx context.Context, x *tensor.Tensor) (*ten
 	if dim < 0 {
 		y, err := tensor.Linear(x, l.Weight.Local(), local(l.Bias))
 		if err != nil {
-			return nil, fmt.Errorf("gccl: tp.RowParallelLinear %s: %w", l.Weight.Name, err)
+			return nil, fmt.Errorf("%s: %w", errorPrefix("RowParallelLinear", l.Weight.Name, l.Weight), err)
 		}
 		return y, nil
 	}
 	if dim != 1 {
-		return nil, fmt.Errorf("gccl: tp.RowParallelLinear %s: weight is sharded on dim %d; want Shard(1) (style Rowwise): %w", l.Weight.Name, dim, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: weight is sharded on dim %d; want Shard(1) (style Rowwise): %w", errorPrefix("RowParallelLinear", l.Weight.Name, l.Weight), dim, comm.ErrInvalidArgument)
 	}
 	y, err := tensor.Linear(x, l.Weight.Local(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("gccl: tp.RowParallelLinear %s: %w", l.Weight.Name, err)
+		return nil, fmt.Errorf("%s: %w", errorPrefix("RowParallelLinear", l.Weight.Name, l.Weight), err)
 	}
 	if err := l.Stats.allReduce(ctx, g, y); err != nil {
-		return nil, fmt.Errorf("gccl: tp.RowParallelLinear %s: %w", l.Weight.Name, err)
+		return nil, fmt.Errorf("%s: %w", errorPrefix("RowParallelLinear", l.Weight.Name, l.Weight), err)
 	}
 	if b := local(l.Bias); b != nil {
 		if err := tensor.AddInto(y, y, b); err != nil {
-			return nil, fmt.Errorf("gccl: tp.RowParallelLinear %s: bias: %w", l.Weight.Name, err)
+			return nil, fmt.Errorf("%s: bias: %w", errorPrefix("RowParallelLinear", l.Weight.Name, l.Weight), err)
 		}
 	}
 	return y, nil
@@ -102,7 +102,7 @@ func (m *ParallelMLP) Forward(ctx context.Context, x *tensor.Tensor) (*tensor.Te
 		return nil, err
 	}
 	if err := tensor.SwiGLUInto(g, g, u); err != nil {
-		return nil, fmt.Errorf("gccl: tp.ParallelMLP: %w", err)
+		return nil, fmt.Errorf("%s: %w", errorPrefix("ParallelMLP", "", m.Down.Weight), err)
 	}
 	return m.Down.Forward(ctx, g)
 }
@@ -139,14 +139,14 @@ type ParallelAttention struct {
 // Parallelize shards its parameters).
 func NewParallelAttention(cfg AttentionConfig, q, k, v *ColumnParallelLinear, o *RowParallelLinear) (*ParallelAttention, error) {
 	if cfg.Heads <= 0 || cfg.KVHeads <= 0 || cfg.Heads%cfg.KVHeads != 0 {
-		return nil, fmt.Errorf("gccl: tp.NewParallelAttention: %d heads are not a positive multiple of %d kv heads: %w", cfg.Heads, cfg.KVHeads, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: %d heads are not a positive multiple of %d kv heads: %w", errorPrefix("NewParallelAttention", "", nil), cfg.Heads, cfg.KVHeads, comm.ErrInvalidArgument)
 	}
 	if cfg.MaxSeq <= 0 {
-		return nil, fmt.Errorf("gccl: tp.NewParallelAttention: MaxSeq %d must be positive: %w", cfg.MaxSeq, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: MaxSeq %d must be positive: %w", errorPrefix("NewParallelAttention", "", nil), cfg.MaxSeq, comm.ErrInvalidArgument)
 	}
 	rot, err := tensor.NewRotary(cfg.HeadDim, cfg.MaxSeq, cfg.RopeTheta)
 	if err != nil {
-		return nil, fmt.Errorf("gccl: tp.NewParallelAttention: %w: %w", err, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: %w: %w", errorPrefix("NewParallelAttention", "", nil), err, comm.ErrInvalidArgument)
 	}
 	for _, c := range []struct {
 		name  string
@@ -154,11 +154,11 @@ func NewParallelAttention(cfg AttentionConfig, q, k, v *ColumnParallelLinear, o 
 		rows  int
 	}{{"q", q.Weight.Shape(), cfg.Heads * cfg.HeadDim}, {"k", k.Weight.Shape(), cfg.KVHeads * cfg.HeadDim}, {"v", v.Weight.Shape(), cfg.KVHeads * cfg.HeadDim}} {
 		if len(c.shape) != 2 || c.shape[0] != c.rows {
-			return nil, fmt.Errorf("gccl: tp.NewParallelAttention: %s weight is %v; want [%d hidden]: %w", c.name, c.shape, c.rows, comm.ErrInvalidArgument)
+			return nil, fmt.Errorf("%s: %s weight is %v; want [%d hidden]: %w", errorPrefix("NewParallelAttention", "", nil), c.name, c.shape, c.rows, comm.ErrInvalidArgument)
 		}
 	}
 	if s := o.Weight.Shape(); len(s) != 2 || s[1] != cfg.Heads*cfg.HeadDim {
-		return nil, fmt.Errorf("gccl: tp.NewParallelAttention: o weight is %v; want [hidden %d]: %w", s, cfg.Heads*cfg.HeadDim, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: o weight is %v; want [hidden %d]: %w", errorPrefix("NewParallelAttention", "", nil), s, cfg.Heads*cfg.HeadDim, comm.ErrInvalidArgument)
 	}
 	return &ParallelAttention{Q: q, K: k, V: v, O: o, cfg: cfg, rotary: rot}, nil
 }
@@ -203,7 +203,7 @@ func (a *ParallelAttention) setup() error {
 	a.k, a.v = k, v
 	qRows, kRows := a.Q.Weight.Local().Shape()[0], k.weight.Shape()[0]
 	if qRows%hd != 0 || kRows%hd != 0 || kRows == 0 || (qRows/hd)%(kRows/hd) != 0 {
-		return fmt.Errorf("gccl: tp.ParallelAttention: %v: %w", a.CheckParallel(tp), comm.ErrInvalidArgument)
+		return fmt.Errorf("%s: %v: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), a.CheckParallel(tp), comm.ErrInvalidArgument)
 	}
 	a.heads, a.kvHeads = qRows/hd, kRows/hd
 	a.kCache = tensor.New(tensor.Float32, a.cfg.MaxSeq, a.kvHeads, hd)
@@ -232,7 +232,7 @@ func (a *ParallelAttention) kvProjections(tp, rank int) (k, v projection, err er
 		return k, v, nil
 	}
 	if v.weight.Shape()[0] != k.weight.Shape()[0] {
-		return k, v, fmt.Errorf("gccl: tp.ParallelAttention: k is replicated but v is not (%v vs %v); give both the same style: %w", k.weight.Shape(), v.weight.Shape(), comm.ErrInvalidArgument)
+		return k, v, fmt.Errorf("%s: k is replicated but v is not (%v vs %v); give both the same style: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), k.weight.Shape(), v.weight.Shape(), comm.ErrInvalidArgument)
 	}
 	head := rank / (tp / a.cfg.KVHeads)
 	for _, p := range []*projection{&k, &v} {
@@ -255,7 +255,7 @@ func (a *ParallelAttention) kvProjections(tp, rank int) (k, v projection, err er
 // before it), with one all-reduce of [T hidden], and returns [T hidden].
 func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos int) (*tensor.Tensor, error) {
 	if x == nil || x.Dim() < 1 || x.Dim() > 2 {
-		return nil, fmt.Errorf("gccl: tp.ParallelAttention: x is %v; want [hidden] (one token) or [tokens hidden]: %w", x, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: x is %v; want [hidden] (one token) or [tokens hidden]: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), x, comm.ErrInvalidArgument)
 	}
 	if a.kCache == nil || pos == 0 {
 		if err := a.setup(); err != nil {
@@ -267,7 +267,7 @@ func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos i
 		tokens = x.Shape()[0]
 	}
 	if pos < 0 || tokens < 1 || pos+tokens > a.cfg.MaxSeq {
-		return nil, fmt.Errorf("gccl: tp.ParallelAttention: positions %d to %d are outside the cache's 0 to %d: %w", pos, pos+tokens-1, a.cfg.MaxSeq-1, comm.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s: positions %d to %d are outside the cache's 0 to %d: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), pos, pos+tokens-1, a.cfg.MaxSeq-1, comm.ErrInvalidArgument)
 	}
 	hd := a.cfg.HeadDim
 	q, err := a.Q.Forward(x)
@@ -276,11 +276,11 @@ func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos i
 	}
 	k, err := a.k.forward(x)
 	if err != nil {
-		return nil, fmt.Errorf("gccl: tp.ParallelAttention: k: %w", err)
+		return nil, fmt.Errorf("%s: k: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), err)
 	}
 	v, err := a.v.forward(x)
 	if err != nil {
-		return nil, fmt.Errorf("gccl: tp.ParallelAttention: v: %w", err)
+		return nil, fmt.Errorf("%s: v: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), err)
 	}
 	q3, err := q.Reshape(tokens, a.heads, hd)
 	if err != nil {
@@ -305,7 +305,7 @@ func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos i
 			return nil, err
 		}
 		if err := tensor.Attention(a.attn, q2, a.kCache, a.vCache, pos+1, 0, a.scratch); err != nil {
-			return nil, fmt.Errorf("gccl: tp.ParallelAttention: %w", err)
+			return nil, fmt.Errorf("%s: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), err)
 		}
 		shape := []int{a.heads * hd} // x's shape, with heads·head_dim for hidden
 		if x.Dim() == 2 {
@@ -336,7 +336,7 @@ func (a *ParallelAttention) Forward(ctx context.Context, x *tensor.Tensor, pos i
 			return nil, err
 		}
 		if err := tensor.Attention(dst, qt, a.kCache, a.vCache, pos+t+1, 0, a.scratch); err != nil {
-			return nil, fmt.Errorf("gccl: tp.ParallelAttention: token %d: %w", t, err)
+			return nil, fmt.Errorf("%s: token %d: %w", errorPrefix("ParallelAttention", "", a.Q.Weight), t, err)
 		}
 	}
 	return a.O.Forward(ctx, out)
@@ -366,7 +366,7 @@ func (e *VocabParallelEmbedding) Forward(ctx context.Context, ids []int) (*tenso
 	vocab, hidden := shape[0], shape[1]
 	for i, id := range ids {
 		if id < 0 || id >= vocab {
-			return nil, fmt.Errorf("gccl: tp.VocabParallelEmbedding: id %d (position %d) out of range for a vocabulary of %d: %w", id, i, vocab, comm.ErrInvalidArgument)
+			return nil, fmt.Errorf("%s: id %d (position %d) out of range for a vocabulary of %d: %w", errorPrefix("VocabParallelEmbedding", "", e.Weight), id, i, vocab, comm.ErrInvalidArgument)
 		}
 	}
 	w := e.Weight.Local()
@@ -375,7 +375,7 @@ func (e *VocabParallelEmbedding) Forward(ctx context.Context, ids []int) (*tenso
 		return nil, err
 	}
 	if err := e.Stats.allReduce(ctx, g, dst); err != nil {
-		return nil, fmt.Errorf("gccl: tp.VocabParallelEmbedding: %w", err)
+		return nil, fmt.Errorf("%s: %w", errorPrefix("VocabParallelEmbedding", "", e.Weight), err)
 	}
 	return dst, nil
 }
@@ -400,20 +400,20 @@ func (h *LMHead) Argmax(ctx context.Context, x *tensor.Tensor) (int, error) {
 	}
 	logits, err := tensor.Linear(x, h.Weight.Local(), nil)
 	if err != nil {
-		return 0, fmt.Errorf("gccl: tp.LMHead: %w", err)
+		return 0, fmt.Errorf("%s: %w", errorPrefix("LMHead", "", h.Weight), err)
 	}
 	dim, g, off, err := h.Weight.shard()
 	if err != nil {
 		return 0, err
 	}
 	if dim > 0 {
-		return 0, fmt.Errorf("gccl: tp.LMHead: weight is sharded on dim %d; want Shard(0) (style Colwise or Vocab): %w", dim, comm.ErrInvalidArgument)
+		return 0, fmt.Errorf("%s: weight is sharded on dim %d; want Shard(0) (style Colwise or Vocab): %w", errorPrefix("LMHead", "", h.Weight), dim, comm.ErrInvalidArgument)
 	}
 	best, val := -1, math.Inf(-1)
 	if logits.Numel() > 0 {
 		idx, err := tensor.Argmax(logits)
 		if err != nil {
-			return 0, fmt.Errorf("gccl: tp.LMHead: %w", err)
+			return 0, fmt.Errorf("%s: %w", errorPrefix("LMHead", "", h.Weight), err)
 		}
 		best, val = idx[0], float64(logits.Float32s()[idx[0]])
 	}
@@ -426,7 +426,7 @@ func (h *LMHead) Argmax(ctx context.Context, x *tensor.Tensor) (int, error) {
 	}
 	out := tensor.New(tensor.Float64, 2*g.Size())
 	if err := g.AllGather(ctx, out, in); err != nil {
-		return 0, fmt.Errorf("gccl: tp.LMHead: %w", err)
+		return 0, fmt.Errorf("%s: %w", errorPrefix("LMHead", "", h.Weight), err)
 	}
 	return pickBest(out.F64s()), nil
 }
@@ -453,7 +453,7 @@ func pickBest(pairs []float64) int {
 func (h *LMHead) Logits(ctx context.Context, x *tensor.Tensor) (*tensor.Tensor, error) {
 	logits, err := tensor.Linear(x, h.Weight.Local(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("gccl: tp.LMHead: %w", err)
+		return nil, fmt.Errorf("%s: %w", errorPrefix("LMHead", "", h.Weight), err)
 	}
 	if h.Weight.Value == nil {
 		return logits, nil

@@ -30,6 +30,20 @@ type Parameter struct {
 	layout shardLayout // shard's answer for Value, set by Parallelize
 }
 
+// errorPrefix is how errors name a layer: "gccl: tp.<layer>", then what (a parameter's name, or
+// nothing), then this process's global rank once p is distributed.
+func errorPrefix(layer, what string, p *Parameter) string {
+	s := "gccl: tp." + layer
+	if what != "" {
+		s += " " + what
+	}
+	if p != nil && p.Value != nil {
+		m := p.Value.Mesh()
+		s += fmt.Sprintf(" (rank %d)", m.Ranks()[m.Rank()])
+	}
+	return s
+}
+
 // Source reads the block of a parameter that starts at offset and has the given shape, both in
 // the parameter's global coordinates. safetensors' File.ReadRegion is one (wrapped to convert
 // the dtype if needed).
@@ -199,13 +213,17 @@ type Replicator interface {
 // just its shard from the parameter's Source (NewParameterFrom); nothing is sent. It is
 // collective only in that every rank must call it with the same plan.
 func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) error {
+	where := "gccl: tp.Parallelize"
+	if m != nil {
+		where += fmt.Sprintf(" (rank %d)", m.Ranks()[m.Rank()])
+	}
 	if m == nil || m.NDim() != 1 {
-		return fmt.Errorf("gccl: tp.Parallelize: want a 1-D mesh (the tensor-parallel dimension, such as m.Dim(\"tp\")); got %v: %w", m, comm.ErrInvalidArgument)
+		return fmt.Errorf("%s: want a 1-D mesh (the tensor-parallel dimension, such as m.Dim(\"tp\")); got %v: %w", where, m, comm.ErrInvalidArgument)
 	}
 	n := m.Shape()[0]
 	if c, ok := model.(ParallelChecker); ok {
 		if err := c.CheckParallel(n); err != nil {
-			return fmt.Errorf("gccl: tp.Parallelize: %w: %w", err, comm.ErrInvalidArgument)
+			return fmt.Errorf("%s: %w: %w", where, err, comm.ErrInvalidArgument)
 		}
 	}
 	replicated := map[*Parameter]bool{}
@@ -217,7 +235,7 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 	patterns := make([]string, 0, len(plan))
 	for pat := range plan {
 		if _, err := path.Match(pat, ""); err != nil {
-			return fmt.Errorf("gccl: tp.Parallelize: bad pattern %q: %v: %w", pat, err, comm.ErrInvalidArgument)
+			return fmt.Errorf("%s: bad pattern %q: %v: %w", where, pat, err, comm.ErrInvalidArgument)
 		}
 		patterns = append(patterns, pat)
 	}
@@ -235,7 +253,7 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 		}
 		done[p] = true
 		if p.Value != nil {
-			return fmt.Errorf("gccl: tp.Parallelize: parameter %q is already distributed; parallelize a model once: %w", p.Name, comm.ErrInvalidArgument)
+			return fmt.Errorf("%s: parameter %q is already distributed; parallelize a model once: %w", where, p.Name, comm.ErrInvalidArgument)
 		}
 		style, matched := Replicate, ""
 		for _, pat := range patterns {
@@ -243,7 +261,7 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 				continue
 			}
 			if matched != "" && plan[pat] != style {
-				return fmt.Errorf("gccl: tp.Parallelize: parameter %q matches %q (%s) and %q (%s); make the plan unambiguous: %w",
+				return fmt.Errorf("%s: parameter %q matches %q (%s) and %q (%s); make the plan unambiguous: %w", where,
 					p.Name, matched, style, pat, plan[pat], comm.ErrInvalidArgument)
 			}
 			style, matched = plan[pat], pat
@@ -255,21 +273,21 @@ func Parallelize(ctx context.Context, model Module, m *mesh.Mesh, plan Plan) err
 		case replicated[p]:
 		case style == Colwise || style == Vocab:
 			if dims < 1 || (style == Vocab && dims != 2) {
-				return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be %s-sharded: %w", p.Name, shape, style, comm.ErrInvalidArgument)
+				return fmt.Errorf("%s: parameter %q %v cannot be %s-sharded: %w", where, p.Name, shape, style, comm.ErrInvalidArgument)
 			}
 			pl = dtensor.Shard{Dim: 0}
 		case style == Rowwise && dims == 2:
 			pl = dtensor.Shard{Dim: 1}
 		case style == Rowwise && dims == 1: // bias: added once after the all-reduce
 		case style == Rowwise:
-			return fmt.Errorf("gccl: tp.Parallelize: parameter %q %v cannot be rowwise-sharded (want [out in] or a bias): %w", p.Name, shape, comm.ErrInvalidArgument)
+			return fmt.Errorf("%s: parameter %q %v cannot be rowwise-sharded (want [out in] or a bias): %w", where, p.Name, shape, comm.ErrInvalidArgument)
 		}
 		work = append(work, todo{p, []dtensor.Placement{pl}})
 	}
 	for _, w := range work {
 		d, err := shardOf(ctx, w.p, m, w.ps)
 		if err != nil {
-			return fmt.Errorf("gccl: tp.Parallelize: parameter %q: %w", w.p.Name, err)
+			return fmt.Errorf("%s: parameter %q: %w", where, w.p.Name, err)
 		}
 		w.p.Value, w.p.full, w.p.src = d, nil, nil
 		if l, err := layoutOf(d); err == nil { // on error, shard reports it at Forward

@@ -2,6 +2,7 @@ package tp_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -184,6 +185,7 @@ func layersChild(t *testing.T) {
 	err = tp.Parallelize(ctx, liar, m, tp.Plan{"liar.weight": tp.Colwise})
 	require.Error(t, err)
 	assert.ErrorContains(t, err, `"liar.weight"`)
+	assert.ErrorContains(t, err, fmt.Sprintf("tp.Parallelize (rank %d)", me), "the error names this rank")
 
 	// Attention, 24 heads over 12 kv heads (divisible by 2, 3 and 4): one all-reduce per step.
 	attn := func(heads, kvHeads int) *tp.ParallelAttention {
@@ -249,6 +251,7 @@ func layersChild(t *testing.T) {
 	}
 	_, err = pa.Forward(ctx, randn(81, 9, hidden), 0)
 	assert.ErrorIs(t, err, comm.ErrInvalidArgument, "9 tokens in a cache of 8")
+	assert.ErrorContains(t, err, fmt.Sprintf("tp.ParallelAttention (rank %d)", me), "the error names this rank")
 
 	// More ranks than kv heads (2n heads over 1 kv head, and over 2 at even tp > 2): k and v
 	// stay whole on every rank, each rank uses its query heads' kv head, and the block still
@@ -280,6 +283,7 @@ func layersChild(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, comm.ErrInvalidArgument)
 	assert.Contains(t, err.Error(), "does not divide")
+	assert.Contains(t, err.Error(), fmt.Sprintf("(rank %d)", me), "the error names this rank")
 	assert.Nil(t, bad.Q.Weight.Value)
 
 	// Vocab-parallel embedding (vocab 50: uneven at 3 and 4) and the LM head.
