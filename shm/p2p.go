@@ -267,11 +267,19 @@ func (g *Group) ringSpace(dst int) sleeper {
 // queue. It returns once nothing is left, or once every receive of wants is done (if there is
 // one), and reports whether bytes moved.
 func (g *Group) pull(src int, wants []p2pRecv) (bool, error) {
+	// Not deferred: pull runs on every turn of a wait, and a function with as many returns as
+	// pullFrom cannot have its defers inlined.
+	r := g.ringReader(src)
+	moved, err := g.pullFrom(&r, src, wants)
+	r.free(g)
+	g.boxFree(src)
+	return moved, err
+}
+
+// pullFrom is pull's loop, reading the ring through r.
+func (g *Group) pullFrom(r *ringReader, src int, wants []p2pRecv) (bool, error) {
 	rx := &g.p2p.rx[src]
 	moved := false
-	r := g.ringReader(src)
-	defer r.free(g)
-	defer g.boxFree(src)
 	for {
 		if !rx.inMsg && rx.hdrN == 0 {
 			took, matched, err := g.boxTake(src, wants)
@@ -558,7 +566,7 @@ func (g *Group) SendRecv(ctx context.Context, ops []backends.P2P) error {
 					moved, err := g.stepBatch(b)
 					return moved, send.done(), err
 				})
-			case recv != nil:
+			case recv.peer >= 0:
 				err = g.waitPeers(ctx, recv.peer, b.pendingPeers, g.ringData, p2pLate, func() (bool, bool, error) {
 					moved, err := g.stepBatch(b)
 					return moved, b.recvs[recv.peer][recv.i].done, err
@@ -608,24 +616,25 @@ func (b *p2pBatch) pendingPeers() []int {
 	return b.pending
 }
 
-// recvAt is where a receive of a batch is: b.recvs[peer][i].
+// recvAt is where a receive of a batch is: b.recvs[peer][i] (peer -1: none).
 type recvAt struct{ peer, i int }
 
-// first returns the batch's first op not done, sends first; both nil when every op is.
-func (b *p2pBatch) first() (*p2pSend, *recvAt) {
+// first returns the batch's first op not done, sends first: a send, or a receive's place; nil
+// and peer -1 when every op is done.
+func (b *p2pBatch) first() (*p2pSend, recvAt) {
 	for i := range b.sends {
 		if s := &b.sends[i]; !s.done() {
-			return s, nil
+			return s, recvAt{-1, 0}
 		}
 	}
 	for p, rs := range b.recvs {
 		for i := range rs {
 			if !rs[i].done {
-				return nil, &recvAt{p, i}
+				return nil, recvAt{p, i}
 			}
 		}
 	}
-	return nil, nil
+	return nil, recvAt{-1, 0}
 }
 
 // stepBatch moves every op of b as far as it can go now, and reports whether bytes moved.
