@@ -486,6 +486,41 @@ func invalidCases() []invalidCase {
 		{name: "send to self", op: "send",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return pg.Send(ctx, biF32(4), pg.Rank(), 0) },
 			want: biStrs("itself")},
+		{name: "GatherObject root out of range", op: "gather",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.GatherObject(ctx, pg, "x", pg.Size())
+				return err
+			},
+			want: func(_, n int) []string {
+				return []string{fmt.Sprintf("root %d is out of range", n), "(in GatherObject)"}
+			}},
+		{name: "ScatterObject negative root", op: "scatter",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.ScatterObject(ctx, pg, make([]string, pg.Size()), -1)
+				return err
+			},
+			want: biStrs("root -1 is out of range", "(in ScatterObject)")},
+		{name: "BroadcastObject root out of range", op: "broadcast",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				v := "x"
+				return comm.BroadcastObject(ctx, pg, &v, 7)
+			},
+			want: biStrs("root 7 is out of range", "(in BroadcastObject)")},
+		{name: "SendObject to rank 9", op: "send",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return comm.SendObject(ctx, pg, "x", 9, 0) },
+			want: biStrs("destination 9 is out of range", "(in SendObject)")},
+		{name: "RecvObject from self", op: "recv",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.RecvObject[string](ctx, pg, pg.Rank(), 0)
+				return err
+			},
+			want: biStrs("itself", "(in RecvObject)")},
+		{name: "RecvObject with a negative tag", op: "recv", minSize: 2,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.RecvObject[string](ctx, pg, peer(pg), -3)
+				return err
+			},
+			want: biStrs("tag -3 is negative", "(in RecvObject)")},
 		{name: "batch with no op", op: "batch_isend_irecv",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error { return pg.BatchSendRecv(ctx, nil) },
 			want: biStrs("no op given")},
@@ -924,6 +959,208 @@ func invalidChild() {
 		}
 	}
 	health("health2")
+	biSyncExit(pg)
+}
+
+// --- 3b: object collectives with a value that cannot be encoded, or a wrong list ---
+
+// objectCase is one call of TestBadInputObjects: what each rank calls, and the substrings its
+// error must hold besides the function, the group and the rank (nil: it must succeed).
+type objectCase struct {
+	name string
+	fn   string // the function every failing rank's error must name, unless fnOf says
+	fnOf func(rank int) string
+	call func(ctx context.Context, pg *comm.ProcessGroup) error
+	want func(rank int) []string
+}
+
+// biUnregistered is a type gob cannot encode inside an interface: it is never gob.Register'ed.
+type biUnregistered struct{ A int }
+
+// biObjectRanks is the world size of TestBadInputObjects: a root, a failing rank and a
+// bystander can all differ.
+const biObjectRanks = 3
+
+func biAll(s ...string) func(int) []string { return func(int) []string { return s } }
+
+func objectCases() []objectCase {
+	// What rank r passes: bad[r] if set, else a value gob encodes.
+	values := func(r int, bad map[int]any) any {
+		if v, ok := bad[r]; ok {
+			return v
+		}
+		return fmt.Sprintf("value of rank %d", r)
+	}
+	const fix = "gob.Register each concrete type held in an interface"
+	return []objectCase{
+		{name: "AllGatherObject func on rank 1", fn: "AllGatherObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.AllGatherObject(ctx, pg, values(pg.Rank(), map[int]any{1: func() {}}))
+				return err
+			},
+			want: biAll("rank 1 cannot encode its value", "type not registered for interface: func()", fix)},
+		{name: "AllGatherObject chan on rank 0 and unregistered type on rank 2", fn: "AllGatherObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.AllGatherObject(ctx, pg, values(pg.Rank(), map[int]any{0: make(chan int), 2: biUnregistered{7}}))
+				return err
+			},
+			want: biAll("rank 0 cannot encode its value", "chan int", "rank 2 cannot encode its value", "comm_test.biUnregistered")},
+		{name: "BroadcastObject chan on root 2", fn: "BroadcastObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				v := values(pg.Rank(), map[int]any{2: make(chan int)})
+				return comm.BroadcastObject(ctx, pg, &v, 2)
+			},
+			want: biAll("rank 2 (the root) cannot encode its value", "type not registered for interface: chan int", fix)},
+		{name: "BroadcastObject nil pointer on root 1", fn: "BroadcastObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				v := new(any)
+				if pg.Rank() == 1 {
+					v = nil
+				}
+				return comm.BroadcastObject(ctx, pg, v, 1)
+			},
+			want: biAll("rank 1 (the root) cannot encode its value", "nil *interface {}", "pass a pointer")},
+		{name: "GatherObject unregistered type on rank 2, root 1", fn: "GatherObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.GatherObject(ctx, pg, values(pg.Rank(), map[int]any{2: biUnregistered{1}}), 1)
+				return err
+			},
+			want: biAll("rank 2 cannot encode its value", "type not registered for interface: comm_test.biUnregistered", fix)},
+		{name: "GatherObject func on the root", fn: "GatherObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.GatherObject(ctx, pg, values(pg.Rank(), map[int]any{0: func() {}}), 0)
+				return err
+			},
+			want: biAll("rank 0 cannot encode its value", "func()", fix)},
+		{name: "ScatterObject func for rank 2 on root 1", fn: "ScatterObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				var vs []any
+				if pg.Rank() == 1 {
+					vs = []any{"a", "b", func() {}}
+				}
+				_, err := comm.ScatterObject(ctx, pg, vs, 1)
+				return err
+			},
+			want: biAll("rank 1 (the root) cannot encode the value for rank 2", "type not registered for interface: func()", fix)},
+		{name: "ScatterObject 2 values for 3 ranks on root 2", fn: "ScatterObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				vs := []string{"a", "b", "c"} // ignored: not the root
+				if pg.Rank() == 2 {
+					vs = []string{"a", "b"}
+				}
+				_, err := comm.ScatterObject(ctx, pg, vs, 2)
+				return err
+			},
+			want: func(r int) []string {
+				if r == 2 {
+					return []string{"vs has 2 values for a group of 3 ranks", "pass one value per rank"}
+				}
+				return []string{"root 2 passed 2 values for 3 ranks", "one value per rank"}
+			}},
+		{name: "ScatterObject nil list on root 0", fn: "ScatterObject",
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				_, err := comm.ScatterObject[int](ctx, pg, nil, 0)
+				return err
+			},
+			want: func(r int) []string {
+				if r == 0 {
+					return []string{"vs has 0 values for a group of 3 ranks", "pass one value per rank"}
+				}
+				return []string{"root 0 passed 0 values for 3 ranks"}
+			}},
+		{name: "SendObject func from rank 0 to RecvObject on rank 1",
+			fnOf: func(r int) string { return []string{"SendObject", "RecvObject", ""}[r] },
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				switch pg.Rank() {
+				case 0:
+					return comm.SendObject[any](ctx, pg, func() {}, 1, 5)
+				case 1:
+					_, err := comm.RecvObject[any](ctx, pg, 0, 5)
+					return err
+				}
+				return nil
+			},
+			want: func(r int) []string {
+				switch r {
+				case 0:
+					return []string{"rank 0 cannot encode its value for rank 1", "type not registered for interface: func()", fix}
+				case 1:
+					return []string{"rank 0 (the source) cannot encode its value", "type not registered for interface: func()", fix}
+				}
+				return nil
+			}},
+	}
+}
+
+// TestBadInputObjects: when a rank cannot encode its value for an object collective, or
+// ScatterObject's root passes a list of the wrong length, every rank taking part fails at once
+// (not at the group's timeout) with ErrInvalidArgument, and its error names the function, the
+// group, this rank, the rank at fault, why and the fix; the group still works afterwards.
+func TestBadInputObjects(t *testing.T) {
+	if ranktest.Child(t) {
+		objectsChild()
+		return
+	}
+	res := ranktest.Spawn(t, ranktest.Config{Ranks: biObjectRanks, Timeout: 90 * time.Second,
+		Env: []string{"GCCL_TIMEOUT=20s", biNoRaceExitSleep()}})
+	all := biResults(t, res)
+	for _, tc := range objectCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			for r := range res {
+				o, ok := biGet(t, res, all, r, "case/"+tc.name)
+				if !ok {
+					continue
+				}
+				t.Logf("rank %d: err=%q after %d ms", r, o.Err, o.Ms)
+				want := tc.want(r)
+				if want == nil {
+					assert.Empty(t, o.Err, "rank %d takes no part, and must not fail", r)
+					continue
+				}
+				fn := tc.fn
+				if tc.fnOf != nil {
+					fn = tc.fnOf(r)
+				}
+				assert.True(t, o.Invalid, "rank %d: want errors.Is(err, comm.ErrInvalidArgument), got %q", r, o.Err)
+				// Far below the 20 s timeout the other ranks would wait for without the sentinel.
+				assert.Less(t, o.Ms, int64(8000), "rank %d took %d ms to fail", r, o.Ms)
+				assert.Contains(t, o.Err, fmt.Sprintf("gccl: %s on group %q", fn, "0"), "rank %d: the error must name the function and the group", r)
+				assert.Contains(t, o.Err, fmt.Sprintf("(rank %d)", r), "rank %d: the error must name this rank", r)
+				for _, s := range want {
+					assert.Contains(t, o.Err, s, "rank %d", r)
+				}
+				if h, ok := biGet(t, res, all, r, "health/"+tc.name); ok {
+					assert.Empty(t, h.Err, "rank %d: a collective after the failed call must work", r)
+					if assert.NotNil(t, h.DataOK, "rank %d", r) {
+						assert.True(t, *h.DataOK, "rank %d: wrong sum %v after the failed call", r, h.Data)
+					}
+				}
+			}
+		})
+	}
+}
+
+func objectsChild() {
+	pg, err := biChildInit()
+	if err != nil {
+		biReport("init", -1, err, 0, nil)
+		return
+	}
+	rank, n := pg.Rank(), pg.Size()
+	for _, tc := range objectCases() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		start := time.Now()
+		err := tc.call(ctx, pg)
+		biReport("case/"+tc.name, rank, err, time.Since(start), nil)
+		x := biFilled(tensor.Float32, 5, float64(rank+1))
+		start = time.Now()
+		err = pg.AllReduce(ctx, x, comm.Sum)
+		biReport("health/"+tc.name, rank, err, time.Since(start), func(o *biOutcome) {
+			ok := err == nil && biAllEqual(x, float64(n*(n+1)/2))
+			o.DataOK, o.Data = &ok, biHead(x)
+		})
+		cancel()
+	}
 	biSyncExit(pg)
 }
 

@@ -23,7 +23,10 @@ var (
 	// ErrUnsupported: the backend cannot run this op or dtype.
 	ErrUnsupported = backends.ErrUnsupported
 	// ErrInvalidArgument: a call's arguments are wrong on this rank (nil or wrongly sized
-	// tensors, rank out of range, ...). Nothing was sent.
+	// tensors, rank out of range, ...). Nothing was sent. The object collectives (GatherObject,
+	// ...) also return it on every rank taking part when one rank's value cannot be encoded, or
+	// ScatterObject's root passes a list of the wrong length: then the ranks have exchanged
+	// sizes first, and the group still works.
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrClosed: the group was closed.
 	ErrClosed = errors.New("process group closed")

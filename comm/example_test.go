@@ -48,6 +48,40 @@ func ExampleAllGatherObject() {
 	// Output: [{node-a}] <nil>
 }
 
+// Root collects every rank's value, in rank order; other ranks get nil.
+func ExampleGatherObject() {
+	ctx := context.Background()
+	pg, _ := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1})
+	defer pg.Close()
+	type stats struct {
+		Rank int
+		Loss float64
+	}
+	all, err := comm.GatherObject(ctx, pg, stats{Rank: pg.Rank(), Loss: 0.25}, 0)
+	fmt.Println(all, err)
+	// Output: [{0 0.25}] <nil>
+}
+
+// Root hands every rank its entry of a list it alone fills (one value per rank).
+func ExampleScatterObject() {
+	ctx := context.Background()
+	pg, _ := comm.Init(ctx, comm.Options{Rank: 0, WorldSize: 1})
+	defer pg.Close()
+	type shard struct {
+		Files []string
+		Opts  map[string]int
+	}
+	var work []shard // read on the root only
+	if pg.Rank() == 0 {
+		for r := range pg.Size() {
+			work = append(work, shard{Files: []string{fmt.Sprintf("part-%d", r)}, Opts: map[string]int{"batch": 32}})
+		}
+	}
+	mine, err := comm.ScatterObject(ctx, pg, work, 0)
+	fmt.Println(mine, err)
+	// Output: {[part-0] map[batch:32]} <nil>
+}
+
 // Ranks on one host can share memory (backend shm): each writes its part, then signals; a peer
 // waits for that signal, then reads the part in place, with no collective in between.
 func ExampleSharedBuffer_Signal() {

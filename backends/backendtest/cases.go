@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/gccl/gccl/comm"
@@ -245,6 +247,10 @@ func cases(n int, large bool) []tcase {
 		}
 	}
 	add("objects/all_gather_and_broadcast", objectsCase)
+	add("objects/gather_and_scatter", gatherScatterObjectsCase(next()))
+	if n > 1 {
+		add("objects/send_recv", sendRecvObjectsCase(next()))
+	}
 	add("groups/new_group_even_ranks", newGroupCase(next()))
 	add("groups/split_parity_reversed", splitCase(next()))
 	add("groups/two_concurrent", concurrentGroupsCase(next()))
@@ -904,6 +910,101 @@ func objectsCase(ctx context.Context, pg *comm.ProcessGroup) error {
 		return wrongf("broadcast object is %+v", v)
 	}
 	return nil
+}
+
+// objectFor is rank r's value in the object cases: a struct with a map of slices, whose encoded
+// size grows with r and salt, with no empty field (gob leaves those out, and they decode as nil).
+func objectFor(r, salt int) object {
+	items := map[string][]float64{}
+	for k := range r + 1 + salt%3 {
+		vals := make([]float64, 1+k+r)
+		for i := range vals {
+			vals[i] = float64(salt+r*100+k) + float64(i)/4
+		}
+		items[fmt.Sprintf("k%d", k)] = vals
+	}
+	return object{Rank: r, Name: fmt.Sprintf("rank-%d-salt-%d-%s", r, salt, strings.Repeat("z", 13*r)), Items: items}
+}
+
+// gatherScatterObjectsCase: GatherObject and ScatterObject of values of different sizes per rank,
+// from every root (first, middle and last in large groups). Ranks other than the root get nil
+// from GatherObject, and pass ScatterObject a list of the wrong length, which they must ignore.
+func gatherScatterObjectsCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		for _, root := range roots(n) {
+			s := salt + 10*root
+			got, err := comm.GatherObject(ctx, pg, objectFor(r, s), root)
+			if err != nil {
+				return err
+			}
+			if r != root {
+				if got != nil {
+					return wrongf("root %d: GatherObject returned %d values on a rank other than the root, want nil", root, len(got))
+				}
+			} else {
+				if len(got) != n {
+					return wrongf("root %d: GatherObject returned %d values, want %d", root, len(got), n)
+				}
+				for i, o := range got {
+					if want := objectFor(i, s); !reflect.DeepEqual(o, want) {
+						return wrongf("root %d: GatherObject value %d is %+v, want %+v", root, i, o, want)
+					}
+				}
+			}
+			vs := []object{objectFor(0, -1)} // not read on other ranks
+			if r == root {
+				vs = make([]object, n)
+				for i := range vs {
+					vs[i] = objectFor(n-1-i, s+1) // the largest values to the first ranks
+				}
+			}
+			v, err := comm.ScatterObject(ctx, pg, vs, root)
+			if err != nil {
+				return err
+			}
+			if want := objectFor(n-1-r, s+1); !reflect.DeepEqual(v, want) {
+				return wrongf("root %d: ScatterObject gave %+v, want %+v", root, v, want)
+			}
+		}
+		return nil
+	}
+}
+
+// sendRecvObjectsCase: every rank sends three values (tags 0, 1, 2) to the next rank, then
+// receives the previous rank's in reverse tag order; then the last rank sends one to rank 0.
+func sendRecvObjectsCase(salt int) func(context.Context, *comm.ProcessGroup) error {
+	return func(ctx context.Context, pg *comm.ProcessGroup) error {
+		n, r := pg.Size(), pg.Rank()
+		next, prev := (r+1)%n, (r-1+n)%n
+		for tag := range 3 {
+			if err := comm.SendObject(ctx, pg, objectFor(r, salt+tag), next, tag); err != nil {
+				return err
+			}
+		}
+		for tag := 2; tag >= 0; tag-- {
+			got, err := comm.RecvObject[object](ctx, pg, prev, tag)
+			if err != nil {
+				return err
+			}
+			if want := objectFor(prev, salt+tag); !reflect.DeepEqual(got, want) {
+				return wrongf("value with tag %d from rank %d is %+v, want %+v", tag, prev, got, want)
+			}
+		}
+		switch r {
+		case n - 1:
+			return comm.SendObject(ctx, pg, objectFor(2*n, salt), 0, 9)
+		case 0:
+			got, err := comm.RecvObject[object](ctx, pg, n-1, 9)
+			if err != nil {
+				return err
+			}
+			if want := objectFor(2*n, salt); !reflect.DeepEqual(got, want) {
+				return wrongf("value with tag 9 from rank %d is %+v, want %+v", n-1, got, want)
+			}
+		}
+		return nil
+	}
 }
 
 func newGroupCase(salt int) func(context.Context, *comm.ProcessGroup) error {
