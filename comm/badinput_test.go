@@ -1646,25 +1646,25 @@ func TestBadInputAliasingThatIsFine(t *testing.T) {
 
 // setupReport prints, in a child, how setting a group up ended, for readSetup in the parent.
 func setupReport(start time.Time, err error) {
-	fmt.Printf("SETUP ms=%d timeout=%v invalid=%v mismatch=%v err=%v\n", time.Since(start).Milliseconds(),
-		errors.Is(err, comm.ErrTimeout), errors.Is(err, comm.ErrInvalidArgument), errors.Is(err, comm.ErrMismatch), err)
+	fmt.Printf("SETUP ms=%d timeout=%v invalid=%v mismatch=%v lost=%v err=%v\n", time.Since(start).Milliseconds(),
+		errors.Is(err, comm.ErrTimeout), errors.Is(err, comm.ErrInvalidArgument), errors.Is(err, comm.ErrMismatch), errors.Is(err, comm.ErrPeerLost), err)
 }
 
 // setupResult is what a child's setupReport printed.
 type setupResult struct {
-	ms                         int
-	timeout, invalid, mismatch bool
-	err                        string
+	ms                               int
+	timeout, invalid, mismatch, lost bool
+	err                              string
 }
 
-var setupLine = regexp.MustCompile(`SETUP ms=(\d+) timeout=(\w+) invalid=(\w+) mismatch=(\w+) err=(.*)`)
+var setupLine = regexp.MustCompile(`SETUP ms=(\d+) timeout=(\w+) invalid=(\w+) mismatch=(\w+) lost=(\w+) err=(.*)`)
 
 func readSetup(t *testing.T, r ranktest.Result) setupResult {
 	t.Helper()
 	m := setupLine.FindStringSubmatch(r.Output)
 	require.NotNil(t, m, "rank %d:\n%s", r.Rank, r.Output)
 	ms, _ := strconv.Atoi(m[1])
-	return setupResult{ms: ms, timeout: m[2] == "true", invalid: m[3] == "true", mismatch: m[4] == "true", err: m[5]}
+	return setupResult{ms: ms, timeout: m[2] == "true", invalid: m[3] == "true", mismatch: m[4] == "true", lost: m[5] == "true", err: m[6]}
 }
 
 // TestNewGroupSetupFailure: one rank fails to set a new group up (its shm settings differ from
@@ -1779,6 +1779,37 @@ func TestNewGroupMemberAbsent(t *testing.T) {
 			assert.True(t, o.timeout, "rank 0: want ErrTimeout, got %s", o.err)
 			assert.Contains(t, o.err, "creating group")
 			assert.Contains(t, o.err, "with the same arguments", "the error says what to check: %s", o.err)
+		})
+	}
+}
+
+// TestNewGroupMemberExited: rank 1 exits right after init, and rank 0 then creates the group
+// {0, 1}. Rank 0 must get ErrPeerLost naming rank 1 within seconds, not the group's 30 s
+// timeout, on every backend: it sees rank 1's process gone (they share a host).
+func TestNewGroupMemberExited(t *testing.T) {
+	if ranktest.Child(t) {
+		ctx := context.Background()
+		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
+		require.NoError(t, err)
+		if pg.Rank() == 1 {
+			os.Exit(0)
+		}
+		defer pg.Close()
+		start := time.Now()
+		_, err = pg.NewGroup(ctx, []int{0, 1}, comm.GroupOptions{Backend: os.Getenv("NEWGROUP_BACKEND")})
+		setupReport(start, err)
+		return
+	}
+	for _, backend := range []string{"gloo", "shm"} {
+		t.Run(backend, func(t *testing.T) {
+			res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second,
+				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + backend}})
+			o := readSetup(t, res[0])
+			t.Logf("rank 0 after %d ms: %s", o.ms, o.err)
+			assert.True(t, o.lost, "rank 0: want ErrPeerLost, got %s", o.err)
+			assert.Contains(t, o.err, "rank 1 (global rank 1)")
+			assert.Contains(t, o.err, "exited before the group was set up")
+			assert.Less(t, o.ms, 10000, "rank 0 notices in seconds, well before the 30 s timeout")
 		})
 	}
 }

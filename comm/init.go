@@ -138,6 +138,68 @@ func watchFailure(ctx context.Context, st store.Store, key string, size int, wha
 	}
 }
 
+// A group being set up looks, after memberWatchDelay (most are set up by then), every
+// memberWatchEvery for members on this host that have exited.
+const (
+	memberWatchDelay = time.Second
+	memberWatchEvery = 250 * time.Millisecond
+)
+
+// watchLocalMembers returns a context cancelled, with a PeerLostError as its cause, when a
+// member of the group being set up (ranks, global) that runs on this host exits: the others
+// would otherwise wait for it until the group's timeout. It finds the members' processes in
+// what each rank recorded at init (checkMembership); members on other hosts are not watched.
+func (w *world) watchLocalMembers(ctx context.Context, ranks []int) (context.Context, func()) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-wctx.Done():
+			return
+		case <-time.After(memberWatchDelay):
+		}
+		pids := map[int]int{} // group rank -> pid, of the members on this host
+		for r, g := range ranks {
+			if g == w.rank {
+				continue
+			}
+			rctx, rcancel := context.WithTimeout(wctx, memberWatchEvery)
+			v, err := w.store.Get(rctx, "init/rank/"+strconv.Itoa(g))
+			rcancel()
+			host, pid, ok := strings.Cut(string(v), " pid ")
+			if n, perr := strconv.Atoi(pid); err == nil && ok && perr == nil && host == w.hostname {
+				pids[r] = n
+			}
+		}
+		if len(pids) == 0 {
+			return
+		}
+		tick := time.NewTicker(memberWatchEvery)
+		defer tick.Stop()
+		for {
+			for r, pid := range pids {
+				if !backends.ProcessAlive(pid) {
+					cancel(&backends.PeerLostError{Rank: r, GlobalRank: ranks[r], Cause: fmt.Sprintf(
+						"its process (%d, on this host) exited before the group was set up: see its output for why", pid)})
+					return
+				}
+			}
+			select {
+			case <-wctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return wctx, func() {
+		if context.Cause(wctx) == nil {
+			cancel(nil)
+		}
+		<-done
+	}
+}
+
 const (
 	initFailedKey  = "init/failed"
 	groupFailedKey = "setup/failed" // in the group's store
@@ -368,7 +430,14 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 	// A member that fails to set the group up says so in the group's store, so that the others
 	// fail at once instead of waiting for it until the timeout.
 	gctx, stop := watchFailure(ctx, pg.store, groupFailedKey, len(ranks), fmt.Sprintf("set up group %q", name))
+	// And a member on this host that exits meanwhile ends the wait for it (a sub-group's
+	// members have all joined the world, so each has its process recorded).
+	stopWatch := func() {}
+	if name != "0" {
+		gctx, stopWatch = w.watchLocalMembers(gctx, ranks)
+	}
 	bg, err := b.NewGroup(gctx, cfg)
+	stopWatch()
 	stop()
 	if err != nil {
 		if cause := context.Cause(gctx); cause != nil && cause != context.Canceled && cause != context.DeadlineExceeded {
