@@ -972,6 +972,8 @@ type objectCase struct {
 	fnOf func(rank int) string
 	call func(ctx context.Context, pg *comm.ProcessGroup) error
 	want func(rank int) []string
+	// mismatch: the error is ErrMismatch (values that do not decode), not ErrInvalidArgument.
+	mismatch bool
 }
 
 // biUnregistered is a type gob cannot encode inside an interface: it is never gob.Register'ed.
@@ -993,6 +995,16 @@ func objectCases() []objectCase {
 	}
 	const fix = "gob.Register each concrete type held in an interface"
 	return []objectCase{
+		{name: "AllGatherObject of different types", fn: "AllGatherObject", mismatch: true,
+			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
+				if pg.Rank() == 1 {
+					_, err := comm.AllGatherObject(ctx, pg, struct{ Name string }{"one"})
+					return err
+				}
+				_, err := comm.AllGatherObject(ctx, pg, 42)
+				return err
+			},
+			want: biAll("decoding rank", "pass values of the same type on every rank")},
 		{name: "AllGatherObject func on rank 1", fn: "AllGatherObject",
 			call: func(ctx context.Context, pg *comm.ProcessGroup) error {
 				_, err := comm.AllGatherObject(ctx, pg, values(pg.Rank(), map[int]any{1: func() {}}))
@@ -1121,7 +1133,11 @@ func TestBadInputObjects(t *testing.T) {
 				if tc.fnOf != nil {
 					fn = tc.fnOf(r)
 				}
-				assert.True(t, o.Invalid, "rank %d: want errors.Is(err, comm.ErrInvalidArgument), got %q", r, o.Err)
+				if tc.mismatch {
+					assert.True(t, o.Mismatch, "rank %d: want errors.Is(err, comm.ErrMismatch), got %q", r, o.Err)
+				} else {
+					assert.True(t, o.Invalid, "rank %d: want errors.Is(err, comm.ErrInvalidArgument), got %q", r, o.Err)
+				}
 				// Far below the 20 s timeout the other ranks would wait for without the sentinel.
 				assert.Less(t, o.Ms, int64(8000), "rank %d took %d ms to fail", r, o.Ms)
 				assert.Contains(t, o.Err, fmt.Sprintf("gccl: %s on group %q", fn, "0"), "rank %d: the error must name the function and the group", r)

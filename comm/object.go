@@ -106,6 +106,13 @@ func (pg *ProcessGroup) unencodable(fn string, sizes []int64, reason func(r int)
 	return pg.objectInvalid(fn, "%s", strings.Join(parts, "; "))
 }
 
+// undecodable is the error of fn when what (a value it received) does not decode into T: the
+// ranks most likely passed different types (ErrMismatch).
+func (pg *ProcessGroup) undecodable(fn, what string, err error) error {
+	return fmt.Errorf("gccl: %s on group %s (rank %d): decoding %s: %w: %w; pass values of the same type on every rank",
+		fn, pg.label, pg.rank, what, err, ErrMismatch)
+}
+
 // inObject marks an error of the op an object collective runs (its argument checks) with the
 // function the caller called.
 func inObject(fn string, err error) error { return fmt.Errorf("%w (in %s)", err, fn) }
@@ -139,7 +146,7 @@ func AllGatherObject[T any](ctx context.Context, pg *ProcessGroup, v T) ([]T, er
 	res := make([]T, pg.size)
 	for i := range res {
 		if err := decodeObject(slot(i), &res[i]); err != nil {
-			return nil, fmt.Errorf("gccl: %s on group %s (rank %d): decoding rank %d's value: %w", fn, pg.label, pg.rank, i, err)
+			return nil, pg.undecodable(fn, fmt.Sprintf("rank %d's value", i), err)
 		}
 	}
 	return res, nil
@@ -177,7 +184,7 @@ func BroadcastObject[T any](ctx context.Context, pg *ProcessGroup, v *T, root in
 		return pg.objectInvalid(fn, "v is a nil *%s: pass a pointer to where root %d's value goes", typeName[T](), root)
 	}
 	if err := decodeObject(payload.Bytes(), v); err != nil {
-		return fmt.Errorf("gccl: %s on group %s (rank %d): decoding root %d's value: %w", fn, pg.label, pg.rank, root, err)
+		return pg.undecodable(fn, fmt.Sprintf("root %d's value", root), err)
 	}
 	return nil
 }
@@ -227,7 +234,7 @@ func GatherObject[T any](ctx context.Context, pg *ProcessGroup, v T, root int) (
 	res := make([]T, pg.size)
 	for i := range res {
 		if err := decodeObject(slot(i), &res[i]); err != nil {
-			return nil, fmt.Errorf("gccl: %s on group %s (rank %d): decoding rank %d's value: %w", fn, pg.label, pg.rank, i, err)
+			return nil, pg.undecodable(fn, fmt.Sprintf("rank %d's value", i), err)
 		}
 	}
 	return res, nil
@@ -304,7 +311,7 @@ func ScatterObject[T any](ctx context.Context, pg *ProcessGroup, vs []T, root in
 	}
 	var v T
 	if err := decodeObject(b, &v); err != nil {
-		return zero, fmt.Errorf("gccl: %s on group %s (rank %d): decoding rank %d's value from root %d: %w", fn, pg.label, pg.rank, pg.rank, root, err)
+		return zero, pg.undecodable(fn, fmt.Sprintf("this rank's value from root %d", root), err)
 	}
 	return v, nil
 }
@@ -359,7 +366,7 @@ func RecvObject[T any](ctx context.Context, pg *ProcessGroup, src, tag int) (T, 
 		return v, pg.objectInvalid(fn, "rank %d (the source) cannot encode its value: %s", src, payload.Bytes())
 	}
 	if err := decodeObject(payload.Bytes(), &v); err != nil {
-		return v, fmt.Errorf("gccl: %s on group %s (rank %d): decoding rank %d's value: %w", fn, pg.label, pg.rank, src, err)
+		return v, pg.undecodable(fn, fmt.Sprintf("rank %d's value", src), err)
 	}
 	return v, nil
 }
