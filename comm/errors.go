@@ -18,7 +18,8 @@ var (
 	// ErrPeerLost: a member of the group died; errors.As with *PeerLostError names it.
 	ErrPeerLost = backends.ErrPeerLost
 	// ErrMismatch: ranks called different collectives, dtypes, counts, roots or reduce ops; or
-	// their all-to-all splits, a send and its receive, or their Split options disagree.
+	// their all-to-all splits, a send and its receive, or their Split options disagree; or an
+	// object collective's value does not decode into the receiver's type.
 	ErrMismatch = backends.ErrMismatch
 	// ErrUnsupported: the backend cannot run this op or dtype.
 	ErrUnsupported = backends.ErrUnsupported
