@@ -106,6 +106,17 @@ func (pg *ProcessGroup) unencodable(fn string, sizes []int64, reason func(r int)
 	return pg.objectInvalid(fn, "%s", strings.Join(parts, "; "))
 }
 
+// decodeEach decodes every rank's value, slot(r) being rank r's encoding, in rank order.
+func decodeEach[T any](pg *ProcessGroup, fn string, slot func(r int) []byte) ([]T, error) {
+	res := make([]T, pg.size)
+	for r := range res {
+		if err := decodeObject(slot(r), &res[r]); err != nil {
+			return nil, pg.undecodable(fn, fmt.Sprintf("rank %d's value", r), err)
+		}
+	}
+	return res, nil
+}
+
 // undecodable is the error of fn when what (a value it received) does not decode into T: the
 // ranks most likely passed different types (ErrMismatch).
 func (pg *ProcessGroup) undecodable(fn, what string, err error) error {
@@ -143,13 +154,7 @@ func AllGatherObject[T any](ctx context.Context, pg *ProcessGroup, v T) ([]T, er
 	if err := pg.unencodable(fn, sizes.Int64s(), func(r int) string { return string(slot(r)) }); err != nil {
 		return nil, err
 	}
-	res := make([]T, pg.size)
-	for i := range res {
-		if err := decodeObject(slot(i), &res[i]); err != nil {
-			return nil, pg.undecodable(fn, fmt.Sprintf("rank %d's value", i), err)
-		}
-	}
-	return res, nil
+	return decodeEach[T](pg, fn, slot)
 }
 
 // BroadcastObject sends root's *v to every rank (encoded with encoding/gob), like
@@ -231,13 +236,7 @@ func GatherObject[T any](ctx context.Context, pg *ProcessGroup, v T, root int) (
 	if pg.rank != root {
 		return nil, nil
 	}
-	res := make([]T, pg.size)
-	for i := range res {
-		if err := decodeObject(slot(i), &res[i]); err != nil {
-			return nil, pg.undecodable(fn, fmt.Sprintf("rank %d's value", i), err)
-		}
-	}
-	return res, nil
+	return decodeEach[T](pg, fn, slot)
 }
 
 // ScatterObject sends vs[r] from root to rank r (encoded with encoding/gob), like
