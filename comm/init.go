@@ -167,8 +167,11 @@ func (w *world) watchLocalMembers(ctx context.Context, ranks []int) (context.Con
 			rctx, rcancel := context.WithTimeout(wctx, memberWatchEvery)
 			v, err := w.store.Get(rctx, "init/rank/"+strconv.Itoa(g))
 			rcancel()
-			host, pid, ok := strings.Cut(string(v), " pid ")
-			if n, perr := strconv.Atoi(pid); err == nil && ok && perr == nil && host == w.hostname {
+			// A process here: the same host and the same pid namespace (containers may share a
+			// host name but not their pids).
+			_, pid, _ := strings.Cut(string(v), " pid ")
+			pid, _, _ = strings.Cut(pid, " ")
+			if n, perr := strconv.Atoi(pid); err == nil && perr == nil && string(v) == w.process(n) {
 				pids[r] = n
 			}
 		}
@@ -198,6 +201,13 @@ func (w *world) watchLocalMembers(ctx context.Context, ranks []int) (context.Con
 		}
 		<-done
 	}
+}
+
+// process names process pid of this host and pid namespace, as each rank records itself at
+// init (under "init/rank/<rank>"): "host pid 1234 pid:[4026531836]".
+func (w *world) process(pid int) string {
+	ns, _ := os.Readlink("/proc/self/ns/pid")
+	return fmt.Sprintf("%s pid %d %s", w.hostname, pid, ns)
 }
 
 const (
@@ -368,7 +378,7 @@ func (w *world) checkMembership(ctx context.Context) error {
 		return fmt.Errorf("gccl: init: rank %d says the world size is %d but another rank said %s: %w; launch every rank with the same WORLD_SIZE",
 			w.rank, w.size, got, ErrMismatch)
 	}
-	who := []byte(fmt.Sprintf("%s pid %d", w.hostname, os.Getpid()))
+	who := []byte(w.process(os.Getpid()))
 	got, err = w.store.CompareAndSet(ctx, "init/rank/"+strconv.Itoa(w.rank), nil, who)
 	if err != nil {
 		return fmt.Errorf("gccl: init: rank %d: store: %w", w.rank, err)
