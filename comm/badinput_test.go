@@ -156,6 +156,19 @@ func biFilled(dt tensor.DType, n int, v float64) *tensor.Tensor {
 	return t
 }
 
+// biHealth reports under tag whether an all-reduce works on pg, and sums right, after a failed
+// call.
+func biHealth(ctx context.Context, pg *comm.ProcessGroup, tag string) {
+	n := pg.Size()
+	x := biFilled(tensor.Float32, 5, float64(pg.Rank()+1))
+	start := time.Now()
+	err := pg.AllReduce(ctx, x, comm.Sum)
+	biReport(tag, pg.Rank(), err, time.Since(start), func(o *biOutcome) {
+		ok := err == nil && biAllEqual(x, float64(n*(n+1)/2))
+		o.DataOK, o.Data = &ok, biHead(x)
+	})
+}
+
 func biAllEqual(t *tensor.Tensor, v float64) bool {
 	for _, x := range t.Float64s() {
 		if x != v {
@@ -929,7 +942,7 @@ func invalidChild() {
 		biReport("init", -1, err, 0, nil)
 		return
 	}
-	rank, n := pg.Rank(), pg.Size()
+	rank := pg.Rank()
 	run := func(tc invalidCase) {
 		// A call that wrongly passes validation must not hang the test.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -938,27 +951,18 @@ func invalidChild() {
 		err := tc.call(ctx, pg)
 		biReport("case/"+tc.name, rank, err, time.Since(start), nil)
 	}
-	health := func(tag string) {
-		x := biFilled(tensor.Float32, 5, float64(rank+1))
-		start := time.Now()
-		err := pg.AllReduce(context.Background(), x, comm.Sum)
-		biReport(tag, rank, err, time.Since(start), func(o *biOutcome) {
-			ok := err == nil && biAllEqual(x, float64(n*(n+1)/2))
-			o.DataOK, o.Data = &ok, biHead(x)
-		})
-	}
 	for _, tc := range invalidCases() {
 		if !tc.otherSlot {
 			run(tc)
 		}
 	}
-	health("health")
+	biHealth(context.Background(), pg, "health")
 	for _, tc := range invalidCases() {
 		if tc.otherSlot {
 			run(tc)
 		}
 	}
-	health("health2")
+	biHealth(context.Background(), pg, "health2")
 	biSyncExit(pg)
 }
 
@@ -1162,19 +1166,13 @@ func objectsChild() {
 		biReport("init", -1, err, 0, nil)
 		return
 	}
-	rank, n := pg.Rank(), pg.Size()
+	rank := pg.Rank()
 	for _, tc := range objectCases() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		start := time.Now()
 		err := tc.call(ctx, pg)
 		biReport("case/"+tc.name, rank, err, time.Since(start), nil)
-		x := biFilled(tensor.Float32, 5, float64(rank+1))
-		start = time.Now()
-		err = pg.AllReduce(ctx, x, comm.Sum)
-		biReport("health/"+tc.name, rank, err, time.Since(start), func(o *biOutcome) {
-			ok := err == nil && biAllEqual(x, float64(n*(n+1)/2))
-			o.DataOK, o.Data = &ok, biHead(x)
-		})
+		biHealth(ctx, pg, "health/"+tc.name)
 		cancel()
 	}
 	biSyncExit(pg)
