@@ -132,6 +132,17 @@ func biChildInit() (*comm.ProcessGroup, error) {
 	return comm.Init(ctx, comm.Options{})
 }
 
+// biJoin joins the job as biChildInit does, or reports why it could not (tag "init") and
+// returns nil.
+func biJoin() *comm.ProcessGroup {
+	pg, err := biChildInit()
+	if err != nil {
+		biReport("init", -1, err, 0, nil)
+		return nil
+	}
+	return pg
+}
+
 // biSyncExit waits (through the store, not the possibly aborted group) until every rank has
 // reported, so that no rank's exit turns a peer's pending error into a lost peer; then it
 // closes the group.
@@ -417,9 +428,8 @@ func mismatchChild(name string) {
 		fmt.Printf("unknown case %q\n", name)
 		return
 	}
-	pg, err := biChildInit()
-	if err != nil {
-		biReport("init", -1, err, 0, nil)
+	pg := biJoin()
+	if pg == nil {
 		return
 	}
 	rank := pg.Rank()
@@ -937,9 +947,8 @@ func TestBadInputInvalidArguments(t *testing.T) {
 }
 
 func invalidChild() {
-	pg, err := biChildInit()
-	if err != nil {
-		biReport("init", -1, err, 0, nil)
+	pg := biJoin()
+	if pg == nil {
 		return
 	}
 	rank := pg.Rank()
@@ -1161,9 +1170,8 @@ func TestBadInputObjects(t *testing.T) {
 }
 
 func objectsChild() {
-	pg, err := biChildInit()
-	if err != nil {
-		biReport("init", -1, err, 0, nil)
+	pg := biJoin()
+	if pg == nil {
 		return
 	}
 	rank := pg.Rank()
@@ -1381,9 +1389,8 @@ func TestInitStoreNotAStore(t *testing.T) {
 // absentRank1Child joins the job in a child; rank 1 then stays away from the group's ops for
 // absent and the child ends (nil), the others get the group.
 func absentRank1Child(absent time.Duration) *comm.ProcessGroup {
-	pg, err := biChildInit()
-	if err != nil {
-		biReport("init", -1, err, 0, nil)
+	pg := biJoin()
+	if pg == nil {
 		return nil
 	}
 	if pg.Rank() == 1 {
@@ -1519,9 +1526,8 @@ func TestAsyncWait(t *testing.T) {
 }
 
 func asyncChild() {
-	pg, err := biChildInit()
-	if err != nil {
-		biReport("init", -1, err, 0, nil)
+	pg := biJoin()
+	if pg == nil {
 		return
 	}
 	rank := pg.Rank()
@@ -1541,7 +1547,7 @@ func asyncChild() {
 		biReport("wait_cancelled", rank, err, time.Since(start), func(o *biOutcome) { o.Done = &done })
 	}
 	start := time.Now()
-	err = w.Wait(ctx)
+	err := w.Wait(ctx)
 	biReport("wait", rank, err, time.Since(start), func(o *biOutcome) {
 		ok := err == nil && biAllEqual(x, 3)
 		o.DataOK, o.Data = &ok, biHead(x)
