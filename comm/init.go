@@ -62,6 +62,7 @@ type world struct {
 	rank, size           int
 	localRank, localSize int
 	hostname, masterAddr string
+	pidNS                string      // this process's pid namespace ("pid:[4026531836]"), for process
 	store                store.Store // root store; groups use prefixed views
 	server               *store.Server
 	client               *store.Client
@@ -206,8 +207,7 @@ func (w *world) watchLocalMembers(ctx context.Context, ranks []int) (context.Con
 // process names process pid of this host and pid namespace, as each rank records itself at
 // init (under "init/rank/<rank>"): "host pid 1234 pid:[4026531836]".
 func (w *world) process(pid int) string {
-	ns, _ := os.Readlink("/proc/self/ns/pid")
-	return fmt.Sprintf("%s pid %d %s", w.hostname, pid, ns)
+	return fmt.Sprintf("%s pid %d %s", w.hostname, pid, w.pidNS)
 }
 
 const (
@@ -298,6 +298,7 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		w.rank, w.size, w.localRank, w.localSize = 0, 1, 0, 1
 	}
 	w.hostname, _ = os.Hostname()
+	w.pidNS, _ = os.Readlink("/proc/self/ns/pid")
 	w.masterAddr = opts.MasterAddr
 	if w.masterAddr == "" {
 		w.masterAddr = env.MasterAddr
