@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +64,20 @@ type Client struct {
 	rpc    storepb.StoreClient
 	log    *slog.Logger
 	closed atomic.Bool
+
+	mu    sync.Mutex
+	wills []will // armed by OnConnectionLost, withdrawn by Close
 }
+
+// will is one armed Will call.
+type will struct {
+	stream storepb.Store_WillClient
+	cancel context.CancelFunc
+}
+
+// willWithdrawWait bounds how long Close waits for the server to confirm that a will is
+// withdrawn.
+const willWithdrawWait = time.Second
 
 var _ Store = (*Client)(nil)
 
@@ -128,6 +142,7 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 			grpc.MaxCallSendMsgSize(MaxMessageBytes),
 		),
 		grpc.WithUnaryInterceptor(tokenInterceptor(opts.Token)),
+		grpc.WithStreamInterceptor(tokenStreamInterceptor(opts.Token)),
 		grpc.WithUserAgent("gccl-store"),
 	)
 	if err != nil {
@@ -204,6 +219,15 @@ func tokenInterceptor(token string) grpc.UnaryClientInterceptor {
 			ctx = metadata.AppendToOutgoingContext(ctx, TokenMetadataKey, token)
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+func tokenStreamInterceptor(token string) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if token != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, TokenMetadataKey, token)
+		}
+		return streamer(ctx, desc, cc, method, opts...)
 	}
 }
 
@@ -306,13 +330,67 @@ func (c *Client) NumKeys(ctx context.Context) (int64, error) {
 	return resp.GetCount(), nil
 }
 
-// Close closes the connection. Calls in flight and later calls fail with
-// an error wrapping ErrClosed. The server and its keys are not affected.
-// Closing twice is a no-op.
+// OnConnectionLost leaves a will with the server: should this client's
+// connection end without Close (the process dies, its host or network fails
+// and the server's keepalive gives up, about 40s later), the server stores
+// each value under its key, unless the key exists then. Close withdraws it,
+// and a server that shuts down forgets it. It returns once the server has
+// armed the will; ctx bounds only that. Each call leaves one more will.
+//
+// It is how the other clients of a job learn that one of them is gone: they
+// Get the key.
+func (c *Client) OnConnectionLost(ctx context.Context, entries map[string][]byte) error {
+	start := time.Now()
+	what := fmt.Sprintf("leave a will of %d keys", len(entries))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return fmt.Errorf("%w: %s", ErrClosed, what)
+	}
+	req := &storepb.WillRequest{}
+	for k, v := range entries {
+		req.Entries = append(req.Entries, &storepb.WillEntry{Key: []byte(k), Value: v})
+	}
+	// The call outlives ctx: it lasts until Close.
+	sctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, cancel)
+	stream, err := c.rpc.Will(sctx)
+	if err == nil {
+		err = stream.Send(req)
+	}
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if !stop() || err != nil {
+		cancel()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return c.fail(ctx, what, "", start, err)
+	}
+	c.wills = append(c.wills, will{stream: stream, cancel: cancel})
+	return nil
+}
+
+// Close closes the connection, after withdrawing the client's wills. Calls
+// in flight and later calls fail with an error wrapping ErrClosed. The
+// server and its keys are not affected. Closing twice is a no-op.
 func (c *Client) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	c.mu.Lock()
+	for _, w := range c.wills {
+		// The half-close withdraws the will; the server then ends the call, which Recv sees.
+		if w.stream.CloseSend() == nil {
+			t := time.AfterFunc(willWithdrawWait, w.cancel)
+			_, _ = w.stream.Recv()
+			t.Stop()
+		}
+		w.cancel()
+	}
+	c.wills = nil
+	c.mu.Unlock()
 	if err := c.conn.Close(); err != nil {
 		return fmt.Errorf("store: close client of %s: %w", c.addr, err)
 	}

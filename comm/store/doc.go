@@ -37,6 +37,11 @@
 //   - context.DeadlineExceeded or context.Canceled: the context ended,
 //     for example a Get for a key that no one set in time.
 //
+// A Client can leave a will with its Server (Client.OnConnectionLost): keys
+// the server stores should the client's connection end without Close, as
+// when its process dies. The other clients learn of the death by reading
+// those keys; comm uses this to name a member that died on another host.
+//
 // # Example
 //
 // Rank 0 hosts the store on a port every rank knows (MASTER_ADDR and

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -131,6 +132,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.intercept),
+		grpc.ChainStreamInterceptor(s.interceptStream),
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
 		// Ping idle clients so that a Get blocked for a dead client is
@@ -206,6 +208,17 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 		return nil, toStatus(err)
 	}
 	return resp, nil
+}
+
+// interceptStream checks the token of every streaming call (Will).
+func (s *Server) interceptStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if s.ctx.Err() != nil {
+		return status.Error(codes.Unavailable, serverClosingMessage)
+	}
+	if err := s.checkToken(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
 }
 
 func (s *Server) checkToken(ctx context.Context, method string) error {
@@ -321,4 +334,57 @@ func (v *service) NumKeys(ctx context.Context, _ *storepb.NumKeysRequest) (*stor
 		return nil, err
 	}
 	return &storepb.NumKeysResponse{Count: n}, nil
+}
+
+// Will arms a client's will (see Client.OnConnectionLost): once the call ends otherwise than by
+// the client's half-close, while the server is not shutting down, each entry is stored unless
+// its key exists.
+func (v *service) Will(stream storepb.Store_WillServer) error {
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&storepb.WillResponse{}); err != nil {
+		v.execute(req, err)
+		return err
+	}
+	// Wait for the call to end; the server's Close must not wait for it (GracefulStop waits for
+	// open calls).
+	ended := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		ended <- err
+	}()
+	select {
+	case err = <-ended:
+	case <-v.s.ctx.Done():
+		return status.Error(codes.Unavailable, serverClosingMessage)
+	}
+	switch {
+	case err == io.EOF:
+		return nil // withdrawn
+	case err == nil:
+		return status.Error(codes.InvalidArgument, "a will takes one request; send another call for more entries")
+	}
+	v.execute(req, err)
+	return err
+}
+
+// execute stores the entries of a will whose call ended with err, unless the server is
+// shutting down (the client did not go: the server did).
+func (v *service) execute(req *storepb.WillRequest, err error) {
+	if v.s.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	keys := make([]string, 0, len(req.GetEntries()))
+	for _, e := range req.GetEntries() {
+		if _, cerr := v.s.backing.CompareAndSet(ctx, string(e.GetKey()), nil, e.GetValue()); cerr != nil {
+			v.s.log.Warn("store server: cannot store a lost client's will", "key", string(e.GetKey()), "err", cerr)
+			continue
+		}
+		keys = append(keys, string(e.GetKey()))
+	}
+	v.s.log.Info("store server: a client's connection was lost; its will is stored", "keys", keys, "ended", err)
 }

@@ -349,14 +349,14 @@ func TestClientClose(t *testing.T) {
 	require.NoError(t, other.Set(ctx, "k", []byte("v")), "closing one client leaves the server up")
 }
 
-// TestClientConnectionLost cuts the TCP connection under a blocked Get, as
-// when the store host dies, through a proxy between client and server.
-func TestClientConnectionLost(t *testing.T) {
-	srv := newTestServer(t, ServerOptions{Token: "t"})
+// cuttableProxy forwards connections from the address it returns to addr; cut closes every
+// connection it forwards, as when one end's process dies.
+func cuttableProxy(t *testing.T, addr string) (proxy string, cut func()) {
+	t.Helper()
 	var mu sync.Mutex
 	var conns []net.Conn
-	proxy := fakeListener(t, func(client net.Conn) {
-		server, err := net.Dial("tcp", srv.Addr())
+	proxy = fakeListener(t, func(client net.Conn) {
+		server, err := net.Dial("tcp", addr)
 		if !assert.NoError(t, err) {
 			return
 		}
@@ -367,6 +367,20 @@ func TestClientConnectionLost(t *testing.T) {
 		go func() { _, _ = io.Copy(server, client) }()
 		_, _ = io.Copy(client, server)
 	})
+	return proxy, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, conn := range conns {
+			_ = conn.Close()
+		}
+	}
+}
+
+// TestClientConnectionLost cuts the TCP connection under a blocked Get, as
+// when the store host dies, through a proxy between client and server.
+func TestClientConnectionLost(t *testing.T) {
+	srv := newTestServer(t, ServerOptions{Token: "t"})
+	proxy, cut := cuttableProxy(t, srv.Addr())
 	c := dialTest(t, proxy, "t")
 
 	returned := make(chan error, 1)
@@ -375,11 +389,7 @@ func TestClientConnectionLost(t *testing.T) {
 		returned <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	for _, conn := range conns {
-		_ = conn.Close()
-	}
-	mu.Unlock()
+	cut()
 
 	select {
 	case err := <-returned:
@@ -391,4 +401,80 @@ func TestClientConnectionLost(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Get still blocked 5s after its connection was cut")
 	}
+}
+
+// TestClientWill: a will is stored when its client's connection is lost (keys that exist
+// keep their values), withdrawn by the client's Close, and forgotten by the server's Close.
+func TestClientWill(t *testing.T) {
+	t.Run("connection_lost", func(t *testing.T) {
+		srv := newTestServer(t, ServerOptions{Token: "t"})
+		proxy, cut := cuttableProxy(t, srv.Addr())
+		c := dialTest(t, proxy, "t")
+		other := dialTest(t, srv.Addr(), "t")
+		ctx := ctxFor(t, 10*time.Second)
+		require.NoError(t, other.Set(ctx, "gone/first", []byte("earlier")))
+		require.NoError(t, c.OnConnectionLost(ctx, map[string][]byte{"gone/c": []byte("c lost"), "gone/first": []byte("c")}))
+		require.NoError(t, c.OnConnectionLost(ctx, map[string][]byte{"gone/c/again": []byte("second will")}))
+		// Alive: nothing is stored.
+		n, err := other.NumKeys(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 1, n)
+
+		cut()
+		got, err := other.Get(ctx, "gone/c")
+		require.NoError(t, err, "the will is stored once the connection is lost")
+		assert.Equal(t, "c lost", string(got))
+		got, err = other.Get(ctx, "gone/c/again")
+		require.NoError(t, err)
+		assert.Equal(t, "second will", string(got))
+		got, err = other.Get(ctx, "gone/first")
+		require.NoError(t, err)
+		assert.Equal(t, "earlier", string(got), "a will does not overwrite a key that exists")
+	})
+
+	t.Run("client_close_withdraws", func(t *testing.T) {
+		srv := newTestServer(t, ServerOptions{Token: "t"})
+		ctx := ctxFor(t, 10*time.Second)
+		c, _, err := dial(t, srv.Addr(), 5*time.Second, ClientOptions{Token: "t"})
+		require.NoError(t, err)
+		require.NoError(t, c.OnConnectionLost(ctx, map[string][]byte{"gone/c": []byte("c lost")}))
+		require.NoError(t, c.Close())
+		assert.ErrorIs(t, c.OnConnectionLost(ctx, map[string][]byte{"k": nil}), ErrClosed)
+
+		other := dialTest(t, srv.Addr(), "t")
+		wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		_, err = other.Get(wctx, "gone/c")
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "Close withdraws the will")
+	})
+
+	t.Run("server_close_forgets", func(t *testing.T) {
+		backing := NewMemory()
+		defer backing.Close()
+		srv, err := NewServer(ServerOptions{Token: "t", Backing: backing, Logger: quietLogger()})
+		require.NoError(t, err)
+		ctx := ctxFor(t, 10*time.Second)
+		c := dialTest(t, srv.Addr(), "t")
+		require.NoError(t, c.OnConnectionLost(ctx, map[string][]byte{"gone/c": []byte("c lost")}))
+		closed := make(chan error, 1)
+		go func() { closed <- srv.Close() }()
+		select {
+		case err := <-closed:
+			require.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server's Close waited on an armed will")
+		}
+		n, err := backing.NumKeys(ctx)
+		require.NoError(t, err)
+		assert.EqualValues(t, 0, n, "a server that shuts down does not execute its clients' wills")
+	})
+
+	t.Run("context_ends_first", func(t *testing.T) {
+		srv := newTestServer(t, ServerOptions{Token: "t"})
+		c := dialTest(t, srv.Addr(), "t")
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := c.OnConnectionLost(ctx, map[string][]byte{"gone/c": nil})
+		assert.ErrorIs(t, err, context.Canceled)
+	})
 }

@@ -744,6 +744,138 @@ func (x *NumKeysResponse) GetCount() int64 {
 	return 0
 }
 
+type WillEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WillEntry) Reset() {
+	*x = WillEntry{}
+	mi := &file_comm_store_storepb_store_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WillEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WillEntry) ProtoMessage() {}
+
+func (x *WillEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_comm_store_storepb_store_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WillEntry.ProtoReflect.Descriptor instead.
+func (*WillEntry) Descriptor() ([]byte, []int) {
+	return file_comm_store_storepb_store_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WillEntry) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WillEntry) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type WillRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*WillEntry           `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WillRequest) Reset() {
+	*x = WillRequest{}
+	mi := &file_comm_store_storepb_store_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WillRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WillRequest) ProtoMessage() {}
+
+func (x *WillRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_comm_store_storepb_store_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WillRequest.ProtoReflect.Descriptor instead.
+func (*WillRequest) Descriptor() ([]byte, []int) {
+	return file_comm_store_storepb_store_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WillRequest) GetEntries() []*WillEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type WillResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WillResponse) Reset() {
+	*x = WillResponse{}
+	mi := &file_comm_store_storepb_store_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WillResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WillResponse) ProtoMessage() {}
+
+func (x *WillResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_comm_store_storepb_store_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WillResponse.ProtoReflect.Descriptor instead.
+func (*WillResponse) Descriptor() ([]byte, []int) {
+	return file_comm_store_storepb_store_proto_rawDescGZIP(), []int{18}
+}
+
 var File_comm_store_storepb_store_proto protoreflect.FileDescriptor
 
 const file_comm_store_storepb_store_proto_rawDesc = "" +
@@ -785,7 +917,13 @@ const file_comm_store_storepb_store_proto_rawDesc = "" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x10\n" +
 	"\x0eNumKeysRequest\"'\n" +
 	"\x0fNumKeysResponse\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\x03R\x05count2\xb3\x04\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\"3\n" +
+	"\tWillEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"A\n" +
+	"\vWillRequest\x122\n" +
+	"\aentries\x18\x01 \x03(\v2\x18.gccl.store.v1.WillEntryR\aentries\"\x0e\n" +
+	"\fWillResponse2\xf8\x04\n" +
 	"\x05Store\x12B\n" +
 	"\x05Hello\x12\x1b.gccl.store.v1.HelloRequest\x1a\x1c.gccl.store.v1.HelloResponse\x12<\n" +
 	"\x03Set\x12\x19.gccl.store.v1.SetRequest\x1a\x1a.gccl.store.v1.SetResponse\x12<\n" +
@@ -794,7 +932,8 @@ const file_comm_store_storepb_store_proto_rawDesc = "" +
 	"\rCompareAndSet\x12#.gccl.store.v1.CompareAndSetRequest\x1a$.gccl.store.v1.CompareAndSetResponse\x12?\n" +
 	"\x04Wait\x12\x1a.gccl.store.v1.WaitRequest\x1a\x1b.gccl.store.v1.WaitResponse\x12E\n" +
 	"\x06Delete\x12\x1c.gccl.store.v1.DeleteRequest\x1a\x1d.gccl.store.v1.DeleteResponse\x12H\n" +
-	"\aNumKeys\x12\x1d.gccl.store.v1.NumKeysRequest\x1a\x1e.gccl.store.v1.NumKeysResponseB)Z'github.com/gccl/gccl/comm/store/storepbb\x06proto3"
+	"\aNumKeys\x12\x1d.gccl.store.v1.NumKeysRequest\x1a\x1e.gccl.store.v1.NumKeysResponse\x12C\n" +
+	"\x04Will\x12\x1a.gccl.store.v1.WillRequest\x1a\x1b.gccl.store.v1.WillResponse(\x010\x01B)Z'github.com/gccl/gccl/comm/store/storepbb\x06proto3"
 
 var (
 	file_comm_store_storepb_store_proto_rawDescOnce sync.Once
@@ -808,7 +947,7 @@ func file_comm_store_storepb_store_proto_rawDescGZIP() []byte {
 	return file_comm_store_storepb_store_proto_rawDescData
 }
 
-var file_comm_store_storepb_store_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_comm_store_storepb_store_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_comm_store_storepb_store_proto_goTypes = []any{
 	(*HelloRequest)(nil),          // 0: gccl.store.v1.HelloRequest
 	(*HelloResponse)(nil),         // 1: gccl.store.v1.HelloResponse
@@ -826,29 +965,35 @@ var file_comm_store_storepb_store_proto_goTypes = []any{
 	(*DeleteResponse)(nil),        // 13: gccl.store.v1.DeleteResponse
 	(*NumKeysRequest)(nil),        // 14: gccl.store.v1.NumKeysRequest
 	(*NumKeysResponse)(nil),       // 15: gccl.store.v1.NumKeysResponse
+	(*WillEntry)(nil),             // 16: gccl.store.v1.WillEntry
+	(*WillRequest)(nil),           // 17: gccl.store.v1.WillRequest
+	(*WillResponse)(nil),          // 18: gccl.store.v1.WillResponse
 }
 var file_comm_store_storepb_store_proto_depIdxs = []int32{
-	0,  // 0: gccl.store.v1.Store.Hello:input_type -> gccl.store.v1.HelloRequest
-	2,  // 1: gccl.store.v1.Store.Set:input_type -> gccl.store.v1.SetRequest
-	4,  // 2: gccl.store.v1.Store.Get:input_type -> gccl.store.v1.GetRequest
-	6,  // 3: gccl.store.v1.Store.Add:input_type -> gccl.store.v1.AddRequest
-	8,  // 4: gccl.store.v1.Store.CompareAndSet:input_type -> gccl.store.v1.CompareAndSetRequest
-	10, // 5: gccl.store.v1.Store.Wait:input_type -> gccl.store.v1.WaitRequest
-	12, // 6: gccl.store.v1.Store.Delete:input_type -> gccl.store.v1.DeleteRequest
-	14, // 7: gccl.store.v1.Store.NumKeys:input_type -> gccl.store.v1.NumKeysRequest
-	1,  // 8: gccl.store.v1.Store.Hello:output_type -> gccl.store.v1.HelloResponse
-	3,  // 9: gccl.store.v1.Store.Set:output_type -> gccl.store.v1.SetResponse
-	5,  // 10: gccl.store.v1.Store.Get:output_type -> gccl.store.v1.GetResponse
-	7,  // 11: gccl.store.v1.Store.Add:output_type -> gccl.store.v1.AddResponse
-	9,  // 12: gccl.store.v1.Store.CompareAndSet:output_type -> gccl.store.v1.CompareAndSetResponse
-	11, // 13: gccl.store.v1.Store.Wait:output_type -> gccl.store.v1.WaitResponse
-	13, // 14: gccl.store.v1.Store.Delete:output_type -> gccl.store.v1.DeleteResponse
-	15, // 15: gccl.store.v1.Store.NumKeys:output_type -> gccl.store.v1.NumKeysResponse
-	8,  // [8:16] is the sub-list for method output_type
-	0,  // [0:8] is the sub-list for method input_type
-	0,  // [0:0] is the sub-list for extension type_name
-	0,  // [0:0] is the sub-list for extension extendee
-	0,  // [0:0] is the sub-list for field type_name
+	16, // 0: gccl.store.v1.WillRequest.entries:type_name -> gccl.store.v1.WillEntry
+	0,  // 1: gccl.store.v1.Store.Hello:input_type -> gccl.store.v1.HelloRequest
+	2,  // 2: gccl.store.v1.Store.Set:input_type -> gccl.store.v1.SetRequest
+	4,  // 3: gccl.store.v1.Store.Get:input_type -> gccl.store.v1.GetRequest
+	6,  // 4: gccl.store.v1.Store.Add:input_type -> gccl.store.v1.AddRequest
+	8,  // 5: gccl.store.v1.Store.CompareAndSet:input_type -> gccl.store.v1.CompareAndSetRequest
+	10, // 6: gccl.store.v1.Store.Wait:input_type -> gccl.store.v1.WaitRequest
+	12, // 7: gccl.store.v1.Store.Delete:input_type -> gccl.store.v1.DeleteRequest
+	14, // 8: gccl.store.v1.Store.NumKeys:input_type -> gccl.store.v1.NumKeysRequest
+	17, // 9: gccl.store.v1.Store.Will:input_type -> gccl.store.v1.WillRequest
+	1,  // 10: gccl.store.v1.Store.Hello:output_type -> gccl.store.v1.HelloResponse
+	3,  // 11: gccl.store.v1.Store.Set:output_type -> gccl.store.v1.SetResponse
+	5,  // 12: gccl.store.v1.Store.Get:output_type -> gccl.store.v1.GetResponse
+	7,  // 13: gccl.store.v1.Store.Add:output_type -> gccl.store.v1.AddResponse
+	9,  // 14: gccl.store.v1.Store.CompareAndSet:output_type -> gccl.store.v1.CompareAndSetResponse
+	11, // 15: gccl.store.v1.Store.Wait:output_type -> gccl.store.v1.WaitResponse
+	13, // 16: gccl.store.v1.Store.Delete:output_type -> gccl.store.v1.DeleteResponse
+	15, // 17: gccl.store.v1.Store.NumKeys:output_type -> gccl.store.v1.NumKeysResponse
+	18, // 18: gccl.store.v1.Store.Will:output_type -> gccl.store.v1.WillResponse
+	10, // [10:19] is the sub-list for method output_type
+	1,  // [1:10] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_comm_store_storepb_store_proto_init() }
@@ -862,7 +1007,7 @@ func file_comm_store_storepb_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_comm_store_storepb_store_proto_rawDesc), len(file_comm_store_storepb_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

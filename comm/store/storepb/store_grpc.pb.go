@@ -27,6 +27,7 @@ const (
 	Store_Wait_FullMethodName          = "/gccl.store.v1.Store/Wait"
 	Store_Delete_FullMethodName        = "/gccl.store.v1.Store/Delete"
 	Store_NumKeys_FullMethodName       = "/gccl.store.v1.Store/NumKeys"
+	Store_Will_FullMethodName          = "/gccl.store.v1.Store/Will"
 )
 
 // StoreClient is the client API for Store service.
@@ -62,6 +63,14 @@ type StoreClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// NumKeys returns the number of keys in the store.
 	NumKeys(ctx context.Context, in *NumKeysRequest, opts ...grpc.CallOption) (*NumKeysResponse, error)
+	// Will leaves values to be stored should the client's connection be lost.
+	// The client sends one WillRequest; the server answers one WillResponse
+	// once the will is armed and keeps the call open. If the call then ends
+	// any other way than by the client's half-close (the client's process
+	// died, its connection broke, the server's keepalive gave up on it), the
+	// server stores each entry's value under its key, unless the key exists.
+	// A half-close withdraws the will; so does the server's own shutdown.
+	Will(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WillRequest, WillResponse], error)
 }
 
 type storeClient struct {
@@ -152,6 +161,19 @@ func (c *storeClient) NumKeys(ctx context.Context, in *NumKeysRequest, opts ...g
 	return out, nil
 }
 
+func (c *storeClient) Will(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WillRequest, WillResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Store_ServiceDesc.Streams[0], Store_Will_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WillRequest, WillResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Store_WillClient = grpc.BidiStreamingClient[WillRequest, WillResponse]
+
 // StoreServer is the server API for Store service.
 // All implementations must embed UnimplementedStoreServer
 // for forward compatibility.
@@ -185,6 +207,14 @@ type StoreServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// NumKeys returns the number of keys in the store.
 	NumKeys(context.Context, *NumKeysRequest) (*NumKeysResponse, error)
+	// Will leaves values to be stored should the client's connection be lost.
+	// The client sends one WillRequest; the server answers one WillResponse
+	// once the will is armed and keeps the call open. If the call then ends
+	// any other way than by the client's half-close (the client's process
+	// died, its connection broke, the server's keepalive gave up on it), the
+	// server stores each entry's value under its key, unless the key exists.
+	// A half-close withdraws the will; so does the server's own shutdown.
+	Will(grpc.BidiStreamingServer[WillRequest, WillResponse]) error
 	mustEmbedUnimplementedStoreServer()
 }
 
@@ -218,6 +248,9 @@ func (UnimplementedStoreServer) Delete(context.Context, *DeleteRequest) (*Delete
 }
 func (UnimplementedStoreServer) NumKeys(context.Context, *NumKeysRequest) (*NumKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NumKeys not implemented")
+}
+func (UnimplementedStoreServer) Will(grpc.BidiStreamingServer[WillRequest, WillResponse]) error {
+	return status.Error(codes.Unimplemented, "method Will not implemented")
 }
 func (UnimplementedStoreServer) mustEmbedUnimplementedStoreServer() {}
 func (UnimplementedStoreServer) testEmbeddedByValue()               {}
@@ -384,6 +417,13 @@ func _Store_NumKeys_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Store_Will_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(StoreServer).Will(&grpc.GenericServerStream[WillRequest, WillResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Store_WillServer = grpc.BidiStreamingServer[WillRequest, WillResponse]
+
 // Store_ServiceDesc is the grpc.ServiceDesc for Store service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -424,6 +464,13 @@ var Store_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Store_NumKeys_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Will",
+			Handler:       _Store_Will_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "comm/store/storepb/store.proto",
 }
