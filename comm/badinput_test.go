@@ -1803,15 +1803,20 @@ func TestNewGroupMemberAbsent(t *testing.T) {
 	}
 }
 
-// TestNewGroupMemberExited: rank 1 exits right after init, and rank 0 then creates the group
+// TestNewGroupMemberExited: rank 1 leaves right after init, and rank 0 then creates the group
 // {0, 1}. Rank 0 must get ErrPeerLost naming rank 1 within seconds, not the group's 30 s
-// timeout, on every backend: it sees rank 1's process gone (they share a host).
+// timeout, on every backend: when they share a host it sees rank 1's process gone; when
+// rank 1 is on another host (GCCL_HOST_ID), the store's exit records tell it, whether rank 1
+// died (its will: the store lost its connection) or closed its world group.
 func TestNewGroupMemberExited(t *testing.T) {
 	if ranktest.Child(t) {
 		ctx := context.Background()
 		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
 		require.NoError(t, err)
 		if pg.Rank() == 1 {
+			if os.Getenv("MEMBER_LEAVES") == "close" {
+				require.NoError(t, pg.Close())
+			}
 			os.Exit(0)
 		}
 		defer pg.Close()
@@ -1820,15 +1825,31 @@ func TestNewGroupMemberExited(t *testing.T) {
 		setupReport(start, err)
 		return
 	}
-	for _, backend := range []string{"gloo", "shm"} {
-		t.Run(backend, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, backend, leaves string
+		remote                bool
+		want                  string
+	}{
+		{"gloo", "gloo", "exit", false, "exited before the group was set up"},
+		{"shm", "shm", "exit", false, "exited before the group was set up"},
+		{"other_host_died", "gloo", "exit", true, "the job's store lost its connection"},
+		{"other_host_closed", "gloo", "close", true, "it closed its world group"},
+		{"other_host_died_auto", "auto", "exit", true, "the job's store lost its connection"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second,
-				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + backend}})
+				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + tc.backend, "MEMBER_LEAVES=" + tc.leaves},
+				RankEnv: func(r int) []string {
+					if tc.remote {
+						return []string{"GCCL_HOST_ID=host" + strconv.Itoa(r)}
+					}
+					return nil
+				}})
 			o := readSetup(t, res[0])
 			t.Logf("rank 0 after %d ms: %s", o.ms, o.err)
 			assert.True(t, o.lost, "rank 0: want ErrPeerLost, got %s", o.err)
 			assert.Contains(t, o.err, "rank 1 (global rank 1)")
-			assert.Contains(t, o.err, "exited before the group was set up")
+			assert.Contains(t, o.err, tc.want)
 			assert.Less(t, o.ms, 10000, "rank 0 notices in seconds, well before the 30 s timeout")
 		})
 	}

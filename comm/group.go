@@ -51,6 +51,7 @@ type ProcessGroup struct {
 	closed    bool
 	children  map[string]int // NewGroup / Split counters, for stable group names
 	monitored uint64         // MonitoredBarrier calls
+	lostNamed atomic.Bool    // an op asked the exit records whom a lost peer was (exitedMember)
 	names     [16]string     // flight-recorder profiling names by op kind
 	opCtx     deadlineCtx    // the running op's context (one op runs at a time)
 	frOps     [16]frOpCache  // by op kind, for the op that holds the turn (see record)
@@ -498,7 +499,7 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	if timedOut && !errors.Is(err, ErrTimeout) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, pg.timeout, err)
 	}
-	err = pg.opError(req.op.Kind, req.op.Seq, err)
+	err = pg.opError(req.op.Kind, req.op.Seq, pg.w.exitedMember(err, pg.globalRanks, &pg.lostNamed))
 	pg.backend.Abort(err)
 	pg.w.dumper.onFailure(err)
 	return err

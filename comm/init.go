@@ -62,6 +62,8 @@ type world struct {
 	rank, size           int
 	localRank, localSize int
 	hostname, masterAddr string
+	hostID               string      // backends.HostID, for process
+	joined               bool        // this rank's membership is settled (checkMembership)
 	pidNS                string      // this process's pid namespace ("pid:[4026531836]"), for process
 	store                store.Store // root store; groups use prefixed views
 	server               *store.Server
@@ -137,77 +139,6 @@ func watchFailure(ctx context.Context, st store.Store, key string, size int, wha
 		}
 		<-done
 	}
-}
-
-// A group being set up looks, after memberWatchDelay (most are set up by then), every
-// memberWatchEvery for members on this host that have exited.
-const (
-	memberWatchDelay = time.Second
-	memberWatchEvery = 250 * time.Millisecond
-)
-
-// watchLocalMembers returns a context cancelled, with a PeerLostError as its cause, when a
-// member of the group being set up (ranks, global) that runs on this host exits: the others
-// would otherwise wait for it until the group's timeout. It finds the members' processes in
-// what each rank recorded at init (checkMembership); members on other hosts are not watched.
-func (w *world) watchLocalMembers(ctx context.Context, ranks []int) (context.Context, func()) {
-	wctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-wctx.Done():
-			return
-		case <-time.After(memberWatchDelay):
-		}
-		pids := map[int]int{} // group rank -> pid, of the members on this host
-		for r, g := range ranks {
-			if g == w.rank {
-				continue
-			}
-			rctx, rcancel := context.WithTimeout(wctx, memberWatchEvery)
-			v, err := w.store.Get(rctx, "init/rank/"+strconv.Itoa(g))
-			rcancel()
-			// A process here: the same host and the same pid namespace (containers may share a
-			// host name but not their pids).
-			_, pid, _ := strings.Cut(string(v), " pid ")
-			pid, _, _ = strings.Cut(pid, " ")
-			if n, perr := strconv.Atoi(pid); err == nil && perr == nil && string(v) == w.process(n) {
-				pids[r] = n
-			}
-		}
-		if len(pids) == 0 {
-			return
-		}
-		tick := time.NewTicker(memberWatchEvery)
-		defer tick.Stop()
-		for {
-			for r, pid := range pids {
-				if !backends.ProcessAlive(pid) {
-					cancel(&backends.PeerLostError{Rank: r, GlobalRank: ranks[r], Cause: fmt.Sprintf(
-						"its process (%d, on this host) exited before the group was set up: see its output for why", pid)})
-					return
-				}
-			}
-			select {
-			case <-wctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return wctx, func() {
-		if context.Cause(wctx) == nil {
-			cancel(nil)
-		}
-		<-done
-	}
-}
-
-// process names process pid of this host and pid namespace, as each rank records itself at
-// init (under "init/rank/<rank>"): "host pid 1234 pid:[4026531836]".
-func (w *world) process(pid int) string {
-	return fmt.Sprintf("%s pid %d %s", w.hostname, pid, w.pidNS)
 }
 
 const (
@@ -298,6 +229,7 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		w.rank, w.size, w.localRank, w.localSize = 0, 1, 0, 1
 	}
 	w.hostname, _ = os.Hostname()
+	w.hostID = backends.HostID(w.hostname)
 	w.pidNS, _ = os.Readlink("/proc/self/ns/pid")
 	w.masterAddr = opts.MasterAddr
 	if w.masterAddr == "" {
@@ -346,6 +278,8 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		w.close()
 		return nil, err
 	}
+	w.joined = true
+	w.recordExit(ctx, "lost")
 	w.frStacks = os.Getenv("GCCL_FR_STACKS") == "1"
 	w.dumper = newDumper(w)
 	w.dumper.start(w.size)
@@ -395,6 +329,9 @@ func (w *world) close() {
 	if w.dumper != nil {
 		w.dumper.close()
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	w.recordExit(ctx, "closed")
+	cancel()
 	if w.client != nil {
 		_ = w.client.Close()
 	}
@@ -441,12 +378,8 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 	// A member that fails to set the group up says so in the group's store, so that the others
 	// fail at once instead of waiting for it until the timeout.
 	gctx, stop := watchFailure(ctx, pg.store, groupFailedKey, len(ranks), fmt.Sprintf("set up group %q", name))
-	// And a member on this host that exits meanwhile ends the wait for it (a sub-group's
-	// members have all joined the world, so each has its process recorded).
-	stopWatch := func() {}
-	if name != "0" {
-		gctx, stopWatch = w.watchLocalMembers(gctx, ranks)
-	}
+	// And so does a member that exits meanwhile (see watchMembers).
+	gctx, stopWatch := w.watchMembers(gctx, ranks, name != "0")
 	bg, err := b.NewGroup(gctx, cfg)
 	stopWatch()
 	stop()

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gccl/gccl/comm/store"
 )
 
 // MonitoredBarrier is a barrier that says who did not come, like
@@ -130,11 +128,11 @@ func (b *monitoredBarrier) judge(ctx context.Context, timeout time.Duration) err
 			}
 		}
 		// Past the deadline: only look.
-		arrived, err := present(ctx, st, key)
+		arrived, err := peek(ctx, st, key)
 		if err != nil {
 			return fmt.Errorf("looking for rank %d's arrival: %w", r, err)
 		}
-		if !arrived {
+		if len(arrived) == 0 {
 			missing = append(missing, r)
 		}
 	}
@@ -168,15 +166,6 @@ func (b *monitoredBarrier) globals(ranks []int) []int {
 		g[i] = b.pg.globalRanks[r]
 	}
 	return g
-}
-
-// present reports whether key exists, without waiting for it: a compare-and-set whose expected
-// value no arrival holds changes nothing and returns the current value (empty when missing).
-func present(ctx context.Context, st store.Store, key string) (bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, monitoredGraceMin)
-	defer cancel()
-	v, err := st.CompareAndSet(cctx, key, []byte("\x00never"), []byte("\x00never"))
-	return len(v) > 0, err
 }
 
 // parseVerdict reads rank 0's verdict: the missing group ranks (none for "ok") and the reason.

@@ -386,5 +386,5 @@ func (v *service) execute(req *storepb.WillRequest, err error) {
 		}
 		keys = append(keys, string(e.GetKey()))
 	}
-	v.s.log.Info("store server: a client's connection was lost; its will is stored", "keys", keys, "ended", err)
+	v.s.log.Debug("store server: a client's connection was lost; its will is stored", "keys", keys, "ended", err)
 }
