@@ -77,7 +77,9 @@ func (w *world) recordExit(ctx context.Context, how string) {
 			}
 		}
 	}
-	if err != nil {
+	if errors.Is(err, errors.ErrUnsupported) {
+		w.log.Debug("gccl: the store takes no exit records (an older server): a member that exits is seen only by the backends", "rank", w.rank, "err", err)
+	} else if err != nil {
 		w.log.Warn("gccl: cannot leave this rank's exit record in the store; the others may wait for it until a timeout", "rank", w.rank, "err", err)
 	}
 }

@@ -429,6 +429,8 @@ func (c *Client) fail(ctx context.Context, what, waitingFor string, start time.T
 		}
 		return fmt.Errorf("%w: lost the store at %s during %s after %s (%s); is the store host (rank 0 / gccl run) still running?",
 			ErrUnavailable, c.addr, what, waited, st.Message())
+	case codes.Unimplemented:
+		return fmt.Errorf("store: %s at %s: %w by this server (an older gccl?): %s", what, c.addr, errors.ErrUnsupported, st.Message())
 	case codes.ResourceExhausted:
 		return fmt.Errorf("store: %s at %s: %s; a value must fit in %d MiB", what, c.addr, st.Message(), MaxMessageBytes>>20)
 	case codes.FailedPrecondition:

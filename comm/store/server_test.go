@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/gccl/gccl/comm/store/storepb"
 )
 
 // dial dials addr with a deadline of d and reports how long Dial took.
@@ -469,6 +471,20 @@ func TestClientWill(t *testing.T) {
 		assert.EqualValues(t, 0, n, "a server that shuts down does not execute its clients' wills")
 	})
 
+	t.Run("older_server", func(t *testing.T) {
+		// A store server without the Will call: ErrUnsupported, so that callers can tell.
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		g := grpc.NewServer()
+		storepb.RegisterStoreServer(g, helloOnly{})
+		go func() { _ = g.Serve(lis) }()
+		t.Cleanup(g.Stop)
+		c := dialTest(t, lis.Addr().String(), "")
+		err = c.OnConnectionLost(ctxFor(t, 10*time.Second), map[string][]byte{"gone/c": nil})
+		assert.ErrorIs(t, err, errors.ErrUnsupported)
+		assert.ErrorContains(t, err, "older gccl")
+	})
+
 	t.Run("context_ends_first", func(t *testing.T) {
 		srv := newTestServer(t, ServerOptions{Token: "t"})
 		c := dialTest(t, srv.Addr(), "t")
@@ -477,4 +493,13 @@ func TestClientWill(t *testing.T) {
 		err := c.OnConnectionLost(ctx, map[string][]byte{"gone/c": nil})
 		assert.ErrorIs(t, err, context.Canceled)
 	})
+}
+
+// helloOnly is a store server that knows the handshake and nothing else.
+type helloOnly struct {
+	storepb.UnimplementedStoreServer
+}
+
+func (helloOnly) Hello(context.Context, *storepb.HelloRequest) (*storepb.HelloResponse, error) {
+	return &storepb.HelloResponse{Magic: protocolMagic, ProtocolVersion: protocolVersion}, nil
 }
