@@ -1805,13 +1805,22 @@ func TestNewGroupMemberAbsent(t *testing.T) {
 
 // TestNewGroupMemberExited: rank 1 leaves right after init, and rank 0 then creates the group
 // {0, 1}. Rank 0 must get ErrPeerLost naming rank 1 within seconds, not the group's 30 s
-// timeout, on every backend: when they share a host it sees rank 1's process gone; when
-// rank 1 is on another host (GCCL_HOST_ID), the store's exit records tell it, whether rank 1
-// died (its will: the store lost its connection) or closed its world group.
+// timeout, on every backend: when rank 1 is on another host (GCCL_HOST_ID), the store's exit
+// records tell it, whether rank 1 died (its will: the store lost its connection) or closed its
+// world group. The first cases take the records away (a store comm did not dial, so no will
+// is left) to check what sees rank 1 on their own host: its process gone.
 func TestNewGroupMemberExited(t *testing.T) {
 	if ranktest.Child(t) {
 		ctx := context.Background()
-		pg, err := comm.Init(ctx, comm.Options{Backend: "gloo"})
+		opts := comm.Options{Backend: "gloo"}
+		if os.Getenv("MEMBER_STORE") == "own" {
+			c, err := store.Dial(ctx, net.JoinHostPort(os.Getenv("MASTER_ADDR"), os.Getenv("MASTER_PORT")),
+				store.ClientOptions{Token: os.Getenv("GCCL_TOKEN")})
+			require.NoError(t, err)
+			defer c.Close()
+			opts.Store = store.WithPrefix(c, "job")
+		}
+		pg, err := comm.Init(ctx, opts)
 		require.NoError(t, err)
 		if pg.Rank() == 1 {
 			if os.Getenv("MEMBER_LEAVES") == "close" {
@@ -1826,19 +1835,20 @@ func TestNewGroupMemberExited(t *testing.T) {
 		return
 	}
 	for _, tc := range []struct {
-		name, backend, leaves string
-		remote                bool
-		want                  string
+		name, backend, leaves, store string
+		remote                       bool
+		want                         string
 	}{
-		{"gloo", "gloo", "exit", false, "exited before the group was set up"},
-		{"shm", "shm", "exit", false, "exited before the group was set up"},
-		{"other_host_died", "gloo", "exit", true, "the job's store lost its connection"},
-		{"other_host_closed", "gloo", "close", true, "it closed its world group"},
-		{"other_host_died_auto", "auto", "exit", true, "the job's store lost its connection"},
+		{"this_host_gloo", "gloo", "exit", "own", false, "exited before the group was set up"},
+		{"this_host_shm", "shm", "exit", "own", false, "exited before the group was set up"},
+		{"other_host_died", "gloo", "exit", "", true, "the job's store lost its connection"},
+		{"other_host_closed", "gloo", "close", "", true, "it closed its world group"},
+		{"other_host_died_auto", "auto", "exit", "", true, "the job's store lost its connection"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := ranktest.Spawn(t, ranktest.Config{Ranks: 2, Timeout: 60 * time.Second,
-				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + tc.backend, "MEMBER_LEAVES=" + tc.leaves},
+				Env: []string{"GCCL_TIMEOUT=30s", "NEWGROUP_BACKEND=" + tc.backend, "MEMBER_LEAVES=" + tc.leaves,
+					"MEMBER_STORE=" + tc.store},
 				RankEnv: func(r int) []string {
 					if tc.remote {
 						return []string{"GCCL_HOST_ID=host" + strconv.Itoa(r)}
