@@ -279,7 +279,7 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		return nil, err
 	}
 	w.joined = true
-	w.recordExit(ctx, "lost")
+	w.leaveWill(ctx)
 	w.frStacks = os.Getenv("GCCL_FR_STACKS") == "1"
 	w.dumper = newDumper(w)
 	w.dumper.start(w.size)
@@ -330,7 +330,7 @@ func (w *world) close() {
 		w.dumper.close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	w.recordExit(ctx, "closed")
+	w.recordClosed(ctx)
 	cancel()
 	if w.client != nil {
 		_ = w.client.Close()

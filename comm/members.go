@@ -53,30 +53,46 @@ func (w *world) process(pid int) string {
 	return fmt.Sprintf("%s pid %d %s", w.hostID, pid, w.pidNS)
 }
 
-// recordExit leaves the world's exit records for this rank: at init a will with the store
-// server ("lost", stored if the connection breaks), at Close the record itself ("closed").
-// Both are best effort: a store that cannot take them only costs the other ranks the wait for
-// a group's timeout.
-func (w *world) recordExit(ctx context.Context, how string) {
+// leaveWill asks the store server to record this rank as exited ("lost") should its
+// connection to the store break, at init. Best effort, as recordClosed: a store that cannot
+// take the records only costs the other ranks the wait for a group's timeout.
+func (w *world) leaveWill(ctx context.Context) {
+	if c, entries := w.exitRecords("lost"); c != nil {
+		w.warnExitRecords(c.OnConnectionLost(ctx, entries))
+	}
+}
+
+// recordClosed records this rank as exited ("closed"), as it closes its world group.
+func (w *world) recordClosed(ctx context.Context) {
+	c, entries := w.exitRecords("closed")
+	if c == nil {
+		return
+	}
+	var err error
+	for k, v := range entries {
+		if _, e := c.CompareAndSet(ctx, k, nil, v); e != nil {
+			err = e
+		}
+	}
+	w.warnExitRecords(err)
+}
+
+// exitRecords returns this rank's exit records for how ("lost", "closed") and the store to
+// leave them in, or nil when there is none: a store comm did not dial, a world of one, or a
+// rank that did not join (it must not speak for the one that did).
+func (w *world) exitRecords(how string) (*store.Client, map[string][]byte) {
 	c, ok := w.store.(*store.Client)
 	if !ok || w.size == 1 || !w.joined {
-		return // (a rank that did not join must not speak for the one that did)
+		return nil, nil
 	}
 	record := how + "|" + w.hostname + " pid " + strconv.Itoa(os.Getpid())
-	entries := map[string][]byte{
+	return c, map[string][]byte{
 		exitedRankKey(w.rank): []byte(record),
 		exitedKey:             []byte(strconv.Itoa(w.rank) + "|" + record),
 	}
-	var err error
-	if how == "lost" {
-		err = c.OnConnectionLost(ctx, entries)
-	} else {
-		for k, v := range entries {
-			if _, e := c.CompareAndSet(ctx, k, nil, v); e != nil {
-				err = e
-			}
-		}
-	}
+}
+
+func (w *world) warnExitRecords(err error) {
 	if errors.Is(err, errors.ErrUnsupported) {
 		w.log.Debug("gccl: the store takes no exit records (an older server): a member that exits is seen only by the backends", "rank", w.rank, "err", err)
 	} else if err != nil {
