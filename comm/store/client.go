@@ -215,20 +215,22 @@ func (c *Client) handshake(ctx, helloCtx context.Context, probe *dialProbe, star
 
 func tokenInterceptor(token string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if token != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, TokenMetadataKey, token)
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
+		return invoker(withToken(ctx, token), method, req, reply, cc, opts...)
 	}
 }
 
 func tokenStreamInterceptor(token string) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if token != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, TokenMetadataKey, token)
-		}
-		return streamer(ctx, desc, cc, method, opts...)
+		return streamer(withToken(ctx, token), desc, cc, method, opts...)
 	}
+}
+
+// withToken is ctx carrying the job token in the call's metadata (none when token is empty).
+func withToken(ctx context.Context, token string) context.Context {
+	if token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, TokenMetadataKey, token)
 }
 
 // Addr returns the address the client dialled.

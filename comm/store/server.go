@@ -189,10 +189,7 @@ func (s *Server) Close() error {
 // intercept checks the token of every call, and cancels the call's context
 // when the server closes so that blocked Gets and Waits return.
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if s.ctx.Err() != nil {
-		return nil, status.Error(codes.Unavailable, serverClosingMessage)
-	}
-	if err := s.checkToken(ctx, info.FullMethod); err != nil {
+	if err := s.admit(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -212,13 +209,18 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 
 // interceptStream checks the token of every streaming call (Will).
 func (s *Server) interceptStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if s.ctx.Err() != nil {
-		return status.Error(codes.Unavailable, serverClosingMessage)
-	}
-	if err := s.checkToken(ss.Context(), info.FullMethod); err != nil {
+	if err := s.admit(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return handler(srv, ss)
+}
+
+// admit refuses a call while the server closes, or without the job token.
+func (s *Server) admit(ctx context.Context, method string) error {
+	if s.ctx.Err() != nil {
+		return status.Error(codes.Unavailable, serverClosingMessage)
+	}
+	return s.checkToken(ctx, method)
 }
 
 func (s *Server) checkToken(ctx context.Context, method string) error {
