@@ -62,10 +62,10 @@ type world struct {
 	rank, size           int
 	localRank, localSize int
 	hostname, masterAddr string
-	hostID               string      // backends.HostID, for process
-	joined               bool        // this rank's membership is settled (checkMembership)
-	pidNS                string      // this process's pid namespace ("pid:[4026531836]"), for process
-	store                store.Store // root store; groups use prefixed views
+	hostID               string        // backends.HostID, for process
+	exits                *store.Client // where ranks record their exits, once this one joined (see leaveWill)
+	pidNS                string        // this process's pid namespace ("pid:[4026531836]"), for process
+	store                store.Store   // root store; groups use prefixed views
 	server               *store.Server
 	client               *store.Client
 	recorder             *flightrecorder.Recorder
@@ -278,7 +278,6 @@ func newWorld(ctx context.Context, opts *Options) (*world, error) {
 		w.close()
 		return nil, err
 	}
-	w.joined = true
 	w.leaveWill(ctx)
 	w.frStacks = os.Getenv("GCCL_FR_STACKS") == "1"
 	w.dumper = newDumper(w)

@@ -1,6 +1,7 @@
 package comm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,40 +54,39 @@ func (w *world) process(pid int) string {
 	return fmt.Sprintf("%s pid %d %s", w.hostID, pid, w.pidNS)
 }
 
-// leaveWill asks the store server to record this rank as exited ("lost") should its
-// connection to the store break, at init. Best effort, as recordClosed: a store that cannot
-// take the records only costs the other ranks the wait for a group's timeout.
+// leaveWill, once this rank has joined the job, sets w.exits and asks the store server to
+// record this rank as exited ("lost") should its connection to the store break. The records
+// need a store server (a store.Client) and a world of more than one; without them w.exits
+// stays nil and nothing reads or writes records. Best effort, as recordClosed: a store that
+// cannot take the records only costs the other ranks the wait for a group's timeout.
 func (w *world) leaveWill(ctx context.Context) {
-	if c, entries := w.exitRecords("lost"); c != nil {
-		w.warnExitRecords(c.OnConnectionLost(ctx, entries))
+	c, ok := w.store.(*store.Client)
+	if !ok || w.size == 1 {
+		return
 	}
+	w.exits = c
+	w.warnExitRecords(c.OnConnectionLost(ctx, w.exitRecords("lost")))
 }
 
-// recordClosed records this rank as exited ("closed"), as it closes its world group.
+// recordClosed records this rank as exited ("closed"), as it closes its world group. A rank
+// that did not join (w.exits nil) records nothing: it must not speak for the one that did.
 func (w *world) recordClosed(ctx context.Context) {
-	c, entries := w.exitRecords("closed")
-	if c == nil {
+	if w.exits == nil {
 		return
 	}
 	var err error
-	for k, v := range entries {
-		if _, e := c.CompareAndSet(ctx, k, nil, v); e != nil {
+	for k, v := range w.exitRecords("closed") {
+		if _, e := w.exits.CompareAndSet(ctx, k, nil, v); e != nil {
 			err = e
 		}
 	}
 	w.warnExitRecords(err)
 }
 
-// exitRecords returns this rank's exit records for how ("lost", "closed") and the store to
-// leave them in, or nil when there is none: a store comm did not dial, a world of one, or a
-// rank that did not join (it must not speak for the one that did).
-func (w *world) exitRecords(how string) (*store.Client, map[string][]byte) {
-	c, ok := w.store.(*store.Client)
-	if !ok || w.size == 1 || !w.joined {
-		return nil, nil
-	}
+// exitRecords returns this rank's exit records for how ("lost", "closed").
+func (w *world) exitRecords(how string) map[string][]byte {
 	record := how + "|" + w.hostname + " pid " + strconv.Itoa(os.Getpid())
-	return c, map[string][]byte{
+	return map[string][]byte{
 		exitedRankKey(w.rank): []byte(record),
 		exitedKey:             []byte(strconv.Itoa(w.rank) + "|" + record),
 	}
@@ -100,14 +100,13 @@ func (w *world) warnExitRecords(err error) {
 	}
 }
 
-// exitedCause turns an exit record into a PeerLostError's cause; lost reports a broken
-// connection (not a Close).
-func exitedCause(record []byte) (cause string, lost bool) {
+// exitedCause turns an exit record into a PeerLostError's cause.
+func exitedCause(record []byte) string {
 	how, who, _ := strings.Cut(string(record), "|")
 	if how == "closed" {
-		return fmt.Sprintf("it closed its world group (%s), so it takes part in no more groups or ops", who), false
+		return fmt.Sprintf("it closed its world group (%s), so it takes part in no more groups or ops", who)
 	}
-	return fmt.Sprintf("the job's store lost its connection (%s) without a Close: its process died, or its host or network failed; see its output for why", who), true
+	return fmt.Sprintf("the job's store lost its connection (%s) without a Close: its process died, or its host or network failed; see its output for why", who)
 }
 
 // peek returns key's value in st, empty when key is missing, without waiting for it (a
@@ -207,10 +206,10 @@ func exitedProcess(pids map[int]int, lost func(r int, cause string)) bool {
 // no cost) until some rank of the job has exited, then looks up the members' records every
 // exitedPoll.
 func (w *world) watchExited(ctx context.Context, ranks []int, lost func(r int, cause string)) {
-	if _, ok := w.store.(*store.Client); !ok || w.size == 1 {
+	if w.exits == nil {
 		return
 	}
-	if _, err := w.store.Get(ctx, exitedKey); err != nil {
+	if _, err := w.exits.Get(ctx, exitedKey); err != nil {
 		return
 	}
 	for {
@@ -219,8 +218,7 @@ func (w *world) watchExited(ctx context.Context, ranks []int, lost func(r int, c
 			return
 		}
 		if r >= 0 {
-			cause, _ := exitedCause(record)
-			lost(r, "before the group was set up, "+cause)
+			lost(r, "before the group was set up, "+exitedCause(record))
 			return
 		}
 		select {
@@ -238,11 +236,11 @@ func (w *world) exitedRecord(ctx context.Context, ranks []int, lostOnly bool) (i
 		if g == w.rank {
 			continue
 		}
-		v, err := peek(ctx, w.store, exitedRankKey(g))
+		v, err := peek(ctx, w.exits, exitedRankKey(g))
 		if err != nil {
 			return -1, nil, err
 		}
-		if _, lost := exitedCause(v); len(v) > 0 && (lost || !lostOnly) {
+		if len(v) > 0 && !(lostOnly && bytes.HasPrefix(v, []byte("closed|"))) {
 			return r, v, nil
 		}
 	}
@@ -256,10 +254,7 @@ func (w *world) exitedRecord(ctx context.Context, ranks []int, lostOnly bool) (i
 // returned as it is.
 func (w *world) exitedMember(err error, ranks []int, looked *atomic.Bool) error {
 	var pl *backends.PeerLostError
-	if !errors.As(err, &pl) || pl.GlobalRank >= 0 {
-		return err
-	}
-	if _, ok := w.store.(*store.Client); !ok {
+	if !errors.As(err, &pl) || pl.GlobalRank >= 0 || w.exits == nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), exitedLookup)
@@ -271,8 +266,7 @@ func (w *world) exitedMember(err error, ranks []int, looked *atomic.Bool) error 
 			return err
 		}
 		if r >= 0 {
-			cause, _ := exitedCause(record)
-			return &backends.PeerLostError{Rank: r, GlobalRank: ranks[r], Cause: fmt.Sprintf("%s; this rank saw: %v", cause, err)}
+			return &backends.PeerLostError{Rank: r, GlobalRank: ranks[r], Cause: fmt.Sprintf("%s; this rank saw: %v", exitedCause(record), err)}
 		}
 		if !wait {
 			return err
