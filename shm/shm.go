@@ -66,7 +66,8 @@ type Group struct {
 	sharedMu  sync.Mutex
 	sharedSeq uint64
 	// segUse keeps the segment mapped while SignalShared and WaitShared, which run beside ops
-	// (not under opMu), read its sleepers words; Close takes it to unmap.
+	// (not under opMu), read its sleepers words, and while Abort, from any goroutine, writes
+	// this rank's abort word; Close takes it to unmap.
 	segUse sync.RWMutex
 }
 
@@ -232,7 +233,10 @@ func (g *Group) fail(err error) {
 		return
 	}
 	class, lost := backends.ClassifyAbort(err)
-	if g.seg != nil && g.seg.mem != nil {
+	// Abort may come from another goroutine while Close unmaps the segment.
+	g.segUse.RLock()
+	defer g.segUse.RUnlock()
+	if !g.closed.Load() && g.seg != nil && g.seg.mem != nil {
 		atomic.StoreUint64(g.seg.ctrl(g.cfg.Rank, ctrlAbort), uint64(class)<<32|uint64(lost+1))
 	}
 }
