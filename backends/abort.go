@@ -3,6 +3,7 @@ package backends
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // AbortClass is which sentinel an abort carries, for backends that tell their peers why they
@@ -47,6 +48,13 @@ func ClassifyAbort(err error) (AbortClass, int) {
 // PeerAbortError is the error a rank reports when group rank `from` told it that it aborted
 // with class, lost rank (group and global) and reason.
 func PeerAbortError(class AbortClass, from, lost, lostGlobal int, reason string) error {
+	// The reason is the peer's error, which names the class's sentinel first, as this one does.
+	switch class {
+	case AbortTimeout:
+		reason = strings.TrimPrefix(reason, ErrTimeout.Error()+": ")
+	case AbortMismatch:
+		reason = strings.TrimPrefix(reason, ErrMismatch.Error()+": ")
+	}
 	if reason != "" {
 		reason = ": " + reason
 	}
