@@ -39,7 +39,9 @@ func (c *deadlineCtx) Posted() {
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) {
 	if c.deadline.IsZero() {
-		c.deadline = time.Now().Add(c.timeout)
+		now := time.Now()
+		c.deadline = now.Add(c.timeout)
+		c.pg.stall.begin(&c.entry, now) // the op waits: the desync watch may look at it
 	}
 	if pd, ok := c.Context.Deadline(); ok && pd.Before(c.deadline) {
 		return pd, true

@@ -54,6 +54,7 @@ type ProcessGroup struct {
 	lostNamed atomic.Bool    // an op asked the exit records whom a lost peer was (exitedMember)
 	names     [16]string     // flight-recorder profiling names by op kind
 	opCtx     deadlineCtx    // the running op's context (one op runs at a time)
+	stall     stallWatch     // the running op, once it waits (for the desync watch)
 	frOps     [16]frOpCache  // by op kind, for the op that holds the turn (see record)
 }
 
@@ -177,6 +178,8 @@ type frEntry struct {
 	in, out *tensor.Tensor
 	kind    backends.OpKind
 	peer    int
+	root    int // and tag: what the desync watch publishes of an op that waits (see stallWatch)
+	tag     int
 	opID    int64
 	seqs    [2]int64 // collective, p2p
 	id      uint64
@@ -186,6 +189,7 @@ type frEntry struct {
 // setFREntry makes e req's entry, field by field (see record).
 func (req *request) setFREntry(e *frEntry) {
 	e.in, e.out, e.kind, e.peer, e.opID = req.in, req.out, req.op.Kind, req.op.Peer, int64(req.ticket+1)
+	e.root, e.tag = req.op.Root, req.op.Tag
 	e.seqs, e.id, e.made = req.seqs, req.record, req.recorded
 }
 
@@ -477,6 +481,9 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
 	ctx = pg.deadline(ctx, req)
 	err := pg.call(ctx, req)
+	if !pg.opCtx.deadline.IsZero() {
+		pg.stall.end(pg)
+	}
 	fr := &pg.opCtx.entry
 	if !fr.made {
 		pg.record(fr, true) // the backend never posted
@@ -499,7 +506,7 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	if timedOut && !errors.Is(err, ErrTimeout) {
 		err = fmt.Errorf("%w after %v: %w", ErrTimeout, pg.timeout, err)
 	}
-	err = pg.opError(req.op.Kind, req.op.Seq, pg.w.exitedMember(err, pg.globalRanks, &pg.lostNamed))
+	err = pg.opError(req.op.Kind, req.op.Seq, pg.withDesyncVerdict(pg.w.exitedMember(err, pg.globalRanks, &pg.lostNamed)))
 	pg.backend.Abort(err)
 	pg.w.dumper.onFailure(err)
 	return err
@@ -522,6 +529,7 @@ func (pg *ProcessGroup) Close() error {
 	pg.idle.Broadcast() // the worker exits once the queue is empty
 	pg.waitTurnLocked(pg.issued)
 	pg.mu.Unlock()
+	pg.w.unwatchDesync(pg)
 	err := pg.backend.Close()
 	if pg.ownsWorld {
 		pg.w.close()

@@ -76,6 +76,7 @@ type world struct {
 	backend              string
 	nextGroupID          int
 	initDeadline         time.Time
+	desync               desyncWatch
 }
 
 // Init joins the job and returns the world process group. Every rank calls it with the same
@@ -325,6 +326,7 @@ func (w *world) checkMembership(ctx context.Context) error {
 }
 
 func (w *world) close() {
+	w.desync.stop()
 	if w.dumper != nil {
 		w.dumper.close()
 	}
@@ -412,5 +414,6 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 	for k := backends.OpAllReduce; k <= backends.OpRecv; k++ {
 		pg.names[k] = pg.recordedBackend + ":" + k.String()
 	}
+	w.watchDesync(pg)
 	return pg, nil
 }
