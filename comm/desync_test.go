@@ -33,32 +33,43 @@ func TestDesyncDeadlock(t *testing.T) {
 	for _, backend := range []string{"gloo", "shm"} {
 		for _, tc := range []struct {
 			scenario string
+			ranks    int // 2 if 0
 			check    func(t *testing.T, rank int, o setupResult)
 		}{
-			{"collective_vs_recv", func(t *testing.T, rank int, o setupResult) {
+			{"collective_vs_recv", 0, func(t *testing.T, rank int, o setupResult) {
 				assert.True(t, o.mismatch, "rank %d: want ErrMismatch, got %s", rank, o.err)
 				assert.Contains(t, o.err, "deadlock after")
 				assert.Contains(t, o.err, "rank 0 (global rank 0) waits in all_reduce #1, which needs rank 1 (global rank 1)")
 				assert.Contains(t, o.err, "rank 1 (global rank 1) waits in recv #1 (tag 7) from rank 0 (global rank 0)")
 				assert.Less(t, o.ms, 15000, "rank %d: the deadlock is an error in seconds, well before the 60 s timeout", rank)
 			}},
-			{"recv_vs_recv", func(t *testing.T, rank int, o setupResult) {
+			{"recv_vs_recv", 0, func(t *testing.T, rank int, o setupResult) {
 				assert.True(t, o.mismatch, "rank %d: want ErrMismatch, got %s", rank, o.err)
 				assert.Contains(t, o.err, "neither sends")
 				assert.Contains(t, o.err, "in recv #1 (tag 3) from")
 				assert.Less(t, o.ms, 15000, "rank %d: the deadlock is an error in seconds, well before the 60 s timeout", rank)
 			}},
-			{"slow_sender", func(t *testing.T, rank int, o setupResult) {
+			{"subgroup", 3, func(t *testing.T, rank int, o setupResult) {
+				if rank == 0 {
+					assert.Equal(t, "<nil>", o.err, "rank 0 is not in the group")
+					return
+				}
+				assert.True(t, o.mismatch, "rank %d: want ErrMismatch, got %s", rank, o.err)
+				assert.Contains(t, o.err, `on group "0/1,2#0"`)
+				assert.Contains(t, o.err, "rank 0 (global rank 1) waits in all_reduce #1, which needs rank 1 (global rank 2)")
+				assert.Contains(t, o.err, "rank 1 (global rank 2) waits in recv #1 (tag 7) from rank 0 (global rank 1)")
+			}},
+			{"slow_sender", 0, func(t *testing.T, rank int, o setupResult) {
 				assert.Equal(t, "<nil>", o.err, "rank %d: a receive that waits 3 s for its send is no deadlock", rank)
 			}},
-			{"slow_collective", func(t *testing.T, rank int, o setupResult) {
+			{"slow_collective", 0, func(t *testing.T, rank int, o setupResult) {
 				assert.Equal(t, "<nil>", o.err, "rank %d: an all-reduce that waits 3 s for a peer is no deadlock", rank)
 			}},
 		} {
 			t.Run(backend+"/"+tc.scenario, func(t *testing.T) {
 				t.Parallel()
 				res := ranktest.Spawn(t, ranktest.Config{
-					Ranks: 2, Timeout: 90 * time.Second, Env: []string{"GCCL_TIMEOUT=60s"},
+					Ranks: max(2, tc.ranks), Timeout: 90 * time.Second, Env: []string{"GCCL_TIMEOUT=60s"},
 					Case: desyncCase{Backend: backend, Scenario: tc.scenario},
 				})
 				ranktest.AssertExitedZero(t, res)
@@ -93,6 +104,28 @@ func runDesyncCase(t *testing.T, c desyncCase) {
 				err = pg.AllReduce(ctx, buf, comm.Sum)
 			}
 		}
+	case "subgroup":
+		// Global ranks 1 and 2 do collective_vs_recv on a group of their own; rank 0 waits for
+		// them in a barrier of the world.
+		var sub *comm.ProcessGroup
+		if sub, err = pg.NewGroup(ctx, []int{1, 2}, comm.GroupOptions{}); err == nil && sub != nil {
+			defer sub.Close()
+			if sub.Rank() == 0 {
+				if err = sub.AllReduce(ctx, buf, comm.Sum); err == nil {
+					err = sub.Send(ctx, buf, 1, 7)
+				}
+			} else {
+				if err = sub.Recv(ctx, buf, 0, 7); err == nil {
+					err = sub.AllReduce(ctx, buf, comm.Sum)
+				}
+			}
+		}
+		setupReport(start, err)
+		err = pg.Barrier(ctx)
+		if err != nil {
+			t.Errorf("the world's barrier after: %v", err)
+		}
+		return
 	case "recv_vs_recv":
 		if err = pg.Recv(ctx, buf, peer, 3); err == nil {
 			err = pg.Send(ctx, buf, peer, 3)

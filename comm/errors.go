@@ -19,7 +19,9 @@ var (
 	ErrPeerLost = backends.ErrPeerLost
 	// ErrMismatch: ranks called different collectives, dtypes, counts, roots or reduce ops; or
 	// their all-to-all splits, a send and its receive, or their Split options disagree; or an
-	// object collective's value does not decode into the receiver's type.
+	// object collective's value does not decode into the receiver's type; or they issued a
+	// group's ops in orders that leave them waiting for each other for good (found about two
+	// seconds in, where a receive is one of the waits).
 	ErrMismatch = backends.ErrMismatch
 	// ErrUnsupported: the backend cannot run this op or dtype.
 	ErrUnsupported = backends.ErrUnsupported
