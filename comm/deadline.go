@@ -18,13 +18,18 @@ type deadlineCtx struct {
 	deadline time.Time // zero until first asked
 	pg       *ProcessGroup
 	entry    frEntry // the op's flight-recorder entry (a copy: a pointer would move the caller's request to the heap)
+	waiting  bool    // the op has waited stallMark: the desync watch knows it (pg.stall)
 }
+
+// stallMark is how long an op waits, by its backend's checks of Err, before the desync watch is
+// told of it (half its desyncDelay): an op that waits less costs the watch nothing.
+const stallMark = desyncDelay / 2
 
 // deadline bounds the running op by the group's timeout. Ops on a group run one at a time, so
 // the group reuses one context for them rather than allocating one per op.
 func (pg *ProcessGroup) deadline(parent context.Context, req *request) context.Context {
 	c := &pg.opCtx
-	c.Context, c.timeout, c.deadline, c.pg = parent, pg.timeout, time.Time{}, pg
+	c.Context, c.timeout, c.deadline, c.pg, c.waiting = parent, pg.timeout, time.Time{}, pg, false
 	req.setFREntry(&c.entry)
 	return c
 }
@@ -39,9 +44,7 @@ func (c *deadlineCtx) Posted() {
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) {
 	if c.deadline.IsZero() {
-		now := time.Now()
-		c.deadline = now.Add(c.timeout)
-		c.pg.stall.begin(&c.entry, now) // the op waits: the desync watch may look at it
+		c.deadline = time.Now().Add(c.timeout)
 	}
 	if pd, ok := c.Context.Deadline(); ok && pd.Before(c.deadline) {
 		return pd, true
@@ -49,13 +52,22 @@ func (c *deadlineCtx) Deadline() (time.Time, bool) {
 	return c.deadline, true
 }
 
+// Err is the parent's error, or DeadlineExceeded once the op's timeout has passed. Backends call
+// it as they wait, which is when it tells the desync watch of an op that has waited stallMark.
 func (c *deadlineCtx) Err() error {
 	if err := c.Context.Err(); err != nil {
-		return err
+		return err // the parent's deadline too
 	}
-	d, _ := c.Deadline()
-	if time.Until(d) <= 0 { // the monotonic clock only: time.Now also reads the wall clock
+	if c.deadline.IsZero() {
+		c.deadline = time.Now().Add(c.timeout)
+	}
+	left := time.Until(c.deadline) // the monotonic clock only: time.Now also reads the wall clock
+	if left <= 0 {
 		return context.DeadlineExceeded
+	}
+	if !c.waiting && c.timeout-left >= stallMark {
+		c.waiting = true
+		c.pg.stall.begin(&c.entry, c.deadline.Add(-c.timeout))
 	}
 	return nil
 }

@@ -104,15 +104,15 @@ type stallWatch struct {
 	nextLook  time.Time // for a receive
 }
 
-// begin records the running op e as waiting since now. It is called when the op has waited
-// long enough to ask for its deadline (deadlineCtx.Deadline), so it costs the fast path nothing.
-func (s *stallWatch) begin(e *frEntry, now time.Time) {
+// begin records the running op e as waiting since then. deadlineCtx.Err calls it once the op
+// has waited stallMark, so that it costs an op that waits less nothing.
+func (s *stallWatch) begin(e *frEntry, since time.Time) {
 	op := waitingOp{id: e.opID, kind: e.kind, seq: e.seqs[0], peer: e.peer, root: e.root, tag: e.tag}
 	if e.kind.IsP2P() {
 		op.seq = e.seqs[1]
 	}
 	s.mu.Lock()
-	s.op, s.since, s.suspect, s.nextLook = op, now, [2]int64{}, time.Time{}
+	s.op, s.since, s.suspect, s.nextLook = op, since, [2]int64{}, time.Time{}
 	s.mu.Unlock()
 }
 

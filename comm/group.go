@@ -481,7 +481,7 @@ func (pg *ProcessGroup) runNow(ctx context.Context, req *request) error {
 	rec := pg.w.recorder
 	ctx = pg.deadline(ctx, req)
 	err := pg.call(ctx, req)
-	if !pg.opCtx.deadline.IsZero() {
+	if pg.opCtx.waiting {
 		pg.stall.end(pg)
 	}
 	fr := &pg.opCtx.entry
