@@ -219,6 +219,18 @@ type EagerSender interface {
 	SendFits(peer, nbytes int) bool
 }
 
+// PacedSender is implemented by a Group whose sends, once they wait, wait for their receiver to
+// run a point-to-point op with the sender (shm's ranks read their incoming mailboxes only in
+// their own sends and receives), so that a receiver inside a collective never lets them finish.
+// comm's desync watch reports such a send, waiting for a peer whose collective waits for the
+// sender, as a deadlock; without it (gloo's ranks read every connection in any op) it assumes
+// a send that waits will finish.
+type PacedSender interface {
+	// SendsWaitForReceiver reports whether the group's sends have this property. It may be
+	// called while an op runs.
+	SendsWaitForReceiver() bool
+}
+
 // P2P is one send (Op.Kind OpSend: Buf goes to Op.Peer) or receive (OpRecv: Buf is filled from
 // Op.Peer) of a batch.
 type P2P struct {

@@ -67,7 +67,7 @@ func (c *deadlineCtx) Err() error {
 	}
 	if !c.waiting && c.timeout-left >= stallMark {
 		c.waiting = true
-		c.pg.stall.begin(&c.entry, c.deadline.Add(-c.timeout))
+		c.pg.stall.begin(&c.entry, c.deadline.Add(-c.timeout), c.pg.pacedSends)
 	}
 	return nil
 }

@@ -21,13 +21,16 @@ import (
 //   - a rank whose receive has waited that long looks at its peer's: a peer that waits in a
 //     collective of the group that needs this rank's part, or in a receive from this rank, at
 //     two looks in a row, is in a deadlock with it (the group runs each rank's ops in issue
-//     order, so neither can get to the op the other waits for);
+//     order, so neither can get to the op the other waits for); so is a rank whose send waits
+//     for a peer in such a collective, on a backend whose sends wait for their receiver's
+//     point-to-point op (backends.PacedSender: shm);
 //   - that rank then records a verdict in the group's store (desyncVerdictKey) and aborts the
 //     group with ErrMismatch; the other members' ops fail through the abort and name the
 //     verdict (withDesyncVerdict).
 //
-// Only a wait that cannot end otherwise is reported, seconds after it began. A send may finish
-// by buffering (gloo buffers every send), so a wait that involves one is left to the timeout;
+// Only a wait that cannot end otherwise is reported, seconds after it began. Any other send
+// may finish while its receiver is busy elsewhere (gloo's ranks read every connection in any
+// op), so a wait that involves one is left to the timeout;
 // so are two collectives (the backends compare their fingerprints) and a broadcast or scatter
 // at a non-root, which needs only the root. Ops on different groups are not compared: a rank
 // may have another goroutine that will issue the op the peer waits for.
@@ -49,6 +52,7 @@ type waitingOp struct {
 	kind            backends.OpKind
 	seq             int64 // collective or p2p sequence number
 	peer, root, tag int   // group ranks
+	paced           bool  // a send that waits for its receiver's p2p op (backends.PacedSender)
 }
 
 // published reports whether the watch publishes op: a collective or a receive.
@@ -56,11 +60,16 @@ func (op waitingOp) published() bool {
 	return op.kind != backends.OpSend && op.kind != backends.OpSendRecvBatch
 }
 
+// looks reports whether the rank waiting in op looks at its peer's.
+func (op waitingOp) looks() bool { return op.kind == backends.OpRecv || op.paced }
+
 // needs reports whether op, waiting at group rank r, cannot end without group rank other's part.
 func (op waitingOp) needs(r, other int) bool {
 	switch op.kind {
-	case backends.OpSend, backends.OpSendRecvBatch:
-		return false // may end by buffering, or (a batch) is not described enough to tell
+	case backends.OpSend:
+		return op.paced && op.peer == other // else it may end while the peer is elsewhere
+	case backends.OpSendRecvBatch:
+		return false // not described enough to tell
 	case backends.OpRecv:
 		return op.peer == other
 	case backends.OpBroadcast, backends.OpScatter:
@@ -104,10 +113,12 @@ type stallWatch struct {
 	nextLook  time.Time // for a receive
 }
 
-// begin records the running op e as waiting since then. deadlineCtx.Err calls it once the op
-// has waited stallMark, so that it costs an op that waits less nothing.
-func (s *stallWatch) begin(e *frEntry, since time.Time) {
-	op := waitingOp{id: e.opID, kind: e.kind, seq: e.seqs[0], peer: e.peer, root: e.root, tag: e.tag}
+// begin records the running op e as waiting since then (a send, paced by its receiver if
+// pacedSends). deadlineCtx.Err calls it once the op has waited stallMark, so that it costs an
+// op that waits less nothing.
+func (s *stallWatch) begin(e *frEntry, since time.Time, pacedSends bool) {
+	op := waitingOp{id: e.opID, kind: e.kind, seq: e.seqs[0], peer: e.peer, root: e.root, tag: e.tag,
+		paced: pacedSends && e.kind == backends.OpSend}
 	if e.kind.IsP2P() {
 		op.seq = e.seqs[1]
 	}
@@ -130,22 +141,22 @@ func (s *stallWatch) end(pg *ProcessGroup) {
 	s.op = waitingOp{}
 }
 
-// look publishes the op this rank has waited in for desyncDelay and, for a receive, looks at
-// the peer's; a deadlock seen at two looks in a row aborts the group.
+// look publishes the op this rank has waited in for desyncDelay and, for a receive or a paced
+// send, looks at the peer's; a deadlock seen at two looks in a row aborts the group.
 func (s *stallWatch) look(ctx context.Context, pg *ProcessGroup, now time.Time) {
 	s.mu.Lock()
 	op, waited := s.op, now.Sub(s.since)
-	if op.id == 0 || !op.published() || waited < desyncDelay {
+	if op.id == 0 || waited < desyncDelay {
 		s.mu.Unlock()
 		return
 	}
-	if !s.published {
+	if op.published() && !s.published {
 		// Under mu, so that end's Delete cannot overtake this Set.
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		s.published = pg.store.Set(sctx, desyncKey(pg.rank), op.encode()) == nil
 		cancel()
 	}
-	if op.kind != backends.OpRecv || now.Before(s.nextLook) {
+	if !op.looks() || now.Before(s.nextLook) {
 		s.mu.Unlock()
 		return
 	}
@@ -154,7 +165,9 @@ func (s *stallWatch) look(ctx context.Context, pg *ProcessGroup, now time.Time) 
 
 	v, err := peek(ctx, pg.store, desyncKey(op.peer))
 	theirs, ok := parseWaitingOp(v)
-	deadlocked := err == nil && ok && theirs.needs(op.peer, pg.rank)
+	// A paced send and its peer's receive from this rank: the receive reads the send's bytes.
+	matched := op.kind == backends.OpSend && theirs.kind == backends.OpRecv
+	deadlocked := err == nil && ok && theirs.needs(op.peer, pg.rank) && !matched
 	if !s.confirm(op.id, theirs.id, deadlocked) {
 		return
 	}
@@ -172,7 +185,7 @@ func (s *stallWatch) confirm(mine, theirs int64, deadlocked bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch seen := [2]int64{mine, theirs}; {
-	case s.op.id != mine: // the receive ended meanwhile
+	case s.op.id != mine: // the op ended meanwhile
 		return false
 	case !deadlocked:
 		s.suspect = [2]int64{}
@@ -185,11 +198,15 @@ func (s *stallWatch) confirm(mine, theirs int64, deadlocked bool) bool {
 	return true
 }
 
-// desyncVerdict says what the deadlock between this rank's receive (mine, waiting for waited)
-// and its peer's op (theirs) is, and what to do.
+// desyncVerdict says what the deadlock between this rank's receive or paced send (mine, waiting
+// for waited) and its peer's op (theirs) is, and what to do.
 func (pg *ProcessGroup) desyncVerdict(mine, theirs waitingOp, waited time.Duration) string {
 	me, peer := pg.rankName(pg.rank), pg.rankName(mine.peer)
 	const fix = "issue the same collectives in the same order on every rank, and each recv where its send stands in the peer's order (or pair them in BatchSendRecv)"
+	if mine.kind == backends.OpSend {
+		return fmt.Sprintf("deadlock after %.1f s: %s waits in %s #%d, which needs %s, and %s waits in send #%d (tag %d) to %s, which %s only takes in a recv, after that %s: the ranks issued the group's ops in different orders; %s",
+			waited.Seconds(), peer, theirs.kind, theirs.seq, me, me, mine.seq, mine.tag, peer, peer, theirs.kind, fix)
+	}
 	if theirs.kind == backends.OpRecv {
 		return fmt.Sprintf("deadlock after %.1f s: %s waits in recv #%d (tag %d) from %s, and %s in recv #%d (tag %d) from %s; neither sends: the ranks issued the group's ops in different orders; %s",
 			waited.Seconds(), me, mine.seq, mine.tag, peer, peer, theirs.seq, theirs.tag, me, fix)

@@ -59,6 +59,16 @@ func TestDesyncDeadlock(t *testing.T) {
 				assert.Contains(t, o.err, "rank 0 (global rank 1) waits in all_reduce #1, which needs rank 1 (global rank 2)")
 				assert.Contains(t, o.err, "rank 1 (global rank 2) waits in recv #1 (tag 7) from rank 0 (global rank 1)")
 			}},
+			{"send_vs_collective", 0, func(t *testing.T, rank int, o setupResult) {
+				if backend == "gloo" {
+					assert.Equal(t, "<nil>", o.err, "rank %d: gloo's ranks read a send's bytes in any op, so the send finishes", rank)
+					return
+				}
+				assert.True(t, o.mismatch, "rank %d: want ErrMismatch, got %s", rank, o.err)
+				assert.Contains(t, o.err, "rank 1 (global rank 1) waits in all_reduce #1, which needs rank 0 (global rank 0)")
+				assert.Contains(t, o.err, "rank 0 (global rank 0) waits in send #1 (tag 5) to rank 1 (global rank 1)")
+				assert.Less(t, o.ms, 15000, "rank %d: the deadlock is an error in seconds, well before the 60 s timeout", rank)
+			}},
 			{"slow_sender", 0, func(t *testing.T, rank int, o setupResult) {
 				assert.Equal(t, "<nil>", o.err, "rank %d: a receive that waits 3 s for its send is no deadlock", rank)
 			}},
@@ -126,6 +136,18 @@ func runDesyncCase(t *testing.T, c desyncCase) {
 			t.Errorf("the world's barrier after: %v", err)
 		}
 		return
+	case "send_vs_collective":
+		// A send far larger than shm's mailbox, which the receiver drains only in a recv.
+		big := tensor.New(tensor.Float32, 4<<20)
+		if pg.Rank() == 0 {
+			if err = pg.Send(ctx, big, peer, 5); err == nil {
+				err = pg.AllReduce(ctx, buf, comm.Sum)
+			}
+		} else {
+			if err = pg.AllReduce(ctx, buf, comm.Sum); err == nil {
+				err = pg.Recv(ctx, big, peer, 5)
+			}
+		}
 	case "recv_vs_recv":
 		if err = pg.Recv(ctx, buf, peer, 3); err == nil {
 			err = pg.Send(ctx, buf, peer, 3)

@@ -34,6 +34,7 @@ type ProcessGroup struct {
 	recordedBackend string
 	posts           bool                 // the backend calls backends.Posted (backends.Poster)
 	eager           backends.EagerSender // the backend's, or nil: async sends that fit run at once
+	pacedSends      bool                 // a send that waits waits for its receiver's p2p op (backends.PacedSender)
 	store           store.Store
 	timeout         time.Duration
 	ownsWorld       bool

@@ -405,6 +405,9 @@ func (w *world) newGroup(ctx context.Context, name, desc string, ranks []int, ba
 	pg.backend = bg
 	_, pg.posts = bg.(backends.Poster)
 	pg.eager, _ = bg.(backends.EagerSender)
+	if ps, ok := bg.(backends.PacedSender); ok {
+		pg.pacedSends = ps.SendsWaitForReceiver()
+	}
 	// Flight-recorder entries name the backend that moves the bytes: backend "auto" records as
 	// shm or gloo when it picked one of them.
 	pg.recordedBackend = backendName

@@ -483,6 +483,10 @@ func (g *Group) SendFits(peer, nbytes int) bool {
 	return need <= g.room(peer, need, atomic.LoadUint64(head), tail, len(data))
 }
 
+// SendsWaitForReceiver: a Send that finds the mailbox full waits for its receiver to drain it,
+// which the receiver does only in a send or receive of its own (backends.PacedSender).
+func (g *Group) SendsWaitForReceiver() bool { return true }
+
 // Send streams a header and buf into the mailbox to op.Peer.
 func (g *Group) Send(ctx context.Context, op backends.Op, buf *tensor.Tensor) error {
 	return g.run(func() error {

@@ -74,6 +74,7 @@ type Group struct {
 var (
 	_ backends.Group       = (*Group)(nil)
 	_ backends.Poster      = (*Group)(nil)
+	_ backends.PacedSender = (*Group)(nil)
 	_ backends.EagerSender = (*Group)(nil)
 )
 
