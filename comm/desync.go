@@ -28,17 +28,17 @@ import (
 //     group with ErrMismatch; the other members' ops fail through the abort and name the
 //     verdict (withDesyncVerdict).
 //
-// Only a wait that cannot end otherwise is reported, seconds after it began. Any other send
-// may finish while its receiver is busy elsewhere (gloo's ranks read every connection in any
-// op), so a wait that involves one is left to the timeout;
-// so are two collectives (the backends compare their fingerprints) and a broadcast or scatter
-// at a non-root, which needs only the root. Ops on different groups are not compared: a rank
-// may have another goroutine that will issue the op the peer waits for.
+// Only a wait that cannot end otherwise is reported, seconds after it began. Any other send may
+// finish while its receiver is busy elsewhere (gloo's ranks read every connection in any op),
+// so a wait that involves one is left to the timeout; so are two collectives (the backends
+// compare their fingerprints) and a broadcast or scatter at a non-root, which needs only the
+// root. Ops on different groups are not compared: a rank may have another goroutine that will
+// issue the op the peer waits for.
 const (
 	desyncDelay = time.Second            // an op waits this long before its rank publishes it
 	desyncTick  = 500 * time.Millisecond // how often the watch looks (at most)
-	// A receive that keeps waiting is looked at every desyncTick, then every eighth of its wait
-	// so far: a pipeline stage that waits minutes for its input costs the store little.
+	// An op that keeps waiting is looked at every desyncTick, then every eighth of its wait so
+	// far: a pipeline stage that waits minutes for its input costs the store little.
 	desyncBackoff = 8
 )
 
@@ -108,9 +108,9 @@ type stallWatch struct {
 	mu        sync.Mutex
 	op        waitingOp
 	since     time.Time
-	published bool      // op is in the store under desyncKey(rank)
+	published int64     // the id of the op in the store under desyncKey(rank), if any
 	suspect   [2]int64  // this op's id and the peer's, at the last look that saw a deadlock
-	nextLook  time.Time // for a receive
+	nextLook  time.Time // for an op that looks
 }
 
 // begin records the running op e as waiting since then (a send, paced by its receiver if
@@ -128,17 +128,25 @@ func (s *stallWatch) begin(e *frEntry, since time.Time, pacedSends bool) {
 }
 
 // end: the op that began waiting is over; its record, if published, leaves the store before
-// the group's next op runs.
+// the group's next op runs (or, if the store does not answer, at the watch's next look).
 func (s *stallWatch) end(pg *ProcessGroup) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.published {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, _ = pg.store.Delete(ctx, desyncKey(pg.rank))
-		cancel()
-		s.published = false
-	}
+	s.withdraw(context.Background(), pg)
 	s.op = waitingOp{}
+}
+
+// withdraw deletes the published record, under mu: one left behind would tell a peer that this
+// rank still waits in an op it has left.
+func (s *stallWatch) withdraw(ctx context.Context, pg *ProcessGroup) {
+	if s.published == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := pg.store.Delete(ctx, desyncKey(pg.rank)); err == nil {
+		s.published = 0
+	}
 }
 
 // look publishes the op this rank has waited in for desyncDelay and, for a receive or a paced
@@ -146,14 +154,19 @@ func (s *stallWatch) end(pg *ProcessGroup) {
 func (s *stallWatch) look(ctx context.Context, pg *ProcessGroup, now time.Time) {
 	s.mu.Lock()
 	op, waited := s.op, now.Sub(s.since)
+	if s.published != 0 && s.published != op.id {
+		s.withdraw(ctx, pg) // end could not
+	}
 	if op.id == 0 || waited < desyncDelay {
 		s.mu.Unlock()
 		return
 	}
-	if op.published() && !s.published {
+	if op.published() && s.published != op.id {
 		// Under mu, so that end's Delete cannot overtake this Set.
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		s.published = pg.store.Set(sctx, desyncKey(pg.rank), op.encode()) == nil
+		if pg.store.Set(sctx, desyncKey(pg.rank), op.encode()) == nil {
+			s.published = op.id
+		}
 		cancel()
 	}
 	if !op.looks() || now.Before(s.nextLook) {
