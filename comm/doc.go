@@ -25,8 +25,9 @@
 // asynchronous send the backend can buffer at once runs on the caller's goroutine), bounds
 // every op by the group's timeout (ErrTimeout, after which the group is aborted so that no rank
 // waits forever), ends in about two seconds the waits of ranks that issued a group's ops in
-// orders that leave them waiting for each other for good (ErrMismatch), records every op in the flight recorder, and lowers Avg and PreMulSum to Sum
-// so that backends implement only the plain reductions.
+// orders that leave them waiting for each other for good (ErrMismatch), records every op in the
+// flight recorder, and lowers Avg and PreMulSum to Sum so that backends implement only the plain
+// reductions.
 //
 // An asynchronous op overlaps the caller's work only when the Go runtime has a processor to run
 // the worker on. With GOMAXPROCS=1 (what gccl run gives each rank when there are as many ranks
