@@ -43,13 +43,19 @@ func (c *deadlineCtx) Posted() {
 }
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) {
+	own := c.own()
+	if pd, ok := c.Context.Deadline(); ok && pd.Before(own) {
+		return pd, true
+	}
+	return own, true
+}
+
+// own is the op's deadline by the group's timeout, fixed the first time it is asked for.
+func (c *deadlineCtx) own() time.Time {
 	if c.deadline.IsZero() {
 		c.deadline = time.Now().Add(c.timeout)
 	}
-	if pd, ok := c.Context.Deadline(); ok && pd.Before(c.deadline) {
-		return pd, true
-	}
-	return c.deadline, true
+	return c.deadline
 }
 
 // Err is the parent's error, or DeadlineExceeded once the op's timeout has passed. Backends call
@@ -58,10 +64,7 @@ func (c *deadlineCtx) Err() error {
 	if err := c.Context.Err(); err != nil {
 		return err // the parent's deadline too
 	}
-	if c.deadline.IsZero() {
-		c.deadline = time.Now().Add(c.timeout)
-	}
-	left := time.Until(c.deadline) // the monotonic clock only: time.Now also reads the wall clock
+	left := time.Until(c.own()) // the monotonic clock only: time.Now also reads the wall clock
 	if left <= 0 {
 		return context.DeadlineExceeded
 	}

@@ -215,22 +215,20 @@ func (s *stallWatch) confirm(mine, theirs int64, deadlocked bool) bool {
 // for waited) and its peer's op (theirs) is, and what to do.
 func (pg *ProcessGroup) desyncVerdict(mine, theirs waitingOp, waited time.Duration) string {
 	me, peer := pg.rankName(pg.rank), pg.rankName(mine.peer)
-	const fix = "issue the same collectives in the same order on every rank, and each recv where its send stands in the peer's order (or pair them in BatchSendRecv)"
-	if mine.kind == backends.OpSend {
-		return fmt.Sprintf("deadlock after %.1f s: %s waits in %s #%d, which needs %s, and %s waits in send #%d (tag %d) to %s, which %s only takes in a recv, after that %s: the ranks issued the group's ops in different orders; %s",
-			waited.Seconds(), peer, theirs.kind, theirs.seq, me, me, mine.seq, mine.tag, peer, peer, theirs.kind, fix)
+	var what string
+	switch {
+	case mine.kind == backends.OpSend:
+		what = fmt.Sprintf("%s waits in %s #%d, which needs %s, and %s waits in send #%d (tag %d) to %s, which %s only takes in a recv, after that %s",
+			peer, theirs.kind, theirs.seq, me, me, mine.seq, mine.tag, peer, peer, theirs.kind)
+	case theirs.kind == backends.OpRecv:
+		what = fmt.Sprintf("%s waits in recv #%d (tag %d) from %s, and %s in recv #%d (tag %d) from %s; neither sends",
+			me, mine.seq, mine.tag, peer, peer, theirs.seq, theirs.tag, me)
+	default:
+		what = fmt.Sprintf("%s waits in %s #%d, which needs %s, and %s waits in recv #%d (tag %d) from %s, which can only come after that %s",
+			peer, theirs.kind, theirs.seq, me, me, mine.seq, mine.tag, peer, theirs.kind)
 	}
-	if theirs.kind == backends.OpRecv {
-		return fmt.Sprintf("deadlock after %.1f s: %s waits in recv #%d (tag %d) from %s, and %s in recv #%d (tag %d) from %s; neither sends: the ranks issued the group's ops in different orders; %s",
-			waited.Seconds(), me, mine.seq, mine.tag, peer, peer, theirs.seq, theirs.tag, me, fix)
-	}
-	return fmt.Sprintf("deadlock after %.1f s: %s waits in %s #%d, which needs %s, and %s waits in recv #%d (tag %d) from %s, which can only come after that %s: the ranks issued the group's ops in different orders; %s",
-		waited.Seconds(), peer, theirs.kind, theirs.seq, me, me, mine.seq, mine.tag, peer, theirs.kind, fix)
-}
-
-// rankName names group rank r as errors do: "rank 1 (global rank 3)".
-func (pg *ProcessGroup) rankName(r int) string {
-	return fmt.Sprintf("rank %d (global rank %d)", r, pg.globalRanks[r])
+	return fmt.Sprintf("deadlock after %.1f s: %s: the ranks issued the group's ops in different orders; issue the same collectives in the same order on every rank, and each recv where its send stands in the peer's order (or pair them in BatchSendRecv)",
+		waited.Seconds(), what)
 }
 
 // withDesyncVerdict adds to err, a mismatch reported by a peer, the deadlock that peer found,

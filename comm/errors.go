@@ -59,3 +59,8 @@ func groupLabel(name, desc string) string {
 	}
 	return strconv.Quote(name) + " (" + desc + ")"
 }
+
+// rankName names group rank r as errors do: "rank 1 (global rank 3)".
+func (pg *ProcessGroup) rankName(r int) string {
+	return fmt.Sprintf("rank %d (global rank %d)", r, pg.globalRanks[r])
+}

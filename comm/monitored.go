@@ -83,8 +83,8 @@ func (b *monitoredBarrier) arrive(ctx context.Context, timeout time.Duration) er
 	case err != nil && ctx.Err() != nil:
 		return fmt.Errorf("waiting for rank 0's verdict: %w", context.Cause(ctx))
 	case err != nil && errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: rank 0 (global rank %d) gave no verdict within %v (the timeout %v and a grace period): rank 0, which checks the others, did not reach the barrier, or its store is unreachable; its flight-recorder dump or stack shows where it is",
-			ErrTimeout, b.pg.globalRanks[0], wait, timeout)
+		return fmt.Errorf("%w: %s gave no verdict within %v (the timeout %v and a grace period): rank 0, which checks the others, did not reach the barrier, or its store is unreachable; its flight-recorder dump or stack shows where it is",
+			ErrTimeout, b.pg.rankName(0), wait, timeout)
 	case err != nil:
 		return fmt.Errorf("waiting for rank 0's verdict: %w", err)
 	}
